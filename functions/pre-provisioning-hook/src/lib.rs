@@ -1,0 +1,19 @@
+//! The geoprov pre-provisioning hook: AWS IoT fleet provisioning asks it
+//! whether a device presenting the claim certificate may be provisioned here.
+//!
+//! `request` is the wire contract, `rules` the pure decision, `handler` the
+//! invocation (deadline, registry write, audit, telemetry), `config` the
+//! cold-start configuration.
+
+pub mod config;
+pub mod handler;
+pub mod request;
+pub mod rules;
+
+pub use config::HookConfig;
+pub use handler::ProvisioningHook;
+pub use request::{HookRequest, HookResponse, ProvisioningClaim};
+pub use rules::{Policy, Reason};
+
+/// The service name in logs and metrics.
+pub const SERVICE: &str = "pre-provisioning-hook";

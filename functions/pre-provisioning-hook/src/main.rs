@@ -1,0 +1,26 @@
+//! Lambda entry point: configuration and clients once at cold start, then
+//! every event to the hook.
+
+use geoprov_shared::config::Env;
+use geoprov_shared::registry::DynamoRegistry;
+use geoprov_shared::{aws, telemetry};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use pre_provisioning_hook::{HookConfig, ProvisioningHook};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init_function_logging();
+    let config = HookConfig::from_env(&Env::from_process()).inspect_err(|e| {
+        tracing::error!(error = %e, "invalid configuration");
+    })?;
+    let sdk = aws::load_sdk_config().await;
+    let registry = DynamoRegistry::new(aws::dynamodb_client(&sdk), config.table_name);
+    let hook = ProvisioningHook::new(config.policy, registry, config.deadline);
+
+    let hook = &hook;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        Ok::<_, Error>(hook.handle(event.payload, &event.context.request_id).await)
+    }))
+    .await
+}

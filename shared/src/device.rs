@@ -1,0 +1,371 @@
+//! The device as the factory registered it: identity, status, residency,
+//! quota, factory key and the attributes its thing is created with.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A value that does not satisfy the rules of its kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidValue(pub String);
+
+/// Is `s` a valid AWS IoT thing name (1-128 of `[A-Za-z0-9:_-]`)?
+pub fn is_thing_name(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-'))
+}
+
+/// A device serial number, which is also its IoT thing name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SerialNumber(String);
+
+impl SerialNumber {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for SerialNumber {
+    type Error = InvalidValue;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        if is_thing_name(&s) {
+            Ok(SerialNumber(s))
+        } else {
+            Err(InvalidValue(
+                "serial number must be 1-128 characters of [A-Za-z0-9:_-]".into(),
+            ))
+        }
+    }
+}
+
+impl TryFrom<&str> for SerialNumber {
+    type Error = InvalidValue;
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        SerialNumber::try_from(s.to_owned())
+    }
+}
+
+impl From<SerialNumber> for String {
+    fn from(s: SerialNumber) -> String {
+        s.0
+    }
+}
+
+impl fmt::Display for SerialNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An IoT thing group name (same character rules as a thing name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ThingGroupName(String);
+
+impl ThingGroupName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ThingGroupName {
+    type Error = InvalidValue;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        if is_thing_name(&s) {
+            Ok(ThingGroupName(s))
+        } else {
+            Err(InvalidValue(
+                "thing group must be 1-128 characters of [A-Za-z0-9:_-]".into(),
+            ))
+        }
+    }
+}
+
+impl From<ThingGroupName> for String {
+    fn from(s: ThingGroupName) -> String {
+        s.0
+    }
+}
+
+/// An AWS region name such as `eu-west-1`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RegionName(String);
+
+impl RegionName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for RegionName {
+    type Error = InvalidValue;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        // partition-area-number, e.g. us-east-1, ap-southeast-2, us-gov-west-1.
+        let parts: Vec<&str> = s.split('-').collect();
+        let well_formed = parts.len() >= 3
+            && parts[..parts.len() - 1]
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+            && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
+            && !parts[parts.len() - 1].is_empty()
+            && s.len() <= 32;
+        if well_formed {
+            Ok(RegionName(s))
+        } else {
+            Err(InvalidValue(format!(
+                "{s:?} is not a region name like eu-west-1"
+            )))
+        }
+    }
+}
+
+impl TryFrom<&str> for RegionName {
+    type Error = InvalidValue;
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        RegionName::try_from(s.to_owned())
+    }
+}
+
+impl From<RegionName> for String {
+    fn from(s: RegionName) -> String {
+        s.0
+    }
+}
+
+impl fmt::Display for RegionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Hex SHA-256 of a DER SubjectPublicKeyInfo, kept in lower case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PublicKeyFingerprint(String);
+
+impl PublicKeyFingerprint {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The fingerprint of DER SubjectPublicKeyInfo bytes.
+    pub fn of_spki_der_hex(hex_sha256: String) -> Result<Self, InvalidValue> {
+        Self::try_from(hex_sha256)
+    }
+}
+
+impl TryFrom<String> for PublicKeyFingerprint {
+    type Error = InvalidValue;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(PublicKeyFingerprint(s.to_ascii_lowercase()))
+        } else {
+            Err(InvalidValue(
+                "publicKeySha256 must be 64 hex characters (SHA-256 of the DER SubjectPublicKeyInfo)"
+                    .into(),
+            ))
+        }
+    }
+}
+
+impl From<PublicKeyFingerprint> for String {
+    fn from(s: PublicKeyFingerprint) -> String {
+        s.0
+    }
+}
+
+/// Whether the device may be provisioned at all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeviceStatus {
+    #[default]
+    Allowed,
+    Blocked,
+    Revoked,
+}
+
+impl DeviceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceStatus::Allowed => "ALLOWED",
+            DeviceStatus::Blocked => "BLOCKED",
+            DeviceStatus::Revoked => "REVOKED",
+        }
+    }
+}
+
+/// Parameter names the hook sets itself; an attribute may not shadow them.
+pub const RESERVED_PARAMETER_NAMES: [&str; 3] = ["SerialNumber", "Region", "ThingGroupName"];
+
+/// Thing attributes as IoT accepts them: names 1-128 of `[A-Za-z0-9_.,@/:#-]`,
+/// values at most 800 characters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    try_from = "BTreeMap<String, String>",
+    into = "BTreeMap<String, String>"
+)]
+pub struct ThingAttributes(BTreeMap<String, String>);
+
+impl ThingAttributes {
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl TryFrom<BTreeMap<String, String>> for ThingAttributes {
+    type Error = InvalidValue;
+    fn try_from(map: BTreeMap<String, String>) -> Result<Self, Self::Error> {
+        for (name, value) in &map {
+            let name_ok = (1..=128).contains(&name.len())
+                && name.bytes().all(|b| {
+                    b.is_ascii_alphanumeric()
+                        || matches!(b, b'_' | b'.' | b',' | b'@' | b'/' | b':' | b'#' | b'-')
+                });
+            if !name_ok {
+                return Err(InvalidValue(format!(
+                    "attribute name {name:?} must be 1-128 characters of [A-Za-z0-9_.,@/:#-]"
+                )));
+            }
+            if RESERVED_PARAMETER_NAMES.contains(&name.as_str()) {
+                return Err(InvalidValue(format!(
+                    "attribute name {name:?} is reserved for the provisioning template"
+                )));
+            }
+            if value.chars().count() > 800 {
+                return Err(InvalidValue(format!(
+                    "attribute {name:?} is longer than 800 characters"
+                )));
+            }
+        }
+        Ok(ThingAttributes(map))
+    }
+}
+
+impl From<ThingAttributes> for BTreeMap<String, String> {
+    fn from(a: ThingAttributes) -> Self {
+        a.0
+    }
+}
+
+/// What the factory recorded for one device: one line of the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceProfile {
+    pub serial_number: SerialNumber,
+    #[serde(default)]
+    pub status: DeviceStatus,
+    /// Regions the device may be provisioned in; `None` means any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_regions: Option<BTreeSet<RegionName>>,
+    /// Provisioning quota; `None` means the function's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_provisions: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_sha256: Option<PublicKeyFingerprint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thing_group: Option<ThingGroupName>,
+    #[serde(default, skip_serializing_if = "ThingAttributes::is_empty")]
+    pub attributes: ThingAttributes,
+}
+
+impl DeviceProfile {
+    /// A registered, allowed device with no other restriction.
+    pub fn allowed(serial: SerialNumber) -> Self {
+        DeviceProfile {
+            serial_number: serial,
+            status: DeviceStatus::Allowed,
+            allowed_regions: None,
+            max_provisions: None,
+            public_key_sha256: None,
+            thing_group: None,
+            attributes: ThingAttributes::default(),
+        }
+    }
+}
+
+/// What the hook has recorded about the device's provisionings so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProvisioningState {
+    pub provision_count: u32,
+    /// Every certificate provisioned so far, so an IoT retry is recognised.
+    #[serde(default)]
+    pub provisioned_certificate_ids: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_certificate_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_provisioned_at: Option<String>,
+}
+
+/// A registered device: its profile and its provisioning state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceRecord {
+    pub profile: DeviceProfile,
+    pub provisioning: ProvisioningState,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thing_names_follow_the_iot_rules() {
+        assert!(is_thing_name("SN-0001:a_b"));
+        assert!(is_thing_name(&"a".repeat(128)));
+        assert!(!is_thing_name(""));
+        assert!(!is_thing_name(&"a".repeat(129)));
+        assert!(!is_thing_name("SN 1"));
+        assert!(!is_thing_name("SN/1"));
+        assert!(!is_thing_name("ßN"));
+        // Every character is checked, not just the first.
+        assert!(!is_thing_name("SN1$"));
+    }
+
+    #[test]
+    fn region_names_are_checked() {
+        for ok in ["us-east-1", "eu-west-1", "ap-southeast-2", "us-gov-west-1"] {
+            assert!(RegionName::try_from(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "useast1", "us-east", "US-EAST-1", "us--1", "eu-west-x"] {
+            assert!(RegionName::try_from(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn fingerprints_are_normalised_to_lower_case() {
+        let fp = PublicKeyFingerprint::try_from("AB".repeat(32)).unwrap();
+        assert_eq!(fp.as_str(), "ab".repeat(32));
+        assert!(PublicKeyFingerprint::try_from("ab".repeat(31)).is_err());
+        assert!(PublicKeyFingerprint::try_from("zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn a_manifest_line_with_only_a_serial_is_an_allowed_device() {
+        let p: DeviceProfile = serde_json::from_str(r#"{"serialNumber":"SN-1"}"#).unwrap();
+        assert_eq!(
+            p,
+            DeviceProfile::allowed(SerialNumber::try_from("SN-1").unwrap())
+        );
+    }
+
+    #[test]
+    fn attributes_may_not_shadow_template_parameters() {
+        let err = serde_json::from_str::<DeviceProfile>(
+            r#"{"serialNumber":"SN-1","attributes":{"Region":"x"}}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("reserved"), "{err}");
+    }
+}

@@ -1,0 +1,91 @@
+//! The geoprov table: one DynamoDB table, keys `pk` and `sk` (both strings).
+//!
+//! | item                | pk                   | sk                          |
+//! |---------------------|----------------------|-----------------------------|
+//! | device profile      | `DEVICE#<serial>`    | `PROFILE`                   |
+//! | provisioning state  | `DEVICE#<serial>`    | `STATE`                     |
+//! | audit event         | `DEVICE#<serial>`    | `AUDIT#<time>#<request id>` |
+//! | audit, no valid serial | `AUDIT#UNATTRIBUTED` | `AUDIT#<time>#<request id>` |
+//!
+//! The profile is what the factory manifest says and is replaced on import;
+//! the state is what the hook writes. Keeping them apart lets a manifest be
+//! imported again without resetting anyone's provisioning quota.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
+};
+use aws_sdk_dynamodb::Client;
+
+use crate::registry::RegistryError;
+
+pub const PARTITION_KEY: &str = "pk";
+pub const SORT_KEY: &str = "sk";
+pub const PROFILE_SK: &str = "PROFILE";
+pub const STATE_SK: &str = "STATE";
+pub const AUDIT_SK_PREFIX: &str = "AUDIT#";
+pub const UNATTRIBUTED_AUDIT_PK: &str = "AUDIT#UNATTRIBUTED";
+
+pub fn device_pk(serial: &str) -> String {
+    format!("DEVICE#{serial}")
+}
+
+pub fn audit_sk(time: &str, request_id: &str) -> String {
+    format!("{AUDIT_SK_PREFIX}{time}#{request_id}")
+}
+
+/// Creates the table with the deployed key schema (on-demand billing), and
+/// waits until it is active. An existing table is left as it is.
+pub async fn create_table(client: &Client, table: &str) -> Result<bool, RegistryError> {
+    let key = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .expect("key schema element has its required fields")
+    };
+    let attr = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .expect("attribute definition has its required fields")
+    };
+    let created = match client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(key(PARTITION_KEY, KeyType::Hash))
+        .key_schema(key(SORT_KEY, KeyType::Range))
+        .attribute_definitions(attr(PARTITION_KEY))
+        .attribute_definitions(attr(SORT_KEY))
+        .send()
+        .await
+    {
+        Ok(_) => true,
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_in_use_exception()) =>
+        {
+            false
+        }
+        Err(err) => return Err(RegistryError::dynamo("CreateTable", err)),
+    };
+    for _ in 0..120 {
+        let described = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| RegistryError::dynamo("DescribeTable", e))?;
+        if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+            return Ok(created);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(RegistryError::Unavailable(format!(
+        "table {table} did not become ACTIVE within 60 s"
+    )))
+}

@@ -1,0 +1,142 @@
+//! Logs and metrics: JSON logs through tracing, a cold-start flag, and
+//! CloudWatch Embedded Metric Format (EMF) lines on stdout.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde_json::{json, Map, Value};
+
+/// The CloudWatch namespace of every geoprov metric.
+pub const NAMESPACE: &str = "geoprov";
+
+static COLD_START: AtomicBool = AtomicBool::new(true);
+
+/// `true` for the first invocation of this execution environment only.
+pub fn take_cold_start() -> bool {
+    COLD_START.swap(false, Ordering::Relaxed)
+}
+
+/// Logging for a Lambda function: JSON when `AWS_LAMBDA_LOG_FORMAT=JSON`
+/// (SAM `LoggingConfig: {LogFormat: JSON}`), with a span per invocation that
+/// carries the request id.
+pub fn init_function_logging() {
+    lambda_runtime::tracing::init_default_subscriber();
+}
+
+/// A CloudWatch metric unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Count,
+    Milliseconds,
+}
+
+impl Unit {
+    fn as_str(self) -> &'static str {
+        match self {
+            Unit::Count => "Count",
+            Unit::Milliseconds => "Milliseconds",
+        }
+    }
+}
+
+/// One EMF log line: metrics with their dimensions, plus properties that
+/// CloudWatch keeps as searchable log fields.
+#[derive(Debug, Clone)]
+pub struct MetricLine {
+    service: String,
+    dimensions: Vec<(String, String)>,
+    metrics: Vec<(String, f64, Unit)>,
+    properties: Map<String, Value>,
+}
+
+impl MetricLine {
+    /// A line for `service`, which is always a dimension.
+    pub fn new(service: &str) -> Self {
+        MetricLine {
+            service: service.to_owned(),
+            dimensions: Vec::new(),
+            metrics: Vec::new(),
+            properties: Map::new(),
+        }
+    }
+
+    pub fn dimension(mut self, name: &str, value: &str) -> Self {
+        self.dimensions.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn metric(mut self, name: &str, value: f64, unit: Unit) -> Self {
+        self.metrics.push((name.to_owned(), value, unit));
+        self
+    }
+
+    pub fn property(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.properties.insert(name.to_owned(), value.into());
+        self
+    }
+
+    /// The EMF document, stamped with `timestamp_ms`.
+    pub fn render(&self, timestamp_ms: i64) -> Value {
+        let mut dimension_names = vec![Value::from("service")];
+        dimension_names.extend(self.dimensions.iter().map(|(n, _)| Value::from(n.as_str())));
+        let mut doc = self.properties.clone();
+        doc.insert("service".into(), Value::from(self.service.as_str()));
+        for (name, value) in &self.dimensions {
+            doc.insert(name.clone(), Value::from(value.as_str()));
+        }
+        for (name, value, _) in &self.metrics {
+            doc.insert(name.clone(), json!(value));
+        }
+        doc.insert(
+            "_aws".into(),
+            json!({
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [dimension_names],
+                    "Metrics": self.metrics.iter()
+                        .map(|(name, _, unit)| json!({"Name": name, "Unit": unit.as_str()}))
+                        .collect::<Vec<_>>(),
+                }],
+            }),
+        );
+        Value::Object(doc)
+    }
+
+    /// Writes the line to stdout, where Lambda hands it to CloudWatch.
+    pub fn emit(&self) {
+        println!("{}", self.render(crate::clock::now_epoch_millis()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_an_emf_document_with_service_and_dimensions() {
+        let doc = MetricLine::new("pre-provisioning-hook")
+            .dimension("Reason", "ALLOWED")
+            .metric("ProvisioningDecision", 1.0, Unit::Count)
+            .property("serialNumber", "SN-1")
+            .render(1_700_000_000_000);
+        assert_eq!(doc["service"], "pre-provisioning-hook");
+        assert_eq!(doc["Reason"], "ALLOWED");
+        assert_eq!(doc["ProvisioningDecision"], 1.0);
+        assert_eq!(doc["serialNumber"], "SN-1");
+        let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "geoprov");
+        assert_eq!(directive["Dimensions"], json!([["service", "Reason"]]));
+        assert_eq!(
+            directive["Metrics"],
+            json!([{"Name": "ProvisioningDecision", "Unit": "Count"}])
+        );
+        assert_eq!(doc["_aws"]["Timestamp"], 1_700_000_000_000i64);
+    }
+
+    #[test]
+    fn cold_start_is_reported_once() {
+        // Other tests in this binary may have taken it; after one take it is false.
+        let _ = take_cold_start();
+        assert!(!take_cold_start());
+    }
+}
