@@ -1,1 +1,200 @@
-fn main() {}
+//! `geoprov`: the operator tool for the geoprov device registry and audit log.
+//!
+//! It uses the standard AWS configuration chain, so `AWS_ENDPOINT_URL` points
+//! it at a local emulator.
+
+mod manifest;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use geoprov_shared::device::SerialNumber;
+use geoprov_shared::registry::{DeviceRegistry, DynamoRegistry, RegistryError};
+use geoprov_shared::{aws, table};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+/// BatchWriteItem calls in flight during an import.
+const IMPORT_CONCURRENCY: usize = 8;
+const BATCH: usize = 25;
+
+#[derive(Parser)]
+#[command(
+    name = "geoprov",
+    version,
+    about = "geoprov operator tool: device registry and audit log"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The device registry.
+    #[command(subcommand)]
+    Registry(RegistryCommand),
+    /// Print a device's audit events (JSON, oldest first).
+    Audit {
+        #[arg(long, env = "TABLE_NAME")]
+        table: String,
+        serial: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RegistryCommand {
+    /// Create the geoprov table with the deployed key schema.
+    CreateTable {
+        #[arg(long, env = "TABLE_NAME")]
+        table: String,
+    },
+    /// Import a factory manifest (JSON Lines, one device per line).
+    Import {
+        #[arg(long, env = "TABLE_NAME")]
+        table: String,
+        /// Import the valid lines even when some are invalid.
+        #[arg(long)]
+        skip_invalid: bool,
+        file: PathBuf,
+    },
+    /// Print a device's profile and provisioning state (JSON).
+    Show {
+        #[arg(long, env = "TABLE_NAME")]
+        table: String,
+        serial: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{0}")]
+    Registry(#[from] RegistryError),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0} is not a valid serial number (1-128 of [A-Za-z0-9:_-])")]
+    BadSerial(String),
+    #[error("{0} is not in the registry")]
+    NotFound(String),
+    #[error("{count} invalid line(s) in the manifest; nothing was imported (use --skip-invalid to import the valid ones)")]
+    InvalidManifest { count: usize },
+    #[error("{count} invalid line(s) were skipped")]
+    SkippedLines { count: usize },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("geoprov: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    let sdk = aws::load_sdk_config().await;
+    let client = aws::dynamodb_client(&sdk);
+    match cli.command {
+        Command::Registry(RegistryCommand::CreateTable { table }) => {
+            let created = table::create_table(&client, &table).await?;
+            print_json(&json!({"table": table, "created": created}));
+            Ok(())
+        }
+        Command::Registry(RegistryCommand::Import {
+            table,
+            skip_invalid,
+            file,
+        }) => import(DynamoRegistry::new(client, table), &file, skip_invalid).await,
+        Command::Registry(RegistryCommand::Show { table, serial }) => {
+            let registry = DynamoRegistry::new(client, table);
+            let serial = parse_serial(&serial)?;
+            let record = registry
+                .device(&serial)
+                .await?
+                .ok_or_else(|| CliError::NotFound(serial.to_string()))?;
+            print_json(&record);
+            Ok(())
+        }
+        Command::Audit { table, serial } => {
+            let registry = DynamoRegistry::new(client, table);
+            let events = registry.audit_events(&parse_serial(&serial)?).await?;
+            print_json(&events);
+            Ok(())
+        }
+    }
+}
+
+async fn import(
+    registry: DynamoRegistry,
+    file: &PathBuf,
+    skip_invalid: bool,
+) -> Result<(), CliError> {
+    let text = std::fs::read_to_string(file).map_err(|source| CliError::Read {
+        path: file.clone(),
+        source,
+    })?;
+    let manifest = manifest::parse(&text);
+    for error in &manifest.errors {
+        eprintln!("{}: {error}", file.display());
+    }
+    if !manifest.errors.is_empty() && !skip_invalid {
+        return Err(CliError::InvalidManifest {
+            count: manifest.errors.len(),
+        });
+    }
+
+    let progress = ProgressBar::new(manifest.profiles.len() as u64).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} devices {elapsed} {msg}")
+            .expect("progress template is valid"),
+    );
+    let registry = &registry;
+    let progress_ref = &progress;
+    let imported: usize = stream::iter(manifest.profiles.chunks(BATCH))
+        .map(|chunk| async move {
+            let written = registry.put_profiles(chunk).await?;
+            progress_ref.inc(written as u64);
+            Ok::<_, RegistryError>(written)
+        })
+        .buffer_unordered(IMPORT_CONCURRENCY)
+        .try_fold(0, |total, n| async move { Ok(total + n) })
+        .await?;
+    progress.finish_and_clear();
+
+    print_json(&json!({
+        "table": registry.table(),
+        "imported": imported,
+        "invalid": manifest.errors.len(),
+    }));
+    if manifest.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::SkippedLines {
+            count: manifest.errors.len(),
+        })
+    }
+}
+
+fn parse_serial(raw: &str) -> Result<SerialNumber, CliError> {
+    SerialNumber::try_from(raw).map_err(|_| CliError::BadSerial(raw.to_owned()))
+}
+
+fn print_json<T: serde::Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON values serialise")
+    );
+}

@@ -1,1 +1,152 @@
+//! Test harness for geoprov: a moto server on a free loopback port (one per
+//! test binary, tables named uniquely per test), SDK clients pointed at it,
+//! and the paths of the workspace's binaries.
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::Credentials;
+use geoprov_shared::registry::DynamoRegistry;
+use geoprov_shared::table;
+
+pub mod certs;
+pub mod lambda;
+
+/// The region the tests' clients use unless a test says otherwise.
+pub const TEST_REGION: &str = "eu-west-1";
+
+/// A running moto server.
+pub struct Moto {
+    pub endpoint: String,
+    _child: Child,
+}
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// The Python that has moto and cargo-lambda: `GEOPROV_PYTHON`, else the
+/// workspace's `.venv` (made by `make venv`).
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("GEOPROV_PYTHON") {
+        return p.into();
+    }
+    let venv = workspace_root().join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python with moto: run `make venv` (or set GEOPROV_PYTHON)"
+    );
+    venv
+}
+
+/// The moto server of this test binary, started on first use. It stops
+/// when the test binary exits (the launcher watches its parent).
+pub fn moto() -> &'static Moto {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    MOTO.get_or_init(|| {
+        let mut child = Command::new(python())
+            .arg(workspace_root().join("tests/support/moto_launcher.py"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto launcher");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("launcher stdout"))
+            .read_line(&mut line)
+            .expect("read moto port");
+        let port: u16 = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("moto launcher printed {line:?}, not a port"));
+        Moto {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            _child: child,
+        }
+    })
+}
+
+/// Environment for a process that must reach moto and nothing else: dummy
+/// credentials, the region, no instance metadata.
+pub fn aws_env(endpoint: &str, region: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint.to_owned()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_REGION", region.to_owned()),
+        ("AWS_DEFAULT_REGION", region.to_owned()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ]
+}
+
+/// SDK configuration for in-process clients: the same values the functions
+/// get from their environment, given explicitly so tests do not mutate the
+/// process environment.
+pub async fn sdk_config(endpoint: &str, region: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "geoprov-tests",
+        ))
+        .load()
+        .await
+}
+
+/// A table name no other test of this run uses.
+pub fn unique_table(prefix: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A fresh geoprov table in moto and a registry over it.
+pub async fn fresh_registry(prefix: &str) -> DynamoRegistry {
+    let config = sdk_config(&moto().endpoint, TEST_REGION).await;
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let name = unique_table(prefix);
+    table::create_table(&client, &name)
+        .await
+        .expect("create table in moto");
+    DynamoRegistry::new(client, name)
+}
+
+/// A workspace binary built by `cargo build --workspace` (the Makefile's
+/// `test` target builds them before running the tests).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary under target/<profile>/deps");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace` (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released for the caller).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free loopback port")
+}

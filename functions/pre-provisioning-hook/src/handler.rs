@@ -32,6 +32,16 @@ pub struct ProvisioningHook<R> {
     deadline: Duration,
 }
 
+/// What one invocation answered, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookDecision {
+    /// The answer to IoT.
+    pub response: HookResponse,
+    pub reason: Reason,
+    /// The audit event reached the table (it is in the log line either way).
+    pub audit_written: bool,
+}
+
 /// What one invocation decided, before it is reported.
 struct Outcome {
     result: Result<std::collections::BTreeMap<String, String>, Denial>,
@@ -65,7 +75,7 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
 
     /// Answers one hook request. Never fails: whatever goes wrong is a
     /// denial with a reason, audited and counted.
-    pub async fn handle(&self, payload: Value, request_id: &str) -> HookResponse {
+    pub async fn handle(&self, payload: Value, request_id: &str) -> HookDecision {
         let started = Instant::now();
         let cold_start = take_cold_start();
         let ids = RequestIdentifiers::of(&payload);
@@ -116,9 +126,13 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
         }
         metric.emit();
 
-        match outcome.result {
-            Ok(overrides) => HookResponse::allow(overrides),
-            Err(_) => HookResponse::deny(),
+        HookDecision {
+            response: match outcome.result {
+                Ok(overrides) => HookResponse::allow(overrides),
+                Err(_) => HookResponse::deny(),
+            },
+            reason,
+            audit_written,
         }
     }
 

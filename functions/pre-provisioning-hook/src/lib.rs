@@ -11,7 +11,7 @@ pub mod request;
 pub mod rules;
 
 pub use config::HookConfig;
-pub use handler::ProvisioningHook;
+pub use handler::{HookDecision, ProvisioningHook};
 pub use request::{HookRequest, HookResponse, ProvisioningClaim};
 pub use rules::{Policy, Reason};
 

@@ -20,7 +20,11 @@ async fn main() -> Result<(), Error> {
 
     let hook = &hook;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        Ok::<_, Error>(hook.handle(event.payload, &event.context.request_id).await)
+        Ok::<_, Error>(
+            hook.handle(event.payload, &event.context.request_id)
+                .await
+                .response,
+        )
     }))
     .await
 }

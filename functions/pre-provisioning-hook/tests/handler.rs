@@ -12,7 +12,7 @@ use geoprov_shared::registry::memory::MemoryRegistry;
 use geoprov_shared::registry::{
     AuditLog, CommitOutcome, DeviceRegistry, ProvisioningCommit, RegistryError,
 };
-use pre_provisioning_hook::{HookResponse, Policy, ProvisioningHook};
+use pre_provisioning_hook::{HookResponse, Policy, ProvisioningHook, Reason};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -55,7 +55,10 @@ fn reasons(events: &[AuditEvent]) -> Vec<&str> {
 #[tokio::test]
 async fn an_allowed_provisioning_is_recorded_and_audited_once() {
     let hook = hook_with(vec![DeviceProfile::allowed(serial("SN-1"))]);
-    let response = hook.handle(request("SN-1", "cert-a"), "req-1").await;
+    let decision = hook.handle(request("SN-1", "cert-a"), "req-1").await;
+    assert_eq!(decision.reason, Reason::Allowed);
+    assert!(decision.audit_written);
+    let response = decision.response;
     assert!(response.allow_provisioning);
     assert_eq!(response.parameter_overrides["Region"], "eu-west-1");
 
@@ -88,17 +91,20 @@ async fn an_iot_retry_is_allowed_again_without_counting() {
     assert!(
         hook.handle(request("SN-1", "cert-a"), "r1")
             .await
+            .response
             .allow_provisioning
     );
     assert!(
         hook.handle(request("SN-1", "cert-a"), "r2")
             .await
+            .response
             .allow_provisioning
     );
     assert!(
         !hook
             .handle(request("SN-1", "cert-b"), "r3")
             .await
+            .response
             .allow_provisioning
     );
     let state = hook
@@ -127,8 +133,9 @@ async fn every_denial_is_audited_with_its_reason() {
         no_cert,
         json!(null),
     ] {
-        let response = hook.handle(payload, "r").await;
-        assert_eq!(response, HookResponse::deny());
+        let decision = hook.handle(payload, "r").await;
+        assert_eq!(decision.response, HookResponse::deny());
+        assert!(decision.audit_written);
     }
     assert_eq!(
         reasons(&hook.registry().audit_events()),
@@ -153,10 +160,12 @@ async fn no_allow_leaks_into_the_next_warm_invocation() {
     assert!(
         hook.handle(request("SN-1", "a"), "r1")
             .await
+            .response
             .allow_provisioning
     );
     let next = hook.handle(request("SN-2", "b"), "r2").await;
-    assert_eq!(next, HookResponse::deny());
+    assert_eq!(next.response, HookResponse::deny());
+    assert_eq!(next.reason, Reason::UnknownDevice);
 }
 
 #[tokio::test]
@@ -195,8 +204,10 @@ impl AuditLog for Unresponsive {
 #[tokio::test]
 async fn denies_when_the_registry_does_not_answer_before_the_deadline() {
     let hook = ProvisioningHook::new(policy(), Unresponsive, Duration::from_millis(50));
-    let response = hook.handle(request("SN-1", "a"), "r").await;
-    assert_eq!(response, HookResponse::deny());
+    let decision = hook.handle(request("SN-1", "a"), "r").await;
+    assert_eq!(decision.response, HookResponse::deny());
+    assert_eq!(decision.reason, Reason::DeadlineExceeded);
+    assert!(!decision.audit_written);
 }
 
 /// A registry whose every call fails, as a DynamoDB that refuses.
@@ -224,10 +235,10 @@ impl AuditLog for Failing {
 #[tokio::test]
 async fn denies_when_the_registry_fails() {
     let hook = ProvisioningHook::new(policy(), Failing, Duration::from_secs(1));
-    assert_eq!(
-        hook.handle(request("SN-1", "a"), "r").await,
-        HookResponse::deny()
-    );
+    let decision = hook.handle(request("SN-1", "a"), "r").await;
+    assert_eq!(decision.response, HookResponse::deny());
+    assert_eq!(decision.reason, Reason::InternalError);
+    assert!(!decision.audit_written);
 }
 
 /// Arbitrary JSON, shaped like a hook request often enough to reach the rules.
@@ -278,7 +289,7 @@ proptest! {
             "templateArn": "t", "clientId": client, "parameters": {"SerialNumber": serial_number}
         });
         for p in [payload, shaped] {
-            let response = runtime.block_on(hook.handle(p, "r"));
+            let response = runtime.block_on(hook.handle(p, "r")).response;
             prop_assert!(!response.allow_provisioning || serial_number == "SN-REGISTERED");
         }
         prop_assert_eq!(hook.registry().audit_events().len(), 2);

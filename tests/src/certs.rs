@@ -1,0 +1,26 @@
+//! Device certificates made for a test run.
+
+use sha2::{Digest, Sha256};
+
+/// A device key pair with a self-signed certificate, as IoT would hand the
+/// hook a certificate whose key the factory may have recorded.
+pub struct DeviceCert {
+    pub pem: String,
+    /// Hex SHA-256 of the DER SubjectPublicKeyInfo.
+    pub spki_sha256: String,
+}
+
+pub fn device_cert(common_name: &str) -> DeviceCert {
+    let key = rcgen::KeyPair::generate().expect("generate P-256 key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    let cert = params.self_signed(&key).expect("self-sign");
+    DeviceCert {
+        pem: cert.pem(),
+        spki_sha256: hex::encode(Sha256::digest(
+            rcgen::PublicKeyData::subject_public_key_info(&key),
+        )),
+    }
+}

@@ -1,0 +1,175 @@
+//! The hook's handler with the DynamoDB registry in moto: the quota under
+//! concurrency, the audit trail, and the deadline against a silent endpoint.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use geoprov_shared::device::{DeviceProfile, RegionName, SerialNumber};
+use geoprov_shared::registry::{DeviceRegistry, DynamoRegistry};
+use geoprov_tests::{fresh_registry, sdk_config, TEST_REGION};
+use pre_provisioning_hook::{Policy, ProvisioningHook, Reason};
+use serde_json::{json, Value};
+
+fn policy() -> Policy {
+    Policy {
+        region: RegionName::try_from(TEST_REGION).unwrap(),
+        trusted_claim_certificate_ids: BTreeSet::new(),
+        require_client_id_match: false,
+        default_max_provisions: 3,
+    }
+}
+
+fn request(serial: &str, certificate_id: &str) -> Value {
+    json!({
+        "claimCertificateId": "claim-1",
+        "certificateId": certificate_id,
+        "certificatePem": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        "templateArn": "arn:aws:iot:eu-west-1:123456789012:provisiontemplate/geoprov",
+        "clientId": serial,
+        "parameters": {"SerialNumber": serial}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_concurrent_claims_with_a_quota_of_three_allow_exactly_three() {
+    let registry = fresh_registry("quota").await;
+    let serial = SerialNumber::try_from("SN-QUOTA").unwrap();
+    let mut profile = DeviceProfile::allowed(serial.clone());
+    profile.max_provisions = Some(3);
+    registry.put_profiles(&[profile]).await.unwrap();
+    let hook = Arc::new(ProvisioningHook::new(
+        policy(),
+        registry,
+        Duration::from_millis(4500),
+    ));
+
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let hook = hook.clone();
+            tokio::spawn(async move {
+                hook.handle(
+                    request("SN-QUOTA", &format!("cert-{i}")),
+                    &format!("req-{i}"),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut reasons = Vec::new();
+    for task in tasks {
+        reasons.push(task.await.unwrap().reason);
+    }
+    let allowed = reasons.iter().filter(|r| **r == Reason::Allowed).count();
+    let over = reasons
+        .iter()
+        .filter(|r| **r == Reason::QuotaExceeded)
+        .count();
+    assert_eq!((allowed, over), (3, 17), "{reasons:?}");
+
+    let registry = hook.registry();
+    let state = registry
+        .device(&serial)
+        .await
+        .unwrap()
+        .unwrap()
+        .provisioning;
+    assert_eq!(state.provision_count, 3);
+    assert_eq!(state.provisioned_certificate_ids.len(), 3);
+    let audit = registry.audit_events(&serial).await.unwrap();
+    assert_eq!(audit.len(), 20, "every decision is audited once");
+    assert_eq!(audit.iter().filter(|e| e.reason == "ALLOWED").count(), 3);
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|e| e.reason == "QUOTA_EXCEEDED")
+            .count(),
+        17
+    );
+}
+
+#[tokio::test]
+async fn decisions_are_audited_in_the_table() {
+    let registry = fresh_registry("audit").await;
+    registry
+        .put_profiles(&[DeviceProfile::allowed(
+            SerialNumber::try_from("SN-1").unwrap(),
+        )])
+        .await
+        .unwrap();
+    let hook = ProvisioningHook::new(policy(), registry, Duration::from_secs(3));
+    assert_eq!(
+        hook.handle(request("SN-1", "c1"), "r1").await.reason,
+        Reason::Allowed
+    );
+    assert_eq!(
+        hook.handle(request("SN-1", "c1"), "r2").await.reason,
+        Reason::Allowed
+    );
+    let mut untrusted = policy();
+    untrusted
+        .trusted_claim_certificate_ids
+        .insert("other-claim".into());
+    let strict = ProvisioningHook::new(
+        untrusted,
+        DynamoRegistry::new(hook.registry().client().clone(), hook.registry().table()),
+        Duration::from_secs(3),
+    );
+    assert_eq!(
+        strict.handle(request("SN-1", "c2"), "r3").await.reason,
+        Reason::UntrustedClaim
+    );
+
+    let audit = hook
+        .registry()
+        .audit_events(&SerialNumber::try_from("SN-1").unwrap())
+        .await
+        .unwrap();
+    let got: Vec<(&str, &str)> = audit
+        .iter()
+        .map(|e| (e.request_id.as_str(), e.reason.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("r1", "ALLOWED"),
+            ("r2", "ALLOWED"),
+            ("r3", "UNTRUSTED_CLAIM")
+        ]
+    );
+    assert!(audit
+        .iter()
+        .all(|e| e.certificate_id.is_some() && e.time.ends_with('Z')));
+}
+
+/// A loopback port that accepts connections and never answers.
+fn silent_endpoint() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+#[tokio::test]
+async fn denies_with_deadline_exceeded_when_dynamodb_never_answers() {
+    let config = sdk_config(&silent_endpoint(), TEST_REGION).await;
+    let registry = DynamoRegistry::new(aws_sdk_dynamodb::Client::new(&config), "geoprov");
+    let deadline = Duration::from_millis(1000);
+    let hook = ProvisioningHook::new(policy(), registry, deadline);
+
+    let started = Instant::now();
+    let decision = hook.handle(request("SN-1", "c1"), "r1").await;
+    let elapsed = started.elapsed();
+
+    assert_eq!(decision.reason, Reason::DeadlineExceeded);
+    assert!(!decision.response.allow_provisioning);
+    assert!(
+        elapsed < deadline + Duration::from_millis(500),
+        "answered after {elapsed:?}"
+    );
+}
