@@ -2,6 +2,7 @@
 //! (`cargo lambda watch --only-lambda-apis`), invoked over HTTP as Lambda
 //! invokes them.
 
+use std::collections::BTreeMap;
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -52,7 +53,7 @@ impl RuntimeEmulator {
 
     /// Starts `binary` as the function behind this emulator, with the Lambda
     /// runtime variables plus `env`.
-    pub fn run_function(&self, binary: &Path, env: &[(&str, String)]) -> FunctionProcess {
+    pub fn run_function(&self, binary: &Path, env: &BTreeMap<String, String>) -> FunctionProcess {
         let mut command = Command::new(binary);
         command
             .env_clear()
@@ -67,9 +68,7 @@ impl RuntimeEmulator {
             .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        for (k, v) in env {
-            command.env(k, v);
-        }
+        command.envs(env);
         FunctionProcess {
             child: command.spawn().expect("start function binary"),
         }

@@ -2,6 +2,7 @@
 //! test binary, tables named uniquely per test), SDK clients pointed at it,
 //! and the paths of the workspace's binaries.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -75,15 +76,18 @@ pub fn moto() -> &'static Moto {
 
 /// Environment for a process that must reach moto and nothing else: dummy
 /// credentials, the region, no instance metadata.
-pub fn aws_env(endpoint: &str, region: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("AWS_ENDPOINT_URL", endpoint.to_owned()),
-        ("AWS_ACCESS_KEY_ID", "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-        ("AWS_REGION", region.to_owned()),
-        ("AWS_DEFAULT_REGION", region.to_owned()),
-        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+pub fn aws_env(endpoint: &str, region: &str) -> BTreeMap<String, String> {
+    [
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", region),
+        ("AWS_DEFAULT_REGION", region),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
     ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
 }
 
 /// SDK configuration for in-process clients: the same values the functions

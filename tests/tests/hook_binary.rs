@@ -1,0 +1,100 @@
+//! The real `pre-provisioning-hook` binary under cargo-lambda's Runtime API
+//! emulator, its table in moto seeded with the real `geoprov` CLI, invoked
+//! with every sample event in `events/pre-provisioning-hook/`.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use geoprov_shared::device::SerialNumber;
+use geoprov_shared::registry::DynamoRegistry;
+use geoprov_tests::lambda::RuntimeEmulator;
+use geoprov_tests::{aws_env, moto, sdk_config, unique_table, workspace_binary, workspace_root};
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Deserialize)]
+struct Expectations {
+    environment: BTreeMap<String, String>,
+    events: BTreeMap<String, Expected>,
+}
+
+#[derive(Deserialize)]
+struct Expected {
+    reason: String,
+    response: Value,
+}
+
+fn geoprov(env: &BTreeMap<String, String>, args: &[&str]) -> std::process::Output {
+    let output = Command::new(workspace_binary("geoprov"))
+        .envs(env)
+        .args(args)
+        .output()
+        .expect("run geoprov");
+    assert!(
+        output.status.success(),
+        "geoprov {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+#[tokio::test]
+async fn every_sample_event_gets_its_expected_answer() {
+    let root = workspace_root();
+    let fixtures = root.join("tests/fixtures/pre-provisioning-hook");
+    let expectations: Expectations =
+        serde_json::from_slice(&std::fs::read(fixtures.join("expected.json")).unwrap()).unwrap();
+    let region = &expectations.environment["AWS_REGION"];
+    let mut env = aws_env(&moto().endpoint, region);
+    let table = unique_table("hook-binary");
+    env.insert("TABLE_NAME".into(), table.clone());
+
+    geoprov(&env, &["registry", "create-table"]);
+    let manifest = fixtures.join("registry.jsonl");
+    geoprov(&env, &["registry", "import", manifest.to_str().unwrap()]);
+
+    let emulator = RuntimeEmulator::start();
+    let mut function_env = env.clone();
+    function_env.extend(expectations.environment.clone());
+    let mut function =
+        emulator.run_function(&workspace_binary("pre-provisioning-hook"), &function_env);
+
+    let config = sdk_config(&moto().endpoint, region).await;
+    let registry = DynamoRegistry::new(aws_sdk_dynamodb::Client::new(&config), &table);
+
+    let mut events: Vec<_> = std::fs::read_dir(root.join("events/pre-provisioning-hook"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    events.sort();
+    assert!(events.len() >= 8, "sample events missing: {events:?}");
+    for path in events {
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let expected = expectations
+            .events
+            .get(&name)
+            .unwrap_or_else(|| panic!("no expectation for events/pre-provisioning-hook/{name}"));
+        let payload: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+
+        let response = emulator.invoke(&payload);
+        assert_eq!(response, expected.response, "{name}");
+        assert!(function.exited().is_none(), "the function exited on {name}");
+
+        if let Some(serial) = payload
+            .pointer("/parameters/SerialNumber")
+            .and_then(Value::as_str)
+        {
+            let audit = registry
+                .audit_events(&SerialNumber::try_from(serial).unwrap())
+                .await
+                .unwrap();
+            let event = audit
+                .iter()
+                .rev()
+                .find(|e| e.certificate_id.as_deref() == payload["certificateId"].as_str())
+                .unwrap_or_else(|| panic!("{name}: no audit event"));
+            assert_eq!(event.reason, expected.reason, "{name}");
+        }
+    }
+}
