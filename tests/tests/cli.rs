@@ -75,7 +75,11 @@ fn imports_ten_thousand_devices_and_reimports_idempotently() {
     assert_eq!(summary["imported"], 10_000);
     assert_eq!(summary["invalid"], 0);
 
-    for (serial, quota, model) in [("SN-00000", 1, "X0"), ("SN-09999", 1, "X3"), ("SN-04711", 2, "X0")] {
+    for (serial, quota, model) in [
+        ("SN-00000", 1, "X0"),
+        ("SN-09999", 1, "X3"),
+        ("SN-04711", 2, "X0"),
+    ] {
         let shown = cli.ok(&["registry", "show", serial]);
         assert_eq!(shown["profile"]["serialNumber"], serial);
         assert_eq!(shown["profile"]["maxProvisions"], quota);
@@ -86,7 +90,10 @@ fn imports_ten_thousand_devices_and_reimports_idempotently() {
     let again = cli.ok(&["registry", "import", path]);
     assert_eq!(again["imported"], 10_000);
     let shown = cli.ok(&["registry", "show", "SN-09999"]);
-    assert_eq!(shown["profile"]["allowedRegions"], serde_json::json!(["us-east-1"]));
+    assert_eq!(
+        shown["profile"]["allowedRegions"],
+        serde_json::json!(["us-east-1"])
+    );
 }
 
 #[test]
@@ -106,11 +113,17 @@ fn a_manifest_with_bad_lines_imports_nothing_and_names_line_and_field() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("line 2: maxProvisions"), "{stderr}");
-    assert!(stderr.contains("line 4: alowedRegions: unknown field"), "{stderr}");
+    assert!(
+        stderr.contains("line 4: alowedRegions: unknown field"),
+        "{stderr}"
+    );
     assert!(!cli.run(&["registry", "show", "SN-GOOD-1"]).status.success());
 
     let out = cli.run(&["registry", "import", "--skip-invalid", path]);
-    assert!(!out.status.success(), "skipped lines still fail the command");
+    assert!(
+        !out.status.success(),
+        "skipped lines still fail the command"
+    );
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["imported"], 2);
     assert_eq!(summary["invalid"], 2);
