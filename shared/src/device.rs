@@ -152,11 +152,6 @@ impl PublicKeyFingerprint {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// The fingerprint of DER SubjectPublicKeyInfo bytes.
-    pub fn of_spki_der_hex(hex_sha256: String) -> Result<Self, InvalidValue> {
-        Self::try_from(hex_sha256)
-    }
 }
 
 impl TryFrom<String> for PublicKeyFingerprint {
