@@ -18,161 +18,104 @@ pub fn is_thing_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-'))
 }
 
-/// A device serial number, which is also its IoT thing name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct SerialNumber(String);
+/// A string newtype that exists only in valid form: serde, `TryFrom` and
+/// `Display` all go through `check`, which may also normalise the value.
+macro_rules! validated_string {
+    ($(#[$meta:meta])* $name:ident, check: $check:expr) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
 
-impl SerialNumber {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = InvalidValue;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                let check: fn(String) -> Result<String, InvalidValue> = $check;
+                check(s).map($name)
+            }
+        }
+
+        impl TryFrom<&str> for $name {
+            type Error = InvalidValue;
+            fn try_from(s: &str) -> Result<Self, Self::Error> {
+                $name::try_from(s.to_owned())
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(s: $name) -> String {
+                s.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
 }
 
-impl TryFrom<String> for SerialNumber {
-    type Error = InvalidValue;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        if is_thing_name(&s) {
-            Ok(SerialNumber(s))
-        } else {
-            Err(InvalidValue(
-                "serial number must be 1-128 characters of [A-Za-z0-9:_-]".into(),
-            ))
+validated_string!(
+    /// A device serial number, which is also its IoT thing name.
+    SerialNumber,
+    check: |s| match is_thing_name(&s) {
+        true => Ok(s),
+        false => Err(InvalidValue(
+            "serial number must be 1-128 characters of [A-Za-z0-9:_-]".into(),
+        )),
+    }
+);
+
+validated_string!(
+    /// An IoT thing group name (same character rules as a thing name).
+    ThingGroupName,
+    check: |s| match is_thing_name(&s) {
+        true => Ok(s),
+        false => Err(InvalidValue(
+            "thing group must be 1-128 characters of [A-Za-z0-9:_-]".into(),
+        )),
+    }
+);
+
+validated_string!(
+    /// An AWS region name such as `eu-west-1`: lower-case words and a number,
+    /// e.g. us-east-1, ap-southeast-2, us-gov-west-1.
+    RegionName,
+    check: |s| {
+        let well_formed = s.len() <= 32
+            && s.rsplit_once('-').is_some_and(|(words, number)| {
+                !number.is_empty()
+                    && number.bytes().all(|b| b.is_ascii_digit())
+                    && words.split('-').count() >= 2
+                    && words
+                        .split('-')
+                        .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()))
+            });
+        match well_formed {
+            true => Ok(s),
+            false => Err(InvalidValue(format!("{s:?} is not a region name like eu-west-1"))),
         }
     }
-}
+);
 
-impl TryFrom<&str> for SerialNumber {
-    type Error = InvalidValue;
-    fn try_from(s: &str) -> Result<Self, Self::Error> {
-        SerialNumber::try_from(s.to_owned())
+validated_string!(
+    /// Hex SHA-256 of a DER SubjectPublicKeyInfo, kept in lower case.
+    PublicKeyFingerprint,
+    check: |s| match s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        true => Ok(s.to_ascii_lowercase()),
+        false => Err(InvalidValue(
+            "publicKeySha256 must be 64 hex characters (SHA-256 of the DER SubjectPublicKeyInfo)"
+                .into(),
+        )),
     }
-}
-
-impl From<SerialNumber> for String {
-    fn from(s: SerialNumber) -> String {
-        s.0
-    }
-}
-
-impl fmt::Display for SerialNumber {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// An IoT thing group name (same character rules as a thing name).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct ThingGroupName(String);
-
-impl ThingGroupName {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for ThingGroupName {
-    type Error = InvalidValue;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        if is_thing_name(&s) {
-            Ok(ThingGroupName(s))
-        } else {
-            Err(InvalidValue(
-                "thing group must be 1-128 characters of [A-Za-z0-9:_-]".into(),
-            ))
-        }
-    }
-}
-
-impl From<ThingGroupName> for String {
-    fn from(s: ThingGroupName) -> String {
-        s.0
-    }
-}
-
-/// An AWS region name such as `eu-west-1`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct RegionName(String);
-
-impl RegionName {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for RegionName {
-    type Error = InvalidValue;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        // partition-area-number, e.g. us-east-1, ap-southeast-2, us-gov-west-1.
-        let parts: Vec<&str> = s.split('-').collect();
-        let well_formed = parts.len() >= 3
-            && parts[..parts.len() - 1]
-                .iter()
-                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
-            && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
-            && !parts[parts.len() - 1].is_empty()
-            && s.len() <= 32;
-        if well_formed {
-            Ok(RegionName(s))
-        } else {
-            Err(InvalidValue(format!(
-                "{s:?} is not a region name like eu-west-1"
-            )))
-        }
-    }
-}
-
-impl TryFrom<&str> for RegionName {
-    type Error = InvalidValue;
-    fn try_from(s: &str) -> Result<Self, Self::Error> {
-        RegionName::try_from(s.to_owned())
-    }
-}
-
-impl From<RegionName> for String {
-    fn from(s: RegionName) -> String {
-        s.0
-    }
-}
-
-impl fmt::Display for RegionName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Hex SHA-256 of a DER SubjectPublicKeyInfo, kept in lower case.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct PublicKeyFingerprint(String);
-
-impl PublicKeyFingerprint {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for PublicKeyFingerprint {
-    type Error = InvalidValue;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            Ok(PublicKeyFingerprint(s.to_ascii_lowercase()))
-        } else {
-            Err(InvalidValue(
-                "publicKeySha256 must be 64 hex characters (SHA-256 of the DER SubjectPublicKeyInfo)"
-                    .into(),
-            ))
-        }
-    }
-}
-
-impl From<PublicKeyFingerprint> for String {
-    fn from(s: PublicKeyFingerprint) -> String {
-        s.0
-    }
-}
+);
 
 /// Whether the device may be provisioned at all.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
