@@ -1,6 +1,7 @@
 //! One invocation of the hook: parse, decide within the deadline, record the
 //! provisioning and its audit event, emit the log line and the metric.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use geoprov_shared::audit::{AuditEvent, Decision};
@@ -42,20 +43,37 @@ pub struct HookDecision {
     pub audit_written: bool,
 }
 
+/// The audit detail of an allowed new provisioning.
+const NEW_PROVISIONING: &str = "every rule passed";
+/// The audit detail of an allowed IoT retry.
+const RETRY: &str = "retry of a provisioned certificate";
+
 /// What one invocation decided, before it is reported.
 struct Outcome {
-    result: Result<std::collections::BTreeMap<String, String>, Denial>,
-    /// The audit event went in with the provisioning write.
+    /// The parameter overrides of an allow; `None` for a denial.
+    overrides: Option<BTreeMap<String, String>>,
+    reason: Reason,
+    detail: String,
+    /// The audit event already went in with the provisioning write.
     audited: bool,
-    retry: bool,
 }
 
 impl Outcome {
     fn denied(denial: Denial) -> Self {
         Outcome {
-            result: Err(denial),
+            overrides: None,
+            reason: denial.reason,
+            detail: denial.detail,
             audited: false,
-            retry: false,
+        }
+    }
+
+    fn allowed(overrides: BTreeMap<String, String>, detail: &str, audited: bool) -> Self {
+        Outcome {
+            overrides: Some(overrides),
+            reason: Reason::Allowed,
+            detail: detail.to_owned(),
+            audited,
         }
     }
 }
@@ -90,13 +108,11 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
                 )),
             };
 
-        let (reason, detail) = match &outcome.result {
-            Ok(_) if outcome.retry => (Reason::Allowed, "retry of a provisioned certificate"),
-            Ok(_) => (Reason::Allowed, "every rule passed"),
-            Err(denial) => (denial.reason, denial.detail.as_str()),
-        };
-        let event = self.audit_event(&ids, reason, detail, request_id);
-        let audit_written = outcome.audited || self.append_audit(&event).await;
+        let reason = outcome.reason;
+        let audit_written = outcome.audited
+            || self
+                .append_audit(&self.audit_event(&ids, reason, &outcome.detail, request_id))
+                .await;
 
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(
@@ -104,13 +120,13 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
             cold_start,
             serial_number = ids.serial_number.as_deref().unwrap_or(""),
             certificate_id = ids.certificate_id.as_deref().unwrap_or(""),
-            decision = if outcome.result.is_ok() {
+            decision = if outcome.overrides.is_some() {
                 "ALLOW"
             } else {
                 "DENY"
             },
             reason = reason.code(),
-            detail,
+            detail = outcome.detail,
             audit_written,
             latency_ms,
             "provisioning decision"
@@ -127,9 +143,9 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
         metric.emit();
 
         HookDecision {
-            response: match outcome.result {
-                Ok(overrides) => HookResponse::allow(overrides),
-                Err(_) => HookResponse::deny(),
+            response: match outcome.overrides {
+                Some(overrides) => HookResponse::allow(overrides),
+                None => HookResponse::deny(),
             },
             reason,
             audit_written,
@@ -165,13 +181,9 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
                 Verdict::Allow(grant) => grant,
             };
             let GrantKind::New { quota } = grant.kind else {
-                return Ok(Outcome {
-                    result: Ok(grant.parameter_overrides),
-                    audited: false,
-                    retry: true,
-                });
+                return Ok(Outcome::allowed(grant.parameter_overrides, RETRY, false));
             };
-            let audit = self.audit_event(ids, Reason::Allowed, "every rule passed", request_id);
+            let audit = self.audit_event(ids, Reason::Allowed, NEW_PROVISIONING, request_id);
             let commit = ProvisioningCommit {
                 serial: claim.serial.clone(),
                 certificate_id: claim.certificate_id.clone(),
@@ -181,11 +193,11 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
             };
             match self.registry.record_provisioning(&commit, &audit).await? {
                 CommitOutcome::Committed => {
-                    return Ok(Outcome {
-                        result: Ok(grant.parameter_overrides),
-                        audited: true,
-                        retry: false,
-                    })
+                    return Ok(Outcome::allowed(
+                        grant.parameter_overrides,
+                        NEW_PROVISIONING,
+                        true,
+                    ))
                 }
                 CommitOutcome::Conflict => continue,
             }
