@@ -12,7 +12,7 @@ import json
 import sys
 import time
 
-from localstack import ROOT, Processes, aws_env, function_env, geoprov, invoke, start_moto, start_runtime_emulator
+from local_aws import ROOT, Processes, aws_env, function_env, geoprov, invoke, start_moto, start_runtime_emulator
 
 FIXTURES = ROOT / "tests/fixtures/pre-provisioning-hook"
 

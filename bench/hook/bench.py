@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-from localstack import ROOT, Processes, aws_env, function_env, geoprov, invoke, start_moto, start_runtime_emulator  # noqa: E402
+from local_aws import ROOT, Processes, aws_env, function_env, geoprov, invoke, start_moto, start_runtime_emulator  # noqa: E402
 
 WARM = int(os.environ.get("BENCH_INVOCATIONS", "2000"))
 REGION = "eu-west-1"

@@ -5,7 +5,7 @@
 
 mod manifest;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -138,13 +138,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-async fn import(
-    registry: DynamoRegistry,
-    file: &PathBuf,
-    skip_invalid: bool,
-) -> Result<(), CliError> {
+async fn import(registry: DynamoRegistry, file: &Path, skip_invalid: bool) -> Result<(), CliError> {
     let text = std::fs::read_to_string(file).map_err(|source| CliError::Read {
-        path: file.clone(),
+        path: file.to_path_buf(),
         source,
     })?;
     let manifest = manifest::parse(&text);

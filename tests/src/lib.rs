@@ -15,6 +15,7 @@ use geoprov_shared::registry::DynamoRegistry;
 use geoprov_shared::table;
 
 pub mod certs;
+pub mod cli;
 pub mod lambda;
 
 /// The region the tests' clients use unless a test says otherwise.

@@ -1,43 +1,18 @@
 //! The `geoprov` operator CLI, run as a process against moto.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
-use geoprov_tests::{aws_env, moto, unique_table, workspace_binary, TEST_REGION};
+use geoprov_tests::cli::Geoprov;
+use geoprov_tests::{aws_env, moto, unique_table, TEST_REGION};
 use serde_json::Value;
 
-struct Cli {
-    env: BTreeMap<String, String>,
-}
-
-impl Cli {
-    fn with_table() -> Cli {
-        let mut env = aws_env(&moto().endpoint, TEST_REGION);
-        env.insert("TABLE_NAME".into(), unique_table("cli"));
-        let cli = Cli { env };
-        cli.ok(&["registry", "create-table"]);
-        cli
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(workspace_binary("geoprov"))
-            .env_clear()
-            .envs(&self.env)
-            .args(args)
-            .output()
-            .expect("run geoprov")
-    }
-
-    fn ok(&self, args: &[&str]) -> Value {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "geoprov {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("geoprov prints JSON")
-    }
+/// `geoprov` against a fresh table in moto.
+fn cli_with_table() -> Geoprov {
+    let mut env = aws_env(&moto().endpoint, TEST_REGION);
+    env.insert("TABLE_NAME".into(), unique_table("cli"));
+    let cli = Geoprov::new(env);
+    cli.ok(&["registry", "create-table"]);
+    cli
 }
 
 fn manifest_file(name: &str, lines: &[String]) -> PathBuf {
@@ -50,14 +25,14 @@ fn manifest_file(name: &str, lines: &[String]) -> PathBuf {
 
 #[test]
 fn create_table_is_idempotent() {
-    let cli = Cli::with_table();
+    let cli = cli_with_table();
     let again = cli.ok(&["registry", "create-table"]);
     assert_eq!(again["created"], false);
 }
 
 #[test]
 fn imports_ten_thousand_devices_and_reimports_idempotently() {
-    let cli = Cli::with_table();
+    let cli = cli_with_table();
     let lines: Vec<String> = (0..10_000)
         .map(|i| {
             let region = if i % 2 == 0 { "eu-west-1" } else { "us-east-1" };
@@ -98,7 +73,7 @@ fn imports_ten_thousand_devices_and_reimports_idempotently() {
 
 #[test]
 fn a_manifest_with_bad_lines_imports_nothing_and_names_line_and_field() {
-    let cli = Cli::with_table();
+    let cli = cli_with_table();
     let file = manifest_file(
         "bad.jsonl",
         &[
@@ -133,7 +108,7 @@ fn a_manifest_with_bad_lines_imports_nothing_and_names_line_and_field() {
 
 #[test]
 fn show_and_audit_refuse_an_invalid_serial_and_report_an_unknown_one() {
-    let cli = Cli::with_table();
+    let cli = cli_with_table();
     let out = cli.run(&["registry", "show", "SN 1"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid serial number"));

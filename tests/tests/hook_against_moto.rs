@@ -1,34 +1,32 @@
 //! The hook's handler with the DynamoDB registry in moto: the quota under
 //! concurrency, the audit trail, and the deadline against a silent endpoint.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use geoprov_shared::device::{DeviceProfile, RegionName, SerialNumber};
+use geoprov_shared::config::Env;
+use geoprov_shared::device::{DeviceProfile, SerialNumber};
 use geoprov_shared::registry::{DeviceRegistry, DynamoRegistry};
 use geoprov_tests::{fresh_registry, sdk_config, TEST_REGION};
-use pre_provisioning_hook::{Policy, ProvisioningHook, Reason};
+use pre_provisioning_hook::{HookConfig, Policy, ProvisioningHook, Reason};
 use serde_json::{json, Value};
 
+const SAMPLE_EVENT: &str = include_str!("../../events/pre-provisioning-hook/allow.json");
+
+/// The policy the hook runs with when only the required variables are set.
 fn policy() -> Policy {
-    Policy {
-        region: RegionName::try_from(TEST_REGION).unwrap(),
-        trusted_claim_certificate_ids: BTreeSet::new(),
-        require_client_id_match: false,
-        default_max_provisions: 3,
-    }
+    let env = Env::from_pairs([("TABLE_NAME", "geoprov"), ("AWS_REGION", TEST_REGION)]);
+    HookConfig::from_env(&env).unwrap().policy
 }
 
+/// The sample event `events/pre-provisioning-hook/allow.json`, for another
+/// serial and certificate.
 fn request(serial: &str, certificate_id: &str) -> Value {
-    json!({
-        "claimCertificateId": "claim-1",
-        "certificateId": certificate_id,
-        "certificatePem": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
-        "templateArn": "arn:aws:iot:eu-west-1:123456789012:provisiontemplate/geoprov",
-        "clientId": serial,
-        "parameters": {"SerialNumber": serial}
-    })
+    let mut event: Value = serde_json::from_str(SAMPLE_EVENT).unwrap();
+    event["certificateId"] = certificate_id.into();
+    event["clientId"] = serial.into();
+    event["parameters"] = json!({ "SerialNumber": serial });
+    event
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -3,10 +3,10 @@
 //! with every sample event in `events/pre-provisioning-hook/`.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use geoprov_shared::device::SerialNumber;
 use geoprov_shared::registry::DynamoRegistry;
+use geoprov_tests::cli::Geoprov;
 use geoprov_tests::lambda::RuntimeEmulator;
 use geoprov_tests::{aws_env, moto, sdk_config, unique_table, workspace_binary, workspace_root};
 use serde::Deserialize;
@@ -24,20 +24,6 @@ struct Expected {
     response: Value,
 }
 
-fn geoprov(env: &BTreeMap<String, String>, args: &[&str]) -> std::process::Output {
-    let output = Command::new(workspace_binary("geoprov"))
-        .envs(env)
-        .args(args)
-        .output()
-        .expect("run geoprov");
-    assert!(
-        output.status.success(),
-        "geoprov {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
 #[tokio::test]
 async fn every_sample_event_gets_its_expected_answer() {
     let root = workspace_root();
@@ -49,9 +35,10 @@ async fn every_sample_event_gets_its_expected_answer() {
     let table = unique_table("hook-binary");
     env.insert("TABLE_NAME".into(), table.clone());
 
-    geoprov(&env, &["registry", "create-table"]);
+    let cli = Geoprov::new(env.clone());
+    cli.ok(&["registry", "create-table"]);
     let manifest = fixtures.join("registry.jsonl");
-    geoprov(&env, &["registry", "import", manifest.to_str().unwrap()]);
+    cli.ok(&["registry", "import", manifest.to_str().unwrap()]);
 
     let emulator = RuntimeEmulator::start();
     let mut function_env = env.clone();

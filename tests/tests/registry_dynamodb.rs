@@ -93,61 +93,53 @@ async fn a_commit_conflicts_and_writes_nothing_when_a_condition_fails() {
         .put_profiles(&[DeviceProfile::allowed(serial("SN-1")), blocked])
         .await
         .unwrap();
-    let ok = |c, r: &str| {
+    let cases = [
+        (
+            "SN-1",
+            "cert-a",
+            1,
+            CommitOutcome::Committed,
+            "a first provisioning",
+        ),
+        ("SN-1", "cert-b", 1, CommitOutcome::Conflict, "over quota"),
+        (
+            "SN-1",
+            "cert-a",
+            5,
+            CommitOutcome::Conflict,
+            "the same certificate again",
+        ),
+        ("SN-B", "x", 5, CommitOutcome::Conflict, "a blocked device"),
+        (
+            "SN-NONE",
+            "x",
+            5,
+            CommitOutcome::Conflict,
+            "an unregistered device",
+        ),
+    ];
+    for (i, (serial_number, certificate_id, quota, expected, case)) in cases.into_iter().enumerate()
+    {
+        let audit = event(
+            serial_number,
+            &format!("r{i}"),
+            &format!("2026-11-29T12:00:0{i}Z"),
+        );
+        let outcome = registry
+            .record_provisioning(&commit(serial_number, certificate_id, quota), &audit)
+            .await
+            .unwrap();
+        assert_eq!(outcome, expected, "{case}");
+    }
+    let count = |serial_number| {
         let registry = &registry;
-        let e = event("SN-1", r, &format!("2026-11-29T12:00:0{}Z", r.len()));
-        async move { registry.record_provisioning(&c, &e).await.unwrap() }
+        async move {
+            let record = registry.device(&serial(serial_number)).await.unwrap();
+            record.unwrap().provisioning.provision_count
+        }
     };
-    assert_eq!(
-        ok(commit("SN-1", "cert-a", 1), "a").await,
-        CommitOutcome::Committed
-    );
-    // Over quota.
-    assert_eq!(
-        ok(commit("SN-1", "cert-b", 1), "bb").await,
-        CommitOutcome::Conflict
-    );
-    // The same certificate again is not a new provisioning.
-    assert_eq!(
-        ok(commit("SN-1", "cert-a", 5), "ccc").await,
-        CommitOutcome::Conflict
-    );
-    // Blocked, and unregistered, devices.
-    let e = event("SN-B", "d", "2026-11-29T12:00:09Z");
-    assert_eq!(
-        registry
-            .record_provisioning(&commit("SN-B", "x", 5), &e)
-            .await
-            .unwrap(),
-        CommitOutcome::Conflict
-    );
-    assert_eq!(
-        registry
-            .record_provisioning(&commit("SN-NONE", "x", 5), &e)
-            .await
-            .unwrap(),
-        CommitOutcome::Conflict
-    );
-    assert_eq!(
-        registry
-            .device(&serial("SN-1"))
-            .await
-            .unwrap()
-            .unwrap()
-            .provisioning
-            .provision_count,
-        1
-    );
-    assert!(
-        registry
-            .device(&serial("SN-B"))
-            .await
-            .unwrap()
-            .unwrap()
-            .provisioning
-            .provision_count
-            == 0
-    );
+    assert_eq!(count("SN-1").await, 1);
+    assert_eq!(count("SN-B").await, 0);
     assert!(registry.device(&serial("SN-NONE")).await.unwrap().is_none());
     assert_eq!(
         registry.audit_events(&serial("SN-1")).await.unwrap().len(),

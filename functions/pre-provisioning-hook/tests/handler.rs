@@ -2,42 +2,40 @@
 //! deadline and fail-closed behaviour. (The DynamoDB adapter is tested
 //! against moto in the workspace's `tests` crate.)
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::Duration;
 
 use geoprov_shared::audit::{AuditEvent, Decision};
-use geoprov_shared::device::{DeviceProfile, DeviceRecord, DeviceStatus, RegionName, SerialNumber};
+use geoprov_shared::config::Env;
+use geoprov_shared::device::{DeviceProfile, DeviceRecord, DeviceStatus, SerialNumber};
 use geoprov_shared::registry::memory::MemoryRegistry;
 use geoprov_shared::registry::{
     AuditLog, CommitOutcome, DeviceRegistry, ProvisioningCommit, RegistryError,
 };
-use pre_provisioning_hook::{HookResponse, Policy, ProvisioningHook, Reason};
+use pre_provisioning_hook::{HookConfig, HookResponse, Policy, ProvisioningHook, Reason};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
+/// The policy the hook runs with when only the required variables are set.
 fn policy() -> Policy {
-    Policy {
-        region: RegionName::try_from("eu-west-1").unwrap(),
-        trusted_claim_certificate_ids: BTreeSet::new(),
-        require_client_id_match: false,
-        default_max_provisions: 3,
-    }
+    let env = Env::from_pairs([("TABLE_NAME", "geoprov"), ("AWS_REGION", "eu-west-1")]);
+    HookConfig::from_env(&env).unwrap().policy
 }
 
 fn serial(s: &str) -> SerialNumber {
     SerialNumber::try_from(s).unwrap()
 }
 
+const SAMPLE_EVENT: &str = include_str!("../../../events/pre-provisioning-hook/allow.json");
+
+/// The sample event `events/pre-provisioning-hook/allow.json`, for another
+/// serial and certificate.
 fn request(serial: &str, certificate_id: &str) -> Value {
-    json!({
-        "claimCertificateId": "claim-1",
-        "certificateId": certificate_id,
-        "certificatePem": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
-        "templateArn": "arn:aws:iot:eu-west-1:123456789012:provisiontemplate/geoprov",
-        "clientId": serial,
-        "parameters": {"SerialNumber": serial}
-    })
+    let mut event: Value = serde_json::from_str(SAMPLE_EVENT).unwrap();
+    event["certificateId"] = certificate_id.into();
+    event["clientId"] = serial.into();
+    event["parameters"] = json!({ "SerialNumber": serial });
+    event
 }
 
 fn hook_with(profiles: Vec<DeviceProfile>) -> ProvisioningHook<MemoryRegistry> {
@@ -77,7 +75,11 @@ async fn an_allowed_provisioning_is_recorded_and_audited_once() {
     assert_eq!(event.decision, Decision::Allow);
     assert_eq!(event.serial_number.as_deref(), Some("SN-1"));
     assert_eq!(event.certificate_id.as_deref(), Some("cert-a"));
-    assert_eq!(event.claim_certificate_id.as_deref(), Some("claim-1"));
+    let sample: Value = serde_json::from_str(SAMPLE_EVENT).unwrap();
+    assert_eq!(
+        event.claim_certificate_id.as_deref(),
+        sample["claimCertificateId"].as_str()
+    );
     assert_eq!(event.client_id.as_deref(), Some("SN-1"));
     assert_eq!(event.request_id, "req-1");
     assert_eq!(event.region, "eu-west-1");

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, ConditionCheck, Put, PutRequest, TransactWriteItem, Update,
     WriteRequest,
@@ -214,23 +215,19 @@ impl DeviceRegistry for DynamoRegistry {
             .transact_items(TransactWriteItem::builder().put(audit_put).build())
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(CommitOutcome::Committed),
-            Err(err) => match err.as_service_error() {
-                Some(e) if e.is_transaction_canceled_exception() => {
-                    let reasons = match e {
-                        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => c.cancellation_reasons(),
-                        _ => &[],
-                    };
-                    if reasons.iter().any(is_retryable_cancellation) || reasons.is_empty() {
-                        Ok(CommitOutcome::Conflict)
-                    } else {
-                        Err(RegistryError::dynamo("TransactWriteItems", err))
-                    }
-                }
-                _ => Err(RegistryError::dynamo("TransactWriteItems", err)),
-            },
+        let Err(err) = result else {
+            return Ok(CommitOutcome::Committed);
+        };
+        if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+            err.as_service_error()
+        {
+            let reasons = cancelled.cancellation_reasons();
+            // No reasons: the cause is unknown, and a fresh read decides again.
+            if reasons.is_empty() || reasons.iter().any(is_retryable_cancellation) {
+                return Ok(CommitOutcome::Conflict);
+            }
         }
+        Err(RegistryError::dynamo("TransactWriteItems", err))
     }
 }
 
