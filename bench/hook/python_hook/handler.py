@@ -47,16 +47,22 @@ def handler(event, request_id):
                                 "ExpressionAttributeValues": {":a": {"S": "ALLOWED"}}}},
             {"Update": {"TableName": TABLE, "Key": {"pk": {"S": pk}, "sk": {"S": "STATE"}},
                         "UpdateExpression": "SET provisionCount = if_not_exists(provisionCount, :z) + :o, "
-                                            "lastCertificateId = :c, lastRegion = :r, lastProvisionedAt = :t "
+                                            "serialNumber = :sn, lastCertificateId = :c, lastRegion = :r, "
+                                            "lastProvisionedAt = :t "
                                             "ADD provisionedCertificateIds :cs",
                         "ConditionExpression": "(attribute_not_exists(provisionCount) OR provisionCount < :q) "
                                                "AND NOT contains(provisionedCertificateIds, :c)",
                         "ExpressionAttributeValues": {":z": {"N": "0"}, ":o": {"N": "1"}, ":q": {"N": str(quota)},
-                                                      ":c": {"S": cert_id}, ":cs": {"SS": [cert_id]},
+                                                      ":c": {"S": cert_id}, ":cs": {"SS": [cert_id]}, ":sn": {"S": serial},
                                                       ":r": {"S": REGION}, ":t": {"S": now}}}},
             {"Put": {"TableName": TABLE, "Item": {
-                "pk": {"S": pk}, "sk": {"S": f"AUDIT#{now}#{request_id}"}, "reason": {"S": "ALLOWED"},
-                "serialNumber": {"S": serial}, "certificateId": {"S": cert_id}, "time": {"S": now}},
+                "pk": {"S": pk}, "sk": {"S": f"AUDIT#{now}#{request_id}"},
+                "kind": {"S": "PROVISIONING_DECISION"}, "serialNumber": {"S": serial},
+                "decision": {"S": "ALLOW"}, "reason": {"S": "ALLOWED"}, "detail": {"S": "every rule passed"},
+                "region": {"S": REGION}, "certificateId": {"S": cert_id},
+                "claimCertificateId": {"S": str(event.get("claimCertificateId"))},
+                "clientId": {"S": str(event.get("clientId"))}, "requestId": {"S": request_id},
+                "time": {"S": now}},
                 "ConditionExpression": "attribute_not_exists(sk)"}},
         ])
     except ddb.exceptions.TransactionCanceledException:
