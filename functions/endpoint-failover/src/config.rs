@@ -1,0 +1,600 @@
+//! `FAILOVER_CONFIG` and the function's other settings, validated at cold
+//! start. Every error names the field it is about.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use geoprov_shared::config::{ConfigError, Env};
+use geoprov_shared::device::RegionName;
+use serde::{Deserialize, Serialize};
+
+/// The continent codes Route 53 geolocation records accept.
+pub const CONTINENT_CODES: [&str; 7] = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
+
+/// The largest TTL accepted: a failover record cached longer than a day would
+/// keep devices on a dead region for that long.
+pub const MAX_TTL: u32 = 86_400;
+
+/// One region the global name can point at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegionTarget {
+    /// The region's IoT (custom domain) endpoint, the CNAME's value.
+    pub endpoint: String,
+    /// The Route 53 health check of that endpoint, polled on schedule.
+    pub health_check_id: String,
+    /// The CloudWatch alarm on that health check, whose state changes arrive
+    /// through EventBridge.
+    pub alarm_name: String,
+}
+
+/// A Route 53 geolocation, with Route 53's own keys.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoLocation {
+    #[serde(
+        rename = "ContinentCode",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub continent_code: Option<String>,
+    #[serde(
+        rename = "CountryCode",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub country_code: Option<String>,
+    #[serde(
+        rename = "SubdivisionCode",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub subdivision_code: Option<String>,
+}
+
+impl GeoLocation {
+    pub fn continent(code: &str) -> Self {
+        GeoLocation {
+            continent_code: Some(code.to_owned()),
+            country_code: None,
+            subdivision_code: None,
+        }
+    }
+
+    pub fn country(code: &str) -> Self {
+        GeoLocation {
+            continent_code: None,
+            country_code: Some(code.to_owned()),
+            subdivision_code: None,
+        }
+    }
+
+    /// Route 53's default location, for every address no other record matches.
+    pub fn default_location() -> Self {
+        GeoLocation::country("*")
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.country_code.as_deref() == Some("*") && self.subdivision_code.is_none()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        match (
+            self.continent_code.as_deref(),
+            self.country_code.as_deref(),
+            self.subdivision_code.as_deref(),
+        ) {
+            (Some(continent), None, None) => match CONTINENT_CODES.contains(&continent) {
+                true => Ok(()),
+                false => Err(format!(
+                    "ContinentCode {continent:?} is not one of {}",
+                    CONTINENT_CODES.join(", ")
+                )),
+            },
+            (None, Some("*"), None) => Ok(()),
+            (None, Some("*"), Some(_)) => {
+                Err("SubdivisionCode cannot go with the default CountryCode \"*\"".into())
+            }
+            (None, Some(country), subdivision) => {
+                if !(country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase())) {
+                    return Err(format!(
+                        "CountryCode {country:?} is not two upper-case letters or \"*\""
+                    ));
+                }
+                match subdivision {
+                    Some(sub)
+                        if sub.is_empty()
+                            || sub.len() > 3
+                            || !sub
+                                .bytes()
+                                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) =>
+                    {
+                        Err(format!(
+                            "SubdivisionCode {sub:?} is not 1 to 3 upper-case letters or digits"
+                        ))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            (Some(_), Some(_), _) => Err("give ContinentCode or CountryCode, not both".into()),
+            (Some(_), None, Some(_)) => Err("SubdivisionCode needs a CountryCode".into()),
+            (None, None, _) => Err("needs ContinentCode or CountryCode".into()),
+        }
+    }
+}
+
+/// One geolocation record of the global name and the regions it may use, in
+/// order. The list is also the residency rule: no other region is ever used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Location {
+    pub set_identifier: String,
+    pub geo_location: GeoLocation,
+    pub preference: Vec<RegionName>,
+}
+
+/// `FAILOVER_CONFIG`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FailoverConfig {
+    pub hosted_zone_id: String,
+    pub record_name: String,
+    pub ttl: u32,
+    pub regions: BTreeMap<RegionName, RegionTarget>,
+    pub locations: Vec<Location>,
+    /// Consecutive unhealthy signals that make a healthy region unhealthy.
+    pub fail_after: u32,
+    /// Consecutive healthy signals that make an unhealthy region healthy.
+    pub recover_after: u32,
+    /// How long a record stays put before it may move back to a more
+    /// preferred region. Moving away from an unavailable region never waits.
+    pub min_change_interval_seconds: u64,
+}
+
+/// `FAILOVER_CONFIG` cannot be used; `field` is a path into the document.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("FAILOVER_CONFIG: {field}: {message}")]
+pub struct InvalidFailoverConfig {
+    pub field: String,
+    pub message: String,
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidFailoverConfig {
+    InvalidFailoverConfig {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// A DNS name in the form Route 53 returns it: lower case, no trailing dot.
+pub fn normalize_dns_name(name: &str) -> String {
+    name.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn check_dns_name(name: &str) -> Result<(), String> {
+    let name = normalize_dns_name(name);
+    if name.is_empty() || name.len() > 253 {
+        return Err("is not a DNS name of 1 to 253 characters".into());
+    }
+    for label in name.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(format!("label {label:?} of {name:?} is not a DNS label"));
+        }
+    }
+    Ok(())
+}
+
+impl FailoverConfig {
+    /// Parses and validates the JSON document.
+    pub fn from_json(raw: &str) -> Result<Self, InvalidFailoverConfig> {
+        let de = &mut serde_json::Deserializer::from_str(raw);
+        let mut config: FailoverConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            invalid(
+                if path == "." { "(document)" } else { &path },
+                e.inner().to_string(),
+            )
+        })?;
+        config.record_name = normalize_dns_name(&config.record_name);
+        for target in config.regions.values_mut() {
+            target.endpoint = normalize_dns_name(&target.endpoint);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), InvalidFailoverConfig> {
+        if self.hosted_zone_id.trim().is_empty() {
+            return Err(invalid("hostedZoneId", "is empty"));
+        }
+        check_dns_name(&self.record_name).map_err(|m| invalid("recordName", m))?;
+        if !(1..=MAX_TTL).contains(&self.ttl) {
+            return Err(invalid(
+                "ttl",
+                format!("{} is not between 1 and {MAX_TTL} seconds", self.ttl),
+            ));
+        }
+        if self.regions.is_empty() {
+            return Err(invalid("regions", "names no region"));
+        }
+        let mut endpoints = BTreeSet::new();
+        let mut alarms = BTreeSet::new();
+        for (region, target) in &self.regions {
+            let field = |name: &str| format!("regions.{region}.{name}");
+            check_dns_name(&target.endpoint).map_err(|m| invalid(field("endpoint"), m))?;
+            if !endpoints.insert(target.endpoint.as_str()) {
+                return Err(invalid(
+                    field("endpoint"),
+                    format!("{} is also another region's endpoint", target.endpoint),
+                ));
+            }
+            if target.health_check_id.trim().is_empty() {
+                return Err(invalid(field("healthCheckId"), "is empty"));
+            }
+            if target.alarm_name.trim().is_empty() {
+                return Err(invalid(field("alarmName"), "is empty"));
+            }
+            if !alarms.insert(target.alarm_name.as_str()) {
+                return Err(invalid(
+                    field("alarmName"),
+                    format!("{} is also another region's alarm", target.alarm_name),
+                ));
+            }
+        }
+        if self.locations.is_empty() {
+            return Err(invalid("locations", "names no location"));
+        }
+        let mut set_identifiers = BTreeSet::new();
+        let mut geo_locations = BTreeSet::new();
+        for (i, location) in self.locations.iter().enumerate() {
+            let field = |name: &str| format!("locations[{i}].{name}");
+            let id = &location.set_identifier;
+            if id.is_empty() || id.len() > 128 {
+                return Err(invalid(
+                    field("setIdentifier"),
+                    "must be 1 to 128 characters",
+                ));
+            }
+            if !set_identifiers.insert(id.as_str()) {
+                return Err(invalid(
+                    field("setIdentifier"),
+                    format!("{id:?} is used by another location"),
+                ));
+            }
+            location
+                .geo_location
+                .check()
+                .map_err(|m| invalid(field("geoLocation"), m))?;
+            if !geo_locations.insert(&location.geo_location) {
+                return Err(invalid(
+                    field("geoLocation"),
+                    "the same geolocation is given to another location",
+                ));
+            }
+            if location.preference.is_empty() {
+                return Err(invalid(field("preference"), "is empty"));
+            }
+            let mut seen = BTreeSet::new();
+            for (j, region) in location.preference.iter().enumerate() {
+                if !self.regions.contains_key(region) {
+                    return Err(invalid(
+                        format!("locations[{i}].preference[{j}]"),
+                        format!("{region} is not one of the configured regions"),
+                    ));
+                }
+                if !seen.insert(region) {
+                    return Err(invalid(
+                        format!("locations[{i}].preference[{j}]"),
+                        format!("{region} is listed twice"),
+                    ));
+                }
+            }
+        }
+        if !self.locations.iter().any(|l| l.geo_location.is_default()) {
+            return Err(invalid(
+                "locations",
+                "no default location {\"CountryCode\": \"*\"}: addresses that match no other \
+                 location would get no answer",
+            ));
+        }
+        if self.fail_after == 0 || self.fail_after > 100 {
+            return Err(invalid("failAfter", "must be between 1 and 100"));
+        }
+        if self.recover_after == 0 || self.recover_after > 100 {
+            return Err(invalid("recoverAfter", "must be between 1 and 100"));
+        }
+        if self.min_change_interval_seconds > 86_400 {
+            return Err(invalid(
+                "minChangeIntervalSeconds",
+                "must be at most 86400 (a day)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The region whose endpoint is `value` (a CNAME value as Route 53 holds it).
+    pub fn region_of_endpoint(&self, value: &str) -> Option<&RegionName> {
+        let value = normalize_dns_name(value);
+        self.regions
+            .iter()
+            .find(|(_, target)| target.endpoint == value)
+            .map(|(region, _)| region)
+    }
+
+    /// The region whose health alarm is `alarm_name`.
+    pub fn region_of_alarm(&self, alarm_name: &str) -> Option<&RegionName> {
+        self.regions
+            .iter()
+            .find(|(_, target)| target.alarm_name == alarm_name)
+            .map(|(region, _)| region)
+    }
+}
+
+/// Everything the function reads from its environment.
+#[derive(Debug, Clone)]
+pub struct FunctionConfig {
+    pub failover: FailoverConfig,
+    pub table_name: String,
+    pub bounds: Bounds,
+}
+
+/// Time and retry bounds of one invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// How long to wait for a Route 53 change to be INSYNC.
+    pub insync_timeout: Duration,
+    /// The first wait between two GetChange polls; it doubles up to 10 s.
+    pub insync_poll: Duration,
+    /// How long to wait for another invocation that is changing the records.
+    pub lock_wait: Duration,
+    /// Attempts per Route 53 call on Throttling or PriorRequestNotComplete.
+    pub route53_attempts: u32,
+    /// The first backoff of those retries (full jitter, doubling, at most 5 s).
+    pub route53_backoff: Duration,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            insync_timeout: Duration::from_secs(60),
+            insync_poll: Duration::from_secs(1),
+            lock_wait: Duration::from_secs(30),
+            route53_attempts: 6,
+            route53_backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// The function's configuration could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FunctionConfigError {
+    #[error(transparent)]
+    Env(#[from] ConfigError),
+    #[error(transparent)]
+    Failover(#[from] InvalidFailoverConfig),
+}
+
+impl FunctionConfig {
+    pub fn from_env(env: &Env) -> Result<Self, FunctionConfigError> {
+        let failover = FailoverConfig::from_json(env.required("FAILOVER_CONFIG")?)?;
+        let table_name = env.required("TABLE_NAME")?.to_owned();
+        let defaults = Bounds::default();
+        let seconds = |name: &'static str, default: Duration, max: u64| {
+            let value: u64 = env.parse_or(name, default.as_secs())?;
+            match value {
+                1.. if value <= max => Ok(Duration::from_secs(value)),
+                _ => Err(ConfigError::invalid(
+                    name,
+                    &value.to_string(),
+                    format!("must be between 1 and {max} seconds"),
+                )),
+            }
+        };
+        let bounds = Bounds {
+            insync_timeout: seconds("INSYNC_TIMEOUT_SECONDS", defaults.insync_timeout, 600)?,
+            lock_wait: seconds("LOCK_WAIT_SECONDS", defaults.lock_wait, 600)?,
+            ..defaults
+        };
+        Ok(FunctionConfig {
+            failover,
+            table_name,
+            bounds,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    pub(crate) fn example() -> Value {
+        json!({
+            "hostedZoneId": "Z0123456789",
+            "recordName": "global.iot.example.com",
+            "ttl": 60,
+            "regions": {
+                "us-east-1": {"endpoint": "abc-ats.iot.us-east-1.amazonaws.com", "healthCheckId": "hc-1", "alarmName": "geoprov-health-us-east-1"},
+                "eu-west-1": {"endpoint": "abc-ats.iot.eu-west-1.amazonaws.com", "healthCheckId": "hc-2", "alarmName": "geoprov-health-eu-west-1"}
+            },
+            "locations": [
+                {"setIdentifier": "US East IoT Global Endpoint", "geoLocation": {"ContinentCode": "NA"}, "preference": ["us-east-1", "eu-west-1"]},
+                {"setIdentifier": "Default IoT Global Endpoint", "geoLocation": {"CountryCode": "*"}, "preference": ["eu-west-1", "us-east-1"]}
+            ],
+            "failAfter": 2,
+            "recoverAfter": 3,
+            "minChangeIntervalSeconds": 60
+        })
+    }
+
+    fn error_of(doc: &Value) -> InvalidFailoverConfig {
+        FailoverConfig::from_json(&doc.to_string()).expect_err("config must be refused")
+    }
+
+    #[test]
+    fn the_issue_example_is_valid() {
+        let config = FailoverConfig::from_json(&example().to_string()).unwrap();
+        assert_eq!(config.regions.len(), 2);
+        assert_eq!(
+            config
+                .region_of_endpoint("ABC-ats.iot.eu-west-1.amazonaws.com.")
+                .map(RegionName::as_str),
+            Some("eu-west-1")
+        );
+        assert_eq!(
+            config
+                .region_of_alarm("geoprov-health-us-east-1")
+                .map(RegionName::as_str),
+            Some("us-east-1")
+        );
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+            (
+                "unknown region in a preference",
+                Box::new(|d| d["locations"][0]["preference"][1] = json!("ap-south-1")),
+                "locations[0].preference[1]",
+            ),
+            (
+                "duplicate setIdentifier",
+                Box::new(|d| {
+                    d["locations"][1]["setIdentifier"] = json!("US East IoT Global Endpoint")
+                }),
+                "locations[1].setIdentifier",
+            ),
+            (
+                "empty preference",
+                Box::new(|d| d["locations"][0]["preference"] = json!([])),
+                "locations[0].preference",
+            ),
+            (
+                "region twice in a preference",
+                Box::new(|d| d["locations"][0]["preference"] = json!(["us-east-1", "us-east-1"])),
+                "locations[0].preference[1]",
+            ),
+            (
+                "no default location",
+                Box::new(|d| d["locations"][1]["geoLocation"] = json!({"ContinentCode": "EU"})),
+                "locations",
+            ),
+            ("TTL zero", Box::new(|d| d["ttl"] = json!(0)), "ttl"),
+            (
+                "TTL above a day",
+                Box::new(|d| d["ttl"] = json!(86_401)),
+                "ttl",
+            ),
+            ("TTL negative", Box::new(|d| d["ttl"] = json!(-5)), "ttl"),
+            ("TTL a string", Box::new(|d| d["ttl"] = json!("60")), "ttl"),
+            (
+                "unknown continent",
+                Box::new(|d| d["locations"][0]["geoLocation"] = json!({"ContinentCode": "XX"})),
+                "locations[0].geoLocation",
+            ),
+            (
+                "continent and country",
+                Box::new(|d| {
+                    d["locations"][0]["geoLocation"] =
+                        json!({"ContinentCode": "NA", "CountryCode": "US"})
+                }),
+                "locations[0].geoLocation",
+            ),
+            (
+                "lower-case country",
+                Box::new(|d| d["locations"][0]["geoLocation"] = json!({"CountryCode": "us"})),
+                "locations[0].geoLocation",
+            ),
+            (
+                "unknown geolocation key",
+                Box::new(|d| d["locations"][0]["geoLocation"] = json!({"Continent": "NA"})),
+                "locations[0].geoLocation.Continent",
+            ),
+            (
+                "bad region name",
+                Box::new(|d| d["regions"]["US-EAST"] = d["regions"]["us-east-1"].clone()),
+                "regions.US-EAST",
+            ),
+            (
+                "shared endpoint",
+                Box::new(|d| {
+                    d["regions"]["eu-west-1"]["endpoint"] =
+                        d["regions"]["us-east-1"]["endpoint"].clone()
+                }),
+                "regions.us-east-1.endpoint",
+            ),
+            (
+                "empty health check",
+                Box::new(|d| d["regions"]["eu-west-1"]["healthCheckId"] = json!("")),
+                "regions.eu-west-1.healthCheckId",
+            ),
+            (
+                "failAfter zero",
+                Box::new(|d| d["failAfter"] = json!(0)),
+                "failAfter",
+            ),
+            (
+                "recoverAfter missing",
+                Box::new(|d| {
+                    d.as_object_mut().unwrap().remove("recoverAfter");
+                }),
+                "(document)",
+            ),
+            ("unknown field", Box::new(|d| d["tll"] = json!(60)), "tll"),
+            (
+                "bad record name",
+                Box::new(|d| d["recordName"] = json!("global..example.com")),
+                "recordName",
+            ),
+            (
+                "no regions",
+                Box::new(|d| d["regions"] = json!({})),
+                "regions",
+            ),
+        ];
+        for (case, mutate, field) in cases {
+            let mut doc = example();
+            mutate(&mut doc);
+            let err = error_of(&doc);
+            assert_eq!(err.field, field, "{case}: {err}");
+            assert!(
+                err.to_string().starts_with("FAILOVER_CONFIG: "),
+                "{case}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn function_config_needs_the_table_and_bounds_in_range() {
+        let doc = example().to_string();
+        let env = Env::from_pairs([("FAILOVER_CONFIG", doc.as_str())]);
+        assert_eq!(
+            FunctionConfig::from_env(&env).unwrap_err(),
+            FunctionConfigError::Env(ConfigError::Missing { name: "TABLE_NAME" })
+        );
+        let env = Env::from_pairs([
+            ("FAILOVER_CONFIG", doc.as_str()),
+            ("TABLE_NAME", "geoprov"),
+            ("INSYNC_TIMEOUT_SECONDS", "0"),
+        ]);
+        assert!(FunctionConfig::from_env(&env)
+            .unwrap_err()
+            .to_string()
+            .starts_with("INSYNC_TIMEOUT_SECONDS"));
+        let env = Env::from_pairs([
+            ("FAILOVER_CONFIG", doc.as_str()),
+            ("TABLE_NAME", "geoprov"),
+            ("LOCK_WAIT_SECONDS", "5"),
+        ]);
+        let config = FunctionConfig::from_env(&env).unwrap();
+        assert_eq!(config.bounds.lock_wait, Duration::from_secs(5));
+        assert_eq!(config.bounds.insync_timeout, Duration::from_secs(60));
+    }
+}
