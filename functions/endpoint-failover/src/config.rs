@@ -458,7 +458,8 @@ mod tests {
 
     #[test]
     fn every_bad_field_is_named() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(&str, Mutation, &str)> = vec![
             (
                 "unknown region in a preference",
                 Box::new(|d| d["locations"][0]["preference"][1] = json!("ap-south-1")),

@@ -6,8 +6,13 @@
 //! small traits; `handler` ties an event to them and returns a report.
 
 pub mod config;
+pub mod event;
+pub mod handler;
 pub mod health;
 pub mod planner;
+pub mod report;
+pub mod route53;
+pub mod state;
 
 /// The `service` dimension of this function's metrics.
 pub const SERVICE: &str = "endpoint-failover";

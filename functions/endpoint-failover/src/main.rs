@@ -1,1 +1,42 @@
-fn main() {}
+//! Lambda entry point: configuration and clients once at cold start, then
+//! every event to the failover.
+
+use endpoint_failover::config::FunctionConfig;
+use endpoint_failover::handler::Failover;
+use endpoint_failover::route53::{self, Retry, SdkRoute53};
+use endpoint_failover::state::DynamoFailoverStore;
+use geoprov_shared::config::Env;
+use geoprov_shared::{aws, telemetry};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init_function_logging();
+    let config = FunctionConfig::from_env(&Env::from_process()).inspect_err(|e| {
+        tracing::error!(error = %e, "invalid configuration");
+    })?;
+    let sdk = aws::load_sdk_config().await;
+    let retry = Retry {
+        attempts: config.bounds.route53_attempts,
+        base: config.bounds.route53_backoff,
+        cap: std::time::Duration::from_secs(5),
+    };
+    let route53 = SdkRoute53::new(route53::client(&sdk), retry);
+    let store = DynamoFailoverStore::new(
+        aws::dynamodb_client(&sdk),
+        config.table_name,
+        &config.failover.record_name,
+    );
+    let failover = Failover::new(config.failover, route53, store, config.bounds);
+
+    let failover = &failover;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        Ok::<_, Error>(
+            failover
+                .handle(event.payload, &event.context.request_id)
+                .await,
+        )
+    }))
+    .await
+}

@@ -453,7 +453,7 @@ mod tests {
     #[test]
     fn batches_respect_route53_limits() {
         assert!(batches(&[]).is_empty());
-        assert_eq!(batches(&[40; 3]), [0..3]);
+        assert_eq!(batches(&[40; 3]), vec![0..3]);
         // 500 UPSERTs are 1000 records: the 501st starts a new batch.
         assert_eq!(batches(&[10; 501]), [0..500, 500..501]);
         // 32,000 value characters, counted twice.

@@ -1,0 +1,182 @@
+//! The events the function is invoked with: a CloudWatch alarm state change
+//! or a schedule, both through EventBridge, or an operator command.
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use serde::Deserialize;
+use serde_json::Value;
+
+pub const ALARM_STATE_CHANGE: &str = "CloudWatch Alarm State Change";
+pub const SCHEDULED_EVENT: &str = "Scheduled Event";
+
+/// What an operator can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Plan from the stored health and apply.
+    Reconcile,
+    /// Report health and the plan; change nothing.
+    Status,
+    /// Take a region out of service until it is undrained.
+    Drain,
+    Undrain,
+}
+
+/// An operator command: `{"action", "region"?, "dryRun"?}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Command {
+    pub action: Action,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What invoked the function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// A health alarm changed state; `state` is ALARM, OK or INSUFFICIENT_DATA.
+    Alarm {
+        alarm_name: String,
+        state: String,
+    },
+    /// The schedule: poll every region's health check.
+    Schedule,
+    Command(Command),
+}
+
+impl Trigger {
+    /// The name the report gives the trigger.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Trigger::Alarm { .. } => "ALARM_STATE_CHANGE",
+            Trigger::Schedule => "SCHEDULE",
+            Trigger::Command(c) => match c.action {
+                Action::Reconcile => "RECONCILE",
+                Action::Status => "STATUS",
+                Action::Drain => "DRAIN",
+                Action::Undrain => "UNDRAIN",
+            },
+        }
+    }
+
+    /// Whether the invocation must leave every store as it found it.
+    pub fn writes_nothing(&self) -> bool {
+        matches!(self, Trigger::Command(c) if c.dry_run || c.action == Action::Status)
+    }
+}
+
+/// The event could not be understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidEvent(pub String);
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AlarmDetail {
+    alarm_name: String,
+    state: AlarmState,
+}
+
+#[derive(Deserialize)]
+struct AlarmState {
+    value: String,
+}
+
+/// Reads the trigger from the raw event.
+pub fn parse(payload: Value) -> Result<Trigger, InvalidEvent> {
+    let invalid = |what: &str, e: serde_json::Error| InvalidEvent(format!("{what}: {e}"));
+    if payload.get("detail-type").is_some() {
+        let event: EventBridgeEvent<Value> =
+            serde_json::from_value(payload).map_err(|e| invalid("EventBridge event", e))?;
+        return match event.detail_type.as_str() {
+            ALARM_STATE_CHANGE => {
+                let detail: AlarmDetail = serde_json::from_value(event.detail)
+                    .map_err(|e| invalid("alarm state change detail", e))?;
+                Ok(Trigger::Alarm {
+                    alarm_name: detail.alarm_name,
+                    state: detail.state.value,
+                })
+            }
+            SCHEDULED_EVENT => Ok(Trigger::Schedule),
+            other => Err(InvalidEvent(format!(
+                "detail-type {other:?} is neither {ALARM_STATE_CHANGE:?} nor {SCHEDULED_EVENT:?}"
+            ))),
+        };
+    }
+    if payload.get("action").is_some() {
+        let command: Command =
+            serde_json::from_value(payload).map_err(|e| invalid("operator command", e))?;
+        return match (command.action, &command.region) {
+            (Action::Drain | Action::Undrain, None) => Err(InvalidEvent(
+                "drain and undrain need the region they apply to".into(),
+            )),
+            (Action::Reconcile | Action::Status, Some(_)) => Err(InvalidEvent(
+                "reconcile and status apply to every region; remove \"region\"".into(),
+            )),
+            _ => Ok(Trigger::Command(command)),
+        };
+    }
+    Err(InvalidEvent(
+        "neither an EventBridge event (detail-type) nor an operator command (action)".into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample(name: &str) -> Value {
+        let path = format!(
+            "{}/../../events/endpoint-failover/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_str(&std::fs::read_to_string(&path).expect(&path)).expect(&path)
+    }
+
+    #[test]
+    fn reads_the_sample_alarm_and_schedule_events() {
+        assert_eq!(
+            parse(sample("alarm-us-east-1")).unwrap(),
+            Trigger::Alarm {
+                alarm_name: "geoprov-health-us-east-1".into(),
+                state: "ALARM".into()
+            }
+        );
+        assert_eq!(
+            parse(sample("ok-us-east-1")).unwrap(),
+            Trigger::Alarm {
+                alarm_name: "geoprov-health-us-east-1".into(),
+                state: "OK".into()
+            }
+        );
+        assert_eq!(parse(sample("schedule")).unwrap(), Trigger::Schedule);
+    }
+
+    #[test]
+    fn reads_operator_commands() {
+        let drain = parse(sample("drain-us-east-1")).unwrap();
+        assert_eq!(drain.name(), "DRAIN");
+        assert!(!drain.writes_nothing());
+        let dry = parse(json!({"action": "reconcile", "dryRun": true})).unwrap();
+        assert!(dry.writes_nothing());
+        assert!(parse(json!({"action": "status"})).unwrap().writes_nothing());
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_act_on() {
+        for bad in [
+            json!({}),
+            json!([1, 2]),
+            json!({"action": "drain"}),
+            json!({"action": "reconcile", "region": "us-east-1"}),
+            json!({"action": "explode", "region": "us-east-1"}),
+            json!({"action": "drain", "region": "us-east-1", "dryrun": true}),
+            json!({"detail-type": "EC2 Instance State-change Notification", "source": "aws.ec2", "detail": {}}),
+            json!({"detail-type": ALARM_STATE_CHANGE, "source": "aws.cloudwatch", "detail": {"alarmName": "x"}}),
+        ] {
+            assert!(parse(bad.clone()).is_err(), "{bad}");
+        }
+    }
+}
