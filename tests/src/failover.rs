@@ -152,17 +152,22 @@ pub async fn two_region_config() -> Value {
     )
 }
 
-/// The failover over moto's Route 53 and a fresh table, as `main.rs` builds it.
-pub async fn failover(config: &Value) -> MotoFailover {
-    let config = FailoverConfig::from_json(&config.to_string()).expect("valid FAILOVER_CONFIG");
+/// The failover state of `config` in a fresh table in moto.
+pub async fn fresh_store(config: &FailoverConfig) -> DynamoFailoverStore {
     let sdk = sdk_config(&moto().endpoint, TEST_REGION).await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     let table = unique_table("failover");
     geoprov_shared::table::create_table(&dynamodb, &table)
         .await
         .expect("create table in moto");
-    let store = DynamoFailoverStore::new(dynamodb, table, &config.record_name);
-    let route53 = SdkRoute53::new(route53::client(&sdk), TEST_RETRY);
+    DynamoFailoverStore::new(dynamodb, table, &config.record_name)
+}
+
+/// The failover over moto's Route 53 and a fresh table, as `main.rs` builds it.
+pub async fn failover(config: &Value) -> MotoFailover {
+    let config = FailoverConfig::from_json(&config.to_string()).expect("valid FAILOVER_CONFIG");
+    let store = fresh_store(&config).await;
+    let route53 = SdkRoute53::new(route53_client().await, TEST_RETRY);
     Failover::new(config, route53, store, test_bounds())
 }
 
