@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -65,12 +65,17 @@ impl RuntimeEmulator {
             .env("AWS_LAMBDA_FUNCTION_NAME", EXTERNAL_FUNCTION)
             .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-            .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .env("AWS_LAMBDA_LOG_FORMAT", "JSON");
         command.envs(env);
+        // Its log (stdout and stderr) goes to a file, as Lambda sends it to CloudWatch.
+        let log = std::env::temp_dir().join(crate::unique_table("geoprov-function") + ".log");
+        let file = std::fs::File::create(&log).expect("function log file");
+        command
+            .stdout(file.try_clone().expect("function log file"))
+            .stderr(file);
         FunctionProcess {
             child: command.spawn().expect("start function binary"),
+            log,
         }
     }
 
@@ -99,6 +104,7 @@ impl Drop for RuntimeEmulator {
 /// A function binary running behind the emulator; stopped when dropped.
 pub struct FunctionProcess {
     child: Child,
+    log: PathBuf,
 }
 
 impl FunctionProcess {
@@ -106,12 +112,32 @@ impl FunctionProcess {
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            if started.elapsed() >= limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What the function has logged so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
 }
 
 impl Drop for FunctionProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
