@@ -16,13 +16,14 @@ export AWS_DEFAULT_REGION ?= $(AWS_REGION)
 export GEOPROV_PYTHON := $(abspath $(PYTHON))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: help venv build test lint demo bench-hook clean
+.PHONY: help venv build test lint demo bench-hook bench-failover clean
 
 help:
 	@echo "make demo        run the pre-provisioning hook locally against moto with the sample events"
 	@echo "make test        build everything and run every test (unit, moto, real binaries)"
 	@echo "make lint        cargo fmt --check and clippy -D warnings"
 	@echo "make bench-hook  cold start, warm latency, RSS and size: Rust hook vs Python/boto3 hook"
+	@echo "make bench-failover  planning time (250 locations x 5 regions) and ALARM-to-records time in moto"
 
 venv: $(VENV)/.installed
 
@@ -49,6 +50,11 @@ demo: venv
 bench-hook: venv
 	cargo build --workspace --release
 	$(PYTHON) bench/hook/bench.py
+
+bench-failover: venv
+	cargo build --workspace --release
+	cargo bench -p endpoint-failover --bench planner
+	cargo bench -p geoprov-tests --bench failover_e2e
 
 clean:
 	cargo clean

@@ -1,0 +1,176 @@
+//! End-to-end failover time: the release `endpoint-failover` binary under the
+//! Runtime API emulator, 250 geolocation records and 5 regions in moto. From
+//! the moment an ALARM (or OK) event is sent to the moment moto's Route 53
+//! holds the changed records. Run with `make bench-failover`; prints a table.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use endpoint_failover::config::FailoverConfig;
+use geoprov_tests::failover::{
+    alarm_event, config_json, hosted_zone, records_by_region, COUNTRY_CODES,
+};
+use geoprov_tests::lambda::RuntimeEmulator;
+use geoprov_tests::{aws_env, moto, unique_table, workspace_binary};
+use serde_json::{json, Value};
+
+const REGIONS: [&str; 5] = [
+    "us-east-1",
+    "eu-west-1",
+    "ap-southeast-2",
+    "sa-east-1",
+    "eu-central-1",
+];
+const ROUNDS: usize = 10;
+
+fn expected(config: &FailoverConfig, down: &[&str]) -> BTreeMap<String, String> {
+    config
+        .locations
+        .iter()
+        .map(|l| {
+            let target = l
+                .preference
+                .iter()
+                .find(|r| !down.contains(&r.as_str()))
+                .unwrap();
+            (l.set_identifier.clone(), target.to_string())
+        })
+        .collect()
+}
+
+struct Sample {
+    invoke: Duration,
+    visible: Duration,
+    changes: usize,
+}
+
+async fn send(
+    emulator: &RuntimeEmulator,
+    config: &FailoverConfig,
+    event: &Value,
+    expect: &BTreeMap<String, String>,
+) -> Sample {
+    let started = Instant::now();
+    let report = emulator.invoke(event);
+    let invoke = started.elapsed();
+    assert_eq!(report["errors"], json!([]), "{report}");
+    loop {
+        if &records_by_region(config).await == expect {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "records never changed"
+        );
+    }
+    Sample {
+        invoke,
+        visible: started.elapsed(),
+        changes: report["changes"].as_array().map_or(0, Vec::len),
+    }
+}
+
+fn row(case: &str, samples: &[Sample]) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let mut invoke: Vec<f64> = samples.iter().map(|s| ms(s.invoke)).collect();
+    let mut visible: Vec<f64> = samples.iter().map(|s| ms(s.visible)).collect();
+    invoke.sort_by(f64::total_cmp);
+    visible.sort_by(f64::total_cmp);
+    let pct = |v: &[f64], p: usize| v[(v.len() - 1) * p / 100];
+    println!(
+        "| {case:<30} | {:>4} | {:>7} | {:>9.1} | {:>9.1} | {:>10.1} | {:>10.1} | {:>10.1} |",
+        samples.len(),
+        samples[0].changes,
+        pct(&invoke, 50),
+        pct(&invoke, 95),
+        pct(&visible, 50),
+        pct(&visible, 95),
+        visible[visible.len() - 1],
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let (zone_id, zone_name) = hosted_zone().await;
+    let preferences: Vec<Vec<&str>> = (0..250)
+        .map(|i| (0..3).map(|k| REGIONS[(i + k) % 5]).collect())
+        .collect();
+    let ids: Vec<String> = COUNTRY_CODES
+        .iter()
+        .map(|c| format!("country {c}"))
+        .collect();
+    let mut locations: Vec<(&str, Value, &[&str])> = COUNTRY_CODES
+        .iter()
+        .enumerate()
+        .map(|(i, code)| {
+            (
+                ids[i].as_str(),
+                json!({"CountryCode": code}),
+                preferences[i].as_slice(),
+            )
+        })
+        .collect();
+    locations.push((
+        "Default IoT Global Endpoint",
+        json!({"CountryCode": "*"}),
+        &preferences[249],
+    ));
+    let regions: Vec<(&str, &str)> = REGIONS.iter().map(|r| (*r, "hc")).collect();
+    let document = config_json(&zone_id, &zone_name, &regions, &locations);
+    let config = FailoverConfig::from_json(&document.to_string()).unwrap();
+
+    let mut env = aws_env(&moto().endpoint, "us-east-1");
+    let table = unique_table("bench-failover");
+    let sdk = geoprov_tests::sdk_config(&moto().endpoint, "us-east-1").await;
+    geoprov_shared::table::create_table(&aws_sdk_dynamodb::Client::new(&sdk), &table)
+        .await
+        .unwrap();
+    env.insert("TABLE_NAME".into(), table);
+    env.insert("FAILOVER_CONFIG".into(), document.to_string());
+    let emulator = RuntimeEmulator::start();
+    let _function = emulator.run_function(&workspace_binary("endpoint-failover"), &env);
+
+    let first = send(
+        &emulator,
+        &config,
+        &json!({"action": "reconcile"}),
+        &expected(&config, &[]),
+    )
+    .await;
+    let (mut alarm, mut ok) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let region = REGIONS[round % REGIONS.len()];
+        alarm.push(
+            send(
+                &emulator,
+                &config,
+                &alarm_event(region, "ALARM"),
+                &expected(&config, &[region]),
+            )
+            .await,
+        );
+        ok.push(
+            send(
+                &emulator,
+                &config,
+                &alarm_event(region, "OK"),
+                &expected(&config, &[]),
+            )
+            .await,
+        );
+    }
+
+    println!(
+        "endpoint-failover end to end: release binary, cargo-lambda emulator, moto; {} records, {} regions (milliseconds)",
+        config.locations.len(),
+        REGIONS.len()
+    );
+    println!("| {:<30} | runs | changes | invoke p50 | invoke p95 | visible p50 | visible p95 | visible max |", "event");
+    println!(
+        "|{:-<32}|------|---------|-----------|-----------|------------|------------|------------|",
+        ""
+    );
+    row("reconcile, no records yet", &[first]);
+    row("ALARM: a region's 50 records", &alarm);
+    row("OK: the 50 records return", &ok);
+}
