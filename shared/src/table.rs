@@ -6,10 +6,12 @@
 //! | provisioning state  | `DEVICE#<serial>`    | `STATE`                     |
 //! | audit event         | `DEVICE#<serial>`    | `AUDIT#<time>#<request id>` |
 //! | audit, no valid serial | `AUDIT#UNATTRIBUTED` | `AUDIT#<time>#<request id>` |
+//! | failover state      | `FAILOVER#<record>`  | `REGION#..`, `RECORD#..`, `LOCK` |
 //!
 //! The profile is what the factory manifest says and is replaced on import;
 //! the state is what the hook writes. Keeping them apart lets a manifest be
-//! imported again without resetting anyone's provisioning quota.
+//! imported again without resetting anyone's provisioning quota. The
+//! failover's items are described in `endpoint_failover::state`.
 
 use std::time::Duration;
 
