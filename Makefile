@@ -53,7 +53,7 @@ bench-hook: venv
 
 bench-failover: venv
 	cargo build --workspace --release
-	cargo bench -p endpoint-failover --bench planner
+	cargo bench -p geoprov-tests --bench failover_planner
 	cargo bench -p geoprov-tests --bench failover_e2e
 
 clean:

@@ -8,35 +8,14 @@ use std::time::{Duration, Instant};
 
 use endpoint_failover::config::FailoverConfig;
 use geoprov_tests::failover::{
-    alarm_event, config_json, hosted_zone, records_by_region, COUNTRY_CODES,
+    alarm_event, every_country_config, expected_targets, hosted_zone, records_by_region,
+    FIVE_REGIONS,
 };
 use geoprov_tests::lambda::RuntimeEmulator;
 use geoprov_tests::{aws_env, moto, unique_table, workspace_binary};
 use serde_json::{json, Value};
 
-const REGIONS: [&str; 5] = [
-    "us-east-1",
-    "eu-west-1",
-    "ap-southeast-2",
-    "sa-east-1",
-    "eu-central-1",
-];
 const ROUNDS: usize = 10;
-
-fn expected(config: &FailoverConfig, down: &[&str]) -> BTreeMap<String, String> {
-    config
-        .locations
-        .iter()
-        .map(|l| {
-            let target = l
-                .preference
-                .iter()
-                .find(|r| !down.contains(&r.as_str()))
-                .unwrap();
-            (l.set_identifier.clone(), target.to_string())
-        })
-        .collect()
-}
 
 struct Sample {
     invoke: Duration,
@@ -92,31 +71,7 @@ fn row(case: &str, samples: &[Sample]) {
 #[tokio::main]
 async fn main() {
     let (zone_id, zone_name) = hosted_zone().await;
-    let preferences: Vec<Vec<&str>> = (0..250)
-        .map(|i| (0..3).map(|k| REGIONS[(i + k) % 5]).collect())
-        .collect();
-    let ids: Vec<String> = COUNTRY_CODES
-        .iter()
-        .map(|c| format!("country {c}"))
-        .collect();
-    let mut locations: Vec<(&str, Value, &[&str])> = COUNTRY_CODES
-        .iter()
-        .enumerate()
-        .map(|(i, code)| {
-            (
-                ids[i].as_str(),
-                json!({"CountryCode": code}),
-                preferences[i].as_slice(),
-            )
-        })
-        .collect();
-    locations.push((
-        "Default IoT Global Endpoint",
-        json!({"CountryCode": "*"}),
-        &preferences[249],
-    ));
-    let regions: Vec<(&str, &str)> = REGIONS.iter().map(|r| (*r, "hc")).collect();
-    let document = config_json(&zone_id, &zone_name, &regions, &locations);
+    let document = every_country_config(&zone_id, &zone_name);
     let config = FailoverConfig::from_json(&document.to_string()).unwrap();
 
     let mut env = aws_env(&moto().endpoint, "us-east-1");
@@ -134,18 +89,18 @@ async fn main() {
         &emulator,
         &config,
         &json!({"action": "reconcile"}),
-        &expected(&config, &[]),
+        &expected_targets(&config, &[]),
     )
     .await;
     let (mut alarm, mut ok) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        let region = REGIONS[round % REGIONS.len()];
+        let region = FIVE_REGIONS[round % FIVE_REGIONS.len()];
         alarm.push(
             send(
                 &emulator,
                 &config,
                 &alarm_event(region, "ALARM"),
-                &expected(&config, &[region]),
+                &expected_targets(&config, &[region]),
             )
             .await,
         );
@@ -154,7 +109,7 @@ async fn main() {
                 &emulator,
                 &config,
                 &alarm_event(region, "OK"),
-                &expected(&config, &[]),
+                &expected_targets(&config, &[]),
             )
             .await,
         );
@@ -163,7 +118,7 @@ async fn main() {
     println!(
         "endpoint-failover end to end: release binary, cargo-lambda emulator, moto; {} records, {} regions (milliseconds)",
         config.locations.len(),
-        REGIONS.len()
+        config.regions.len()
     );
     println!("| {:<30} | runs | changes | invoke p50 | invoke p95 | visible p50 | visible p95 | visible max |", "event");
     println!(

@@ -130,13 +130,18 @@ pub fn config_json(
 }
 
 /// The two-region configuration of the design: North America to us-east-1,
-/// everything else to eu-west-1.
+/// everything else to eu-west-1, in a new hosted zone.
 pub async fn two_region_config() -> Value {
+    two_region_config_with_checks("hc-us-east-1", "hc-eu-west-1").await
+}
+
+/// The same with the given health check ids (real ones, for the schedule).
+pub async fn two_region_config_with_checks(us_east_1: &str, eu_west_1: &str) -> Value {
     let (zone_id, zone_name) = hosted_zone().await;
     config_json(
         &zone_id,
         &zone_name,
-        &[("us-east-1", "hc-us-east-1"), ("eu-west-1", "hc-eu-west-1")],
+        &[("us-east-1", us_east_1), ("eu-west-1", eu_west_1)],
         &[
             (
                 "US East IoT Global Endpoint",
@@ -150,6 +155,58 @@ pub async fn two_region_config() -> Value {
             ),
         ],
     )
+}
+
+/// Five regions for the large configurations.
+pub const FIVE_REGIONS: [&str; 5] = [
+    "us-east-1",
+    "eu-west-1",
+    "ap-southeast-2",
+    "sa-east-1",
+    "eu-central-1",
+];
+
+/// 250 locations, one per country code plus the default, each preferring
+/// three of the five regions in rotation (so each region is the first choice
+/// of 50 locations).
+pub fn every_country_config(zone_id: &str, zone_name: &str) -> Value {
+    let preferences: Vec<Vec<&str>> = (0..250)
+        .map(|i| (0..3).map(|k| FIVE_REGIONS[(i + k) % 5]).collect())
+        .collect();
+    let ids: Vec<String> = COUNTRY_CODES
+        .iter()
+        .map(|code| format!("country {code}"))
+        .collect();
+    let mut locations: Vec<(&str, Value, &[&str])> = COUNTRY_CODES
+        .iter()
+        .zip(&ids)
+        .zip(&preferences)
+        .map(|((code, id), pref)| (id.as_str(), json!({"CountryCode": code}), pref.as_slice()))
+        .collect();
+    locations.push((
+        "Default IoT Global Endpoint",
+        json!({"CountryCode": "*"}),
+        &preferences[249],
+    ));
+    let regions: Vec<(&str, &str)> = FIVE_REGIONS.iter().map(|r| (*r, "hc")).collect();
+    config_json(zone_id, zone_name, &regions, &locations)
+}
+
+/// Where each location must point when the regions in `down` are
+/// unavailable: the first region of its preference that is not down.
+pub fn expected_targets(config: &FailoverConfig, down: &[&str]) -> BTreeMap<String, String> {
+    config
+        .locations
+        .iter()
+        .map(|l| {
+            let target = l
+                .preference
+                .iter()
+                .find(|r| !down.contains(&r.as_str()))
+                .expect("a region of the preference is up");
+            (l.set_identifier.clone(), target.to_string())
+        })
+        .collect()
 }
 
 /// The failover state of `config` in a fresh table in moto.

@@ -11,8 +11,9 @@ use endpoint_failover::planner::Reason;
 use endpoint_failover::report::{ErrorCode, Report};
 use endpoint_failover::route53::{Route53, SdkRoute53};
 use geoprov_tests::failover::{
-    alarm_event, config_json, endpoint, failover, health_check, hosted_zone, records_by_region,
-    route53_client, schedule_event, two_region_config, MotoFailover, COUNTRY_CODES, TEST_RETRY,
+    alarm_event, config_json, endpoint, every_country_config, expected_targets, failover,
+    health_check, hosted_zone, records_by_region, route53_client, schedule_event,
+    two_region_config, two_region_config_with_checks, MotoFailover, TEST_RETRY,
 };
 use serde_json::{json, Value};
 
@@ -323,28 +324,11 @@ async fn concurrent_invocations_with_the_same_signal_make_one_change() {
 async fn the_schedule_polls_moto_health_checks() {
     // moto's GetHealthCheckStatus always reports success: the schedule sees
     // every region healthy and reconciles.
-    let (zone_id, zone_name) = hosted_zone().await;
     let (us, eu) = (
         health_check("us-east-1").await,
         health_check("eu-west-1").await,
     );
-    let config = config_json(
-        &zone_id,
-        &zone_name,
-        &[("us-east-1", &us), ("eu-west-1", &eu)],
-        &[
-            (
-                NA,
-                json!({"ContinentCode": "NA"}),
-                &["us-east-1", "eu-west-1"],
-            ),
-            (
-                DEFAULT,
-                json!({"CountryCode": "*"}),
-                &["eu-west-1", "us-east-1"],
-            ),
-        ],
-    );
+    let config = two_region_config_with_checks(&us, &eu).await;
     let failover = failover(&config).await;
     failover
         .handle(json!({"action": "drain", "region": "eu-west-1"}), "d")
@@ -393,56 +377,14 @@ async fn unknown_alarms_and_invalid_events_change_nothing() {
 
 #[tokio::test]
 async fn every_country_and_five_regions_apply_correctly() {
-    const REGIONS: [&str; 5] = [
-        "us-east-1",
-        "eu-west-1",
-        "ap-southeast-2",
-        "sa-east-1",
-        "eu-central-1",
-    ];
     let (zone_id, zone_name) = hosted_zone().await;
-    let preferences: Vec<Vec<&str>> = (0..250)
-        .map(|i| (0..3).map(|k| REGIONS[(i + k) % 5]).collect())
-        .collect();
-    let mut locations: Vec<(String, Value, &[&str])> = COUNTRY_CODES
-        .iter()
-        .enumerate()
-        .map(|(i, code)| {
-            (
-                format!("country {code}"),
-                json!({"CountryCode": code}),
-                preferences[i].as_slice(),
-            )
-        })
-        .collect();
-    locations.push((
-        DEFAULT.into(),
-        json!({"CountryCode": "*"}),
-        &preferences[249],
-    ));
-    let locations: Vec<(&str, Value, &[&str])> = locations
-        .iter()
-        .map(|(id, geo, pref)| (id.as_str(), geo.clone(), *pref))
-        .collect();
-    let regions: Vec<(&str, &str)> = REGIONS.iter().map(|r| (*r, "hc")).collect();
-    let config = config_json(&zone_id, &zone_name, &regions, &locations);
+    let config = every_country_config(&zone_id, &zone_name);
     let cfg = FailoverConfig::from_json(&config.to_string()).unwrap();
     assert_eq!(cfg.locations.len(), 250);
+    assert_eq!(cfg.regions.len(), 5);
 
     let failover = reconciled(&config).await;
-    let expected = |down: &[&str]| -> BTreeMap<String, String> {
-        cfg.locations
-            .iter()
-            .map(|l| {
-                let target = l
-                    .preference
-                    .iter()
-                    .find(|r| !down.contains(&r.as_str()))
-                    .unwrap();
-                (l.set_identifier.clone(), target.to_string())
-            })
-            .collect()
-    };
+    let expected = |down: &[&str]| expected_targets(&cfg, down);
     assert_eq!(records_by_region(&cfg).await, expected(&[]));
 
     let report = failover

@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 
 use endpoint_failover::config::FailoverConfig;
-use geoprov_tests::failover::{config_json, health_check, hosted_zone, records_by_region};
+use geoprov_tests::failover::{
+    config_json, health_check, hosted_zone, records_by_region, two_region_config_with_checks,
+};
 use geoprov_tests::lambda::RuntimeEmulator;
 use geoprov_tests::{aws_env, moto, unique_table, workspace_binary, workspace_root};
 use serde::Deserialize;
@@ -56,28 +58,11 @@ async fn every_sample_event_gives_its_expected_report() {
         "every sample event needs an expected report"
     );
 
-    let (zone_id, zone_name) = hosted_zone().await;
     let (us, eu) = (
         health_check("us-east-1").await,
         health_check("eu-west-1").await,
     );
-    let config = config_json(
-        &zone_id,
-        &zone_name,
-        &[("us-east-1", &us), ("eu-west-1", &eu)],
-        &[
-            (
-                "US East IoT Global Endpoint",
-                json!({"ContinentCode": "NA"}),
-                &["us-east-1", "eu-west-1"],
-            ),
-            (
-                "Default IoT Global Endpoint",
-                json!({"CountryCode": "*"}),
-                &["eu-west-1", "us-east-1"],
-            ),
-        ],
-    );
+    let config = two_region_config_with_checks(&us, &eu).await;
     let parsed = FailoverConfig::from_json(&config.to_string()).unwrap();
 
     let region = &expectations.environment["AWS_REGION"];

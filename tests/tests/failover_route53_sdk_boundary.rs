@@ -127,34 +127,30 @@ async fn throttling_and_prior_request_not_complete_are_retried() {
     }
 }
 
+/// ChangeResourceRecordSets answering with Route 53's `code` error, always.
+fn upserts_always_fail_with(code: &str) -> Rule {
+    mock!(Client::change_resource_record_sets)
+        .sequence()
+        .http_status(400, route53_error(code))
+        .repeatedly()
+        .build()
+}
+
 #[tokio::test]
 async fn retries_are_bounded_and_other_errors_are_not_retried() {
-    let throttled = mock!(Client::change_resource_record_sets)
-        .sequence()
-        .http_status(400, route53_error("Throttling"))
-        .repeatedly()
-        .build();
-    let route53 = mocked(&[&throttled]);
-    let err = route53
-        .upsert(ZONE, NAME, 60, &one_upsert())
-        .await
-        .unwrap_err();
-    assert_eq!(err.code.as_deref(), Some("Throttling"));
-    assert_eq!(err.attempts, TEST_RETRY.attempts);
-    assert_eq!(throttled.num_calls(), TEST_RETRY.attempts as usize);
-
-    let invalid = mock!(Client::change_resource_record_sets)
-        .sequence()
-        .http_status(400, route53_error("InvalidChangeBatch"))
-        .repeatedly()
-        .build();
-    let route53 = mocked(&[&invalid]);
-    let err = route53
-        .upsert(ZONE, NAME, 60, &one_upsert())
-        .await
-        .unwrap_err();
-    assert_eq!(err.code.as_deref(), Some("InvalidChangeBatch"));
-    assert_eq!(invalid.num_calls(), 1);
+    for (code, calls) in [
+        ("Throttling", TEST_RETRY.attempts),
+        ("InvalidChangeBatch", 1),
+    ] {
+        let rule = upserts_always_fail_with(code);
+        let err = mocked(&[&rule])
+            .upsert(ZONE, NAME, 60, &one_upsert())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code.as_deref(), Some(code));
+        assert_eq!(err.attempts, calls, "{code}");
+        assert_eq!(rule.num_calls(), calls as usize, "{code}");
+    }
 }
 
 fn record(id: &str, geo: GeoLocation, region: &str) -> ResourceRecordSet {
@@ -301,11 +297,7 @@ async fn a_change_still_pending_at_the_bound_is_reported() {
 async fn throttled_writes_that_never_succeed_leave_the_records_unapplied() {
     let (us, eu) = health_rules();
     let records = records_rule();
-    let throttled = mock!(Client::change_resource_record_sets)
-        .sequence()
-        .http_status(400, route53_error("Throttling"))
-        .repeatedly()
-        .build();
+    let throttled = upserts_always_fail_with("Throttling");
     let failover = failover_with(&[&us, &eu, &records, &throttled]).await;
 
     let report = failover.handle(schedule_event(), "s1").await;
