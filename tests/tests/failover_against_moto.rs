@@ -232,12 +232,6 @@ async fn drain_and_undrain_move_traffic_and_dry_run_writes_nothing() {
         records_by_region(&cfg).await,
         map(&[(NA, "us-east-1"), (DEFAULT, "eu-west-1")])
     );
-
-    let unknown = failover
-        .handle(json!({"action": "drain", "region": "ap-south-1"}), "x")
-        .await;
-    assert_eq!(unknown.errors[0].code, ErrorCode::UnknownRegion);
-    assert!(unknown.changes.is_empty());
 }
 
 #[tokio::test]
@@ -352,6 +346,25 @@ async fn the_schedule_polls_moto_health_checks() {
         .await;
     assert_eq!(report.count(ErrorCode::HealthCheckFailed), 1, "{report:?}");
     assert_eq!(report.errors[0].region.as_deref(), Some("eu-west-1"));
+}
+
+#[tokio::test]
+async fn an_event_for_an_unknown_region_writes_nothing_not_even_a_reconcile() {
+    let config = two_region_config().await;
+    let failover = failover(&config).await;
+    let cfg = failover.config().clone();
+    let report = failover
+        .handle(json!({"action": "drain", "region": "ap-south-1"}), "x")
+        .await;
+    assert_eq!(report.errors.len(), 1, "{report:?}");
+    assert_eq!(report.errors[0].code, ErrorCode::UnknownRegion);
+    assert_eq!(report.errors[0].region.as_deref(), Some("ap-south-1"));
+    assert!(report.changes.is_empty() && !report.applied);
+    assert_eq!(status(&report, "us-east-1"), Status::Healthy);
+    assert!(
+        records_by_region(&cfg).await.is_empty(),
+        "no record created"
+    );
 }
 
 #[tokio::test]

@@ -85,6 +85,11 @@ impl<R: Route53 + Sync, S: FailoverStore + Sync> Failover<R, S> {
                 return report;
             }
         };
+        if report.count(ErrorCode::UnknownAlarm) + report.count(ErrorCode::UnknownRegion) > 0 {
+            // An event this deployment cannot place: report, change nothing.
+            self.fill_health(&mut report, &state);
+            return report;
+        }
         for (region, update) in updates {
             let current = state.health.get(&region).copied().unwrap_or_default();
             if writes_nothing {
