@@ -2,6 +2,7 @@
 //! moto, configurations, and the function over real adapters.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aws_sdk_route53::types::{HealthCheckConfig, HealthCheckType};
 use endpoint_failover::config::{Bounds, FailoverConfig};
@@ -247,12 +248,12 @@ pub async fn records_by_region(config: &FailoverConfig) -> BTreeMap<String, Stri
 }
 
 /// A CloudWatch alarm state change event for `region`'s health alarm, in the
-/// shape EventBridge delivers it.
+/// shape EventBridge delivers it, with an event id of its own.
 pub fn alarm_event(region: &str, state: &str) -> Value {
     let name = alarm_name(region);
     json!({
         "version": "0",
-        "id": "7bf73129-1428-4cd3-a780-95db273d1602",
+        "id": format!("7bf73129-1428-4cd3-a780-{:012}", NEXT_EVENT.fetch_add(1, Ordering::Relaxed)),
         "detail-type": "CloudWatch Alarm State Change",
         "source": "aws.cloudwatch",
         "account": "123456789012",
@@ -268,11 +269,13 @@ pub fn alarm_event(region: &str, state: &str) -> Value {
     })
 }
 
-/// The EventBridge schedule event.
+static NEXT_EVENT: AtomicUsize = AtomicUsize::new(1);
+
+/// The EventBridge schedule event, with an event id of its own.
 pub fn schedule_event() -> Value {
     json!({
         "version": "0",
-        "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+        "id": format!("53dc4d37-cffa-4f76-80c9-{:012}", NEXT_EVENT.fetch_add(1, Ordering::Relaxed)),
         "detail-type": "Scheduled Event",
         "source": "aws.events",
         "account": "123456789012",

@@ -159,6 +159,27 @@ async fn alarm_repoints_north_america_and_ok_points_it_back() {
 }
 
 #[tokio::test]
+async fn a_redelivered_event_counts_once() {
+    let mut config = two_region_config().await;
+    config["failAfter"] = json!(2);
+    let failover = reconciled(&config).await;
+
+    // EventBridge delivers at least once: the same event twice is one signal.
+    let alarm = alarm_event("us-east-1", "ALARM");
+    for attempt in ["first delivery", "redelivery"] {
+        let report = failover.handle(alarm.clone(), attempt).await;
+        assert_eq!(status(&report, "us-east-1"), Status::Healthy, "{attempt}");
+        assert!(report.changes.is_empty(), "{attempt}: {report:?}");
+    }
+    // A second alarm event is the second signal.
+    let report = failover
+        .handle(alarm_event("us-east-1", "ALARM"), "second")
+        .await;
+    assert_eq!(status(&report, "us-east-1"), Status::Unhealthy);
+    assert!(report.applied, "{report:?}");
+}
+
+#[tokio::test]
 async fn failback_waits_for_the_minimum_interval_but_failover_never_does() {
     let mut config = two_region_config().await;
     config["minChangeIntervalSeconds"] = json!(3600);

@@ -36,12 +36,16 @@ pub struct Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trigger {
     /// A health alarm changed state; `state` is ALARM, OK or INSUFFICIENT_DATA.
+    /// `event_id` is EventBridge's id: a redelivered event carries the same.
     Alarm {
         alarm_name: String,
         state: String,
+        event_id: Option<String>,
     },
     /// The schedule: poll every region's health check.
-    Schedule,
+    Schedule {
+        event_id: Option<String>,
+    },
     Command(Command),
 }
 
@@ -50,7 +54,7 @@ impl Trigger {
     pub fn name(&self) -> &'static str {
         match self {
             Trigger::Alarm { .. } => "ALARM_STATE_CHANGE",
-            Trigger::Schedule => "SCHEDULE",
+            Trigger::Schedule { .. } => "SCHEDULE",
             Trigger::Command(c) => match c.action {
                 Action::Reconcile => "RECONCILE",
                 Action::Status => "STATUS",
@@ -96,9 +100,10 @@ pub fn parse(payload: Value) -> Result<Trigger, InvalidEvent> {
                 Ok(Trigger::Alarm {
                     alarm_name: detail.alarm_name,
                     state: detail.state.value,
+                    event_id: event.id,
                 })
             }
-            SCHEDULED_EVENT => Ok(Trigger::Schedule),
+            SCHEDULED_EVENT => Ok(Trigger::Schedule { event_id: event.id }),
             other => Err(InvalidEvent(format!(
                 "detail-type {other:?} is neither {ALARM_STATE_CHANGE:?} nor {SCHEDULED_EVENT:?}"
             ))),
@@ -141,17 +146,24 @@ mod tests {
             parse(sample("alarm-us-east-1")).unwrap(),
             Trigger::Alarm {
                 alarm_name: "geoprov-health-us-east-1".into(),
-                state: "ALARM".into()
+                state: "ALARM".into(),
+                event_id: Some("c4c1c1c9-6542-e61b-6ef0-8c4d36933a92".into()),
             }
         );
         assert_eq!(
             parse(sample("ok-us-east-1")).unwrap(),
             Trigger::Alarm {
                 alarm_name: "geoprov-health-us-east-1".into(),
-                state: "OK".into()
+                state: "OK".into(),
+                event_id: Some("2dde0eb1-528b-d2d5-9ca6-6d590caf2329".into()),
             }
         );
-        assert_eq!(parse(sample("schedule")).unwrap(), Trigger::Schedule);
+        assert_eq!(
+            parse(sample("schedule")).unwrap(),
+            Trigger::Schedule {
+                event_id: Some("53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa".into())
+            }
+        );
     }
 
     #[test]

@@ -90,13 +90,17 @@ impl<R: Route53 + Sync, S: FailoverStore + Sync> Failover<R, S> {
             self.fill_health(&mut report, &state);
             return report;
         }
-        for (region, update) in updates {
+        for (region, update, event_id) in updates {
             let current = state.health.get(&region).copied().unwrap_or_default();
             if writes_nothing {
                 state.health.insert(region, update.apply(current));
                 continue;
             }
-            match self.store.update_region(&region, update).await {
+            match self
+                .store
+                .update_region(&region, update, event_id.as_deref())
+                .await
+            {
                 Ok(written) => {
                     state.health.insert(region, written);
                 }
@@ -144,18 +148,23 @@ impl<R: Route53 + Sync, S: FailoverStore + Sync> Failover<R, S> {
         report
     }
 
-    /// The health updates the trigger asks for.
+    /// The health updates the trigger asks for, each with the id of the
+    /// event it comes from (so a redelivered event is not counted twice).
     async fn updates_for(
         &self,
         trigger: &Trigger,
         report: &mut Report,
-    ) -> Vec<(RegionName, RegionUpdate)> {
+    ) -> Vec<(RegionName, RegionUpdate, Option<String>)> {
         let thresholds = Thresholds {
             fail_after: self.config.fail_after,
             recover_after: self.config.recover_after,
         };
         match trigger {
-            Trigger::Alarm { alarm_name, state } => {
+            Trigger::Alarm {
+                alarm_name,
+                state,
+                event_id,
+            } => {
                 let Some(region) = self.config.region_of_alarm(alarm_name) else {
                     report.error(
                         ErrorCode::UnknownAlarm,
@@ -164,11 +173,14 @@ impl<R: Route53 + Sync, S: FailoverStore + Sync> Failover<R, S> {
                     return Vec::new();
                 };
                 health::signal_from_alarm_state(state)
-                    .map(|signal| (region.clone(), RegionUpdate::Observe(signal, thresholds)))
+                    .map(|signal| {
+                        let observe = RegionUpdate::Observe(signal, thresholds);
+                        (region.clone(), observe, event_id.clone())
+                    })
                     .into_iter()
                     .collect()
             }
-            Trigger::Schedule => {
+            Trigger::Schedule { event_id } => {
                 let polls = self
                     .config
                     .regions
@@ -182,8 +194,11 @@ impl<R: Route53 + Sync, S: FailoverStore + Sync> Failover<R, S> {
                 let mut updates = Vec::new();
                 for (region, result) in futures::future::join_all(polls).await {
                     match result.map(|o| o.signal()) {
-                        Ok(Some(signal)) => updates
-                            .push((region.clone(), RegionUpdate::Observe(signal, thresholds))),
+                        Ok(Some(signal)) => updates.push((
+                            region.clone(),
+                            RegionUpdate::Observe(signal, thresholds),
+                            event_id.clone(),
+                        )),
                         Ok(None) => {}
                         Err(e) => report.region_error(
                             ErrorCode::HealthCheckFailed,
@@ -205,7 +220,7 @@ impl<R: Route53 + Sync, S: FailoverStore + Sync> Failover<R, S> {
                     .ok()
                     .filter(|r| self.config.regions.contains_key(r))
                 {
-                    Some(region) => vec![(region, RegionUpdate::Drain(drained))],
+                    Some(region) => vec![(region, RegionUpdate::Drain(drained), None)],
                     None => {
                         report.region_error(
                             ErrorCode::UnknownRegion,

@@ -29,6 +29,9 @@ const RECORD_SK_PREFIX: &str = "RECORD#";
 const LOCK_SK: &str = "LOCK";
 /// Attempts of a conditional health update before giving up.
 const MAX_UPDATE_ATTEMPTS: u32 = 20;
+/// How many event ids a region's health remembers, to count a redelivered
+/// event once. EventBridge delivers at least once; redeliveries come soon.
+const REMEMBERED_EVENTS: usize = 32;
 
 pub fn failover_pk(record_name: &str) -> String {
     format!("FAILOVER#{record_name}")
@@ -70,11 +73,13 @@ pub trait FailoverStore {
     fn load(&self) -> impl Future<Output = Result<StoredState, RegistryError>> + Send;
 
     /// Applies `update` to the region's stored health with a conditional
-    /// write, reading again on conflict; returns the health written.
+    /// write, reading again on conflict; returns the health written. An update
+    /// from an event id already applied to this region is not applied again.
     fn update_region(
         &self,
         region: &RegionName,
         update: RegionUpdate,
+        event_id: Option<&str>,
     ) -> impl Future<Output = Result<RegionHealth, RegistryError>> + Send;
 
     /// Takes the change lock for `lease` unless another owner holds an
@@ -106,6 +111,9 @@ struct HealthItem {
     drained: bool,
     version: u64,
     updated_at: String,
+    /// Ids of the latest events applied, newest last.
+    #[serde(default)]
+    recent_events: Vec<String>,
 }
 
 impl HealthItem {
@@ -143,10 +151,7 @@ impl DynamoFailoverStore {
         ])
     }
 
-    async fn read_region(
-        &self,
-        region: &RegionName,
-    ) -> Result<(RegionHealth, Option<u64>), RegistryError> {
+    async fn read_region(&self, region: &RegionName) -> Result<Option<HealthItem>, RegistryError> {
         let item = self
             .client
             .get_item()
@@ -157,14 +162,11 @@ impl DynamoFailoverStore {
             .await
             .map_err(|e| RegistryError::dynamo("GetItem", e))?
             .item;
-        match item {
-            None => Ok((RegionHealth::default(), None)),
-            Some(item) => {
-                let parsed: HealthItem = serde_dynamo::from_item(item)
-                    .map_err(|e| malformed(&format!("{REGION_SK_PREFIX}{region}"), e))?;
-                Ok((parsed.health(), Some(parsed.version)))
-            }
-        }
+        item.map(|item| {
+            serde_dynamo::from_item(item)
+                .map_err(|e| malformed(&format!("{REGION_SK_PREFIX}{region}"), e))
+        })
+        .transpose()
     }
 }
 
@@ -228,9 +230,21 @@ impl FailoverStore for DynamoFailoverStore {
         &self,
         region: &RegionName,
         update: RegionUpdate,
+        event_id: Option<&str>,
     ) -> Result<RegionHealth, RegistryError> {
         for _ in 0..MAX_UPDATE_ATTEMPTS {
-            let (current, version) = self.read_region(region).await?;
+            let stored = self.read_region(region).await?;
+            let current = stored.as_ref().map(HealthItem::health).unwrap_or_default();
+            let version = stored.as_ref().map(|item| item.version);
+            let mut recent_events = stored.map(|item| item.recent_events).unwrap_or_default();
+            if let Some(id) = event_id {
+                if recent_events.iter().any(|seen| seen == id) {
+                    return Ok(current);
+                }
+                recent_events.push(id.to_owned());
+                let excess = recent_events.len().saturating_sub(REMEMBERED_EVENTS);
+                recent_events.drain(..excess);
+            }
             let next = update.apply(current);
             let item = HealthItem {
                 pk: self.pk.clone(),
@@ -241,6 +255,7 @@ impl FailoverStore for DynamoFailoverStore {
                 drained: next.drained,
                 version: version.map_or(1, |v| v + 1),
                 updated_at: geoprov_shared::clock::now_rfc3339(),
+                recent_events,
             };
             let request = self
                 .client
