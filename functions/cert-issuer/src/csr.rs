@@ -1,0 +1,210 @@
+//! The CSR policy: what a certificate signing request must be before it is
+//! sent to ACM Private CA. Pure: parsing and signature checks only.
+//!
+//! The checks run in this order, the first failure giving the code:
+//! `INVALID_CSR` (not one parsable PEM CSR), `WEAK_KEY` (anything but EC
+//! P-256/P-384 or RSA >= 2048 bits), `BAD_SIGNATURE` (no proof of possession of
+//! the key), `SUBJECT_MISMATCH` (the subject's one CN is not the serial),
+//! `CA_REQUESTED` (basicConstraints CA:TRUE or keyUsage keyCertSign). The key is
+//! checked before the signature so that a key geoprov refuses is named as such,
+//! even where the signature scheme cannot be verified at all (P-192, RSA-1024).
+
+use sha2::{Digest, Sha256};
+use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::extensions::ParsedExtension;
+use x509_parser::oid_registry::{
+    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
+};
+use x509_parser::prelude::FromDer;
+use x509_parser::public_key::PublicKey;
+use x509_parser::x509::SubjectPublicKeyInfo;
+
+use crate::response::ErrorCode;
+
+/// Smallest RSA modulus accepted, in bits.
+pub const MIN_RSA_BITS: usize = 2048;
+/// Largest PEM accepted, in bytes: a CSR is a few kilobytes at most.
+pub const MAX_CSR_PEM_BYTES: usize = 16 * 1024;
+
+/// The device key a CSR carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    EcP256,
+    EcP384,
+    Rsa { bits: usize },
+}
+
+/// A CSR that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedCsr {
+    /// The CSR as PEM, re-encoded from the DER that was checked (what is
+    /// sent to ACM PCA is exactly what was checked).
+    pub pem: String,
+    /// Lower-case hex SHA-256 of the DER: the ledger key.
+    pub sha256: String,
+    pub key: KeyKind,
+}
+
+/// Why a CSR is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+fn refuse(code: ErrorCode, message: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Checks `csr_pem` for the device `serial`.
+pub fn check(serial: &str, csr_pem: &str) -> Result<CheckedCsr, Refusal> {
+    let der = decode_pem(csr_pem)?;
+    let (rest, csr) = X509CertificationRequest::from_der(&der)
+        .map_err(|e| refuse(ErrorCode::InvalidCsr, format!("not a PKCS#10 CSR: {e}")))?;
+    if !rest.is_empty() {
+        return Err(refuse(
+            ErrorCode::InvalidCsr,
+            "trailing bytes after the CSR",
+        ));
+    }
+    let info = &csr.certification_request_info;
+    let key = key_kind(&info.subject_pki)?;
+    csr.verify_signature().map_err(|e| {
+        refuse(
+            ErrorCode::BadSignature,
+            format!("the CSR's signature does not verify with its own key ({e}): no proof of possession"),
+        )
+    })?;
+    let common_names: Vec<&str> = info
+        .subject
+        .iter_common_name()
+        .map(|cn| cn.as_str().unwrap_or("<not a string>"))
+        .collect();
+    if common_names != [serial] {
+        return Err(refuse(
+            ErrorCode::SubjectMismatch,
+            format!("the subject must have exactly one CN, the serial number {serial:?}; it has {common_names:?}"),
+        ));
+    }
+    if let Some(extensions) = csr.requested_extensions() {
+        for extension in extensions {
+            match extension {
+                ParsedExtension::BasicConstraints(bc) if bc.ca => {
+                    return Err(refuse(
+                        ErrorCode::CaRequested,
+                        "the CSR requests basicConstraints CA:TRUE",
+                    ))
+                }
+                ParsedExtension::KeyUsage(ku) if ku.key_cert_sign() => {
+                    return Err(refuse(
+                        ErrorCode::CaRequested,
+                        "the CSR requests keyUsage keyCertSign",
+                    ))
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(CheckedCsr {
+        pem: encode_pem(&der),
+        sha256: hex::encode(Sha256::digest(&der)),
+        key,
+    })
+}
+
+fn decode_pem(csr_pem: &str) -> Result<Vec<u8>, Refusal> {
+    if csr_pem.trim().is_empty() {
+        return Err(refuse(ErrorCode::InvalidCsr, "csrPem is empty"));
+    }
+    if csr_pem.len() > MAX_CSR_PEM_BYTES {
+        return Err(refuse(
+            ErrorCode::InvalidCsr,
+            format!("csrPem is over {MAX_CSR_PEM_BYTES} bytes"),
+        ));
+    }
+    let (rest, pem) = x509_parser::pem::parse_x509_pem(csr_pem.trim().as_bytes())
+        .map_err(|e| refuse(ErrorCode::InvalidCsr, format!("not PEM: {e}")))?;
+    if !matches!(
+        pem.label.as_str(),
+        "CERTIFICATE REQUEST" | "NEW CERTIFICATE REQUEST"
+    ) {
+        return Err(refuse(
+            ErrorCode::InvalidCsr,
+            format!("PEM label is {:?}, not CERTIFICATE REQUEST", pem.label),
+        ));
+    }
+    if !rest.iter().all(u8::is_ascii_whitespace) {
+        return Err(refuse(
+            ErrorCode::InvalidCsr,
+            "more than one PEM block",
+        ));
+    }
+    Ok(pem.contents)
+}
+
+fn encode_pem(der: &[u8]) -> String {
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    pem::encode_config(&pem::Pem::new("CERTIFICATE REQUEST", der), config)
+}
+
+fn key_kind(spki: &SubjectPublicKeyInfo<'_>) -> Result<KeyKind, Refusal> {
+    let algorithm = &spki.algorithm.algorithm;
+    if *algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY {
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok());
+        return match curve {
+            Some(c) if c == OID_EC_P256 => Ok(KeyKind::EcP256),
+            Some(c) if c == OID_NIST_EC_P384 => Ok(KeyKind::EcP384),
+            Some(c) => Err(refuse(
+                ErrorCode::WeakKey,
+                format!("EC curve {c} is not accepted; use P-256 or P-384"),
+            )),
+            None => Err(refuse(ErrorCode::WeakKey, "EC key without a named curve")),
+        };
+    }
+    if *algorithm == OID_PKCS1_RSAENCRYPTION {
+        let bits = match spki.parsed() {
+            Ok(PublicKey::RSA(rsa)) => modulus_bits(rsa.modulus),
+            _ => return Err(refuse(ErrorCode::InvalidCsr, "unparsable RSA public key")),
+        };
+        return match bits >= MIN_RSA_BITS {
+            true => Ok(KeyKind::Rsa { bits }),
+            false => Err(refuse(
+                ErrorCode::WeakKey,
+                format!("RSA key of {bits} bits; at least {MIN_RSA_BITS} are required"),
+            )),
+        };
+    }
+    Err(refuse(
+        ErrorCode::WeakKey,
+        format!("key algorithm {algorithm} is not accepted; use EC P-256/P-384 or RSA >= {MIN_RSA_BITS}"),
+    ))
+}
+
+/// The bit length of a big-endian unsigned integer.
+fn modulus_bits(modulus: &[u8]) -> usize {
+    let significant: &[u8] = match modulus.iter().position(|b| *b != 0) {
+        Some(first) => &modulus[first..],
+        None => return 0,
+    };
+    significant.len() * 8 - significant[0].leading_zeros() as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modulus_bits_ignores_leading_zero_bytes() {
+        assert_eq!(modulus_bits(&[0x00, 0x80, 0x00]), 16);
+        assert_eq!(modulus_bits(&[0x01, 0x00]), 9);
+        assert_eq!(modulus_bits(&[0, 0]), 0);
+    }
+}

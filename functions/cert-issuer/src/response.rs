@@ -1,0 +1,100 @@
+//! What the cert issuer answers, per request.
+
+use serde::Serialize;
+
+/// Why a request got no certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// Missing fields, wrong JSON types, a bad serial, a batch too large.
+    InvalidRequest,
+    /// Not one parsable PEM CSR.
+    InvalidCsr,
+    /// The CSR's signature does not verify with its key: no proof of possession.
+    BadSignature,
+    /// The subject's CN is not the serial number.
+    SubjectMismatch,
+    /// Anything but EC P-256/P-384 or RSA >= 2048.
+    WeakKey,
+    /// The CSR asks for CA rights.
+    CaRequested,
+    UnknownDevice,
+    DeviceBlocked,
+    ValidityTooLong,
+    /// ACM PCA refused, or did not issue within the deadline.
+    IssuanceFailed,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "INVALID_REQUEST",
+            ErrorCode::InvalidCsr => "INVALID_CSR",
+            ErrorCode::BadSignature => "BAD_SIGNATURE",
+            ErrorCode::SubjectMismatch => "SUBJECT_MISMATCH",
+            ErrorCode::WeakKey => "WEAK_KEY",
+            ErrorCode::CaRequested => "CA_REQUESTED",
+            ErrorCode::UnknownDevice => "UNKNOWN_DEVICE",
+            ErrorCode::DeviceBlocked => "DEVICE_BLOCKED",
+            ErrorCode::ValidityTooLong => "VALIDITY_TOO_LONG",
+            ErrorCode::IssuanceFailed => "ISSUANCE_FAILED",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// An issued certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Issued {
+    pub serial_number: String,
+    pub certificate_pem: String,
+    pub certificate_chain_pem: String,
+    pub certificate_arn: String,
+    /// RFC 3339, UTC.
+    pub not_after: String,
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ItemResponse {
+    Issued(Issued),
+    Refused {
+        #[serde(rename = "serialNumber")]
+        serial_number: Option<String>,
+        error: ErrorBody,
+    },
+}
+
+impl ItemResponse {
+    pub fn refused(serial: Option<&str>, code: ErrorCode, message: impl Into<String>) -> Self {
+        ItemResponse::Refused {
+            serial_number: serial.map(str::to_owned),
+            error: ErrorBody {
+                code,
+                message: message.into(),
+            },
+        }
+    }
+
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        match self {
+            ItemResponse::Issued(_) => None,
+            ItemResponse::Refused { error, .. } => Some(error.code),
+        }
+    }
+}
+
+/// The function's answer: one item, or `{"results": [...]}` in request order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Response {
+    One(ItemResponse),
+    Batch { results: Vec<ItemResponse> },
+}
