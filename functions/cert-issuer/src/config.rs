@@ -39,16 +39,17 @@ pub fn check_pca_arn(arn: &str) -> Result<(), String> {
             .is_some_and(|id| !id.is_empty() && !id.contains('/'));
     match ok {
         true => Ok(()),
-        false => Err(
-            "expected arn:aws:acm-pca:<region>:<account>:certificate-authority/<id>".into(),
-        ),
+        false => {
+            Err("expected arn:aws:acm-pca:<region>:<account>:certificate-authority/<id>".into())
+        }
     }
 }
 
 impl IssuerConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let pca_arn = env.required("PCA_ARN")?;
-        check_pca_arn(pca_arn).map_err(|reason| ConfigError::invalid("PCA_ARN", pca_arn, reason))?;
+        check_pca_arn(pca_arn)
+            .map_err(|reason| ConfigError::invalid("PCA_ARN", pca_arn, reason))?;
         let region = match env.optional("PCA_REGION") {
             Some(region) => ("PCA_REGION", region),
             None => ("AWS_REGION", env.required("AWS_REGION")?),
@@ -135,10 +136,19 @@ mod tests {
     #[test]
     fn bad_values_name_their_variable() {
         for (pairs, variable) in [
-            (vec![("PCA_ARN", "arn:aws:acm:eu-west-1:123456789012:certificate/x")], "PCA_ARN"),
+            (
+                vec![(
+                    "PCA_ARN",
+                    "arn:aws:acm:eu-west-1:123456789012:certificate/x",
+                )],
+                "PCA_ARN",
+            ),
             (vec![("PCA_REGION", "Europe")], "PCA_REGION"),
             (vec![("MAX_VALIDITY_DAYS", "0")], "MAX_VALIDITY_DAYS"),
-            (vec![("MAX_VALIDITY_DAYS", "30"), ("DEFAULT_VALIDITY_DAYS", "31")], "DEFAULT_VALIDITY_DAYS"),
+            (
+                vec![("MAX_VALIDITY_DAYS", "30"), ("DEFAULT_VALIDITY_DAYS", "31")],
+                "DEFAULT_VALIDITY_DAYS",
+            ),
             (vec![("ISSUE_CONCURRENCY", "0")], "ISSUE_CONCURRENCY"),
             (vec![("ISSUE_DEADLINE_MS", "soon")], "ISSUE_DEADLINE_MS"),
         ] {

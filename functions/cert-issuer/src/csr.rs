@@ -138,10 +138,7 @@ fn decode_pem(csr_pem: &str) -> Result<Vec<u8>, Refusal> {
         ));
     }
     if !rest.iter().all(u8::is_ascii_whitespace) {
-        return Err(refuse(
-            ErrorCode::InvalidCsr,
-            "more than one PEM block",
-        ));
+        return Err(refuse(ErrorCode::InvalidCsr, "more than one PEM block"));
     }
     Ok(pem.contents)
 }

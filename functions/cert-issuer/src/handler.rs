@@ -18,7 +18,7 @@ use crate::csr::{self, CheckedCsr};
 use crate::ledger::{IssuanceLedger, IssuanceStatus, LedgerEntry};
 use crate::pca::{CertificateAuthority, CertificatePem};
 use crate::request::{self, IssueRequest, Parsed};
-use crate::response::{ErrorCode, ItemResponse, Issued, Response};
+use crate::response::{ErrorCode, Issued, ItemResponse, Response};
 use crate::SERVICE;
 
 /// The first wait between two GetCertificate polls; it doubles up to `MAX_POLL`.
@@ -234,7 +234,9 @@ where
                         Ok(None) => return failed("the issuance ledger lost the entry".into()),
                         Err(e) => return failed(format!("the issuance ledger: {e}")),
                     },
-                    Err(e) => return failed(format!("the issuance ledger could not be written: {e}")),
+                    Err(e) => {
+                        return failed(format!("the issuance ledger could not be written: {e}"))
+                    }
                 }
             }
         };
@@ -244,8 +246,11 @@ where
             None => {
                 let issued = tokio::time::timeout_at(
                     deadline.into(),
-                    self.pca
-                        .issue(&approved.csr.pem, approved.validity_days, &entry.idempotency_token),
+                    self.pca.issue(
+                        &approved.csr.pem,
+                        approved.validity_days,
+                        &entry.idempotency_token,
+                    ),
                 )
                 .await;
                 let arn = match issued {
@@ -272,7 +277,11 @@ where
             Err(message) => return failed(format!("ACM PCA returned {arn}: {message}")),
         };
         if entry.status != IssuanceStatus::Issued {
-            if let Err(e) = self.ledger.complete(sha, &certificate_serial, &not_after).await {
+            if let Err(e) = self
+                .ledger
+                .complete(sha, &certificate_serial, &not_after)
+                .await
+            {
                 tracing::warn!(error = %e, certificate_arn = %arn, "issuance not marked ISSUED; a retry will");
             }
         }

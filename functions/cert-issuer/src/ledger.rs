@@ -94,8 +94,14 @@ impl DynamoLedger {
 
     fn key(csr_sha256: &str) -> HashMap<String, AttributeValue> {
         HashMap::from([
-            (PARTITION_KEY.to_owned(), AttributeValue::S(csr_pk(csr_sha256))),
-            (SORT_KEY.to_owned(), AttributeValue::S(ISSUANCE_SK.to_owned())),
+            (
+                PARTITION_KEY.to_owned(),
+                AttributeValue::S(csr_pk(csr_sha256)),
+            ),
+            (
+                SORT_KEY.to_owned(),
+                AttributeValue::S(ISSUANCE_SK.to_owned()),
+            ),
         ])
     }
 }
@@ -149,7 +155,11 @@ impl IssuanceLedger for DynamoLedger {
         }
     }
 
-    async fn set_arn(&self, csr_sha256: &str, certificate_arn: &str) -> Result<String, RegistryError> {
+    async fn set_arn(
+        &self,
+        csr_sha256: &str,
+        certificate_arn: &str,
+    ) -> Result<String, RegistryError> {
         let result = self
             .client
             .update_item()
@@ -198,7 +208,10 @@ impl IssuanceLedger for DynamoLedger {
             .expression_attribute_names("#notAfter", "notAfter")
             .expression_attribute_names("#issuedAt", "issuedAt")
             .expression_attribute_values(":issued", AttributeValue::S("ISSUED".into()))
-            .expression_attribute_values(":serial", AttributeValue::S(certificate_serial.to_owned()))
+            .expression_attribute_values(
+                ":serial",
+                AttributeValue::S(certificate_serial.to_owned()),
+            )
             .expression_attribute_values(":notAfter", AttributeValue::S(not_after.to_owned()))
             .expression_attribute_values(
                 ":now",

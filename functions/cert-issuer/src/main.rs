@@ -34,7 +34,11 @@ async fn main() -> Result<(), Error> {
 
     let issuer = &issuer;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        Ok::<_, Error>(issuer.handle(event.payload, &event.context.request_id).await)
+        Ok::<_, Error>(
+            issuer
+                .handle(event.payload, &event.context.request_id)
+                .await,
+        )
     }))
     .await
 }

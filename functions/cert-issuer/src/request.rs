@@ -133,12 +133,20 @@ mod tests {
         let requests: Vec<Value> = (0..500)
             .map(|i| json!({"serialNumber": format!("SN-{i}"), "csrPem": "x"}))
             .collect();
-        assert!(matches!(parse(json!({ "requests": requests })), Parsed::Batch(b) if b.len() == 500));
+        assert!(
+            matches!(parse(json!({ "requests": requests })), Parsed::Batch(b) if b.len() == 500)
+        );
     }
 
     #[test]
     fn non_objects_and_odd_batches_are_invalid_requests() {
-        for bad in [json!(null), json!([1]), json!("x"), json!({"requests": {}}), json!({"requests": [], "x": 1})] {
+        for bad in [
+            json!(null),
+            json!([1]),
+            json!("x"),
+            json!({"requests": {}}),
+            json!({"requests": [], "x": 1}),
+        ] {
             assert!(matches!(parse(bad.clone()), Parsed::Invalid(_)), "{bad}");
         }
         assert!(matches!(parse(json!({})), Parsed::One(Err(_))));
