@@ -4,6 +4,7 @@
 //! it at a local emulator.
 
 mod manifest;
+mod pca;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -41,6 +42,24 @@ enum Command {
         #[arg(long, env = "TABLE_NAME")]
         table: String,
         serial: String,
+    },
+    /// ACM Private CA helpers for local runs.
+    #[command(subcommand)]
+    Pca(PcaCommand),
+}
+
+#[derive(Subcommand)]
+enum PcaCommand {
+    /// Create an ACTIVE root CA (create, sign its CSR, import the certificate)
+    /// and print its ARN and certificate (JSON).
+    CreateLocalCa {
+        #[arg(long, default_value = "geoprov local root CA")]
+        common_name: String,
+        /// EC_prime256v1, EC_secp384r1, RSA_2048, RSA_3072 or RSA_4096.
+        #[arg(long, default_value = "EC_prime256v1")]
+        key_algorithm: String,
+        #[arg(long, default_value_t = 10)]
+        validity_years: u32,
     },
 }
 
@@ -85,6 +104,10 @@ enum CliError {
     InvalidManifest { count: usize },
     #[error("{count} invalid line(s) were skipped")]
     SkippedLines { count: usize },
+    #[error("{0}")]
+    Pca(#[from] pca::PcaSetupError),
+    #[error("--key-algorithm {0} is not one of EC_prime256v1, EC_secp384r1, RSA_2048, RSA_3072, RSA_4096")]
+    KeyAlgorithm(String),
 }
 
 #[tokio::main]
@@ -133,6 +156,25 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let registry = DynamoRegistry::new(client, table);
             let events = registry.audit_events(&parse_serial(&serial)?).await?;
             print_json(&events);
+            Ok(())
+        }
+        Command::Pca(PcaCommand::CreateLocalCa {
+            common_name,
+            key_algorithm,
+            validity_years,
+        }) => {
+            use aws_sdk_acmpca::types::KeyAlgorithm;
+            let key = match key_algorithm.as_str() {
+                "EC_prime256v1" => KeyAlgorithm::EcPrime256v1,
+                "EC_secp384r1" => KeyAlgorithm::EcSecp384r1,
+                "RSA_2048" => KeyAlgorithm::Rsa2048,
+                "RSA_3072" => KeyAlgorithm::Rsa3072,
+                "RSA_4096" => KeyAlgorithm::Rsa4096,
+                _ => return Err(CliError::KeyAlgorithm(key_algorithm)),
+            };
+            let client = aws_sdk_acmpca::Client::new(&sdk);
+            let ca = pca::create_local_ca(&client, &common_name, key, validity_years).await?;
+            print_json(&ca);
             Ok(())
         }
     }

@@ -1,0 +1,170 @@
+//! `geoprov pca create-local-ca`: a root CA in ACM Private CA, in one command,
+//! for local runs and tests (an emulator through `AWS_ENDPOINT_URL`).
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_acmpca::error::DisplayErrorContext;
+use aws_sdk_acmpca::primitives::Blob;
+use aws_sdk_acmpca::types::{
+    Asn1Subject, CertificateAuthorityConfiguration, CertificateAuthorityStatus,
+    CertificateAuthorityType, KeyAlgorithm, SigningAlgorithm, Validity, ValidityPeriodType,
+};
+use aws_sdk_acmpca::Client;
+
+const ROOT_TEMPLATE: &str = "arn:aws:acm-pca:::template/RootCACertificate/V1";
+/// How long to wait for ACM PCA at each step.
+const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+#[error("ACM PCA {step}: {message}")]
+pub struct PcaSetupError {
+    step: &'static str,
+    message: String,
+}
+
+fn fail(step: &'static str, message: impl Into<String>) -> PcaSetupError {
+    PcaSetupError {
+        step,
+        message: message.into(),
+    }
+}
+
+fn sdk_fail<E: std::error::Error + 'static>(step: &'static str, err: E) -> PcaSetupError {
+    fail(step, DisplayErrorContext(err).to_string())
+}
+
+/// A root CA that is ACTIVE, with its certificate.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalCa {
+    pub certificate_authority_arn: String,
+    pub certificate_pem: String,
+    pub key_algorithm: String,
+}
+
+/// The signing algorithm of a root CA's own certificate.
+fn signing_for(key: &KeyAlgorithm) -> SigningAlgorithm {
+    match key {
+        KeyAlgorithm::EcSecp384r1 => SigningAlgorithm::Sha384Withecdsa,
+        KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => {
+            SigningAlgorithm::Sha256Withrsa
+        }
+        _ => SigningAlgorithm::Sha256Withecdsa,
+    }
+}
+
+/// Creates a root CA, has it sign its own CSR with the root template, and
+/// imports that certificate: the CA is then ACTIVE.
+pub async fn create_local_ca(
+    client: &Client,
+    common_name: &str,
+    key_algorithm: KeyAlgorithm,
+    validity_years: u32,
+) -> Result<LocalCa, PcaSetupError> {
+    let signing = signing_for(&key_algorithm);
+    let configuration = CertificateAuthorityConfiguration::builder()
+        .key_algorithm(key_algorithm.clone())
+        .signing_algorithm(signing.clone())
+        .subject(
+            Asn1Subject::builder()
+                .common_name(common_name)
+                .organization("geoprov")
+                .build(),
+        )
+        .build()
+        .map_err(|e| fail("CreateCertificateAuthority", e.to_string()))?;
+    let arn = client
+        .create_certificate_authority()
+        .certificate_authority_configuration(configuration)
+        .certificate_authority_type(CertificateAuthorityType::Root)
+        .send()
+        .await
+        .map_err(|e| sdk_fail("CreateCertificateAuthority", e))?
+        .certificate_authority_arn()
+        .map(str::to_owned)
+        .ok_or_else(|| fail("CreateCertificateAuthority", "no ARN in the answer"))?;
+
+    let started = Instant::now();
+    let csr = loop {
+        match client
+            .get_certificate_authority_csr()
+            .certificate_authority_arn(&arn)
+            .send()
+            .await
+        {
+            Ok(output) => break output.csr().unwrap_or_default().to_owned(),
+            Err(e)
+                if e.as_service_error().is_some_and(|s| s.is_request_in_progress_exception())
+                    && started.elapsed() < STEP_TIMEOUT =>
+            {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(sdk_fail("GetCertificateAuthorityCsr", e)),
+        }
+    };
+    let validity = Validity::builder()
+        .value(i64::from(validity_years))
+        .r#type(ValidityPeriodType::Years)
+        .build()
+        .map_err(|e| fail("IssueCertificate", e.to_string()))?;
+    let certificate_arn = client
+        .issue_certificate()
+        .certificate_authority_arn(&arn)
+        .csr(Blob::new(csr.into_bytes()))
+        .signing_algorithm(signing)
+        .template_arn(ROOT_TEMPLATE)
+        .validity(validity)
+        .send()
+        .await
+        .map_err(|e| sdk_fail("IssueCertificate", e))?
+        .certificate_arn()
+        .map(str::to_owned)
+        .ok_or_else(|| fail("IssueCertificate", "no certificate ARN in the answer"))?;
+
+    let started = Instant::now();
+    let certificate = loop {
+        match client
+            .get_certificate()
+            .certificate_authority_arn(&arn)
+            .certificate_arn(&certificate_arn)
+            .send()
+            .await
+        {
+            Ok(output) => break output.certificate().unwrap_or_default().to_owned(),
+            Err(e)
+                if e.as_service_error().is_some_and(|s| s.is_request_in_progress_exception())
+                    && started.elapsed() < STEP_TIMEOUT =>
+            {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(sdk_fail("GetCertificate", e)),
+        }
+    };
+    client
+        .import_certificate_authority_certificate()
+        .certificate_authority_arn(&arn)
+        .certificate(Blob::new(certificate.as_bytes()))
+        .send()
+        .await
+        .map_err(|e| sdk_fail("ImportCertificateAuthorityCertificate", e))?;
+
+    let status = client
+        .describe_certificate_authority()
+        .certificate_authority_arn(&arn)
+        .send()
+        .await
+        .map_err(|e| sdk_fail("DescribeCertificateAuthority", e))?
+        .certificate_authority()
+        .and_then(|ca| ca.status().cloned());
+    if status != Some(CertificateAuthorityStatus::Active) {
+        return Err(fail(
+            "DescribeCertificateAuthority",
+            format!("the CA is {status:?} after import, not ACTIVE"),
+        ));
+    }
+    Ok(LocalCa {
+        certificate_authority_arn: arn,
+        certificate_pem: certificate,
+        key_algorithm: key_algorithm.as_str().to_owned(),
+    })
+}
