@@ -94,7 +94,8 @@ pub async fn create_local_ca(
         {
             Ok(output) => break output.csr().unwrap_or_default().to_owned(),
             Err(e)
-                if e.as_service_error().is_some_and(|s| s.is_request_in_progress_exception())
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_request_in_progress_exception())
                     && started.elapsed() < STEP_TIMEOUT =>
             {
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -132,7 +133,8 @@ pub async fn create_local_ca(
         {
             Ok(output) => break output.certificate().unwrap_or_default().to_owned(),
             Err(e)
-                if e.as_service_error().is_some_and(|s| s.is_request_in_progress_exception())
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_request_in_progress_exception())
                     && started.elapsed() < STEP_TIMEOUT =>
             {
                 tokio::time::sleep(Duration::from_millis(500)).await;

@@ -24,3 +24,25 @@ pub fn device_cert(common_name: &str) -> DeviceCert {
         )),
     }
 }
+
+/// A device CSR for `common_name` and the DER SubjectPublicKeyInfo of its key.
+pub struct DeviceCsr {
+    pub pem: String,
+    pub spki_der: Vec<u8>,
+}
+
+pub fn device_csr(common_name: &str) -> DeviceCsr {
+    let key = rcgen::KeyPair::generate().expect("generate P-256 key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    DeviceCsr {
+        pem: params
+            .serialize_request(&key)
+            .expect("CSR")
+            .pem()
+            .expect("PEM"),
+        spki_der: rcgen::PublicKeyData::subject_public_key_info(&key),
+    }
+}

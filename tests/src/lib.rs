@@ -17,6 +17,7 @@ use geoprov_shared::table;
 pub mod certs;
 pub mod cli;
 pub mod failover;
+pub mod issuer;
 pub mod lambda;
 
 /// The region the tests' clients use unless a test says otherwise.

@@ -213,8 +213,9 @@ where
             Ok(entry) => entry,
             Err(e) => return failed(format!("the issuance ledger could not be read: {e}")),
         };
-        let entry = match entry {
-            Some(entry) => entry,
+        let deadline = Instant::now() + self.limits.issue_deadline;
+        let (mut entry, started_here) = match entry {
+            Some(entry) => (entry, false),
             None => {
                 let pending = LedgerEntry {
                     serial_number: serial.to_owned(),
@@ -227,10 +228,10 @@ where
                     issued_at: None,
                 };
                 match self.ledger.begin(sha, &pending).await {
-                    Ok(true) => pending,
+                    Ok(true) => (pending, true),
                     // Another invocation began this issuance first: follow it.
                     Ok(false) => match self.ledger.get(sha).await {
-                        Ok(Some(entry)) => entry,
+                        Ok(Some(entry)) => (entry, false),
                         Ok(None) => return failed("the issuance ledger lost the entry".into()),
                         Err(e) => return failed(format!("the issuance ledger: {e}")),
                     },
@@ -240,7 +241,14 @@ where
                 }
             }
         };
-        let deadline = Instant::now() + self.limits.issue_deadline;
+        if !started_here && entry.certificate_arn.is_none() && !self.is_stale(&entry) {
+            // Another invocation is issuing this CSR: wait for its ARN rather
+            // than ask ACM PCA a second time.
+            entry = match self.wait_for_arn(sha, entry, deadline).await {
+                Ok(entry) => entry,
+                Err(message) => return failed(message),
+            };
+        }
         let arn = match entry.certificate_arn {
             Some(arn) => arn,
             None => {
@@ -292,6 +300,40 @@ where
             certificate_arn: arn,
             not_after,
         })
+    }
+
+    /// A PENDING issuance older than the deadline: its invocation is gone.
+    /// Issuing again with the same idempotency token gets the same
+    /// certificate from ACM PCA.
+    fn is_stale(&self, entry: &LedgerEntry) -> bool {
+        use time::format_description::well_known::Rfc3339;
+        time::OffsetDateTime::parse(&entry.requested_at, &Rfc3339)
+            .map(|requested| {
+                let age = time::OffsetDateTime::now_utc() - requested;
+                age > self.limits.issue_deadline
+            })
+            .unwrap_or(true)
+    }
+
+    /// Reads the ledger until the issuance has its ARN, or until `deadline`
+    /// (then the caller issues with the same token).
+    async fn wait_for_arn(
+        &self,
+        sha: &str,
+        mut entry: LedgerEntry,
+        deadline: Instant,
+    ) -> Result<LedgerEntry, String> {
+        let mut wait = FIRST_POLL;
+        while entry.certificate_arn.is_none() && Instant::now() + wait < deadline {
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(MAX_POLL);
+            entry = match self.ledger.get(sha).await {
+                Ok(Some(entry)) => entry,
+                Ok(None) => return Err("the issuance ledger lost the entry".into()),
+                Err(e) => return Err(format!("the issuance ledger: {e}")),
+            };
+        }
+        Ok(entry)
     }
 
     fn timed_out(&self, operation: &str) -> String {

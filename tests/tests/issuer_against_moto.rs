@@ -1,0 +1,269 @@
+//! cert-issuer against moto: a root CA made by `geoprov pca create-local-ca`,
+//! the device registry, the issuance ledger and the audit log in DynamoDB.
+//! moto's ACM PCA really signs, but ignores TemplateArn, Validity and the
+//! IdempotencyToken and never says RequestInProgress: those are covered in
+//! `issuer_pca_sdk_boundary.rs`.
+
+use std::process::Command;
+
+use cert_issuer::ledger::{IssuanceLedger, IssuanceStatus};
+use cert_issuer::response::{ErrorCode, ItemResponse, Response};
+use geoprov_shared::audit::Decision;
+use geoprov_shared::device::{DeviceStatus, SerialNumber};
+use geoprov_shared::registry::DynamoRegistry;
+use geoprov_tests::certs::device_csr;
+use geoprov_tests::issuer::{issuer, local_ca, LocalCa};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+fn one(response: Response) -> ItemResponse {
+    match response {
+        Response::One(item) => item,
+        other => panic!("one item expected: {other:?}"),
+    }
+}
+
+fn issued(item: &ItemResponse) -> &cert_issuer::response::Issued {
+    match item {
+        ItemResponse::Issued(issued) => issued,
+        refused => panic!("issued expected: {refused:?}"),
+    }
+}
+
+fn der(pem_text: &str) -> Vec<u8> {
+    pem::parse(pem_text).expect("PEM").into_contents()
+}
+
+/// `openssl verify` of the certificate against the CA.
+fn openssl_verify(ca: &LocalCa, certificate_pem: &str) {
+    let dir = std::env::temp_dir().join(geoprov_tests::unique_table("openssl-verify"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ca.pem"), &ca.certificate_pem).unwrap();
+    std::fs::write(dir.join("device.pem"), certificate_pem).unwrap();
+    let out = Command::new("openssl")
+        .args(["verify", "-CAfile", "ca.pem", "device.pem"])
+        .current_dir(&dir)
+        .output()
+        .expect("openssl is installed (.ci/run installs it)");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "openssl verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn audit(registry: &DynamoRegistry, serial: &str) -> Vec<(Decision, String)> {
+    registry
+        .audit_events(&SerialNumber::try_from(serial).unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.decision, e.reason))
+        .collect()
+}
+
+#[tokio::test]
+async fn issues_a_certificate_that_verifies_against_the_ca_and_carries_the_csr() {
+    let ca = local_ca();
+    let (issuer, registry, calls) = issuer(&ca, &[("SN-1", DeviceStatus::Allowed)], 8).await;
+    let csr = device_csr("SN-1");
+
+    let item = one(issuer
+        .handle(
+            json!({"serialNumber": "SN-1", "csrPem": csr.pem, "validityDays": 30}),
+            "r1",
+        )
+        .await);
+    let issued = issued(&item);
+    assert_eq!(issued.serial_number, "SN-1");
+    assert!(issued
+        .certificate_arn
+        .starts_with(&format!("{}/certificate/", ca.arn)));
+    assert_eq!(
+        issued.certificate_chain_pem.trim(),
+        ca.certificate_pem.trim()
+    );
+    assert_eq!(calls.issued(), 1);
+
+    openssl_verify(&ca, &issued.certificate_pem);
+    let cert_der = der(&issued.certificate_pem);
+    let ca_der = der(&ca.certificate_pem);
+    let (_, certificate) = X509Certificate::from_der(&cert_der).unwrap();
+    let (_, ca_certificate) = X509Certificate::from_der(&ca_der).unwrap();
+    certificate
+        .verify_signature(Some(ca_certificate.public_key()))
+        .expect("signed by the CA");
+    assert_eq!(
+        certificate.public_key().raw,
+        csr.spki_der.as_slice(),
+        "the CSR's key"
+    );
+    let cns: Vec<&str> = certificate
+        .subject()
+        .iter_common_name()
+        .map(|cn| cn.as_str().unwrap())
+        .collect();
+    assert_eq!(cns, ["SN-1"]);
+    assert_eq!(certificate.issuer(), ca_certificate.subject());
+    let not_after = certificate
+        .validity()
+        .not_after
+        .to_datetime()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    assert_eq!(issued.not_after, not_after);
+
+    // The ledger holds the issuance under the CSR's hash; the audit log has it.
+    let ledger =
+        cert_issuer::ledger::DynamoLedger::new(registry.client().clone(), registry.table());
+    let csr_sha = hex::encode(Sha256::digest(der(&csr.pem)));
+    let entry = ledger.get(&csr_sha).await.unwrap().expect("ledger entry");
+    assert_eq!(entry.status, IssuanceStatus::Issued);
+    assert_eq!(
+        entry.certificate_arn.as_deref(),
+        Some(issued.certificate_arn.as_str())
+    );
+    assert_eq!(entry.not_after.as_deref(), Some(not_after.as_str()));
+    assert_eq!(
+        audit(&registry, "SN-1").await,
+        [(Decision::Allow, "ISSUED".to_owned())]
+    );
+    let events = registry
+        .audit_events(&SerialNumber::try_from("SN-1").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        events[0].certificate_id.as_deref(),
+        Some(hex::encode(Sha256::digest(&cert_der)).as_str()),
+        "the audit names the certificate by its AWS IoT certificate id"
+    );
+}
+
+#[tokio::test]
+async fn the_same_request_twice_gives_the_same_certificate_and_issues_once() {
+    let ca = local_ca();
+    let (issuer, _registry, calls) = issuer(&ca, &[("SN-1", DeviceStatus::Allowed)], 8).await;
+    let request = json!({"serialNumber": "SN-1", "csrPem": device_csr("SN-1").pem});
+
+    let first = one(issuer.handle(request.clone(), "r1").await);
+    let second = one(issuer.handle(request, "r2").await);
+    assert_eq!(
+        issued(&first).certificate_arn,
+        issued(&second).certificate_arn
+    );
+    assert_eq!(
+        issued(&first).certificate_pem,
+        issued(&second).certificate_pem
+    );
+    assert_eq!(calls.issued(), 1, "one IssueCertificate for both");
+
+    // Concurrent repeats of a new CSR also end with one certificate.
+    let request = json!({"serialNumber": "SN-1", "csrPem": device_csr("SN-1").pem});
+    let (a, b, c) = tokio::join!(
+        issuer.handle(request.clone(), "c1"),
+        issuer.handle(request.clone(), "c2"),
+        issuer.handle(request.clone(), "c3"),
+    );
+    let arns: Vec<String> = [a, b, c]
+        .into_iter()
+        .map(|r| issued(&one(r)).certificate_arn.clone())
+        .collect();
+    assert!(arns.iter().all(|arn| *arn == arns[0]), "{arns:?}");
+    assert_eq!(calls.issued(), 2);
+}
+
+#[tokio::test]
+async fn unknown_and_blocked_devices_get_nothing_from_the_ca() {
+    let ca = local_ca();
+    let (issuer, registry, calls) = issuer(
+        &ca,
+        &[
+            ("SN-BLOCKED", DeviceStatus::Blocked),
+            ("SN-REVOKED", DeviceStatus::Revoked),
+        ],
+        8,
+    )
+    .await;
+    let ledger =
+        cert_issuer::ledger::DynamoLedger::new(registry.client().clone(), registry.table());
+    for (serial, code) in [
+        ("SN-UNKNOWN", ErrorCode::UnknownDevice),
+        ("SN-BLOCKED", ErrorCode::DeviceBlocked),
+        ("SN-REVOKED", ErrorCode::DeviceBlocked),
+    ] {
+        let csr = device_csr(serial);
+        let item = one(issuer
+            .handle(json!({"serialNumber": serial, "csrPem": csr.pem}), "r")
+            .await);
+        assert_eq!(item.error_code(), Some(code), "{serial}");
+        let csr_sha = hex::encode(Sha256::digest(der(&csr.pem)));
+        assert!(
+            ledger.get(&csr_sha).await.unwrap().is_none(),
+            "{serial}: no ledger entry"
+        );
+        assert_eq!(
+            audit(&registry, serial).await,
+            [(Decision::Deny, code.as_str().to_owned())]
+        );
+    }
+    assert_eq!(calls.issued(), 0, "nothing reached ACM PCA");
+}
+
+#[tokio::test]
+async fn a_batch_of_200_is_answered_in_order_with_bad_items_refused_in_place() {
+    let ca = local_ca();
+    let serials: Vec<String> = (0..200).map(|i| format!("SN-B{i:03}")).collect();
+    let devices: Vec<(&str, DeviceStatus)> = serials
+        .iter()
+        .map(|s| (s.as_str(), DeviceStatus::Allowed))
+        .collect();
+    let (issuer, _registry, calls) = issuer(&ca, &devices, 8).await;
+
+    let mut expected = Vec::new();
+    let requests: Vec<Value> = serials
+        .iter()
+        .enumerate()
+        .map(|(i, serial)| {
+            let (request, code) = match i % 25 {
+                3 => (json!({"serialNumber": format!("SN-X{i}"), "csrPem": device_csr(&format!("SN-X{i}")).pem}), Some(ErrorCode::UnknownDevice)),
+                7 => (json!({"serialNumber": serial, "csrPem": "not a csr"}), Some(ErrorCode::InvalidCsr)),
+                11 => (json!({"serialNumber": serial, "csrPem": device_csr("SN-OTHER").pem}), Some(ErrorCode::SubjectMismatch)),
+                19 => (json!({"serialNumber": serial, "csrPem": device_csr(serial).pem, "validityDays": 366}), Some(ErrorCode::ValidityTooLong)),
+                23 => (json!({"serialNumber": serial}), Some(ErrorCode::InvalidRequest)),
+                _ => (json!({"serialNumber": serial, "csrPem": device_csr(serial).pem}), None),
+            };
+            expected.push(code);
+            request
+        })
+        .collect();
+
+    let Response::Batch { results } = issuer
+        .handle(json!({ "requests": requests }), "batch")
+        .await
+    else {
+        panic!("a batch answer")
+    };
+    assert_eq!(results.len(), 200);
+    for (i, (result, code)) in results.iter().zip(&expected).enumerate() {
+        assert_eq!(result.error_code(), *code, "item {i}");
+        if code.is_none() {
+            assert_eq!(
+                issued(result).serial_number,
+                serials[i],
+                "item {i} in order"
+            );
+        }
+    }
+    let good = expected.iter().filter(|c| c.is_none()).count();
+    assert_eq!(good, 160);
+    assert_eq!(calls.issued(), good);
+    assert!(
+        calls.max_in_flight() <= 8,
+        "concurrency {}",
+        calls.max_in_flight()
+    );
+    assert!(calls.max_in_flight() > 1, "issued concurrently");
+}
