@@ -15,11 +15,24 @@ pub mod response;
 /// The `service` dimension of this function's metrics.
 pub const SERVICE: &str = "cert-issuer";
 
+/// Attempts of one ACM PCA call: throttling and transient errors are retried
+/// with jittered exponential backoff (the SDK's standard mode).
+pub const PCA_MAX_ATTEMPTS: u32 = 5;
+
+/// The retry policy of the ACM PCA client.
+pub fn pca_retry_config() -> aws_sdk_acmpca::config::retry::RetryConfig {
+    aws_sdk_acmpca::config::retry::RetryConfig::standard()
+        .with_max_attempts(PCA_MAX_ATTEMPTS)
+        .with_initial_backoff(std::time::Duration::from_millis(100))
+        .with_max_backoff(std::time::Duration::from_secs(5))
+}
+
 /// An ACM PCA client for the CA's region (the CA lives outside the
 /// provisioning regions), from the shared SDK configuration.
 pub fn pca_client(sdk: &aws_config::SdkConfig, region: &str) -> aws_sdk_acmpca::Client {
     let config = aws_sdk_acmpca::config::Builder::from(sdk)
         .region(aws_config::Region::new(region.to_owned()))
+        .retry_config(pca_retry_config())
         .build();
     aws_sdk_acmpca::Client::from_conf(config)
 }
