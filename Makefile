@@ -16,7 +16,7 @@ export AWS_DEFAULT_REGION ?= $(AWS_REGION)
 export GEOPROV_PYTHON := $(abspath $(PYTHON))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: help venv build test lint demo bench-hook bench-failover clean
+.PHONY: help venv build test lint demo bench-hook bench-failover bench-issuer clean
 
 help:
 	@echo "make demo        run the pre-provisioning hook locally against moto with the sample events"
@@ -24,6 +24,7 @@ help:
 	@echo "make lint        cargo fmt --check and clippy -D warnings"
 	@echo "make bench-hook  cold start, warm latency, RSS and size: Rust hook vs Python/boto3 hook"
 	@echo "make bench-failover  planning time (250 locations x 5 regions) and ALARM-to-records time in moto"
+	@echo "make bench-issuer    CSR validations per second; a 500-CSR batch at concurrency 1, 8 and 32 in moto"
 
 venv: $(VENV)/.installed
 
@@ -55,6 +56,10 @@ bench-failover: venv
 	cargo build --workspace --release
 	cargo bench -p geoprov-tests --bench failover_planner
 	cargo bench -p geoprov-tests --bench failover_e2e
+
+bench-issuer: venv
+	cargo build --workspace --release
+	cargo bench -p geoprov-tests --bench issuer
 
 clean:
 	cargo clean
