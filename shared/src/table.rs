@@ -7,11 +7,13 @@
 //! | audit event         | `DEVICE#<serial>`    | `AUDIT#<time>#<request id>` |
 //! | audit, no valid serial | `AUDIT#UNATTRIBUTED` | `AUDIT#<time>#<request id>` |
 //! | failover state      | `FAILOVER#<record>`  | `REGION#..`, `RECORD#..`, `LOCK` |
+//! | issuance ledger     | `CSR#<sha256>`       | `ISSUANCE`                  |
 //!
 //! The profile is what the factory manifest says and is replaced on import;
 //! the state is what the hook writes. Keeping them apart lets a manifest be
 //! imported again without resetting anyone's provisioning quota. The
-//! failover's items are described in `endpoint_failover::state`.
+//! failover's items are described in `endpoint_failover::state`, the
+//! issuance ledger in `cert_issuer::ledger`.
 
 use std::time::Duration;
 
