@@ -42,6 +42,26 @@ pub struct LocalCa {
     pub key_algorithm: String,
 }
 
+/// Calls `attempt` until it succeeds, every 500 ms while it fails with
+/// RequestInProgress (`(true, _)`), for at most `STEP_TIMEOUT`.
+async fn until_ready<T, F, Fut>(step: &'static str, attempt: F) -> Result<T, PcaSetupError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, (bool, PcaSetupError)>>,
+{
+    let started = Instant::now();
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err((true, _)) if started.elapsed() < STEP_TIMEOUT => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err((true, _)) => return Err(fail(step, "still in progress after 60 s")),
+            Err((false, e)) => return Err(e),
+        }
+    }
+}
+
 /// The signing algorithm of a root CA's own certificate.
 fn signing_for(key: &KeyAlgorithm) -> SigningAlgorithm {
     match key {
@@ -84,25 +104,21 @@ pub async fn create_local_ca(
         .map(str::to_owned)
         .ok_or_else(|| fail("CreateCertificateAuthority", "no ARN in the answer"))?;
 
-    let started = Instant::now();
-    let csr = loop {
-        match client
+    let csr = until_ready("GetCertificateAuthorityCsr", || async {
+        client
             .get_certificate_authority_csr()
             .certificate_authority_arn(&arn)
             .send()
             .await
-        {
-            Ok(output) => break output.csr().unwrap_or_default().to_owned(),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_request_in_progress_exception())
-                    && started.elapsed() < STEP_TIMEOUT =>
-            {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => return Err(sdk_fail("GetCertificateAuthorityCsr", e)),
-        }
-    };
+            .map(|output| output.csr().unwrap_or_default().to_owned())
+            .map_err(|e| {
+                let in_progress = e
+                    .as_service_error()
+                    .is_some_and(|s| s.is_request_in_progress_exception());
+                (in_progress, sdk_fail("GetCertificateAuthorityCsr", e))
+            })
+    })
+    .await?;
     let validity = Validity::builder()
         .value(i64::from(validity_years))
         .r#type(ValidityPeriodType::Years)
@@ -122,26 +138,22 @@ pub async fn create_local_ca(
         .map(str::to_owned)
         .ok_or_else(|| fail("IssueCertificate", "no certificate ARN in the answer"))?;
 
-    let started = Instant::now();
-    let certificate = loop {
-        match client
+    let certificate = until_ready("GetCertificate", || async {
+        client
             .get_certificate()
             .certificate_authority_arn(&arn)
             .certificate_arn(&certificate_arn)
             .send()
             .await
-        {
-            Ok(output) => break output.certificate().unwrap_or_default().to_owned(),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_request_in_progress_exception())
-                    && started.elapsed() < STEP_TIMEOUT =>
-            {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => return Err(sdk_fail("GetCertificate", e)),
-        }
-    };
+            .map(|output| output.certificate().unwrap_or_default().to_owned())
+            .map_err(|e| {
+                let in_progress = e
+                    .as_service_error()
+                    .is_some_and(|s| s.is_request_in_progress_exception());
+                (in_progress, sdk_fail("GetCertificate", e))
+            })
+    })
+    .await?;
     client
         .import_certificate_authority_certificate()
         .certificate_authority_arn(&arn)
