@@ -19,6 +19,7 @@ pub mod cli;
 pub mod failover;
 pub mod issuer;
 pub mod lambda;
+pub mod samples;
 
 /// The region the tests' clients use unless a test says otherwise.
 pub const TEST_REGION: &str = "eu-west-1";

@@ -1,0 +1,90 @@
+//! The real `pre-provisioning-hook` binary under cargo-lambda's Runtime API
+//! emulator, its table in moto seeded with the real `geoprov` CLI, invoked
+//! with every sample event in `events/pre-provisioning-hook/`.
+
+use std::collections::BTreeMap;
+
+use crate::cli::Geoprov;
+use crate::lambda::RuntimeEmulator;
+use crate::{aws_env, moto, sdk_config, unique_table, workspace_binary, workspace_root};
+use geoprov_shared::device::SerialNumber;
+use geoprov_shared::registry::DynamoRegistry;
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Deserialize)]
+struct Expectations {
+    environment: BTreeMap<String, String>,
+    events: BTreeMap<String, Expected>,
+}
+
+#[derive(Deserialize)]
+struct Expected {
+    reason: String,
+    response: Value,
+}
+
+/// Runs every sample event of `events/pre-provisioning-hook/` through the real binary,
+/// whose AWS requests are signed with `function_key` (so a recording of
+/// moto's requests tells them apart), and checks each answer.
+pub async fn run(function_key: &str) {
+    let root = workspace_root();
+    let fixtures = root.join("tests/fixtures/pre-provisioning-hook");
+    let expectations: Expectations =
+        serde_json::from_slice(&std::fs::read(fixtures.join("expected.json")).unwrap()).unwrap();
+    let region = &expectations.environment["AWS_REGION"];
+    let mut env = aws_env(&moto().endpoint, region);
+    let table = unique_table("hook-binary");
+    env.insert("TABLE_NAME".into(), table.clone());
+
+    let cli = Geoprov::new(env.clone());
+    cli.ok(&["registry", "create-table"]);
+    let manifest = fixtures.join("registry.jsonl");
+    cli.ok(&["registry", "import", manifest.to_str().unwrap()]);
+
+    let emulator = RuntimeEmulator::start();
+    let mut function_env = env.clone();
+    function_env.extend(expectations.environment.clone());
+    function_env.insert("AWS_ACCESS_KEY_ID".into(), function_key.into());
+    let mut function =
+        emulator.run_function(&workspace_binary("pre-provisioning-hook"), &function_env);
+
+    let config = sdk_config(&moto().endpoint, region).await;
+    let registry = DynamoRegistry::new(aws_sdk_dynamodb::Client::new(&config), &table);
+
+    let mut events: Vec<_> = std::fs::read_dir(root.join("events/pre-provisioning-hook"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    events.sort();
+    assert!(events.len() >= 8, "sample events missing: {events:?}");
+    for path in events {
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let expected = expectations
+            .events
+            .get(&name)
+            .unwrap_or_else(|| panic!("no expectation for events/pre-provisioning-hook/{name}"));
+        let payload: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+
+        let response = emulator.invoke(&payload);
+        assert_eq!(response, expected.response, "{name}");
+        assert!(function.exited().is_none(), "the function exited on {name}");
+
+        if let Some(serial) = payload
+            .pointer("/parameters/SerialNumber")
+            .and_then(Value::as_str)
+        {
+            let audit = registry
+                .audit_events(&SerialNumber::try_from(serial).unwrap())
+                .await
+                .unwrap();
+            let event = audit
+                .iter()
+                .rev()
+                .find(|e| e.certificate_id.as_deref() == payload["certificateId"].as_str())
+                .unwrap_or_else(|| panic!("{name}: no audit event"));
+            assert_eq!(event.reason, expected.reason, "{name}");
+        }
+    }
+}
