@@ -52,12 +52,24 @@ pub fn python() -> PathBuf {
     venv
 }
 
+/// Set (to a file path) before the first `moto()` of a test binary, it has
+/// moto record every request it serves to that file, one JSON object a line.
+pub const RECORDING_VARIABLE: &str = "GEOPROV_MOTO_RECORDING";
+
 /// The moto server of this test binary, started on first use. It stops
 /// when the test binary exits (the launcher watches its parent).
 pub fn moto() -> &'static Moto {
     static MOTO: OnceLock<Moto> = OnceLock::new();
     MOTO.get_or_init(|| {
-        let mut child = Command::new(python())
+        let mut launcher = Command::new(python());
+        // A test that audits what the functions ask of AWS has moto record
+        // every request to this file (moto's own recorder).
+        if let Some(path) = std::env::var_os(RECORDING_VARIABLE) {
+            launcher
+                .env("MOTO_ENABLE_RECORDING", "true")
+                .env("MOTO_RECORDER_FILEPATH", path);
+        }
+        let mut child = launcher
             .arg(workspace_root().join("tests/support/moto_launcher.py"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

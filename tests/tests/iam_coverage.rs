@@ -1,0 +1,170 @@
+//! IAM coverage: every AWS action a function performs is granted to it by
+//! template.yaml, and every action the template grants it is one it performs.
+//!
+//! Each function's real binary runs all its sample events against a moto
+//! that records every request (moto's recorder), its requests signed with an
+//! access key of its own. The recording gives each function's actions; the
+//! template's policies (read by `scripts/template_facts.py`) give its grants.
+//! This binary holds one test: it sets the recording variable before moto
+//! starts, and nothing else runs beside it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+use geoprov_tests::{python, samples, unique_table, workspace_root, RECORDING_VARIABLE};
+use serde_json::Value;
+
+/// The access key each function's requests are signed with.
+const FUNCTIONS: [(&str, &str); 3] = [
+    ("pre-provisioning-hook", "GEOPROVHOOK"),
+    ("endpoint-failover", "GEOPROVFAILOVER"),
+    ("cert-issuer", "GEOPROVISSUER"),
+];
+
+fn header<'a>(request: &'a Value, name: &str) -> Option<&'a str> {
+    request["headers"]
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| v.as_str())
+}
+
+fn body(request: &Value) -> Value {
+    let raw = request["body"].as_str().unwrap_or_default();
+    let bytes = if request["body_encoded"].as_bool().unwrap_or(false) {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(raw)
+            .unwrap_or_default()
+    } else {
+        raw.as_bytes().to_vec()
+    };
+    serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+}
+
+/// The IAM actions one recorded request needs, and the access key it was signed with.
+fn actions_of(request: &Value) -> Option<(String, Vec<String>)> {
+    let authorization = header(request, "Authorization")?;
+    let credential = authorization
+        .split("Credential=")
+        .nth(1)?
+        .split(',')
+        .next()?;
+    let scope: Vec<&str> = credential.split('/').collect();
+    let (key, service) = (scope[0].to_owned(), scope[3]);
+    let operation = match header(request, "X-Amz-Target") {
+        Some(target) => target.rsplit('.').next()?.to_owned(),
+        None => rest_operation(request),
+    };
+    let actions = if operation == "TransactWriteItems" {
+        // IAM authorises each item of a transaction by its own action.
+        body(request)["TransactItems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|item| item.as_object()?.keys().next().cloned())
+            .map(|kind| match kind.as_str() {
+                "ConditionCheck" => "ConditionCheckItem".to_owned(),
+                other => format!("{other}Item"),
+            })
+            .map(|op| format!("{service}:{op}"))
+            .collect()
+    } else {
+        vec![format!("{service}:{operation}")]
+    };
+    Some((key, actions))
+}
+
+/// Route 53's REST operations, by method and path.
+fn rest_operation(request: &Value) -> String {
+    let method = request["method"].as_str().unwrap_or_default();
+    let url = request["url"].as_str().unwrap_or_default();
+    let path = url.split("/2013-04-01/").nth(1).unwrap_or(url);
+    let path = path
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('/');
+    let parts: Vec<&str> = path.split('/').collect();
+    match (method, parts.as_slice()) {
+        ("GET", ["hostedzone", _, "rrset"]) => "ListResourceRecordSets".into(),
+        ("POST", ["hostedzone", _, "rrset"]) => "ChangeResourceRecordSets".into(),
+        ("GET", ["change", _]) => "GetChange".into(),
+        ("GET", ["healthcheck", _, "status"]) => "GetHealthCheckStatus".into(),
+        _ => format!("UNMAPPED {method} {path}"),
+    }
+}
+
+fn granted() -> BTreeMap<String, BTreeSet<String>> {
+    let out = Command::new(python())
+        .arg(workspace_root().join("scripts/template_facts.py"))
+        .arg(workspace_root().join("template.yaml"))
+        .output()
+        .expect("run scripts/template_facts.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let facts: Value = serde_json::from_slice(&out.stdout).unwrap();
+    facts["actions"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(binary, actions)| {
+            let actions = actions
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_owned())
+                .collect();
+            (binary.clone(), actions)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_function_is_granted_exactly_the_aws_actions_it_performs() {
+    let recording = std::env::temp_dir().join(unique_table("moto-recording") + ".jsonl");
+    // Before the first moto(): the only test of this binary, so nothing reads
+    // the environment concurrently.
+    std::env::set_var(RECORDING_VARIABLE, &recording);
+
+    samples::hook::run(FUNCTIONS[0].1).await;
+    samples::failover::run(FUNCTIONS[1].1).await;
+    samples::issuer::run(FUNCTIONS[2].1).await;
+
+    let mut performed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in std::fs::read_to_string(&recording)
+        .expect("moto's recording")
+        .lines()
+    {
+        let request: Value = serde_json::from_str(line).unwrap();
+        if let Some((key, actions)) = actions_of(&request) {
+            performed.entry(key).or_default().extend(actions);
+        }
+    }
+    let _ = std::fs::remove_file(&recording);
+
+    let granted = granted();
+    let mut problems = Vec::new();
+    for (binary, key) in FUNCTIONS {
+        let did = performed.get(key).cloned().unwrap_or_default();
+        let may = granted.get(binary).cloned().unwrap_or_default();
+        assert!(
+            !did.is_empty(),
+            "{binary} made no AWS request: the recording is broken"
+        );
+        for missing in did.difference(&may) {
+            problems.push(format!(
+                "{binary} performs {missing}, which template.yaml does not grant"
+            ));
+        }
+        for unused in may.difference(&did) {
+            problems.push(format!(
+                "template.yaml grants {binary} {unused}, which it never performs"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
