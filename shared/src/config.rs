@@ -1,7 +1,8 @@
 //! Environment configuration, read once at cold start, with errors that name
 //! the variable and say what is wrong with it.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
 use std::str::FromStr;
 
 /// A configuration value that is missing or cannot be used.
@@ -32,12 +33,16 @@ impl ConfigError {
 #[derive(Debug, Clone, Default)]
 pub struct Env {
     vars: HashMap<String, String>,
+    /// Every name looked up, so a test can hold the deployment template to
+    /// exactly the variables a function reads.
+    read: RefCell<BTreeSet<String>>,
 }
 
 impl Env {
     pub fn from_process() -> Self {
         Env {
             vars: std::env::vars().collect(),
+            read: RefCell::default(),
         }
     }
 
@@ -47,11 +52,13 @@ impl Env {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
+            read: RefCell::default(),
         }
     }
 
     /// The value, with an unset or blank variable treated as absent.
     pub fn optional(&self, name: &str) -> Option<&str> {
+        self.read.borrow_mut().insert(name.to_owned());
         self.vars
             .get(name)
             .map(|v| v.trim())
@@ -84,6 +91,11 @@ impl Env {
             Some(raw) if raw.eq_ignore_ascii_case("false") => Ok(false),
             Some(raw) => Err(ConfigError::invalid(name, raw, "expected true or false")),
         }
+    }
+
+    /// The names looked up so far, set or not.
+    pub fn names_read(&self) -> BTreeSet<String> {
+        self.read.borrow().clone()
     }
 
     /// A comma-separated list with blanks dropped; absent gives an empty list.
@@ -125,6 +137,17 @@ mod tests {
         assert_eq!(env.flag_or("F", true), Ok(false));
         assert_eq!(env.flag_or("MISSING", true), Ok(true));
         assert!(env.flag_or("X", false).is_err());
+    }
+
+    #[test]
+    fn remembers_every_name_looked_up() {
+        let env = Env::from_pairs([("A", "1")]);
+        let _ = env.optional("A");
+        let _ = env.parse_or("B", 2u8);
+        assert_eq!(
+            env.names_read(),
+            BTreeSet::from(["A".to_owned(), "B".to_owned()])
+        );
     }
 
     #[test]
