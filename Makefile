@@ -5,6 +5,10 @@ SHELL := /bin/bash
 
 VENV   := .venv
 PYTHON := $(VENV)/bin/python
+# The template's tools, each in a venv of its own: aws-sam-cli and checkov pin
+# conflicting versions of the same packages.
+SAM_VENV := .venv-sam
+IAC_VENV := .venv-iac
 
 # Tests and local runs talk to moto on 127.0.0.1 only: dummy credentials,
 # a region, and never the instance metadata endpoint.
@@ -16,12 +20,14 @@ export AWS_DEFAULT_REGION ?= $(AWS_REGION)
 export GEOPROV_PYTHON := $(abspath $(PYTHON))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: help venv build test lint demo bench-hook bench-failover bench-issuer clean
+.PHONY: help venv build test lint lint-template sam-build demo bench-hook bench-failover bench-issuer clean
 
 help:
 	@echo "make demo        run the pre-provisioning hook locally against moto with the sample events"
 	@echo "make test        build everything and run every test (unit, moto, real binaries)"
 	@echo "make lint        cargo fmt --check and clippy -D warnings"
+	@echo "make lint-template  sam validate --lint, cfn-lint and checkov on template.yaml"
+	@echo "make sam-build   sam build of template.yaml (the three bootstrap binaries)"
 	@echo "make bench-hook  cold start, warm latency, RSS and size: Rust hook vs Python/boto3 hook"
 	@echo "make bench-failover  planning time (250 locations x 5 regions) and ALARM-to-records time in moto"
 	@echo "make bench-issuer    CSR validations per second; a 500-CSR batch at concurrency 1, 8 and 32 in moto"
@@ -34,6 +40,18 @@ $(VENV)/.installed: requirements-dev.txt
 	$(PYTHON) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+$(SAM_VENV)/.installed: requirements-sam.txt
+	python3 -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet -r requirements-sam.txt
+	touch $@
+
+$(IAC_VENV)/.installed: requirements-iac.txt
+	python3 -m venv $(IAC_VENV)
+	$(IAC_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(IAC_VENV)/bin/python -m pip install --quiet -r requirements-iac.txt
+	touch $@
+
 build:
 	cargo build --workspace --all-targets
 
@@ -43,6 +61,14 @@ test: venv build
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+lint-template: $(SAM_VENV)/.installed $(IAC_VENV)/.installed
+	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint -t template.yaml
+	$(IAC_VENV)/bin/cfn-lint template.yaml
+	$(IAC_VENV)/bin/checkov -f template.yaml --skip-download --compact --quiet
+
+sam-build: venv $(SAM_VENV)/.installed
+	scripts/sam_build.sh
 
 demo: venv
 	cargo build --workspace --all-targets
@@ -63,4 +89,4 @@ bench-issuer: venv
 
 clean:
 	cargo clean
-	rm -rf $(VENV) bench/results
+	rm -rf $(VENV) $(SAM_VENV) $(IAC_VENV) .aws-sam bench/results
