@@ -20,10 +20,11 @@ export AWS_DEFAULT_REGION ?= $(AWS_REGION)
 export GEOPROV_PYTHON := $(abspath $(PYTHON))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: help venv build test lint lint-template sam-build demo bench-hook bench-failover bench-issuer clean
+.PHONY: help venv build test lint lint-template sam-build demo demo-hook bench-hook bench-failover bench-issuer clean
 
 help:
-	@echo "make demo        run the pre-provisioning hook locally against moto with the sample events"
+	@echo "make demo        the whole control plane, two regions, on this machine (release binaries, moto)"
+	@echo "make demo-hook   the pre-provisioning hook alone with its sample events"
 	@echo "make test        build everything and run every test (unit, moto, real binaries)"
 	@echo "make lint        cargo fmt --check and clippy -D warnings"
 	@echo "make lint-template  sam validate --lint, cfn-lint and checkov on template.yaml"
@@ -71,6 +72,10 @@ sam-build: venv $(SAM_VENV)/.installed
 	scripts/sam_build.sh
 
 demo: venv
+	cargo build --workspace --release
+	$(PYTHON) scripts/demo.py
+
+demo-hook: venv
 	cargo build --workspace --all-targets
 	$(PYTHON) scripts/demo_hook.py
 

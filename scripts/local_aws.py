@@ -15,6 +15,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
+# The geoprov CLI the scripts run; a script may point it at a release build.
+GEOPROV = ROOT / "target/debug/geoprov"
 
 
 def free_port() -> int:
@@ -96,20 +98,20 @@ def function_env(runtime_port: int) -> dict[str, str]:
     }
 
 
-def invoke(runtime_port: int, payload: dict) -> dict:
+def invoke(runtime_port: int, payload: dict, timeout: float = 30) -> dict:
     req = urllib.request.Request(
         f"http://127.0.0.1:{runtime_port}/2015-03-31/functions/_/invocations",
         data=json.dumps(payload).encode(),
         method="POST",
         headers={"content-type": "application/json"},
     )
-    with urllib.request.urlopen(req, timeout=30) as resp:
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read())
 
 
 def geoprov(env: dict[str, str], *args: str) -> dict:
     out = subprocess.run(
-        [str(ROOT / "target/debug/geoprov"), *args],
+        [str(GEOPROV), *args],
         env=env, cwd=ROOT, check=True, capture_output=True, text=True,
     )
     return json.loads(out.stdout)

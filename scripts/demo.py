@@ -1,0 +1,398 @@
+"""make demo: geoprov's whole control plane on this machine, two regions.
+
+moto plays AWS (us-east-1, eu-west-1, and eu-central-1 for the CA) on
+127.0.0.1; the three functions run as Lambda runs them, each behind
+cargo-lambda's Runtime API emulator, configured through their environment as
+template.yaml configures them. The scenario:
+
+1. stand up: a geoprov table per region, a hosted zone, the failover's first
+   reconcile creating the geolocation records, a local root CA, and a factory
+   manifest imported with `geoprov registry import`;
+2. provision: each device resolves the global name by its location against
+   the records as Route 53 holds them, and the hook of the region it lands in
+   decides on a real-shaped request;
+3. JITP: devices send CSRs to the cert issuer; every certificate is verified
+   against the CA;
+4. outage: us-east-1's health alarm goes to ALARM; North America moves to
+   eu-west-1 and a new wave of North American devices provisions there;
+5. recovery: OK signals; North America points back to us-east-1.
+
+Every decision is checked against what the manifest says it must be. Prints a
+summary table, writes a JSON report, and exits non-zero on any mismatch.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import boto3
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from local_aws import ROOT, Processes, aws_env, function_env, invoke, start_moto, start_runtime_emulator
+import local_aws
+
+REGIONS = ("us-east-1", "eu-west-1")
+PCA_REGION = "eu-central-1"
+ZONE = "example.com"
+RECORD = f"global.iot.{ZONE}"
+TABLE = "geoprov"
+NA_COUNTRIES = ("US", "CA", "MX")
+EU_COUNTRIES = ("DE", "FR", "IE", "ES")
+CLAIM_ID = hashlib.sha256(b"geoprov demo claim certificate").hexdigest()
+
+
+def endpoint(region: str) -> str:
+    return f"demo-ats.iot.{region}.amazonaws.com"
+
+
+class Progress:
+    """A one-line progress bar on stderr."""
+
+    def __init__(self, label: str, total: int):
+        self.label, self.total, self.done, self.started = label, total, 0, time.monotonic()
+
+    def step(self) -> None:
+        self.done += 1
+        width = 30
+        filled = width * self.done // max(self.total, 1)
+        sys.stderr.write(f"\r  {self.label:<28} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}")
+        if self.done == self.total:
+            sys.stderr.write(f"  {time.monotonic() - self.started:.1f} s\n")
+        sys.stderr.flush()
+
+
+# ---- devices -------------------------------------------------------------------
+
+def new_key():
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def spki_sha256(key) -> str:
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
+
+
+def device_certificate(serial: str, key) -> tuple[str, str]:
+    """A certificate as AWS IoT would mint for CreateKeysAndCertificate: PEM and id."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, serial)])
+    now = time.time()
+    import datetime as dt
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(dt.datetime.fromtimestamp(now - 60, dt.timezone.utc))
+        .not_valid_after(dt.datetime.fromtimestamp(now + 86400 * 365, dt.timezone.utc))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), hashlib.sha256(
+        cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def manifest(devices: int, rng: random.Random) -> list[dict]:
+    """The factory manifest, with what each device is, where it is, and what
+    must happen to it. Each kind has at least one device."""
+    kinds = ["na", "na", "na", "eu-pinned", "eu-pinned", "na-blocked", "eu-blocked",
+             "factory-key", "factory-key-mismatch", "na-late"]
+    out = []
+    for i in range(devices):
+        kind = kinds[i % len(kinds)]
+        serial = f"SN-{kind.upper().replace('-', '')[:6]}-{i:04d}"
+        na = kind.startswith("na") or kind.startswith("factory")
+        device = {
+            "serialNumber": serial,
+            "kind": kind,
+            "country": rng.choice(NA_COUNTRIES if na else EU_COUNTRIES),
+            "key": new_key(),
+            "profile": {"serialNumber": serial, "status": "BLOCKED" if "blocked" in kind else "ALLOWED",
+                        "attributes": {"model": "X1", "firmware": "1.4.2"}},
+        }
+        if kind.startswith("eu"):
+            device["profile"]["allowedRegions"] = ["eu-west-1"]
+        if kind.startswith("factory-key"):
+            device["profile"]["publicKeySha256"] = spki_sha256(device["key"])
+            if kind == "factory-key-mismatch":
+                device["key"] = new_key()  # the device presents another key
+        out.append(device)
+    return out
+
+
+def expected_reason(device: dict, region: str) -> str:
+    kind = device["kind"]
+    if "blocked" in kind:
+        return "DEVICE_BLOCKED"
+    if kind == "factory-key-mismatch":
+        return "KEY_MISMATCH"
+    if kind.startswith("eu") and region != "eu-west-1":
+        return "REGION_NOT_ALLOWED"
+    return "ALLOWED"
+
+
+# ---- DNS as Route 53 answers it ---------------------------------------------------
+
+def geo_records(route53, zone_id: str) -> list[dict]:
+    sets = route53.list_resource_record_sets(HostedZoneId=zone_id, StartRecordName=RECORD,
+                                             StartRecordType="CNAME")["ResourceRecordSets"]
+    return [s for s in sets if s["Name"].rstrip(".") == RECORD and "GeoLocation" in s]
+
+
+def resolve(records: list[dict], country: str) -> str:
+    """Route 53's geolocation rule: country, then continent, then default."""
+    continent = "NA" if country in NA_COUNTRIES else "EU"
+    by = {json.dumps(r["GeoLocation"], sort_keys=True): r["ResourceRecords"][0]["Value"] for r in records}
+    for geo in ({"CountryCode": country}, {"ContinentCode": continent}, {"CountryCode": "*"}):
+        value = by.get(json.dumps(geo, sort_keys=True))
+        if value:
+            return next(r for r in REGIONS if endpoint(r) == value.rstrip("."))
+    raise RuntimeError(f"no record answers {country}")
+
+
+# ---- the scenario -------------------------------------------------------------------
+
+class Demo:
+    def __init__(self, args):
+        self.args = args
+        self.failures: list[str] = []
+        self.report: dict = {"devices": {}, "dns": [], "certificates": {}}
+        self.rng = random.Random(args.seed)
+
+    def expect(self, ok: bool, what: str) -> None:
+        if not ok:
+            self.failures.append(what)
+
+    def binary(self, name: str) -> str:
+        return str(ROOT / "target" / self.args.profile / name)
+
+    def start_function(self, procs, binary: str, env: dict, log_name: str | None = None) -> int:
+        """The binary behind an emulator of its own; its log in target/demo-<name>.log."""
+        port = start_runtime_emulator(procs)
+        log = open(ROOT / f"target/demo-{log_name or binary}.log", "w")
+        procs.start([self.binary(binary)], env=env | function_env(port), stdout=log, stderr=log)
+        return port
+
+    def run(self) -> int:
+        local_aws.GEOPROV = Path(self.binary("geoprov"))
+        with Processes() as procs:
+            moto = start_moto(procs)
+            print(f"moto on {moto}; functions from target/{self.args.profile}")
+            self.stand_up(procs, moto)
+            devices = manifest(self.args.devices, self.rng)
+            self.import_manifest(moto, devices)
+            first = [d for d in devices if d["kind"] != "na-late"]
+            late = [d for d in devices if d["kind"] == "na-late"]
+
+            print("\n2. provisioning, each device in the region its location resolves to")
+            self.provision(first, "wave 1")
+            print("\n3. JITP: CSRs to the cert issuer")
+            self.jitp([d for d in first if self.report["devices"][d["serialNumber"]]["reason"] == "ALLOWED"])
+            print("\n4. outage: us-east-1 unhealthy")
+            self.signal("us-east-1", "ALARM", expect_na="eu-west-1")
+            self.provision(late, "wave 2 (NA, during outage)")
+            self.expect(all(self.report["devices"][d["serialNumber"]]["region"] == "eu-west-1" for d in late),
+                        "a device of wave 2 did not land in eu-west-1")
+            print("\n5. recovery: us-east-1 healthy again")
+            self.signal("us-east-1", "OK", expect_na="eu-west-1")
+            self.signal("us-east-1", "OK", expect_na="us-east-1")
+        eu_in_us = [s for s, d in self.report["devices"].items()
+                    if d["kind"].startswith("eu") and d["region"] == "us-east-1" and d["allowed"]]
+        self.expect(not eu_in_us, f"EU-pinned devices provisioned in us-east-1: {eu_in_us}")
+        return self.summary()
+
+    def stand_up(self, procs, moto: str) -> None:
+        print("\n1. standing up both regions")
+        self.env = {r: aws_env(moto, r) | {"TABLE_NAME": TABLE} for r in REGIONS}
+        for region in REGIONS:
+            local_aws.geoprov(self.env[region], "registry", "create-table")
+        self.route53 = boto3.client("route53", endpoint_url=moto, region_name="us-east-1",
+                                    aws_access_key_id="testing", aws_secret_access_key="testing")
+        self.dynamodb = {r: boto3.client("dynamodb", endpoint_url=moto, region_name=r, aws_access_key_id="testing",
+                                         aws_secret_access_key="testing") for r in REGIONS}
+        zone = self.route53.create_hosted_zone(Name=ZONE, CallerReference=f"demo-{time.time()}")
+        self.zone_id = zone["HostedZone"]["Id"].split("/")[-1]
+        checks = {r: self.route53.create_health_check(
+            CallerReference=f"{r}-{time.time()}",
+            HealthCheckConfig={"Type": "TCP", "FullyQualifiedDomainName": endpoint(r), "Port": 8883},
+        )["HealthCheck"]["Id"] for r in REGIONS}
+        config = {
+            "hostedZoneId": self.zone_id, "recordName": RECORD, "ttl": 60,
+            "regions": {r: {"endpoint": endpoint(r), "healthCheckId": checks[r], "alarmName": f"geoprov-health-{r}"}
+                        for r in REGIONS},
+            "locations": [
+                {"setIdentifier": "US East IoT Global Endpoint", "geoLocation": {"ContinentCode": "NA"},
+                 "preference": ["us-east-1", "eu-west-1"]},
+                {"setIdentifier": "Default IoT Global Endpoint", "geoLocation": {"CountryCode": "*"},
+                 "preference": ["eu-west-1", "us-east-1"]},
+            ],
+            "failAfter": 1, "recoverAfter": 2, "minChangeIntervalSeconds": 0,
+        }
+        self.failover = self.start_function(procs, "endpoint-failover", self.env["us-east-1"] | {
+            "FAILOVER_CONFIG": json.dumps(config), "INSYNC_TIMEOUT_SECONDS": "10"})
+        started = time.monotonic()
+        report = invoke(self.failover, {"action": "reconcile"})
+        self.dns_change("first reconcile", report, time.monotonic() - started)
+        records = geo_records(self.route53, self.zone_id)
+        print(f"  hosted zone {ZONE}: {len(records)} geolocation records for {RECORD}")
+        self.expect(resolve(records, "US") == "us-east-1" and resolve(records, "DE") == "eu-west-1",
+                    "first reconcile: NA -> us-east-1, default -> eu-west-1")
+
+        ca = local_aws.geoprov(aws_env(moto, PCA_REGION), "pca", "create-local-ca")
+        self.ca_pem = ca["certificatePem"]
+        print(f"  local root CA in {PCA_REGION}: {ca['certificateAuthorityArn'].rsplit('/', 1)[1]}")
+        self.hooks = {r: self.start_function(procs, "pre-provisioning-hook", self.env[r] | {
+            "TRUSTED_CLAIM_CERTIFICATE_IDS": CLAIM_ID, "HOOK_DEADLINE_MS": "4000",
+            "REQUIRE_CLIENT_ID_MATCH": "true", "DEFAULT_MAX_PROVISIONS": "3"},
+            log_name=f"pre-provisioning-hook-{r}") for r in REGIONS}
+        self.issuer = self.start_function(procs, "cert-issuer", self.env["eu-west-1"] | {
+            "PCA_ARN": ca["certificateAuthorityArn"], "PCA_REGION": PCA_REGION,
+            "MAX_VALIDITY_DAYS": "365", "DEFAULT_VALIDITY_DAYS": "365"})
+
+    def import_manifest(self, moto: str, devices: list[dict]) -> None:
+        path = ROOT / "target/demo-manifest.jsonl"
+        path.write_text("".join(json.dumps(d["profile"]) + "\n" for d in devices))
+        for region in REGIONS:
+            local_aws.geoprov(self.env[region], "registry", "import", str(path))
+        counts = Counter(d["kind"] for d in devices)
+        print(f"  manifest of {len(devices)} devices imported into both tables: "
+              + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+    def provision(self, devices: list[dict], label: str) -> None:
+        records = geo_records(self.route53, self.zone_id)
+        progress = Progress(label, len(devices))
+        for device in devices:
+            serial = device["serialNumber"]
+            region = resolve(records, device["country"])
+            pem, certificate_id = device_certificate(serial, device["key"])
+            request = {
+                "claimCertificateId": CLAIM_ID, "certificateId": certificate_id, "certificatePem": pem,
+                "templateArn": f"arn:aws:iot:{region}:123456789012:provisioningtemplate/geoprov-fleet-{region}",
+                "clientId": serial,
+                "parameters": {"SerialNumber": serial, "AWS::IoT::Certificate::Id": certificate_id},
+            }
+            answer = invoke(self.hooks[region], request)
+            reason = self.audit_reason(region, serial, certificate_id)
+            expected = expected_reason(device, region)
+            self.expect(reason == expected, f"{serial} in {region}: {reason}, expected {expected}")
+            self.expect(answer.get("allowProvisioning") == (expected == "ALLOWED"), f"{serial}: answer {answer}")
+            self.report["devices"][serial] = {"kind": device["kind"], "country": device["country"],
+                                              "region": region, "allowed": bool(answer.get("allowProvisioning")),
+                                              "reason": reason, "expected": expected}
+            progress.step()
+
+    def audit_reason(self, region: str, serial: str, certificate_id: str) -> str:
+        items = self.dynamodb[region].query(
+            TableName=TABLE, KeyConditionExpression="pk = :pk AND begins_with(sk, :a)",
+            ExpressionAttributeValues={":pk": {"S": f"DEVICE#{serial}"}, ":a": {"S": "AUDIT#"}})["Items"]
+        mine = [i for i in items if i.get("certificateId", {}).get("S") == certificate_id]
+        return mine[-1]["reason"]["S"] if mine else "(no audit event)"
+
+    def jitp(self, devices: list[dict]) -> None:
+        chosen = devices[: self.args.jitp]
+        requests, keys = [], {}
+        for device in chosen:
+            key = new_key()
+            keys[device["serialNumber"]] = key
+            csr = (x509.CertificateSigningRequestBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device["serialNumber"])]))
+                   .sign(key, hashes.SHA256()))
+            requests.append({"serialNumber": device["serialNumber"], "validityDays": 90,
+                             "csrPem": csr.public_bytes(serialization.Encoding.PEM).decode()})
+        started = time.monotonic()
+        results = invoke(self.issuer, {"requests": requests}, timeout=600)["results"]
+        elapsed = time.monotonic() - started
+        ca = x509.load_pem_x509_certificate(self.ca_pem.encode())
+        verified = 0
+        progress = Progress("verify certificates", len(results))
+        for request, result in zip(requests, results):
+            serial = request["serialNumber"]
+            ok = "certificatePem" in result
+            if ok:
+                cert = x509.load_pem_x509_certificate(result["certificatePem"].encode())
+                try:
+                    cert.verify_directly_issued_by(ca)
+                    ok = (cert.public_key().public_numbers() == keys[serial].public_key().public_numbers()
+                          and cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == serial)
+                except Exception:  # noqa: BLE001 - any verification failure is a mismatch
+                    ok = False
+            verified += ok
+            self.expect(ok, f"{serial}: no certificate verified against the CA: {result.get('error')}")
+            progress.step()
+        self.report["certificates"] = {"requested": len(requests), "issued": sum("certificatePem" in r for r in results),
+                                       "verified": verified, "batchSeconds": round(elapsed, 2)}
+
+    def signal(self, region: str, state: str, expect_na: str) -> None:
+        event = {"version": "0", "id": f"demo-{state}-{time.time()}", "detail-type": "CloudWatch Alarm State Change",
+                 "source": "aws.cloudwatch", "account": "123456789012", "time": "2026-11-29T12:00:00Z",
+                 "region": "us-east-1", "resources": [],
+                 "detail": {"alarmName": f"geoprov-health-{region}", "state": {"value": state},
+                            "previousState": {"value": "OK" if state == "ALARM" else "ALARM"}}}
+        started = time.monotonic()
+        report = invoke(self.failover, event)
+        self.dns_change(f"{state} {region}", report, time.monotonic() - started)
+        now = resolve(geo_records(self.route53, self.zone_id), "US")
+        print(f"  {state} for {region}: health {report['health']}; North America -> {now}")
+        self.expect(now == expect_na, f"after {state}: NA resolves to {now}, expected {expect_na}")
+        self.expect(resolve(geo_records(self.route53, self.zone_id), "DE") == "eu-west-1",
+                    "the default record left eu-west-1")
+
+    def dns_change(self, what: str, report: dict, seconds: float) -> None:
+        self.expect(not report.get("errors"), f"{what}: failover errors {report.get('errors')}")
+        self.report["dns"].append({"event": what, "changes": report.get("changes", []),
+                                   "applied": report.get("applied"), "seconds": round(seconds, 3)})
+
+    def summary(self) -> int:
+        devices = self.report["devices"].values()
+        print("\nsummary")
+        print(f"  {'region':<10} {'devices':>7} {'allowed':>7} {'denied':>6}")
+        for region in REGIONS:
+            mine = [d for d in devices if d["region"] == region]
+            allowed = sum(d["allowed"] for d in mine)
+            print(f"  {region:<10} {len(mine):>7} {allowed:>7} {len(mine) - allowed:>6}")
+        print(f"\n  {'reason':<20} {'count':>5}")
+        for reason, count in sorted(Counter(d["reason"] for d in devices).items()):
+            print(f"  {reason:<20} {count:>5}")
+        c = self.report["certificates"]
+        print(f"\n  certificates: {c.get('requested', 0)} requested, {c.get('issued', 0)} issued, "
+              f"{c.get('verified', 0)} verified against the CA, batch {c.get('batchSeconds', 0)} s")
+        print(f"\n  {'DNS change':<20} {'records changed':<45} {'ms':>7}")
+        for change in self.report["dns"]:
+            moved = ", ".join(f"{x['setIdentifier'].split()[0]} {x['from'] or '-'}->{x['to']}"
+                              for x in change["changes"]) or "none"
+            print(f"  {change['event']:<20} {moved:<45} {change['seconds'] * 1000:7.0f}")
+        self.report["failures"] = self.failures
+        path = Path(self.args.report)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.report, indent=2))
+        print(f"\nreport: {path}")
+        if self.failures:
+            print(f"{len(self.failures)} expectation(s) failed:")
+            for failure in self.failures[:20]:
+                print(f"  - {failure}")
+            return 1
+        print("every expectation met")
+        return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=200)
+    parser.add_argument("--jitp", type=int, default=50)
+    parser.add_argument("--profile", default="release", choices=["release", "debug"])
+    parser.add_argument("--report", default=str(ROOT / "target/demo-report.json"))
+    parser.add_argument("--seed", type=int, default=7)
+    return Demo(parser.parse_args()).run()
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
