@@ -170,3 +170,20 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("free loopback port")
 }
+
+/// The facts of template.yaml that the tests hold the code to (each
+/// function's IAM actions and environment, the provisioning template bodies),
+/// as `scripts/template_facts.py` reads them.
+pub fn template_facts() -> serde_json::Value {
+    let out = Command::new(python())
+        .arg(workspace_root().join("scripts/template_facts.py"))
+        .arg(workspace_root().join("template.yaml"))
+        .output()
+        .expect("run scripts/template_facts.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("template facts are JSON")
+}

@@ -9,9 +9,8 @@
 //! starts, and nothing else runs beside it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 
-use geoprov_tests::{python, samples, unique_table, workspace_root, RECORDING_VARIABLE};
+use geoprov_tests::{samples, template_facts, unique_table, RECORDING_VARIABLE};
 use serde_json::Value;
 
 /// The access key each function's requests are signed with.
@@ -96,17 +95,7 @@ fn rest_operation(request: &Value) -> String {
 }
 
 fn granted() -> BTreeMap<String, BTreeSet<String>> {
-    let out = Command::new(python())
-        .arg(workspace_root().join("scripts/template_facts.py"))
-        .arg(workspace_root().join("template.yaml"))
-        .output()
-        .expect("run scripts/template_facts.py");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let facts: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let facts = template_facts();
     facts["actions"]
         .as_object()
         .unwrap()

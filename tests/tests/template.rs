@@ -5,24 +5,13 @@
 //! `sam validate --lint`, cfn-lint and checkov on the same file.)
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use geoprov_shared::config::Env;
-use geoprov_tests::{python, workspace_root};
+use geoprov_tests::{template_facts, workspace_root};
 use serde_json::Value;
 
 fn facts() -> Value {
-    let out = Command::new(python())
-        .arg(workspace_root().join("scripts/template_facts.py"))
-        .arg(workspace_root().join("template.yaml"))
-        .output()
-        .expect("run scripts/template_facts.py");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    template_facts()
 }
 
 /// Every `{"Ref": name}` in a provisioning template body.
