@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_acmpca::error::DisplayErrorContext;
+use aws_sdk_acmpca::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_acmpca::primitives::Blob;
 use aws_sdk_acmpca::types::{
     Asn1Subject, CertificateAuthorityConfiguration, CertificateAuthorityStatus,
@@ -42,22 +42,26 @@ pub struct LocalCa {
     pub key_algorithm: String,
 }
 
-/// Calls `attempt` until it succeeds, every 500 ms while it fails with
-/// RequestInProgress (`(true, _)`), for at most `STEP_TIMEOUT`.
-async fn until_ready<T, F, Fut>(step: &'static str, attempt: F) -> Result<T, PcaSetupError>
+/// Calls `attempt` until it succeeds, every 500 ms while ACM PCA answers
+/// RequestInProgressException, for at most `STEP_TIMEOUT`.
+async fn until_ready<T, E, R, F, Fut>(step: &'static str, attempt: F) -> Result<T, PcaSetupError>
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<T, (bool, PcaSetupError)>>,
+    Fut: std::future::Future<Output = Result<T, SdkError<E, R>>>,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
 {
     let started = Instant::now();
     loop {
         match attempt().await {
             Ok(value) => return Ok(value),
-            Err((true, _)) if started.elapsed() < STEP_TIMEOUT => {
+            Err(e) if e.code() == Some("RequestInProgressException") => {
+                if started.elapsed() >= STEP_TIMEOUT {
+                    return Err(fail(step, "still in progress after 60 s"));
+                }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            Err((true, _)) => return Err(fail(step, "still in progress after 60 s")),
-            Err((false, e)) => return Err(e),
+            Err(e) => return Err(sdk_fail(step, e)),
         }
     }
 }
@@ -104,21 +108,16 @@ pub async fn create_local_ca(
         .map(str::to_owned)
         .ok_or_else(|| fail("CreateCertificateAuthority", "no ARN in the answer"))?;
 
-    let csr = until_ready("GetCertificateAuthorityCsr", || async {
+    let csr = until_ready("GetCertificateAuthorityCsr", || {
         client
             .get_certificate_authority_csr()
             .certificate_authority_arn(&arn)
             .send()
-            .await
-            .map(|output| output.csr().unwrap_or_default().to_owned())
-            .map_err(|e| {
-                let in_progress = e
-                    .as_service_error()
-                    .is_some_and(|s| s.is_request_in_progress_exception());
-                (in_progress, sdk_fail("GetCertificateAuthorityCsr", e))
-            })
     })
-    .await?;
+    .await?
+    .csr()
+    .unwrap_or_default()
+    .to_owned();
     let validity = Validity::builder()
         .value(i64::from(validity_years))
         .r#type(ValidityPeriodType::Years)
@@ -138,22 +137,17 @@ pub async fn create_local_ca(
         .map(str::to_owned)
         .ok_or_else(|| fail("IssueCertificate", "no certificate ARN in the answer"))?;
 
-    let certificate = until_ready("GetCertificate", || async {
+    let certificate = until_ready("GetCertificate", || {
         client
             .get_certificate()
             .certificate_authority_arn(&arn)
             .certificate_arn(&certificate_arn)
             .send()
-            .await
-            .map(|output| output.certificate().unwrap_or_default().to_owned())
-            .map_err(|e| {
-                let in_progress = e
-                    .as_service_error()
-                    .is_some_and(|s| s.is_request_in_progress_exception());
-                (in_progress, sdk_fail("GetCertificate", e))
-            })
     })
-    .await?;
+    .await?
+    .certificate()
+    .unwrap_or_default()
+    .to_owned();
     client
         .import_certificate_authority_certificate()
         .certificate_authority_arn(&arn)
