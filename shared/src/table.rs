@@ -31,6 +31,18 @@ pub const STATE_SK: &str = "STATE";
 pub const AUDIT_SK_PREFIX: &str = "AUDIT#";
 pub const UNATTRIBUTED_AUDIT_PK: &str = "AUDIT#UNATTRIBUTED";
 
+/// Whether a DynamoDB call failed only because its condition expression did
+/// not hold (the item was not in the state the write required), whatever the
+/// operation.
+pub fn is_condition_failed<E, R>(err: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    use aws_sdk_dynamodb::error::ProvideErrorMetadata as _;
+    matches!(err, aws_sdk_dynamodb::error::SdkError::ServiceError(_))
+        && err.code() == Some("ConditionalCheckFailedException")
+}
+
 pub fn device_pk(serial: &str) -> String {
     format!("DEVICE#{serial}")
 }

@@ -13,7 +13,7 @@ use std::future::Future;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use geoprov_shared::registry::RegistryError;
-use geoprov_shared::table::{PARTITION_KEY, SORT_KEY};
+use geoprov_shared::table::{is_condition_failed, PARTITION_KEY, SORT_KEY};
 use serde::{Deserialize, Serialize};
 
 pub const ISSUANCE_SK: &str = "ISSUANCE";
@@ -144,13 +144,7 @@ impl IssuanceLedger for DynamoLedger {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
+            Err(err) if is_condition_failed(&err) => Ok(false),
             Err(err) => Err(RegistryError::dynamo("PutItem", err)),
         }
     }
@@ -174,16 +168,11 @@ impl IssuanceLedger for DynamoLedger {
             .await;
         match result {
             Ok(_) => Ok(certificate_arn.to_owned()),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                self.get(csr_sha256)
-                    .await?
-                    .and_then(|entry| entry.certificate_arn)
-                    .ok_or_else(|| malformed(csr_sha256, "the issuance disappeared"))
-            }
+            Err(err) if is_condition_failed(&err) => self
+                .get(csr_sha256)
+                .await?
+                .and_then(|entry| entry.certificate_arn)
+                .ok_or_else(|| malformed(csr_sha256, "the issuance disappeared")),
             Err(err) => Err(RegistryError::dynamo("UpdateItem", err)),
         }
     }

@@ -19,7 +19,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use geoprov_shared::device::RegionName;
 use geoprov_shared::registry::RegistryError;
-use geoprov_shared::table::{PARTITION_KEY, SORT_KEY};
+use geoprov_shared::table::{is_condition_failed, PARTITION_KEY, SORT_KEY};
 use serde::{Deserialize, Serialize};
 
 use crate::health::{RegionHealth, Signal, Thresholds};
@@ -177,13 +177,6 @@ fn malformed(sk: &str, message: impl std::fmt::Display) -> RegistryError {
     }
 }
 
-fn is_conditional_check_failure<R>(
-    err: &aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::put_item::PutItemError, R>,
-) -> bool {
-    err.as_service_error()
-        .is_some_and(|e| e.is_conditional_check_failed_exception())
-}
-
 impl FailoverStore for DynamoFailoverStore {
     async fn load(&self) -> Result<StoredState, RegistryError> {
         let mut state = StoredState::default();
@@ -277,7 +270,7 @@ impl FailoverStore for DynamoFailoverStore {
             };
             match request.send().await {
                 Ok(_) => return Ok(next),
-                Err(err) if is_conditional_check_failure(&err) => continue,
+                Err(err) if is_condition_failed(&err) => continue,
                 Err(err) => return Err(RegistryError::dynamo("PutItem", err)),
             }
         }
@@ -309,7 +302,7 @@ impl FailoverStore for DynamoFailoverStore {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(err) if is_conditional_check_failure(&err) => Ok(false),
+            Err(err) if is_condition_failed(&err) => Ok(false),
             Err(err) => Err(RegistryError::dynamo("PutItem", err)),
         }
     }
@@ -328,13 +321,7 @@ impl FailoverStore for DynamoFailoverStore {
         match result {
             Ok(_) => Ok(()),
             // Someone took over an expired lease: it is theirs now.
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
+            Err(err) if is_condition_failed(&err) => Ok(()),
             Err(err) => Err(RegistryError::dynamo("DeleteItem", err)),
         }
     }
