@@ -30,6 +30,14 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
+    /// An item under `key` that cannot be read or written as geoprov expects.
+    pub fn malformed(key: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        RegistryError::MalformedItem {
+            key: key.into(),
+            message: message.to_string(),
+        }
+    }
+
     pub fn dynamo<E>(operation: &'static str, err: E) -> Self
     where
         E: std::error::Error + 'static,

@@ -107,10 +107,7 @@ impl DynamoLedger {
 }
 
 fn malformed(csr_sha256: &str, e: impl std::fmt::Display) -> RegistryError {
-    RegistryError::MalformedItem {
-        key: csr_pk(csr_sha256),
-        message: e.to_string(),
-    }
+    RegistryError::malformed(csr_pk(csr_sha256), e)
 }
 
 impl IssuanceLedger for DynamoLedger {

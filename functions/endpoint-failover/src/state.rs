@@ -164,16 +164,9 @@ impl DynamoFailoverStore {
             .item;
         item.map(|item| {
             serde_dynamo::from_item(item)
-                .map_err(|e| malformed(&format!("{REGION_SK_PREFIX}{region}"), e))
+                .map_err(|e| RegistryError::malformed(format!("{REGION_SK_PREFIX}{region}"), e))
         })
         .transpose()
-    }
-}
-
-fn malformed(sk: &str, message: impl std::fmt::Display) -> RegistryError {
-    RegistryError::MalformedItem {
-        key: sk.to_owned(),
-        message: message.to_string(),
     }
 }
 
@@ -199,16 +192,17 @@ impl FailoverStore for DynamoFailoverStore {
                     continue;
                 };
                 if let Some(region) = sk.strip_prefix(REGION_SK_PREFIX) {
-                    let region = RegionName::try_from(region).map_err(|e| malformed(sk, e))?;
-                    let parsed: HealthItem =
-                        serde_dynamo::from_item(item.clone()).map_err(|e| malformed(sk, e))?;
+                    let region = RegionName::try_from(region)
+                        .map_err(|e| RegistryError::malformed(sk, e))?;
+                    let parsed: HealthItem = serde_dynamo::from_item(item.clone())
+                        .map_err(|e| RegistryError::malformed(sk, e))?;
                     state.health.insert(region, parsed.health());
                 } else if let Some(id) = sk.strip_prefix(RECORD_SK_PREFIX) {
                     let changed_at = match item.get("changedAt") {
                         Some(AttributeValue::N(n)) => n.parse().ok(),
                         _ => None,
                     }
-                    .ok_or_else(|| malformed(sk, "changedAt is not a number"))?;
+                    .ok_or_else(|| RegistryError::malformed(sk, "changedAt is not a number"))?;
                     state.last_change.insert(id.to_owned(), changed_at);
                 }
             }
@@ -255,7 +249,7 @@ impl FailoverStore for DynamoFailoverStore {
                 .put_item()
                 .table_name(&self.table)
                 .set_item(Some(serde_dynamo::to_item(&item).map_err(|e| {
-                    malformed(&format!("{REGION_SK_PREFIX}{region}"), e)
+                    RegistryError::malformed(format!("{REGION_SK_PREFIX}{region}"), e)
                 })?));
             let request = match version {
                 None => request.condition_expression("attribute_not_exists(#pk)"),

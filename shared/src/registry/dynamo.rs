@@ -292,10 +292,7 @@ fn profile_item(profile: &DeviceProfile) -> Result<Item, RegistryError> {
 }
 
 fn to_item<T: serde::Serialize>(value: &T) -> Result<Item, RegistryError> {
-    serde_dynamo::to_item(value).map_err(|e| RegistryError::MalformedItem {
-        key: "(new item)".into(),
-        message: e.to_string(),
-    })
+    serde_dynamo::to_item(value).map_err(|e| RegistryError::malformed("(new item)", e))
 }
 
 fn from_item<T: serde::de::DeserializeOwned>(mut item: Item) -> Result<T, RegistryError> {
@@ -310,10 +307,7 @@ fn from_item<T: serde::de::DeserializeOwned>(mut item: Item) -> Result<T, Regist
     );
     item.remove(PARTITION_KEY);
     item.remove(SORT_KEY);
-    serde_dynamo::from_item(item).map_err(|e| RegistryError::MalformedItem {
-        key,
-        message: e.to_string(),
-    })
+    serde_dynamo::from_item(item).map_err(|e| RegistryError::malformed(key, e))
 }
 
 fn s(value: impl Into<String>) -> AttributeValue {
