@@ -15,3 +15,20 @@ pub async fn load_sdk_config() -> SdkConfig {
 pub fn dynamodb_client(config: &SdkConfig) -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(config)
 }
+
+/// The shared configuration with timeouts on every attempt and operation of
+/// every client made from it, so no call can hang an invocation.
+pub async fn load_sdk_config_with_timeouts(
+    attempt: std::time::Duration,
+    operation: std::time::Duration,
+) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(attempt)
+                .operation_timeout(operation)
+                .build(),
+        )
+        .load()
+        .await
+}

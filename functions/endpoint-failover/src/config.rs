@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use geoprov_shared::config::{ConfigError, Env};
 use geoprov_shared::device::RegionName;
+use route53_answer::GeoLocation;
 use serde::{Deserialize, Serialize};
 
 /// The continent codes Route 53 geolocation records accept.
@@ -21,105 +22,55 @@ pub const MAX_TTL: u32 = 86_400;
 pub struct RegionTarget {
     /// The region's IoT (custom domain) endpoint, the CNAME's value.
     pub endpoint: String,
-    /// The Route 53 health check of that endpoint, polled on schedule.
+    /// The Route 53 health check the region's records carry (the data plane).
     pub health_check_id: String,
-    /// The CloudWatch alarm on that health check, whose state changes arrive
-    /// through EventBridge.
+    /// The region's health alarm, in that region: read with DescribeAlarms on
+    /// schedule, and its state changes arrive through EventBridge.
     pub alarm_name: String,
 }
 
-/// A Route 53 geolocation, with Route 53's own keys.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GeoLocation {
-    #[serde(
-        rename = "ContinentCode",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub continent_code: Option<String>,
-    #[serde(
-        rename = "CountryCode",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub country_code: Option<String>,
-    #[serde(
-        rename = "SubdivisionCode",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub subdivision_code: Option<String>,
-}
-
-impl GeoLocation {
-    pub fn continent(code: &str) -> Self {
-        GeoLocation {
-            continent_code: Some(code.to_owned()),
-            country_code: None,
-            subdivision_code: None,
+/// Why a geolocation cannot be a Route 53 geolocation record.
+fn check_geo_location(geo: &GeoLocation) -> Result<(), String> {
+    match (
+        geo.continent_code.as_deref(),
+        geo.country_code.as_deref(),
+        geo.subdivision_code.as_deref(),
+    ) {
+        (Some(continent), None, None) => match CONTINENT_CODES.contains(&continent) {
+            true => Ok(()),
+            false => Err(format!(
+                "ContinentCode {continent:?} is not one of {}",
+                CONTINENT_CODES.join(", ")
+            )),
+        },
+        (None, Some("*"), None) => Ok(()),
+        (None, Some("*"), Some(_)) => {
+            Err("SubdivisionCode cannot go with the default CountryCode \"*\"".into())
         }
-    }
-
-    pub fn country(code: &str) -> Self {
-        GeoLocation {
-            continent_code: None,
-            country_code: Some(code.to_owned()),
-            subdivision_code: None,
-        }
-    }
-
-    /// Route 53's default location, for every address no other record matches.
-    pub fn default_location() -> Self {
-        GeoLocation::country("*")
-    }
-
-    pub fn is_default(&self) -> bool {
-        self.country_code.as_deref() == Some("*") && self.subdivision_code.is_none()
-    }
-
-    fn check(&self) -> Result<(), String> {
-        match (
-            self.continent_code.as_deref(),
-            self.country_code.as_deref(),
-            self.subdivision_code.as_deref(),
-        ) {
-            (Some(continent), None, None) => match CONTINENT_CODES.contains(&continent) {
-                true => Ok(()),
-                false => Err(format!(
-                    "ContinentCode {continent:?} is not one of {}",
-                    CONTINENT_CODES.join(", ")
-                )),
-            },
-            (None, Some("*"), None) => Ok(()),
-            (None, Some("*"), Some(_)) => {
-                Err("SubdivisionCode cannot go with the default CountryCode \"*\"".into())
+        (None, Some(country), subdivision) => {
+            if !(country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase())) {
+                return Err(format!(
+                    "CountryCode {country:?} is not two upper-case letters or \"*\""
+                ));
             }
-            (None, Some(country), subdivision) => {
-                if !(country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase())) {
-                    return Err(format!(
-                        "CountryCode {country:?} is not two upper-case letters or \"*\""
-                    ));
+            match subdivision {
+                Some(sub)
+                    if sub.is_empty()
+                        || sub.len() > 3
+                        || !sub
+                            .bytes()
+                            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) =>
+                {
+                    Err(format!(
+                        "SubdivisionCode {sub:?} is not 1 to 3 upper-case letters or digits"
+                    ))
                 }
-                match subdivision {
-                    Some(sub)
-                        if sub.is_empty()
-                            || sub.len() > 3
-                            || !sub
-                                .bytes()
-                                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) =>
-                    {
-                        Err(format!(
-                            "SubdivisionCode {sub:?} is not 1 to 3 upper-case letters or digits"
-                        ))
-                    }
-                    _ => Ok(()),
-                }
+                _ => Ok(()),
             }
-            (Some(_), Some(_), _) => Err("give ContinentCode or CountryCode, not both".into()),
-            (Some(_), None, Some(_)) => Err("SubdivisionCode needs a CountryCode".into()),
-            (None, None, _) => Err("needs ContinentCode or CountryCode".into()),
         }
+        (Some(_), Some(_), _) => Err("give ContinentCode or CountryCode, not both".into()),
+        (Some(_), None, Some(_)) => Err("SubdivisionCode needs a CountryCode".into()),
+        (None, None, _) => Err("needs ContinentCode or CountryCode".into()),
     }
 }
 
@@ -146,9 +97,25 @@ pub struct FailoverConfig {
     pub fail_after: u32,
     /// Consecutive healthy signals that make an unhealthy region healthy.
     pub recover_after: u32,
-    /// How long a record stays put before it may move back to a more
-    /// preferred region. Moving away from an unavailable region never waits.
+    /// How long a region that recovered must stay available before the
+    /// chains take it back (failback hysteresis). Leaving a region that
+    /// failed never waits: its health check already moved the devices.
     pub min_change_interval_seconds: u64,
+    /// Whether an UNKNOWN signal (a region whose alarm cannot be read or has
+    /// too little data) counts toward `failAfter`.
+    #[serde(default = "default_true")]
+    pub unknown_counts_as_unhealthy: bool,
+    /// Alarm events older than this are stale and dropped.
+    #[serde(default = "default_max_event_age")]
+    pub max_event_age_seconds: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_max_event_age() -> u64 {
+    300
 }
 
 /// `FAILOVER_CONFIG` cannot be used; `field` is a path into the document.
@@ -268,9 +235,7 @@ impl FailoverConfig {
                     format!("{id:?} is used by another location"),
                 ));
             }
-            location
-                .geo_location
-                .check()
+            check_geo_location(&location.geo_location)
                 .map_err(|m| invalid(field("geoLocation"), m))?;
             if !geo_locations.insert(&location.geo_location) {
                 return Err(invalid(
@@ -310,6 +275,12 @@ impl FailoverConfig {
         if self.recover_after == 0 || self.recover_after > 100 {
             return Err(invalid("recoverAfter", "must be between 1 and 100"));
         }
+        if !(1..=86_400).contains(&self.max_event_age_seconds) {
+            return Err(invalid(
+                "maxEventAgeSeconds",
+                "must be between 1 and 86400 (a day)",
+            ));
+        }
         if self.min_change_interval_seconds > 86_400 {
             return Err(invalid(
                 "minChangeIntervalSeconds",
@@ -317,6 +288,14 @@ impl FailoverConfig {
             ));
         }
         Ok(())
+    }
+
+    pub fn thresholds(&self) -> crate::health::Thresholds {
+        crate::health::Thresholds {
+            fail_after: self.fail_after,
+            recover_after: self.recover_after,
+            unknown_counts_as_unhealthy: self.unknown_counts_as_unhealthy,
+        }
     }
 
     /// The region whose endpoint is `value` (a CNAME value as Route 53 holds it).
@@ -337,10 +316,74 @@ impl FailoverConfig {
     }
 }
 
+/// Where `FAILOVER_CONFIG` is: the JSON itself, or a reference to it. A
+/// CloudFormation parameter and a Lambda's whole environment are each capped
+/// at 4 KB, so a large configuration lives in S3 (any size) or in SSM
+/// Parameter Store (advanced tier: up to 8 KB), read once at cold start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    Inline(String),
+    /// `s3://bucket/key`
+    S3 {
+        bucket: String,
+        key: String,
+    },
+    /// `ssm:/name` or `ssm:name`
+    Ssm {
+        name: String,
+    },
+}
+
+impl ConfigSource {
+    pub fn parse(raw: &str) -> Result<Self, ConfigError> {
+        let raw = raw.trim();
+        let bad = |reason: &str| ConfigError::invalid("FAILOVER_CONFIG", raw, reason.to_owned());
+        if raw.starts_with('{') {
+            return Ok(ConfigSource::Inline(raw.to_owned()));
+        }
+        if let Some(rest) = raw.strip_prefix("s3://") {
+            return match rest.split_once('/') {
+                Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => {
+                    Ok(ConfigSource::S3 {
+                        bucket: bucket.to_owned(),
+                        key: key.to_owned(),
+                    })
+                }
+                _ => Err(bad("an S3 reference is s3://bucket/key")),
+            };
+        }
+        if let Some(name) = raw.strip_prefix("ssm:") {
+            let ok = !name.is_empty()
+                && name.len() <= 2048
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-/".contains(&b));
+            return match ok {
+                true => Ok(ConfigSource::Ssm {
+                    name: name.to_owned(),
+                }),
+                false => Err(bad("an SSM reference is ssm:<parameter name>")),
+            };
+        }
+        Err(bad(
+            "is neither the JSON document, s3://bucket/key nor ssm:<parameter name>",
+        ))
+    }
+
+    /// Where the document came from, for errors and logs.
+    pub fn describe(&self) -> String {
+        match self {
+            ConfigSource::Inline(_) => "FAILOVER_CONFIG (inline)".to_owned(),
+            ConfigSource::S3 { bucket, key } => format!("FAILOVER_CONFIG s3://{bucket}/{key}"),
+            ConfigSource::Ssm { name } => format!("FAILOVER_CONFIG ssm:{name}"),
+        }
+    }
+}
+
 /// Everything the function reads from its environment.
 #[derive(Debug, Clone)]
 pub struct FunctionConfig {
-    pub failover: FailoverConfig,
+    pub source: ConfigSource,
     pub table_name: String,
     pub bounds: Bounds,
 }
@@ -354,6 +397,11 @@ pub struct Bounds {
     pub insync_poll: Duration,
     /// How long to wait for another invocation that is changing the records.
     pub lock_wait: Duration,
+    /// How long the change lease lasts. Every write happens while at least
+    /// `call_timeout` of it is left, so no write of ours can land after it.
+    pub lease: Duration,
+    /// The most one Route 53 call may take, retries included.
+    pub call_timeout: Duration,
     /// Attempts per Route 53 call on Throttling or PriorRequestNotComplete.
     pub route53_attempts: u32,
     /// The first backoff of those retries (full jitter, doubling, at most 5 s).
@@ -366,11 +414,18 @@ impl Default for Bounds {
             insync_timeout: Duration::from_secs(60),
             insync_poll: Duration::from_secs(1),
             lock_wait: Duration::from_secs(30),
-            route53_attempts: 6,
+            lease: Duration::from_secs(60),
+            call_timeout: Duration::from_secs(20),
+            route53_attempts: 4,
             route53_backoff: Duration::from_millis(200),
         }
     }
 }
+
+/// The SDK clients' own timeouts: one attempt, and one operation with the
+/// SDK's retries. Route 53's calls are bounded again by `Bounds::call_timeout`.
+pub const SDK_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+pub const SDK_OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The function's configuration could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -379,11 +434,16 @@ pub enum FunctionConfigError {
     Env(#[from] ConfigError),
     #[error(transparent)]
     Failover(#[from] InvalidFailoverConfig),
+    #[error("{source_name}: {message}")]
+    Unreadable {
+        source_name: String,
+        message: String,
+    },
 }
 
 impl FunctionConfig {
     pub fn from_env(env: &Env) -> Result<Self, FunctionConfigError> {
-        let failover = FailoverConfig::from_json(env.required("FAILOVER_CONFIG")?)?;
+        let source = ConfigSource::parse(env.required("FAILOVER_CONFIG")?)?;
         let table_name = env.required("TABLE_NAME")?.to_owned();
         let defaults = Bounds::default();
         let seconds = |name: &'static str, default: Duration, max: u64| {
@@ -403,7 +463,7 @@ impl FunctionConfig {
             ..defaults
         };
         Ok(FunctionConfig {
-            failover,
+            source,
             table_name,
             bounds,
         })
@@ -569,6 +629,38 @@ mod tests {
                 err.to_string().starts_with("FAILOVER_CONFIG: "),
                 "{case}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn config_sources_are_inline_s3_or_ssm() {
+        assert_eq!(
+            ConfigSource::parse(" {\"a\": 1}").unwrap(),
+            ConfigSource::Inline("{\"a\": 1}".into())
+        );
+        assert_eq!(
+            ConfigSource::parse("s3://geoprov-config/failover/config.json").unwrap(),
+            ConfigSource::S3 {
+                bucket: "geoprov-config".into(),
+                key: "failover/config.json".into()
+            }
+        );
+        assert_eq!(
+            ConfigSource::parse("ssm:/geoprov/failover").unwrap(),
+            ConfigSource::Ssm {
+                name: "/geoprov/failover".into()
+            }
+        );
+        for bad in [
+            "s3://bucket",
+            "s3:///key",
+            "ssm:",
+            "ssm:a b",
+            "[1]",
+            "geoprov",
+        ] {
+            let err = ConfigSource::parse(bad).unwrap_err().to_string();
+            assert!(err.starts_with("FAILOVER_CONFIG="), "{bad}: {err}");
         }
     }
 

@@ -41,8 +41,12 @@ pub enum Trigger {
         alarm_name: String,
         state: String,
         event_id: Option<String>,
+        /// The region the alarm is in (the event's source region).
+        region: Option<String>,
+        /// When the state changed, in epoch seconds (the event's time).
+        time: i64,
     },
-    /// The schedule: poll every region's health check.
+    /// The schedule: read every region's health alarm.
     Schedule {
         event_id: Option<String>,
     },
@@ -97,10 +101,16 @@ pub fn parse(payload: Value) -> Result<Trigger, InvalidEvent> {
             ALARM_STATE_CHANGE => {
                 let detail: AlarmDetail = serde_json::from_value(event.detail)
                     .map_err(|e| invalid("alarm state change detail", e))?;
+                // Without its time an event cannot be told stale or fresh.
+                let time = event
+                    .time
+                    .ok_or_else(|| InvalidEvent("an alarm state change needs its time".into()))?;
                 Ok(Trigger::Alarm {
                     alarm_name: detail.alarm_name,
                     state: detail.state.value,
                     event_id: event.id,
+                    region: event.region,
+                    time: time.timestamp(),
                 })
             }
             SCHEDULED_EVENT => Ok(Trigger::Schedule { event_id: event.id }),
@@ -140,6 +150,13 @@ mod tests {
         serde_json::from_str(&std::fs::read_to_string(&path).expect(&path)).expect(&path)
     }
 
+    fn sample_time(name: &str) -> i64 {
+        let time = sample(name)["time"].as_str().unwrap().to_owned();
+        time::OffsetDateTime::parse(&time, &time::format_description::well_known::Rfc3339)
+            .unwrap()
+            .unix_timestamp()
+    }
+
     #[test]
     fn reads_the_sample_alarm_and_schedule_events() {
         assert_eq!(
@@ -148,6 +165,8 @@ mod tests {
                 alarm_name: "geoprov-health-us-east-1".into(),
                 state: "ALARM".into(),
                 event_id: Some("c4c1c1c9-6542-e61b-6ef0-8c4d36933a92".into()),
+                region: Some("us-east-1".into()),
+                time: sample_time("alarm-us-east-1"),
             }
         );
         assert_eq!(
@@ -156,6 +175,8 @@ mod tests {
                 alarm_name: "geoprov-health-us-east-1".into(),
                 state: "OK".into(),
                 event_id: Some("2dde0eb1-528b-d2d5-9ca6-6d590caf2329".into()),
+                region: Some("us-east-1".into()),
+                time: sample_time("ok-us-east-1"),
             }
         );
         assert_eq!(

@@ -1,42 +1,73 @@
 //! One invocation: the event's signal or command is applied to the stored
-//! health, the records are planned from it, and the changes are written as
-//! UPSERTs by one invocation at a time.
+//! health, the record tree is planned from it, and the changes are written by
+//! the one invocation that holds the fenced lease.
+//!
+//! Nothing here is needed to move devices off a failed region: the health
+//! checks on the records do that. This is the control plane: it builds and
+//! repairs the tree, keeps recovered regions out until they are stable, and
+//! applies drains. Every Route 53 call is bounded, so with Route 53's API down
+//! an invocation reports the error and ends.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use geoprov_shared::device::RegionName;
 use geoprov_shared::telemetry::{self, MetricLine, Unit};
+use route53_answer::{ClientLocation, GeoLocation, RecordSet, Zone};
 use serde_json::Value;
 
+use crate::alarms::RegionAlarms;
 use crate::config::{Bounds, FailoverConfig};
 use crate::event::{self, Action, Trigger};
-use crate::health::{self, Thresholds};
-use crate::planner::{self, Observed, Plan};
-use crate::report::{ErrorCode, Report};
-use crate::route53::{Route53, Upsert};
-use crate::state::{FailoverStore, RecordChange, RegionUpdate, StoredState};
+use crate::health::{self, RegionHealth, Signal};
+use crate::report::{ChainStep, ChangeSummary, Deferred, ErrorCode, LocationState, Report};
+use crate::route53::{Route53, Route53Error};
+use crate::state::{
+    FailoverStore, Lease, LedgerEntry, LedgerError, RegionUpdate, StoredState, UpdateOutcome,
+};
+use crate::tree::{self, TreePlan};
 use crate::SERVICE;
 
-/// How long the change lock is held at most: re-reading, planning and
-/// writing the records, with Route 53's retries.
-pub const LOCK_LEASE: Duration = Duration::from_secs(60);
 const LOCK_POLL: Duration = Duration::from_millis(200);
 
 /// The failover function, with its configuration and adapters.
-pub struct Failover<R, S> {
+pub struct Failover<R, S, A> {
     config: FailoverConfig,
     route53: R,
     store: S,
+    alarms: A,
     bounds: Bounds,
 }
 
-impl<R: Route53 + Sync, S: FailoverStore + Sync> Failover<R, S> {
-    pub fn new(config: FailoverConfig, route53: R, store: S, bounds: Bounds) -> Self {
+fn now_seconds() -> i64 {
+    geoprov_shared::clock::now_epoch_millis() / 1000
+}
+
+/// Where a resolver of a location's own geolocation is.
+fn client_in(geo: &GeoLocation) -> ClientLocation {
+    match geo.is_default() {
+        true => ClientLocation::unknown(),
+        false => ClientLocation {
+            continent: geo.continent_code.clone(),
+            country: geo.country_code.clone(),
+            subdivision: geo.subdivision_code.clone(),
+        },
+    }
+}
+
+impl<R, S, A> Failover<R, S, A>
+where
+    R: Route53 + Sync,
+    S: FailoverStore + Sync,
+    A: RegionAlarms + Sync,
+{
+    pub fn new(config: FailoverConfig, route53: R, store: S, alarms: A, bounds: Bounds) -> Self {
         Failover {
             config,
             route53,
             store,
+            alarms,
             bounds,
         }
     }
@@ -73,10 +104,31 @@ impl<R: Route53 + Sync, S: FailoverStore + Sync> Failover<R, S> {
         report
     }
 
+    /// A Route 53 call within `call_timeout`, retries included.
+    async fn bounded<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, Route53Error>>,
+    ) -> Result<T, Route53Error> {
+        match tokio::time::timeout(self.bounds.call_timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(Route53Error {
+                operation,
+                code: None,
+                message: format!(
+                    "no answer within {} ms",
+                    self.bounds.call_timeout.as_millis()
+                ),
+                attempts: 0,
+            }),
+        }
+    }
+
     async fn run(&self, trigger: Trigger, request_id: &str) -> Report {
         let writes_nothing = trigger.writes_nothing();
         let mut report = Report::new(trigger.name(), writes_nothing);
-        let updates = self.updates_for(&trigger, &mut report).await;
+        let now = now_seconds();
+        let updates = self.updates_for(&trigger, now, &mut report).await;
 
         let mut state = match self.store.load().await {
             Ok(state) => state,
@@ -85,62 +137,78 @@ impl<R: Route53 + Sync, S: FailoverStore + Sync> Failover<R, S> {
                 return report;
             }
         };
-        if report.count(ErrorCode::UnknownAlarm) + report.count(ErrorCode::UnknownRegion) > 0 {
-            // An event this deployment cannot place: report, change nothing.
-            self.fill_health(&mut report, &state);
+        let dropped = [
+            ErrorCode::UnknownAlarm,
+            ErrorCode::UnknownRegion,
+            ErrorCode::StaleEvent,
+        ];
+        if dropped.iter().any(|code| report.count(*code) > 0) {
+            // An event this deployment cannot place, or too old: report, change nothing.
+            self.fill_health(&mut report, &state, now);
             return report;
         }
         for (region, update, event_id) in updates {
             let current = state.health.get(&region).copied().unwrap_or_default();
-            if writes_nothing {
-                state.health.insert(region, update.apply(current));
-                continue;
+            let outcome = match writes_nothing {
+                true if update.is_stale_for(&current) => UpdateOutcome::Stale(current),
+                true => UpdateOutcome::Applied(update.apply(current)),
+                false => match self
+                    .store
+                    .update_region(&region, update, event_id.as_deref())
+                    .await
+                {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        // The signal is not stored: acting on it would break the
+                        // hysteresis the stored health promises.
+                        report.region_error(
+                            ErrorCode::StateUnavailable,
+                            region.as_str(),
+                            e.to_string(),
+                        );
+                        self.fill_health(&mut report, &state, now);
+                        return report;
+                    }
+                },
+            };
+            if let UpdateOutcome::Stale(health) = outcome {
+                report.region_error(
+                    ErrorCode::StaleEvent,
+                    region.as_str(),
+                    format!(
+                        "a newer signal (of {}) was applied already; this one is dropped",
+                        health.last_signal_at.unwrap_or_default()
+                    ),
+                );
+                self.fill_health(&mut report, &state, now);
+                return report;
             }
-            match self
-                .store
-                .update_region(&region, update, event_id.as_deref())
-                .await
-            {
-                Ok(written) => {
-                    state.health.insert(region, written);
-                }
-                Err(e) => {
-                    // The signal is not stored: acting on it would break the
-                    // hysteresis the stored health promises.
-                    report.region_error(
-                        ErrorCode::StateUnavailable,
-                        region.as_str(),
-                        e.to_string(),
-                    );
-                    self.fill_health(&mut report, &state);
-                    return report;
-                }
-            }
+            state.health.insert(region, outcome.health());
         }
 
-        let Some(plan) = self.plan(&state, &mut report).await else {
+        let Some((current, plan)) = self.plan(&state, now, &mut report).await else {
             return report;
         };
         if plan.changes.is_empty() || writes_nothing {
-            report.set_plan(plan);
+            self.describe(&mut report, &state, &current, &plan, now);
             return report;
         }
 
         // Changes to make: one invocation at a time re-reads, plans and writes.
-        if !self.lock(request_id).await {
-            report.set_plan(plan);
+        let Some(lease) = self.lock(request_id).await else {
+            self.describe(&mut report, &state, &current, &plan, now);
             report.error(
                 ErrorCode::LockTimeout,
                 format!(
-                    "another invocation held the change lock for over {} s; nothing written",
+                    "another invocation held the change lease for over {} s; nothing written",
                     self.bounds.lock_wait.as_secs()
                 ),
             );
             return report;
-        }
-        let applied = self.apply_locked(&mut report).await;
-        if let Err(e) = self.store.unlock(request_id).await {
-            tracing::warn!(error = %e, "change lock not released; it expires with its lease");
+        };
+        let applied = self.apply_locked(&lease, &mut report).await;
+        if let Err(e) = self.store.unlock(&lease).await {
+            tracing::warn!(error = %e, "change lease not released; it expires by itself");
         }
         if let Some(change_ids) = applied {
             self.wait_insync(&change_ids, &mut report).await;
@@ -153,17 +221,22 @@ impl<R: Route53 + Sync, S: FailoverStore + Sync> Failover<R, S> {
     async fn updates_for(
         &self,
         trigger: &Trigger,
+        now: i64,
         report: &mut Report,
     ) -> Vec<(RegionName, RegionUpdate, Option<String>)> {
-        let thresholds = Thresholds {
-            fail_after: self.config.fail_after,
-            recover_after: self.config.recover_after,
+        let thresholds = self.config.thresholds();
+        let observe = |signal, at| RegionUpdate::Observe {
+            signal,
+            thresholds,
+            at,
         };
         match trigger {
             Trigger::Alarm {
                 alarm_name,
                 state,
                 event_id,
+                region: source,
+                time,
             } => {
                 let Some(region) = self.config.region_of_alarm(alarm_name) else {
                     report.error(
@@ -172,40 +245,67 @@ impl<R: Route53 + Sync, S: FailoverStore + Sync> Failover<R, S> {
                     );
                     return Vec::new();
                 };
-                health::signal_from_alarm_state(state)
-                    .map(|signal| {
-                        let observe = RegionUpdate::Observe(signal, thresholds);
-                        (region.clone(), observe, event_id.clone())
-                    })
-                    .into_iter()
-                    .collect()
+                if let Some(source) = source.as_deref().filter(|s| *s != region.as_str()) {
+                    report.region_error(
+                        ErrorCode::UnknownAlarm,
+                        source,
+                        format!(
+                            "alarm {alarm_name:?} is {region}'s, but the event comes from {source}"
+                        ),
+                    );
+                    return Vec::new();
+                }
+                let age = now - time;
+                if age > self.config.max_event_age_seconds as i64 {
+                    report.region_error(
+                        ErrorCode::StaleEvent,
+                        region.as_str(),
+                        format!(
+                            "the event is {age} s old, more than maxEventAgeSeconds ({}); dropped",
+                            self.config.max_event_age_seconds
+                        ),
+                    );
+                    return Vec::new();
+                }
+                let signal = health::signal_from_alarm_state(state);
+                // An event from the future (clock skew) counts as of now.
+                vec![(
+                    region.clone(),
+                    observe(signal, (*time).min(now)),
+                    event_id.clone(),
+                )]
             }
             Trigger::Schedule { event_id } => {
-                let polls = self
+                let reads = self
                     .config
                     .regions
                     .iter()
                     .map(|(region, target)| async move {
-                        (
-                            region,
-                            self.route53.observations(&target.health_check_id).await,
-                        )
+                        (region, self.alarms.read(region, &target.alarm_name).await)
                     });
                 let mut updates = Vec::new();
-                for (region, result) in futures::future::join_all(polls).await {
-                    match result.map(|o| o.signal()) {
-                        Ok(Some(signal)) => updates.push((
-                            region.clone(),
-                            RegionUpdate::Observe(signal, thresholds),
-                            event_id.clone(),
-                        )),
-                        Ok(None) => {}
-                        Err(e) => report.region_error(
-                            ErrorCode::HealthCheckFailed,
-                            region.as_str(),
-                            e.to_string(),
-                        ),
-                    }
+                for (region, result) in futures::future::join_all(reads).await {
+                    let signal = match result {
+                        Ok(Some(reading)) => health::signal_from_alarm_state(&reading.state),
+                        Ok(None) => {
+                            let alarm = &self.config.regions[region].alarm_name;
+                            report.region_error(
+                                ErrorCode::HealthReadFailed,
+                                region.as_str(),
+                                format!("alarm {alarm} does not exist in {region}; its signal is UNKNOWN"),
+                            );
+                            Signal::Unknown
+                        }
+                        Err(e) => {
+                            report.region_error(
+                                ErrorCode::HealthReadFailed,
+                                region.as_str(),
+                                format!("{e}; its signal is UNKNOWN"),
+                            );
+                            Signal::Unknown
+                        }
+                    };
+                    updates.push((region.clone(), observe(signal, now), event_id.clone()));
                 }
                 updates
             }
@@ -234,65 +334,189 @@ impl<R: Route53 + Sync, S: FailoverStore + Sync> Failover<R, S> {
         }
     }
 
-    fn fill_health(&self, report: &mut Report, state: &StoredState) {
+    fn health_of(state: &StoredState, region: &RegionName) -> RegionHealth {
+        state.health.get(region).copied().unwrap_or_default()
+    }
+
+    fn fill_health(&self, report: &mut Report, state: &StoredState, now: i64) {
+        let hold = self.config.min_change_interval_seconds as i64;
         report.health = self
             .config
             .regions
             .keys()
-            .map(|r| {
-                let health = state.health.get(r).copied().unwrap_or_default();
-                (r.clone(), health.status())
+            .map(|r| (r.clone(), Self::health_of(state, r).status()))
+            .collect();
+        report.deferred = self
+            .config
+            .regions
+            .keys()
+            .filter_map(|r| {
+                let until = Self::health_of(state, r).held_until(now, hold)?;
+                Some(Deferred {
+                    region: r.clone(),
+                    not_before: until,
+                })
             })
             .collect();
     }
 
-    /// Reads the records and plans; `None` when Route 53 cannot be read.
-    async fn plan(&self, state: &StoredState, report: &mut Report) -> Option<Plan> {
-        self.fill_health(report, state);
-        let records = match self
-            .route53
-            .geo_records(&self.config.hosted_zone_id, &self.config.record_name)
-            .await
-        {
+    /// Reads the records and plans the tree; `None` when Route 53 cannot be read.
+    async fn plan(
+        &self,
+        state: &StoredState,
+        now: i64,
+        report: &mut Report,
+    ) -> Option<(Vec<RecordSet>, TreePlan)> {
+        self.fill_health(report, state, now);
+        let listed = self
+            .bounded(
+                "ListResourceRecordSets",
+                self.route53
+                    .records(&self.config.hosted_zone_id, &self.config.record_name),
+            )
+            .await;
+        let current = match listed {
             Ok(records) => records,
             Err(e) => {
                 report.error(ErrorCode::Route53Failed, e.to_string());
                 return None;
             }
         };
-        let values: BTreeMap<String, String> = records
-            .into_iter()
-            .map(|(id, record)| (id, record.value))
-            .collect();
-        Some(planner::plan(
-            &self.config,
-            Observed {
-                records: &values,
-                health: &state.health,
-                last_change: &state.last_change,
-                now: geoprov_shared::clock::now_epoch_millis() / 1000,
-            },
-        ))
+        let hold = self.config.min_change_interval_seconds as i64;
+        let admitted = |r: &RegionName| Self::health_of(state, r).admitted(now, hold);
+        let plan = tree::plan(&self.config, &current, &admitted);
+        Some((current, plan))
     }
 
-    async fn lock(&self, owner: &str) -> bool {
+    /// Puts the plan in the report: its changes, conflicts, stranded
+    /// locations, and each location's chain and answer once the changes are
+    /// made (or as the zone is, when they are not).
+    fn describe(
+        &self,
+        report: &mut Report,
+        state: &StoredState,
+        current: &[RecordSet],
+        plan: &TreePlan,
+        now: i64,
+    ) {
+        let hold = self.config.min_change_interval_seconds as i64;
+        report
+            .errors
+            .retain(|e| !matches!(e.code, ErrorCode::NoHealthyRegion | ErrorCode::Conflict));
+        report.changes = plan
+            .changes
+            .iter()
+            .zip(&plan.change_locations)
+            .map(|(change, location)| {
+                let id = location.map(|i| self.config.locations[i].set_identifier.clone());
+                ChangeSummary::of(change, id)
+            })
+            .collect();
+        for conflict in &plan.conflicts {
+            let error = report.error(ErrorCode::Conflict, conflict.message.clone());
+            error.set_identifier = Some(conflict.set_identifier.clone());
+            error.name = Some(conflict.name.clone());
+        }
+        let unhealthy: BTreeSet<&str> = self
+            .config
+            .regions
+            .iter()
+            .filter(|(r, _)| Self::health_of(state, r).unhealthy)
+            .map(|(_, target)| target.health_check_id.as_str())
+            .collect();
+        let zone = Zone::new(tree::apply(current, &plan.changes));
+        let healthy = |id: &str| !unhealthy.contains(id);
+        report.locations = Vec::with_capacity(self.config.locations.len());
+        for (location, (chain, stranded)) in self.config.locations.iter().zip(&plan.chains) {
+            if *stranded {
+                report.error(
+                    ErrorCode::NoHealthyRegion,
+                    "every region of its preference is held out; the chain keeps them all and the health checks decide",
+                )
+                .set_identifier = Some(location.set_identifier.clone());
+            }
+            let answer = zone
+                .resolve(
+                    &self.config.record_name,
+                    &client_in(&location.geo_location),
+                    &healthy,
+                )
+                .answer
+                .and_then(|value| self.config.region_of_endpoint(&value).cloned());
+            let steps = location
+                .preference
+                .iter()
+                .map(|region| {
+                    let health = Self::health_of(state, region);
+                    ChainStep {
+                        region: region.clone(),
+                        status: health.status(),
+                        in_chain: chain.contains(region),
+                        held_until: health.held_until(now, hold),
+                    }
+                })
+                .collect();
+            report.locations.push(LocationState {
+                set_identifier: location.set_identifier.clone(),
+                steps,
+                answer,
+            });
+        }
+    }
+
+    async fn lock(&self, owner: &str) -> Option<Lease> {
         let deadline = Instant::now() + self.bounds.lock_wait;
         loop {
-            match self.store.try_lock(owner, LOCK_LEASE).await {
-                Ok(true) => return true,
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "change lock could not be read"),
+            match self.store.try_lock(owner, self.bounds.lease).await {
+                Ok(Some(lease)) => return Some(lease),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "change lease could not be taken"),
             }
             if Instant::now() >= deadline {
-                return false;
+                return None;
             }
             tokio::time::sleep(LOCK_POLL).await;
         }
     }
 
-    /// Under the lock: reads everything again, plans and writes. Returns the
-    /// change ids when every batch was written.
-    async fn apply_locked(&self, report: &mut Report) -> Option<Vec<String>> {
+    /// Whether the lease still holds, with time left for one more bounded
+    /// call: no write of ours may land after the lease lapsed.
+    async fn lease_ok(&self, lease: &Lease, report: &mut Report) -> bool {
+        let left = lease.expires_at - geoprov_shared::clock::now_epoch_millis();
+        if left < self.bounds.call_timeout.as_millis() as i64 {
+            report.error(
+                ErrorCode::LeaseLost,
+                format!("{left} ms of the change lease left, less than one Route 53 call; stopped"),
+            );
+            return false;
+        }
+        match self.store.holds(lease).await {
+            Ok(true) => true,
+            Ok(false) => {
+                report.error(
+                    ErrorCode::LeaseLost,
+                    format!(
+                        "the change lease (fence {}) passed to another invocation; stopped",
+                        lease.fence
+                    ),
+                );
+                false
+            }
+            Err(e) => {
+                report.error(
+                    ErrorCode::StateUnavailable,
+                    format!("the change lease could not be checked: {e}"),
+                );
+                false
+            }
+        }
+    }
+
+    /// Under the lease: reads everything again, plans and writes, checking
+    /// the fence before each request. Returns the change ids when every
+    /// batch was written.
+    async fn apply_locked(&self, lease: &Lease, report: &mut Report) -> Option<Vec<String>> {
+        let now = now_seconds();
         let state = match self.store.load().await {
             Ok(state) => state,
             Err(e) => {
@@ -300,62 +524,71 @@ impl<R: Route53 + Sync, S: FailoverStore + Sync> Failover<R, S> {
                 return None;
             }
         };
-        let plan = self.plan(&state, report).await?;
-        report.set_plan(plan);
-        if report.changes.is_empty() {
+        let (current, plan) = self.plan(&state, now, report).await?;
+        self.describe(report, &state, &current, &plan, now);
+        if plan.changes.is_empty() {
             // Another invocation made these changes while this one waited.
             return None;
         }
-        let upserts: Vec<Upsert> = report
-            .changes
-            .iter()
-            .map(|change| {
-                let location = &self.config.locations[change.location];
-                Upsert {
-                    set_identifier: location.set_identifier.clone(),
-                    geo_location: location.geo_location.clone(),
-                    value: self.config.regions[&change.to].endpoint.clone(),
-                }
-            })
-            .collect();
-        let lengths: Vec<usize> = upserts.iter().map(|u| u.value.len()).collect();
         let mut change_ids = Vec::new();
-        for batch in planner::batches(&lengths) {
-            let written = self
-                .route53
-                .upsert(
-                    &self.config.hosted_zone_id,
-                    &self.config.record_name,
-                    self.config.ttl,
-                    &upserts[batch.clone()],
+        let mut written = 0;
+        for batch in tree::batches(&plan.changes) {
+            if !self.lease_ok(lease, report).await {
+                break;
+            }
+            let sent = self
+                .bounded(
+                    "ChangeResourceRecordSets",
+                    self.route53
+                        .change(&self.config.hosted_zone_id, &plan.changes[batch.clone()]),
                 )
                 .await;
-            let change_id = match written {
-                Ok(id) => id,
+            match sent {
+                Ok(id) => change_ids.push(id),
                 Err(e) => {
                     report.error(ErrorCode::Route53Failed, e.to_string());
                     break;
                 }
-            };
-            let ledger: Vec<RecordChange> = report.changes[batch]
-                .iter()
-                .map(|c| RecordChange {
-                    set_identifier: c.set_identifier.clone(),
-                    target: c.to.clone(),
-                })
-                .collect();
-            let now = geoprov_shared::clock::now_epoch_millis() / 1000;
-            if let Err(e) = self.store.record_changes(&ledger, now, &change_id).await {
-                report.error(
-                    ErrorCode::StateUnavailable,
-                    format!("records changed in {change_id} but their change times were not stored: {e}"),
-                );
             }
-            change_ids.push(change_id);
+            written = batch.end;
+        }
+        // The ledger names every location all of whose changes were written.
+        let unwritten: BTreeSet<usize> = plan.change_locations[written..]
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
+        let entries: Vec<LedgerEntry> = plan.change_locations[..written]
+            .iter()
+            .flatten()
+            .copied()
+            .collect::<BTreeSet<usize>>()
+            .difference(&unwritten)
+            .map(|&i| LedgerEntry {
+                set_identifier: self.config.locations[i].set_identifier.clone(),
+                chain: plan.chains[i].0.clone(),
+            })
+            .collect();
+        if let Some(first) = change_ids.first() {
+            match self.store.record_changes(lease, &entries, now, first).await {
+                Ok(()) => {}
+                Err(LedgerError::LeaseLost(fence)) => {
+                    report.error(
+                        ErrorCode::LeaseLost,
+                        format!("records changed in {first}, but the lease (fence {fence}) lapsed before the ledger write"),
+                    );
+                }
+                Err(LedgerError::Store(e)) => {
+                    report.error(
+                        ErrorCode::StateUnavailable,
+                        format!("records changed in {first} but the ledger was not written: {e}"),
+                    );
+                }
+            }
         }
         report.change_id = change_ids.first().cloned();
         report.change_ids = change_ids.clone();
-        report.applied = report.count(ErrorCode::Route53Failed) == 0;
+        report.applied = written == plan.changes.len();
         report.applied.then_some(change_ids)
     }
 
@@ -368,7 +601,7 @@ impl<R: Route53 + Sync, S: FailoverStore + Sync> Failover<R, S> {
         loop {
             let mut still = Vec::new();
             for id in pending {
-                match self.route53.is_insync(id).await {
+                match self.bounded("GetChange", self.route53.is_insync(id)).await {
                     Ok(true) => {}
                     Ok(false) => still.push(id),
                     Err(e) => {
@@ -426,14 +659,20 @@ impl<R: Route53 + Sync, S: FailoverStore + Sync> Failover<R, S> {
             .property("trigger", report.trigger)
             .emit();
         for (region, status) in &report.health {
-            MetricLine::new(SERVICE)
+            // A region never observed is UNKNOWN, never counted as available.
+            let unknown = *status == health::Status::Unknown;
+            let line = MetricLine::new(SERVICE)
                 .dimension("Region", region.as_str())
-                .metric(
+                .metric("RegionUnknown", f64::from(u8::from(unknown)), Unit::Count);
+            match unknown {
+                true => line,
+                false => line.metric(
                     "RegionAvailable",
                     f64::from(u8::from(*status == health::Status::Healthy)),
                     Unit::Count,
-                )
-                .emit();
+                ),
+            }
+            .emit();
         }
     }
 }

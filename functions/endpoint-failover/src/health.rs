@@ -1,21 +1,35 @@
-//! Region health with hysteresis, and Route 53's rule for turning health
-//! checker observations into a signal. Pure: no I/O.
+//! Region health as the control plane sees it: hysteresis over signals,
+//! drains, and the failback hold. Pure: no I/O.
+//!
+//! The data plane (Route 53 health checks on the records) moves devices away
+//! from a failed region by itself. This state decides which regions the
+//! control plane puts in the chains: a region that recovers rejoins them only
+//! after it has stayed available for the minimum interval (failback
+//! hysteresis), and a drained region stays out until it is undrained.
 
 use serde::{Deserialize, Serialize};
 
-/// One observation of a region's endpoint.
+/// One observation of a region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Signal {
     Healthy,
     Unhealthy,
+    /// The region's health could not be read, or its alarm has too little
+    /// data to say.
+    Unknown,
 }
 
-/// How many consecutive signals flip a region's health.
+/// How signals turn into health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Thresholds {
+    /// Consecutive unhealthy signals that make a healthy region unhealthy.
     pub fail_after: u32,
+    /// Consecutive healthy signals that make an unhealthy region healthy.
     pub recover_after: u32,
+    /// Whether an UNKNOWN signal counts toward `fail_after` (else it is
+    /// ignored: it neither counts nor resets).
+    pub unknown_counts_as_unhealthy: bool,
 }
 
 /// What the report says of a region.
@@ -25,50 +39,60 @@ pub enum Status {
     Healthy,
     Unhealthy,
     Drained,
+    /// Never observed: no signal has reached the control plane yet.
+    Unknown,
 }
 
-/// The stored health of one region. A region nobody has reported on yet is
-/// healthy: the records must point somewhere from the first reconcile on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The stored health of one region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RegionHealth {
-    pub healthy: bool,
+    /// Whether any signal was ever applied.
+    #[serde(default)]
+    pub observed: bool,
+    /// Healthy after hysteresis. A region not yet observed is not unhealthy.
+    #[serde(default)]
+    pub unhealthy: bool,
     pub consecutive_healthy: u32,
     pub consecutive_unhealthy: u32,
     /// Taken out of service by an operator, whatever its health.
     pub drained: bool,
-}
-
-impl Default for RegionHealth {
-    fn default() -> Self {
-        RegionHealth {
-            healthy: true,
-            consecutive_healthy: 0,
-            consecutive_unhealthy: 0,
-            drained: false,
-        }
-    }
+    /// Epoch seconds at which the region last recovered; it rejoins the
+    /// chains `minChangeIntervalSeconds` later.
+    #[serde(default)]
+    pub recovered_at: Option<i64>,
+    /// Epoch seconds of the newest signal applied; an older one is stale.
+    #[serde(default)]
+    pub last_signal_at: Option<i64>,
 }
 
 impl RegionHealth {
-    /// The state after one more signal.
-    pub fn observe(self, signal: Signal, thresholds: Thresholds) -> Self {
+    /// The state after one more signal, observed at `at` (epoch seconds).
+    pub fn observe(self, signal: Signal, thresholds: Thresholds, at: i64) -> Self {
         let mut next = self;
+        next.observed = true;
+        next.last_signal_at = Some(self.last_signal_at.map_or(at, |t| t.max(at)));
+        let signal = match signal {
+            Signal::Unknown if thresholds.unknown_counts_as_unhealthy => Signal::Unhealthy,
+            other => other,
+        };
         match signal {
             Signal::Healthy => {
                 next.consecutive_healthy = next.consecutive_healthy.saturating_add(1);
                 next.consecutive_unhealthy = 0;
-                if next.consecutive_healthy >= thresholds.recover_after {
-                    next.healthy = true;
+                if next.unhealthy && next.consecutive_healthy >= thresholds.recover_after {
+                    next.unhealthy = false;
+                    next.recovered_at = Some(at);
                 }
             }
             Signal::Unhealthy => {
                 next.consecutive_unhealthy = next.consecutive_unhealthy.saturating_add(1);
                 next.consecutive_healthy = 0;
                 if next.consecutive_unhealthy >= thresholds.fail_after {
-                    next.healthy = false;
+                    next.unhealthy = true;
                 }
             }
+            Signal::Unknown => {}
         }
         next
     }
@@ -77,43 +101,40 @@ impl RegionHealth {
         RegionHealth { drained, ..self }
     }
 
-    /// Whether records may point at the region.
-    pub fn available(&self) -> bool {
-        self.healthy && !self.drained
+    /// Whether the control plane puts the region in the chains at `now`: not
+    /// drained, not unhealthy, and past the failback hold if it recovered.
+    /// A region never observed is admitted: its health check still guards it.
+    pub fn admitted(&self, now: i64, failback_hold: i64) -> bool {
+        !self.drained
+            && !self.unhealthy
+            && self
+                .recovered_at
+                .is_none_or(|at| now >= at.saturating_add(failback_hold))
+    }
+
+    /// When a recovered region rejoins the chains, if it is still held out.
+    pub fn held_until(&self, now: i64, failback_hold: i64) -> Option<i64> {
+        let until = self.recovered_at?.saturating_add(failback_hold);
+        (!self.drained && !self.unhealthy && now < until).then_some(until)
     }
 
     pub fn status(&self) -> Status {
-        match (self.drained, self.healthy) {
-            (true, _) => Status::Drained,
-            (false, true) => Status::Healthy,
-            (false, false) => Status::Unhealthy,
+        match (self.drained, self.observed, self.unhealthy) {
+            (true, _, _) => Status::Drained,
+            (false, _, true) => Status::Unhealthy,
+            (false, false, false) => Status::Unknown,
+            (false, true, false) => Status::Healthy,
         }
     }
 }
 
-/// Route 53's own rule: an endpoint is healthy when more than 18% of the
-/// health checkers report success. No observations give no signal.
-pub fn signal_from_observations(checkers: usize, successes: usize) -> Option<Signal> {
-    match checkers {
-        0 => None,
-        _ if successes * 100 > checkers * 18 => Some(Signal::Healthy),
-        _ => Some(Signal::Unhealthy),
-    }
-}
-
-/// Whether one checker's status report (`"Success: HTTP Status Code 200..."`,
-/// `"Failure: ..."`) is a success.
-pub fn is_success_report(status: &str) -> bool {
-    status.trim_start().starts_with("Success")
-}
-
 /// The signal an alarm state carries: ALARM is unhealthy, OK healthy, and
-/// INSUFFICIENT_DATA (or anything else) none.
-pub fn signal_from_alarm_state(state: &str) -> Option<Signal> {
+/// INSUFFICIENT_DATA (or anything else) unknown.
+pub fn signal_from_alarm_state(state: &str) -> Signal {
     match state {
-        "ALARM" => Some(Signal::Unhealthy),
-        "OK" => Some(Signal::Healthy),
-        _ => None,
+        "ALARM" => Signal::Unhealthy,
+        "OK" => Signal::Healthy,
+        _ => Signal::Unknown,
     }
 }
 
@@ -125,58 +146,87 @@ mod tests {
     const T: Thresholds = Thresholds {
         fail_after: 2,
         recover_after: 3,
+        unknown_counts_as_unhealthy: true,
     };
 
     fn run(signals: &[Signal]) -> RegionHealth {
         signals
             .iter()
-            .fold(RegionHealth::default(), |h, s| h.observe(*s, T))
+            .enumerate()
+            .fold(RegionHealth::default(), |h, (i, s)| {
+                h.observe(*s, T, i as i64)
+            })
+    }
+
+    #[test]
+    fn a_region_never_observed_is_unknown_and_admitted() {
+        let h = RegionHealth::default();
+        assert_eq!(h.status(), Status::Unknown);
+        assert!(h.admitted(0, 60));
+        assert_eq!(run(&[Signal::Healthy]).status(), Status::Healthy);
     }
 
     #[test]
     fn turns_unhealthy_after_fail_after_consecutive_bad_signals() {
         use Signal::*;
-        assert!(run(&[Unhealthy]).healthy);
-        assert!(!run(&[Unhealthy, Unhealthy]).healthy);
+        assert!(!run(&[Unhealthy]).unhealthy);
+        assert!(run(&[Unhealthy, Unhealthy]).unhealthy);
         assert!(
-            run(&[Unhealthy, Healthy, Unhealthy]).healthy,
+            !run(&[Unhealthy, Healthy, Unhealthy]).unhealthy,
             "not consecutive"
+        );
+        assert!(
+            run(&[Unhealthy, Unknown]).unhealthy,
+            "unknown counts by default"
+        );
+        let ignore = Thresholds {
+            unknown_counts_as_unhealthy: false,
+            ..T
+        };
+        let h = [Unhealthy, Unknown, Unknown]
+            .iter()
+            .fold(RegionHealth::default(), |h, s| h.observe(*s, ignore, 0));
+        assert!(!h.unhealthy);
+        assert_eq!(
+            h.consecutive_unhealthy, 1,
+            "ignored: neither counts nor resets"
         );
     }
 
     #[test]
-    fn recovers_after_recover_after_consecutive_good_signals() {
+    fn recovers_after_recover_after_good_signals_and_is_held_out_for_the_interval() {
         use Signal::*;
         let down = [Unhealthy, Unhealthy];
-        assert!(!run(&[&down[..], &[Healthy, Healthy]].concat()).healthy);
-        assert!(run(&[&down[..], &[Healthy, Healthy, Healthy]].concat()).healthy);
-        assert!(!run(&[&down[..], &[Healthy, Healthy, Unhealthy, Healthy]].concat()).healthy);
+        assert!(run(&[&down[..], &[Healthy, Healthy]].concat()).unhealthy);
+        let up = run(&[&down[..], &[Healthy, Healthy, Healthy]].concat());
+        assert!(!up.unhealthy);
+        assert_eq!(up.recovered_at, Some(4));
+        assert!(!up.admitted(63, 60));
+        assert_eq!(up.held_until(63, 60), Some(64));
+        assert!(up.admitted(64, 60));
+        assert_eq!(up.held_until(64, 60), None);
     }
 
     #[test]
-    fn drained_regions_are_unavailable_whatever_their_health() {
+    fn drained_regions_are_out_whatever_their_health() {
         let h = RegionHealth::default().drained(true);
-        assert!(!h.available());
+        assert!(!h.admitted(0, 0));
         assert_eq!(h.status(), Status::Drained);
-        assert_eq!(h.drained(false).status(), Status::Healthy);
+        assert_eq!(h.drained(false).status(), Status::Unknown);
+        assert!(
+            h.drained(false).admitted(0, 60),
+            "undrain takes effect at once"
+        );
     }
 
     #[test]
-    fn route53_rule_is_more_than_18_percent() {
-        assert_eq!(signal_from_observations(0, 0), None);
-        assert_eq!(signal_from_observations(16, 3), Some(Signal::Healthy)); // 18.75 %
-        assert_eq!(signal_from_observations(50, 9), Some(Signal::Unhealthy)); // exactly 18 %
-        assert_eq!(signal_from_observations(50, 10), Some(Signal::Healthy));
-        assert_eq!(signal_from_observations(8, 0), Some(Signal::Unhealthy));
-    }
-
-    #[test]
-    fn status_reports_and_alarm_states() {
-        assert!(is_success_report("Success: HTTP Status Code 200, OK"));
-        assert!(!is_success_report("Failure: Connection timed out."));
-        assert_eq!(signal_from_alarm_state("ALARM"), Some(Signal::Unhealthy));
-        assert_eq!(signal_from_alarm_state("OK"), Some(Signal::Healthy));
-        assert_eq!(signal_from_alarm_state("INSUFFICIENT_DATA"), None);
+    fn alarm_states() {
+        assert_eq!(signal_from_alarm_state("ALARM"), Signal::Unhealthy);
+        assert_eq!(signal_from_alarm_state("OK"), Signal::Healthy);
+        assert_eq!(
+            signal_from_alarm_state("INSUFFICIENT_DATA"),
+            Signal::Unknown
+        );
     }
 
     proptest! {
@@ -185,19 +235,19 @@ mod tests {
         #[test]
         fn health_follows_the_last_long_enough_run(signals in proptest::collection::vec(any::<bool>(), 0..40)) {
             let signals: Vec<Signal> = signals.iter().map(|ok| if *ok { Signal::Healthy } else { Signal::Unhealthy }).collect();
-            let mut expected = true;
+            let mut unhealthy = false;
             let mut run_len = 0u32;
             let mut last = None;
             for s in &signals {
                 run_len = if last == Some(*s) { run_len + 1 } else { 1 };
                 last = Some(*s);
                 match s {
-                    Signal::Unhealthy if run_len >= T.fail_after => expected = false,
-                    Signal::Healthy if run_len >= T.recover_after => expected = true,
+                    Signal::Unhealthy if run_len >= T.fail_after => unhealthy = true,
+                    Signal::Healthy if run_len >= T.recover_after => unhealthy = false,
                     _ => {}
                 }
             }
-            prop_assert_eq!(run(&signals).healthy, expected);
+            prop_assert_eq!(run(&signals).unhealthy, unhealthy);
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Lambda entry point: configuration and clients once at cold start, then
 //! every event to the failover.
 
-use endpoint_failover::config::FunctionConfig;
+use endpoint_failover::alarms::SdkAlarms;
+use endpoint_failover::config::{FunctionConfig, SDK_ATTEMPT_TIMEOUT, SDK_OPERATION_TIMEOUT};
+use endpoint_failover::config_store;
 use endpoint_failover::handler::Failover;
 use endpoint_failover::route53::{self, Retry, SdkRoute53};
 use endpoint_failover::state::DynamoFailoverStore;
@@ -13,22 +15,26 @@ use serde_json::Value;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init_function_logging();
-    let config = FunctionConfig::from_env(&Env::from_process()).inspect_err(|e| {
+    let settings = FunctionConfig::from_env(&Env::from_process()).inspect_err(|e| {
         tracing::error!(error = %e, "invalid configuration");
     })?;
-    let sdk = aws::load_sdk_config().await;
+    let sdk = aws::load_sdk_config_with_timeouts(SDK_ATTEMPT_TIMEOUT, SDK_OPERATION_TIMEOUT).await;
+    let config = config_store::load(&settings.source, &sdk)
+        .await
+        .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
     let retry = Retry {
-        attempts: config.bounds.route53_attempts,
-        base: config.bounds.route53_backoff,
+        attempts: settings.bounds.route53_attempts,
+        base: settings.bounds.route53_backoff,
         cap: std::time::Duration::from_secs(5),
     };
     let route53 = SdkRoute53::new(route53::client(&sdk), retry);
     let store = DynamoFailoverStore::new(
         aws::dynamodb_client(&sdk),
-        config.table_name,
-        &config.failover.record_name,
+        settings.table_name,
+        &config.record_name,
     );
-    let failover = Failover::new(config.failover, route53, store, config.bounds);
+    let alarms = SdkAlarms::new(&sdk, config.regions.keys());
+    let failover = Failover::new(config, route53, store, alarms, settings.bounds);
 
     let failover = &failover;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

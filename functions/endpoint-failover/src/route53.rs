@@ -1,54 +1,27 @@
-//! The Route 53 adapter: the geolocation records of the global name, record
-//! changes and their status, and health checker observations.
+//! The Route 53 adapter: the record sets at and below the global name,
+//! record changes and their status.
 //!
 //! Every call is retried on Throttling, PriorRequestNotComplete and transport
 //! failures with full-jitter exponential backoff, within `Retry`'s bounds. The
 //! client itself is built with the SDK's retries off so the bound is one.
+//! The handler bounds each call's whole time again (`Bounds::call_timeout`).
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
 use aws_sdk_route53::config::retry::RetryConfig;
 use aws_sdk_route53::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_route53::types::{
-    Change, ChangeAction, ChangeBatch, ChangeStatus, GeoLocation as SdkGeoLocation, ResourceRecord,
-    ResourceRecordSet, RrType,
+    AliasTarget as SdkAliasTarget, Change, ChangeAction, ChangeBatch, ChangeStatus,
+    GeoLocation as SdkGeoLocation, ResourceRecord as SdkResourceRecord, ResourceRecordSet,
+    ResourceRecordSetFailover, RrType,
 };
 use aws_sdk_route53::Client;
+use route53_answer::{
+    normalize_name, AliasTarget, FailoverRole, GeoLocation, RecordSet, ResourceRecord,
+};
 
-use crate::config::{normalize_dns_name, GeoLocation};
-use crate::health;
-
-/// A geolocation CNAME of the global name, as Route 53 holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GeoRecord {
-    pub set_identifier: String,
-    pub geo_location: GeoLocation,
-    pub value: String,
-    pub ttl: Option<i64>,
-}
-
-/// One record to write: the location's own GeoLocation and SetIdentifier.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upsert {
-    pub set_identifier: String,
-    pub geo_location: GeoLocation,
-    pub value: String,
-}
-
-/// How many health checkers observed the endpoint, and how many saw it up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Observations {
-    pub checkers: usize,
-    pub successes: usize,
-}
-
-impl Observations {
-    pub fn signal(&self) -> Option<health::Signal> {
-        health::signal_from_observations(self.checkers, self.successes)
-    }
-}
+use crate::tree::ZoneChange;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("Route 53 {operation} failed after {attempts} attempt(s): {message}")]
@@ -61,30 +34,24 @@ pub struct Route53Error {
 
 /// What the failover needs from Route 53.
 pub trait Route53 {
-    /// Every geolocation CNAME record set of `name`, by set identifier.
-    fn geo_records(
+    /// Every record set named `name` or a name below it, as Route 53 lists them.
+    fn records(
         &self,
         zone: &str,
         name: &str,
-    ) -> impl Future<Output = Result<BTreeMap<String, GeoRecord>, Route53Error>> + Send;
+    ) -> impl Future<Output = Result<Vec<RecordSet>, Route53Error>> + Send;
 
-    /// One ChangeResourceRecordSets of UPSERTs; returns the change id.
-    fn upsert(
+    /// One ChangeResourceRecordSets request (applied by Route 53 as one
+    /// transaction); returns the change id.
+    fn change(
         &self,
         zone: &str,
-        name: &str,
-        ttl: u32,
-        records: &[Upsert],
+        changes: &[ZoneChange],
     ) -> impl Future<Output = Result<String, Route53Error>> + Send;
 
     /// Whether the change has reached every Route 53 name server.
     fn is_insync(&self, change_id: &str)
         -> impl Future<Output = Result<bool, Route53Error>> + Send;
-
-    fn observations(
-        &self,
-        health_check_id: &str,
-    ) -> impl Future<Output = Result<Observations, Route53Error>> + Send;
 }
 
 /// Bounds of the retries of one call.
@@ -187,32 +154,105 @@ fn malformed(operation: &'static str, message: impl Into<String>) -> Route53Erro
     }
 }
 
-fn from_sdk_geo(geo: &SdkGeoLocation) -> GeoLocation {
-    GeoLocation {
-        continent_code: geo.continent_code().map(str::to_owned),
-        country_code: geo.country_code().map(str::to_owned),
-        subdivision_code: geo.subdivision_code().map(str::to_owned),
+/// A listed record set in the answer model's terms.
+pub fn from_sdk(set: &ResourceRecordSet) -> RecordSet {
+    RecordSet {
+        name: set.name().to_owned(),
+        record_type: set.r#type().as_str().to_owned(),
+        set_identifier: set.set_identifier().map(str::to_owned),
+        geo_location: set.geo_location().map(|g| GeoLocation {
+            continent_code: g.continent_code().map(str::to_owned),
+            country_code: g.country_code().map(str::to_owned),
+            subdivision_code: g.subdivision_code().map(str::to_owned),
+        }),
+        failover: set.failover().and_then(|f| match f {
+            ResourceRecordSetFailover::Primary => Some(FailoverRole::Primary),
+            ResourceRecordSetFailover::Secondary => Some(FailoverRole::Secondary),
+            _ => None,
+        }),
+        health_check_id: set.health_check_id().map(str::to_owned),
+        alias_target: set.alias_target().map(|a| AliasTarget {
+            hosted_zone_id: a.hosted_zone_id().to_owned(),
+            dns_name: a.dns_name().to_owned(),
+            evaluate_target_health: a.evaluate_target_health(),
+        }),
+        ttl: set.ttl(),
+        resource_records: set
+            .resource_records()
+            .iter()
+            .map(|r| ResourceRecord {
+                value: r.value().to_owned(),
+            })
+            .collect(),
+        weight: set.weight(),
+        region: set.region().map(|r| r.as_str().to_owned()),
+        multi_value_answer: set.multi_value_answer(),
     }
 }
 
-fn to_sdk_geo(geo: &GeoLocation) -> SdkGeoLocation {
-    SdkGeoLocation::builder()
-        .set_continent_code(geo.continent_code.clone())
-        .set_country_code(geo.country_code.clone())
-        .set_subdivision_code(geo.subdivision_code.clone())
+/// A record set to write, in the SDK's terms.
+pub fn to_sdk(record: &RecordSet) -> Result<ResourceRecordSet, aws_sdk_route53::error::BuildError> {
+    let geo = record.geo_location.as_ref().map(|g| {
+        SdkGeoLocation::builder()
+            .set_continent_code(g.continent_code.clone())
+            .set_country_code(g.country_code.clone())
+            .set_subdivision_code(g.subdivision_code.clone())
+            .build()
+    });
+    let alias = record
+        .alias_target
+        .as_ref()
+        .map(|a| {
+            SdkAliasTarget::builder()
+                .hosted_zone_id(a.hosted_zone_id.trim_start_matches("/hostedzone/"))
+                .dns_name(&a.dns_name)
+                .evaluate_target_health(a.evaluate_target_health)
+                .build()
+        })
+        .transpose()?;
+    let values = record
+        .values()
+        .map(|v| SdkResourceRecord::builder().value(v).build())
+        .collect::<Result<Vec<_>, _>>()?;
+    ResourceRecordSet::builder()
+        .name(&record.name)
+        .r#type(RrType::from(record.record_type.as_str()))
+        .set_set_identifier(record.set_identifier.clone())
+        .set_geo_location(geo)
+        .set_failover(record.failover.map(|f| match f {
+            FailoverRole::Primary => ResourceRecordSetFailover::Primary,
+            FailoverRole::Secondary => ResourceRecordSetFailover::Secondary,
+        }))
+        .set_health_check_id(record.health_check_id.clone())
+        .set_alias_target(alias)
+        .set_ttl(
+            record
+                .alias_target
+                .is_none()
+                .then_some(record.ttl)
+                .flatten(),
+        )
+        .set_resource_records((!values.is_empty()).then_some(values))
         .build()
 }
 
+/// Route 53 lists names with their labels reversed (`com.example.global`),
+/// so every name at or below `name` comes in one run.
+fn reversed(name: &str) -> String {
+    normalize_name(name)
+        .rsplit('.')
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
 impl Route53 for SdkRoute53 {
-    async fn geo_records(
-        &self,
-        zone: &str,
-        name: &str,
-    ) -> Result<BTreeMap<String, GeoRecord>, Route53Error> {
+    async fn records(&self, zone: &str, name: &str) -> Result<Vec<RecordSet>, Route53Error> {
         const OP: &str = "ListResourceRecordSets";
-        let name = normalize_dns_name(name);
-        let mut records = BTreeMap::new();
-        let mut start: (String, RrType, Option<String>) = (name.clone(), RrType::Cname, None);
+        let name = normalize_name(name);
+        let run = reversed(&name);
+        let below = format!(".{name}");
+        let mut records = Vec::new();
+        let mut start: (String, Option<RrType>, Option<String>) = (name.clone(), None, None);
         loop {
             let page = self
                 .call(OP, || {
@@ -220,47 +260,30 @@ impl Route53 for SdkRoute53 {
                         .list_resource_record_sets()
                         .hosted_zone_id(zone)
                         .start_record_name(&start.0)
-                        .start_record_type(start.1.clone())
+                        .set_start_record_type(start.1.clone())
                         .set_start_record_identifier(start.2.clone())
                         .send()
                 })
                 .await?;
-            let mut past_the_name = false;
+            let mut past_the_run = false;
             for set in page.resource_record_sets() {
-                if normalize_dns_name(set.name()) != name || set.r#type() != &RrType::Cname {
-                    past_the_name = true;
+                let listed = normalize_name(set.name());
+                if !reversed(&listed).starts_with(&run) {
+                    past_the_run = true;
                     continue;
                 }
-                let (Some(id), Some(geo)) = (set.set_identifier(), set.geo_location()) else {
-                    continue;
-                };
-                let value = match set.resource_records() {
-                    [one] => one.value().to_owned(),
-                    _ => {
-                        return Err(malformed(
-                            OP,
-                            format!("CNAME {id:?} does not have exactly one value"),
-                        ))
-                    }
-                };
-                records.insert(
-                    id.to_owned(),
-                    GeoRecord {
-                        set_identifier: id.to_owned(),
-                        geo_location: from_sdk_geo(geo),
-                        value,
-                        ttl: set.ttl(),
-                    },
-                );
+                if listed == name || listed.ends_with(&below) {
+                    records.push(from_sdk(set));
+                }
             }
-            if past_the_name || !page.is_truncated() {
+            if past_the_run || !page.is_truncated() {
                 return Ok(records);
             }
             let next = (
                 page.next_record_name()
-                    .map(normalize_dns_name)
+                    .map(normalize_name)
                     .unwrap_or_default(),
-                page.next_record_type().cloned().unwrap_or(RrType::Cname),
+                page.next_record_type().cloned(),
                 page.next_record_identifier().map(str::to_owned),
             );
             if next == start {
@@ -270,42 +293,30 @@ impl Route53 for SdkRoute53 {
         }
     }
 
-    async fn upsert(
-        &self,
-        zone: &str,
-        name: &str,
-        ttl: u32,
-        records: &[Upsert],
-    ) -> Result<String, Route53Error> {
+    async fn change(&self, zone: &str, changes: &[ZoneChange]) -> Result<String, Route53Error> {
         const OP: &str = "ChangeResourceRecordSets";
         let build = |e: aws_sdk_route53::error::BuildError| malformed(OP, e.to_string());
-        let mut changes = Vec::with_capacity(records.len());
-        for record in records {
-            let set = ResourceRecordSet::builder()
-                .name(name)
-                .r#type(RrType::Cname)
-                .set_identifier(&record.set_identifier)
-                .geo_location(to_sdk_geo(&record.geo_location))
-                .ttl(i64::from(ttl))
-                .resource_records(
-                    ResourceRecord::builder()
-                        .value(&record.value)
-                        .build()
-                        .map_err(build)?,
-                )
+        let one = |action: ChangeAction, record: &RecordSet| -> Result<Change, Route53Error> {
+            Change::builder()
+                .action(action)
+                .resource_record_set(to_sdk(record).map_err(build)?)
                 .build()
-                .map_err(build)?;
-            changes.push(
-                Change::builder()
-                    .action(ChangeAction::Upsert)
-                    .resource_record_set(set)
-                    .build()
-                    .map_err(build)?,
-            );
+                .map_err(build)
+        };
+        let mut sdk_changes = Vec::with_capacity(changes.len());
+        for change in changes {
+            match change {
+                ZoneChange::Upsert(r) => sdk_changes.push(one(ChangeAction::Upsert, r)?),
+                ZoneChange::Delete(r) => sdk_changes.push(one(ChangeAction::Delete, r)?),
+                ZoneChange::Replace { old, new } => {
+                    sdk_changes.push(one(ChangeAction::Delete, old)?);
+                    sdk_changes.push(one(ChangeAction::Upsert, new)?);
+                }
+            }
         }
         let batch = ChangeBatch::builder()
             .comment("geoprov endpoint-failover")
-            .set_changes(Some(changes))
+            .set_changes(Some(sdk_changes))
             .build()
             .map_err(build)?;
         let output = self
@@ -332,28 +343,5 @@ impl Route53 for SdkRoute53 {
         Ok(output
             .change_info()
             .is_some_and(|info| info.status() == &ChangeStatus::Insync))
-    }
-
-    async fn observations(&self, health_check_id: &str) -> Result<Observations, Route53Error> {
-        let output = self
-            .call("GetHealthCheckStatus", || {
-                self.client
-                    .get_health_check_status()
-                    .health_check_id(health_check_id)
-                    .send()
-            })
-            .await?;
-        let reports: Vec<&str> = output
-            .health_check_observations()
-            .iter()
-            .filter_map(|o| o.status_report().and_then(|r| r.status()))
-            .collect();
-        Ok(Observations {
-            checkers: reports.len(),
-            successes: reports
-                .iter()
-                .filter(|s| health::is_success_report(s))
-                .count(),
-        })
     }
 }
