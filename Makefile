@@ -27,8 +27,8 @@ help:
 	@echo "make demo-hook   the pre-provisioning hook alone with its sample events"
 	@echo "make test        build everything and run every test (unit, moto, real binaries)"
 	@echo "make lint        cargo fmt --check and clippy -D warnings"
-	@echo "make lint-template  sam validate --lint, cfn-lint and checkov on template.yaml"
-	@echo "make sam-build   sam build of template.yaml (the three bootstrap binaries)"
+	@echo "make lint-template  sam validate --lint, cfn-lint and checkov on template.yaml and global.yaml"
+	@echo "make sam-build   sam build of both stacks (the three bootstrap binaries)"
 	@echo "make bench-hook  cold start, warm latency, RSS and size: Rust hook vs Python/boto3 hook"
 	@echo "make bench-failover  planning time (250 locations x 5 regions) and ALARM-to-records time in moto"
 	@echo "make bench-issuer    CSR validations per second; a 500-CSR batch at concurrency 1, 8 and 32 in moto"
@@ -63,10 +63,18 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
+# The regional stack (template.yaml) and the global stack (global.yaml).
+TEMPLATES := template.yaml global.yaml
+
 lint-template: $(SAM_VENV)/.installed $(IAC_VENV)/.installed
-	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint -t template.yaml
-	$(IAC_VENV)/bin/cfn-lint template.yaml
-	$(IAC_VENV)/bin/checkov -f template.yaml --skip-download --compact --quiet
+	for t in $(TEMPLATES); do \
+	    SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint -t $$t || exit 1; \
+	done
+	$(IAC_VENV)/bin/cfn-lint $(TEMPLATES)
+	for t in $(TEMPLATES); do \
+	    echo "checkov $$t"; \
+	    $(IAC_VENV)/bin/checkov -f $$t --skip-download --compact --quiet || exit 1; \
+	done
 
 sam-build: venv $(SAM_VENV)/.installed
 	scripts/sam_build.sh

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# `sam build` of template.yaml on a clean copy of the tracked files, then a
-# check that each function has its bootstrap binary.
+# `sam build` of both stacks on a clean copy of the tracked files, each into
+# a build directory of its own, then a check that each function has its
+# bootstrap binary:
+#   template.yaml (regional) -> .aws-sam/build          (sam deploy's default)
+#   global.yaml   (global)   -> .aws-sam/global/build   (samconfig env `global`)
 #
 # SAM hashes the whole CodeUri (the workspace root) for its build cache; the
 # working tree's target/ and .venv/ would make that slow and racy. The copy
@@ -13,11 +16,26 @@ trap 'rm -rf "$src"' EXIT
 
 export PATH="$root/.venv/bin:$PATH" SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1
 export CARGO_TARGET_DIR="$root/target/sam"
+sam="$root/.venv-sam/bin/sam"
 cd "$src"
-"$root/.venv-sam/bin/sam" build --build-dir "$root/.aws-sam/build"
 
-for function in PreProvisioningHookFunction EndpointFailoverFunction CertIssuerFunction; do
-    binary="$root/.aws-sam/build/$function/bootstrap"
-    test -x "$binary" || { echo "sam build made no $binary" >&2; exit 1; }
-    echo "$function: $(du -h "$binary" | cut -f1) bootstrap"
-done
+check() { # build dir, then the functions it must hold
+    local dir=$1 function binary
+    shift
+    for function in "$@"; do
+        binary="$dir/$function/bootstrap"
+        test -x "$binary" || { echo "sam build made no $binary" >&2; exit 1; }
+        echo "$function: $(du -h "$binary" | cut -f1) bootstrap"
+    done
+}
+
+# The regional stack, with the default env's build settings.
+"$sam" build --template-file template.yaml --build-dir "$root/.aws-sam/build"
+check "$root/.aws-sam/build" PreProvisioningHookFunction CertIssuerFunction
+
+# The global stack, with env `global`'s (its template, Regions for the local
+# Fn::ForEach expansion); a cache of its own, since a build prunes the cache
+# entries it does not know.
+"$sam" build --config-env global --template-file global.yaml \
+    --build-dir "$root/.aws-sam/global/build" --cache-dir "$src/.aws-sam/global/cache"
+check "$root/.aws-sam/global/build" EndpointFailoverFunction

@@ -171,13 +171,17 @@ pub fn free_port() -> u16 {
         .expect("free loopback port")
 }
 
-/// The facts of template.yaml that the tests hold the code to (each
-/// function's IAM actions and environment, the provisioning template bodies),
-/// as `scripts/template_facts.py` reads them.
+/// The facts of both stacks' templates, the regional `template.yaml` and the
+/// global `global.yaml`, that the tests hold the code to (each function's IAM
+/// actions and environment, the provisioning template bodies, the health
+/// checks' and alarms' logical ids, the policy statements' resources under
+/// every combination of conditions), as `scripts/template_facts.py` reads and
+/// merges them.
 pub fn template_facts() -> serde_json::Value {
     let out = Command::new(python())
         .arg(workspace_root().join("scripts/template_facts.py"))
         .arg(workspace_root().join("template.yaml"))
+        .arg(workspace_root().join("global.yaml"))
         .output()
         .expect("run scripts/template_facts.py");
     assert!(

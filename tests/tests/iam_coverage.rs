@@ -1,10 +1,11 @@
 //! IAM coverage: every AWS action a function performs is granted to it by
-//! template.yaml, and every action the template grants it is one it performs.
+//! the templates (the regional template.yaml and the global global.yaml), and
+//! every action they grant it is one it performs.
 //!
 //! Each function's real binary runs all its sample events against a moto
 //! that records every request (moto's recorder), its requests signed with an
 //! access key of its own. The recording gives each function's actions; the
-//! template's policies (read by `scripts/template_facts.py`) give its grants.
+//! templates' policies (read by `scripts/template_facts.py`) give its grants.
 //! This binary holds one test: it sets the recording variable before moto
 //! starts, and nothing else runs beside it.
 
@@ -74,10 +75,19 @@ fn actions_of(request: &Value) -> Option<(String, Vec<String>)> {
     Some((key, actions))
 }
 
-/// Route 53's REST operations, by method and path.
+/// The operation of a request without X-Amz-Target: Smithy RPC v2 CBOR's
+/// `/service/<service>/operation/<operation>` (CloudWatch), else Route 53's
+/// REST operations, by method and path.
 fn rest_operation(request: &Value) -> String {
     let method = request["method"].as_str().unwrap_or_default();
     let url = request["url"].as_str().unwrap_or_default();
+    if let Some(operation) = url
+        .split_once("/service/")
+        .and_then(|(_, rest)| rest.split_once("/operation/"))
+        .map(|(_, operation)| operation.split('?').next().unwrap_or_default())
+    {
+        return operation.trim_end_matches('/').to_owned();
+    }
     let path = url.split("/2013-04-01/").nth(1).unwrap_or(url);
     let path = path
         .split('?')
@@ -146,12 +156,12 @@ async fn every_function_is_granted_exactly_the_aws_actions_it_performs() {
         );
         for missing in did.difference(&may) {
             problems.push(format!(
-                "{binary} performs {missing}, which template.yaml does not grant"
+                "{binary} performs {missing}, which the templates do not grant"
             ));
         }
         for unused in may.difference(&did) {
             problems.push(format!(
-                "template.yaml grants {binary} {unused}, which it never performs"
+                "the templates grant {binary} {unused}, which it never performs"
             ));
         }
     }

@@ -1,8 +1,12 @@
-//! template.yaml against the code: the provisioning template bodies are valid
-//! JSON and reference only what they declare, the hook's parameterOverrides
-//! are declared in the fleet template, and every function gets exactly the
-//! environment variables its configuration reads. (`make lint-template` runs
-//! `sam validate --lint`, cfn-lint and checkov on the same file.)
+//! The templates against the code, the regional stack (template.yaml) and the
+//! global stack (global.yaml): the provisioning template bodies are valid JSON
+//! and reference only what they declare, the hook's parameterOverrides are
+//! declared in the fleet template, every function gets exactly the
+//! environment variables its configuration reads, health checks and alarms
+//! take their logical ids from region names only, and every policy statement
+//! has a resource under every combination of conditions. (`make
+//! lint-template` runs `sam validate --lint`, cfn-lint and checkov on the same
+//! files.)
 
 use std::collections::BTreeSet;
 
@@ -156,4 +160,110 @@ fn every_function_gets_exactly_the_environment_it_reads() {
     let env = Env::from_pairs(all);
     cert_issuer::config::IssuerConfig::from_env(&env).unwrap();
     assert_eq!(read_by(&env), names(&facts, "cert-issuer"));
+}
+
+/// The AllowedPattern of a parameter that holds region names.
+const REGION_PATTERN: &str = r"^[a-z]{2}(-[a-z]+)+-\d$";
+
+/// Whether `text` has a run of 8 or more characters kept by `keep`, a digit
+/// among them.
+fn has_id_like_run(text: &str, keep: fn(char) -> bool) -> bool {
+    text.split(|c: char| !keep(c))
+        .any(|run| run.len() >= 8 && run.chars().any(|c| c.is_ascii_digit()))
+}
+
+/// Whether a logical id holds a generated id: hex digits (a health check id,
+/// a UUID, with its hyphens stripped by `&{}`) or upper-case letters and
+/// digits (a Route 53 id).
+fn looks_like_an_id(text: &str) -> bool {
+    has_id_like_run(text, |c| c.is_ascii_hexdigit())
+        || has_id_like_run(text, |c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+#[test]
+fn health_checks_and_alarms_take_their_logical_ids_from_region_names_only() {
+    let facts = facts();
+    let resources = facts["healthResources"].as_array().unwrap();
+    let kinds: BTreeSet<(&str, &str)> = resources
+        .iter()
+        .map(|r| (r["template"].as_str().unwrap(), r["type"].as_str().unwrap()))
+        .collect();
+    assert!(
+        kinds.contains(&("template.yaml", "AWS::CloudWatch::Alarm")),
+        "the regional stack has no health alarm: {kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("global.yaml", "AWS::Route53::HealthCheck")),
+        "the global stack has no health check: {kinds:?}"
+    );
+    // What a Regions parameter may hold.
+    let regions = ["us-east-1", "eu-west-1", "ap-southeast-2", "ca-central-1"];
+    for resource in resources {
+        let template = resource["template"].as_str().unwrap();
+        let written = resource["logicalId"].as_str().unwrap();
+        let loops = resource["loops"].as_array().unwrap();
+        let mut ids = vec![written.to_owned()];
+        for each in loops {
+            let identifier = each["identifier"].as_str().unwrap();
+            assert_eq!(
+                each["collection"],
+                serde_json::json!({"Ref": "Regions"}),
+                "{template} {written}: made by a loop over {}, not over the region names",
+                each["collection"]
+            );
+            assert_eq!(
+                each["parameterType"], "CommaDelimitedList",
+                "{template} {written}: Regions is not a CommaDelimitedList"
+            );
+            assert_eq!(
+                each["allowedPattern"], REGION_PATTERN,
+                "{template} {written}: Regions does not hold region names only"
+            );
+            ids = ids
+                .iter()
+                .flat_map(|id| {
+                    regions.iter().map(move |region| {
+                        id.replace(&format!("&{{{identifier}}}"), &region.replace('-', ""))
+                            .replace(&format!("${{{identifier}}}"), region)
+                    })
+                })
+                .collect();
+        }
+        for id in &ids {
+            assert!(
+                id.chars().all(|c| c.is_ascii_alphanumeric()),
+                "{template} {written}: {id} is not a logical id (a placeholder no loop fills?)"
+            );
+            assert!(
+                !looks_like_an_id(id),
+                "{template} {written}: the logical id {id} holds an id-like value"
+            );
+        }
+        let distinct: BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            ids.len(),
+            "{template} {written}: two regions get the same logical id"
+        );
+    }
+}
+
+#[test]
+fn every_policy_statement_has_a_resource_under_every_combination_of_conditions() {
+    let facts = facts();
+    assert_eq!(
+        facts["templates"],
+        serde_json::json!(["template.yaml", "global.yaml"])
+    );
+    assert!(
+        facts["policyStatements"].as_u64().unwrap() > 0,
+        "no policy statement was checked"
+    );
+    let problems: Vec<&str> = facts["policyProblems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
