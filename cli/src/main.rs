@@ -1,11 +1,15 @@
-//! `geoprov`: the operator tool for the geoprov device registry and audit log.
+//! `geoprov`: the operator tool for the geoprov device registry and audit
+//! log, the endpoint failover's configuration and the global name's answers.
 //!
 //! It uses the standard AWS configuration chain, so `AWS_ENDPOINT_URL` points
 //! it at a local emulator.
 
+mod dns;
+mod failover_config;
 mod manifest;
 mod pca;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -25,7 +29,7 @@ const BATCH: usize = 25;
 #[command(
     name = "geoprov",
     version,
-    about = "geoprov operator tool: device registry and audit log"
+    about = "geoprov operator tool: device registry, audit log, failover configuration, DNS answers"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -46,6 +50,61 @@ enum Command {
     /// ACM Private CA helpers for local runs.
     #[command(subcommand)]
     Pca(PcaCommand),
+    /// The endpoint failover.
+    #[command(subcommand)]
+    Failover(FailoverCommand),
+    /// What resolvers get from a hosted zone's records.
+    #[command(subcommand)]
+    Dns(DnsCommand),
+}
+
+#[derive(Subcommand)]
+enum FailoverCommand {
+    /// The failover's configuration document (FAILOVER_CONFIG).
+    #[command(subcommand)]
+    Config(FailoverConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum FailoverConfigCommand {
+    /// Check a FAILOVER_CONFIG document as the function will at cold start;
+    /// print what it names and its size (JSON).
+    Validate { file: PathBuf },
+    /// Validate a FAILOVER_CONFIG document, then store it in S3 or SSM
+    /// Parameter Store (the standard tier up to 4 KB, the advanced tier up to
+    /// 8 KB); nothing is stored when it is invalid.
+    Put {
+        file: PathBuf,
+        /// s3://bucket/key or ssm:<parameter name>: what the function's
+        /// FAILOVER_CONFIG will name.
+        #[arg(long)]
+        to: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DnsCommand {
+    /// What a resolver in a location gets for a name from the zone's records
+    /// as Route 53 holds them, and the records that led there (JSON). Every
+    /// health check passes except those named with --unhealthy.
+    Resolve {
+        #[arg(long)]
+        zone_id: String,
+        #[arg(long)]
+        name: String,
+        /// ISO 3166 country code of the resolver.
+        #[arg(long)]
+        country: Option<String>,
+        /// Subdivision (a US state, for example) of the resolver's country.
+        #[arg(long)]
+        subdivision: Option<String>,
+        /// Continent code (AF, AN, AS, EU, NA, OC, SA); implied by --country.
+        #[arg(long)]
+        continent: Option<String>,
+        /// Health check ids to count as unhealthy.
+        #[arg(long, num_args = 1.., value_name = "HEALTH_CHECK_ID")]
+        unhealthy: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -108,6 +167,25 @@ enum CliError {
     Pca(#[from] pca::PcaSetupError),
     #[error("--key-algorithm {0} is not one of EC_prime256v1, EC_secp384r1, RSA_2048, RSA_3072, RSA_4096")]
     KeyAlgorithm(String),
+    #[error("{}: {source}", path.display())]
+    InvalidFailoverConfig {
+        path: PathBuf,
+        source: endpoint_failover::config::InvalidFailoverConfig,
+    },
+    #[error("--to {to:?}: {reason}")]
+    Destination { to: String, reason: String },
+    #[error("nothing was stored: {0}")]
+    Store(endpoint_failover::config::FunctionConfigError),
+    #[error("hosted zone {zone_id}: {message}")]
+    HostedZone { zone_id: String, message: String },
+    #[error("{0}")]
+    Route53(#[from] endpoint_failover::route53::Route53Error),
+    #[error("{option} {value:?} is not {expected}")]
+    Location {
+        option: &'static str,
+        value: String,
+        expected: String,
+    },
 }
 
 #[tokio::main]
@@ -129,9 +207,41 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
+    let command = match cli.command {
+        // These load the AWS configuration only when they need it: validating
+        // a file calls no AWS API, and neither does a refused put.
+        Command::Failover(FailoverCommand::Config(FailoverConfigCommand::Validate { file })) => {
+            print_json(&failover_config::validate(&file)?);
+            return Ok(());
+        }
+        Command::Failover(FailoverCommand::Config(FailoverConfigCommand::Put { file, to })) => {
+            print_json(&failover_config::put(&file, &to).await?);
+            return Ok(());
+        }
+        Command::Dns(DnsCommand::Resolve {
+            zone_id,
+            name,
+            country,
+            subdivision,
+            continent,
+            unhealthy,
+        }) => {
+            let client = dns::client_location(
+                continent.as_deref(),
+                country.as_deref(),
+                subdivision.as_deref(),
+            )?;
+            let unhealthy: BTreeSet<String> = unhealthy.into_iter().collect();
+            let sdk = aws::load_sdk_config().await;
+            let resolution = dns::resolve(&sdk, &zone_id, &name, &client, &unhealthy).await?;
+            print_json(&resolution);
+            return Ok(());
+        }
+        command => command,
+    };
     let sdk = aws::load_sdk_config().await;
     let client = aws::dynamodb_client(&sdk);
-    match cli.command {
+    match command {
         Command::Registry(RegistryCommand::CreateTable { table }) => {
             let created = table::create_table(&client, &table).await?;
             print_json(&json!({"table": table, "created": created}));
@@ -177,6 +287,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             print_json(&ca);
             Ok(())
         }
+        Command::Failover(_) | Command::Dns(_) => unreachable!("handled without DynamoDB above"),
     }
 }
 

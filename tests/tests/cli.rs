@@ -1,10 +1,16 @@
 //! The `geoprov` operator CLI, run as a process against moto.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
+use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+use aws_sdk_ssm::types::{ParameterStringFilter, ParameterTier};
+use endpoint_failover::config::{ConfigSource, FailoverConfig};
+use endpoint_failover::route53::{self as failover_route53, Retry, Route53, SdkRoute53};
+use endpoint_failover::{config_store, tree};
 use geoprov_tests::cli::Geoprov;
-use geoprov_tests::{aws_env, moto, unique_table, TEST_REGION};
-use serde_json::Value;
+use geoprov_tests::{aws_env, moto, sdk_config, unique_table, TEST_REGION};
+use serde_json::{json, Value};
 
 /// `geoprov` against a fresh table in moto.
 fn cli_with_table() -> Geoprov {
@@ -115,4 +121,450 @@ fn show_and_audit_refuse_an_invalid_serial_and_report_an_unknown_one() {
     let out = cli.run(&["registry", "show", "SN-NOPE"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("SN-NOPE is not in the registry"));
     assert_eq!(cli.ok(&["audit", "SN-NOPE"]), serde_json::json!([]));
+}
+
+/// `geoprov` against moto, with no table.
+fn cli() -> Geoprov {
+    Geoprov::new(aws_env(&moto().endpoint, TEST_REGION))
+}
+
+fn endpoint(region: &str) -> String {
+    format!("abc123-ats.iot.{region}.amazonaws.com")
+}
+
+/// A two-region FAILOVER_CONFIG: North America prefers us-east-1, every
+/// other place eu-west-1, each falling back on the other.
+fn failover_config(zone_id: &str, zone_name: &str) -> Value {
+    json!({
+        "hostedZoneId": zone_id,
+        "recordName": format!("global.iot.{zone_name}"),
+        "ttl": 60,
+        "regions": {
+            "us-east-1": {"endpoint": endpoint("us-east-1"), "healthCheckId": "hc-us-east-1", "alarmName": "geoprov-health-us-east-1"},
+            "eu-west-1": {"endpoint": endpoint("eu-west-1"), "healthCheckId": "hc-eu-west-1", "alarmName": "geoprov-health-eu-west-1"}
+        },
+        "locations": [
+            {"setIdentifier": "US East IoT Global Endpoint", "geoLocation": {"ContinentCode": "NA"}, "preference": ["us-east-1", "eu-west-1"]},
+            {"setIdentifier": "Default IoT Global Endpoint", "geoLocation": {"CountryCode": "*"}, "preference": ["eu-west-1", "us-east-1"]}
+        ],
+        "failAfter": 2,
+        "recoverAfter": 3,
+        "minChangeIntervalSeconds": 60
+    })
+}
+
+/// The two-region configuration with a country location per two-letter
+/// code (AA, AB, ...) until its pretty-printed text has `bytes` or more.
+fn failover_config_of_at_least(bytes: usize) -> String {
+    let mut config = failover_config("Z0123456789", "example.com");
+    for (i, code) in (b'A'..=b'Z')
+        .flat_map(|a| (b'A'..=b'Z').map(move |b| format!("{}{}", a as char, b as char)))
+        .enumerate()
+    {
+        let text = serde_json::to_string_pretty(&config).unwrap();
+        if text.len() >= bytes {
+            return text;
+        }
+        config["locations"].as_array_mut().unwrap().push(json!({
+            "setIdentifier": format!("Country {code} IoT Global Endpoint {i}"),
+            "geoLocation": {"CountryCode": code},
+            "preference": ["eu-west-1", "us-east-1"]
+        }));
+    }
+    unreachable!("676 countries are more than enough")
+}
+
+fn text_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("geoprov-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A command that must fail: exit code 1, nothing on stdout; its stderr.
+fn refused(cli: &Geoprov, args: &[&str]) -> String {
+    let out = cli.run(args);
+    assert_eq!(out.status.code(), Some(1), "geoprov {args:?} must fail");
+    assert!(
+        out.stdout.is_empty(),
+        "geoprov {args:?} printed {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn the_cli_reaches_moto_and_nothing_else() {
+    let cli = cli();
+    assert_eq!(cli.env["AWS_ENDPOINT_URL"], moto().endpoint);
+    assert_eq!(cli.env["AWS_EC2_METADATA_DISABLED"], "true");
+    assert!(
+        cli.env.keys().all(|k| k.starts_with("AWS_")),
+        "{:?}",
+        cli.env.keys()
+    );
+}
+
+#[test]
+fn validate_accepts_a_valid_failover_config_and_counts_it() {
+    let text =
+        serde_json::to_string_pretty(&failover_config("Z0123456789", "example.com")).unwrap();
+    let file = text_file("valid-failover.json", &text);
+    let summary = cli().ok(&["failover", "config", "validate", file.to_str().unwrap()]);
+    assert_eq!(
+        summary,
+        json!({"valid": true, "regions": 2, "locations": 2, "bytes": text.len()})
+    );
+}
+
+#[test]
+fn validate_refuses_an_unknown_region_in_a_preference_and_names_the_field() {
+    let mut config = failover_config("Z0123456789", "example.com");
+    config["locations"][0]["preference"][1] = json!("ap-south-1");
+    let file = text_file("unknown-region.json", &config.to_string());
+    let stderr = refused(
+        &cli(),
+        &["failover", "config", "validate", file.to_str().unwrap()],
+    );
+    assert!(stderr.contains("locations[0].preference[1]"), "{stderr}");
+    assert!(stderr.contains("ap-south-1"), "{stderr}");
+
+    let missing = refused(
+        &cli(),
+        &[
+            "failover",
+            "config",
+            "validate",
+            "/nonexistent/failover.json",
+        ],
+    );
+    assert!(
+        missing.contains("cannot read /nonexistent/failover.json"),
+        "{missing}"
+    );
+}
+
+async fn s3_bucket() -> (aws_sdk_s3::Client, String) {
+    let sdk = sdk_config(&moto().endpoint, TEST_REGION).await;
+    let s3 = aws_sdk_s3::Client::new(&sdk);
+    let bucket = unique_table("geoprov-cli-config");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .create_bucket_configuration(
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(TEST_REGION))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("create bucket in moto");
+    (s3, bucket)
+}
+
+#[tokio::test]
+async fn put_stores_a_failover_config_in_s3_that_the_function_loads() {
+    let (s3, bucket) = s3_bucket().await;
+    let text = failover_config_of_at_least(12_000);
+    let file = text_file("s3-failover.json", &text);
+    let to = format!("s3://{bucket}/failover/config.json");
+
+    let stored = cli().ok(&[
+        "failover",
+        "config",
+        "put",
+        file.to_str().unwrap(),
+        "--to",
+        &to,
+    ]);
+    assert_eq!(stored, json!({"stored": to, "bytes": text.len()}));
+
+    let object = s3
+        .get_object()
+        .bucket(&bucket)
+        .key("failover/config.json")
+        .send()
+        .await
+        .expect("the stored object");
+    let bytes = object.body.collect().await.unwrap().into_bytes();
+    assert_eq!(bytes.as_ref(), text.as_bytes());
+
+    let sdk = sdk_config(&moto().endpoint, TEST_REGION).await;
+    let source = ConfigSource::S3 {
+        bucket: bucket.clone(),
+        key: "failover/config.json".into(),
+    };
+    let loaded = config_store::load(&source, &sdk)
+        .await
+        .expect("the function loads it");
+    assert_eq!(loaded, FailoverConfig::from_json(&text).unwrap());
+}
+
+#[tokio::test]
+async fn put_refuses_an_invalid_config_and_stores_nothing() {
+    let (s3, bucket) = s3_bucket().await;
+    let mut config = failover_config("Z0123456789", "example.com");
+    config["locations"][0]["preference"][1] = json!("ap-south-1");
+    let file = text_file("invalid-put.json", &config.to_string());
+    let to = format!("s3://{bucket}/failover/invalid.json");
+
+    let stderr = refused(
+        &cli(),
+        &[
+            "failover",
+            "config",
+            "put",
+            file.to_str().unwrap(),
+            "--to",
+            &to,
+        ],
+    );
+    assert!(stderr.contains("locations[0].preference[1]"), "{stderr}");
+    let err = s3
+        .get_object()
+        .bucket(&bucket)
+        .key("failover/invalid.json")
+        .send()
+        .await
+        .expect_err("nothing was stored");
+    assert!(err.into_service_error().is_no_such_key());
+
+    // A valid document, but a destination the function cannot read from.
+    let valid = text_file(
+        "valid-put.json",
+        &failover_config("Z0123456789", "example.com").to_string(),
+    );
+    for bad in [
+        "s3://bucket-only",
+        "ssm:",
+        "{\"inline\": true}",
+        "file.json",
+    ] {
+        let stderr = refused(
+            &cli(),
+            &[
+                "failover",
+                "config",
+                "put",
+                valid.to_str().unwrap(),
+                "--to",
+                bad,
+            ],
+        );
+        assert!(stderr.contains("--to"), "{bad}: {stderr}");
+    }
+}
+
+async fn ssm_tier(ssm: &aws_sdk_ssm::Client, name: &str) -> Option<ParameterTier> {
+    let described = ssm
+        .describe_parameters()
+        .parameter_filters(
+            ParameterStringFilter::builder()
+                .key("Name")
+                .option("Equals")
+                .values(name)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("DescribeParameters");
+    let [parameter] = described.parameters() else {
+        panic!("{name}: {:?}", described.parameters());
+    };
+    parameter.tier().cloned()
+}
+
+#[tokio::test]
+async fn put_to_ssm_picks_the_tier_by_size_and_refuses_what_only_s3_holds() {
+    let sdk = sdk_config(&moto().endpoint, TEST_REGION).await;
+    let ssm = aws_sdk_ssm::Client::new(&sdk);
+    let cli = cli();
+    let prefix = format!("/{}", unique_table("geoprov-cli"));
+
+    for (bytes, tier) in [
+        (2_000, ParameterTier::Standard),
+        (6_000, ParameterTier::Advanced),
+    ] {
+        let text = failover_config_of_at_least(bytes);
+        assert!(text.len() < 8192, "{}", text.len());
+        let file = text_file(&format!("ssm-{bytes}.json"), &text);
+        let name = format!("{prefix}/failover-{bytes}");
+        let to = format!("ssm:{name}");
+        let stored = cli.ok(&[
+            "failover",
+            "config",
+            "put",
+            file.to_str().unwrap(),
+            "--to",
+            &to,
+        ]);
+        assert_eq!(stored["bytes"], text.len());
+
+        let value = ssm
+            .get_parameter()
+            .name(&name)
+            .send()
+            .await
+            .expect("the stored parameter")
+            .parameter
+            .and_then(|p| p.value);
+        assert_eq!(value.as_deref(), Some(text.as_str()));
+        assert_eq!(ssm_tier(&ssm, &name).await, Some(tier), "{bytes} bytes");
+        let loaded = config_store::load(&ConfigSource::Ssm { name }, &sdk)
+            .await
+            .expect("the function loads it");
+        assert_eq!(loaded, FailoverConfig::from_json(&text).unwrap());
+    }
+
+    let text = failover_config_of_at_least(9_000);
+    let file = text_file("ssm-9000.json", &text);
+    let name = format!("{prefix}/failover-9000");
+    let stderr = refused(
+        &cli,
+        &[
+            "failover",
+            "config",
+            "put",
+            file.to_str().unwrap(),
+            "--to",
+            &format!("ssm:{name}"),
+        ],
+    );
+    assert!(stderr.contains("s3://"), "{stderr}");
+    let err = ssm
+        .get_parameter()
+        .name(&name)
+        .send()
+        .await
+        .expect_err("nothing was stored");
+    assert!(err.into_service_error().is_parameter_not_found());
+}
+
+/// A new hosted zone in moto holding the failover's record tree for the
+/// two-region configuration; its id and the global name.
+async fn zone_with_failover_tree() -> (String, String) {
+    let sdk = sdk_config(&moto().endpoint, TEST_REGION).await;
+    let client = failover_route53::client(&sdk);
+    let zone_name = format!("{}.example.com", unique_table("cli-zone"));
+    let zone = client
+        .create_hosted_zone()
+        .name(&zone_name)
+        .caller_reference(&zone_name)
+        .send()
+        .await
+        .expect("create hosted zone in moto");
+    let zone_id = zone
+        .hosted_zone()
+        .expect("hosted zone")
+        .id()
+        .trim_start_matches("/hostedzone/")
+        .to_owned();
+
+    let config =
+        FailoverConfig::from_json(&failover_config(&zone_id, &zone_name).to_string()).unwrap();
+    let plan = tree::plan(&config, &[], &|_| true);
+    assert!(plan.conflicts.is_empty(), "{:?}", plan.conflicts);
+    let route53 = SdkRoute53::new(
+        client,
+        Retry {
+            attempts: 4,
+            base: Duration::from_millis(5),
+            cap: Duration::from_millis(50),
+        },
+    );
+    for batch in tree::batches(&plan.changes) {
+        route53
+            .change(&zone_id, &plan.changes[batch])
+            .await
+            .expect("write the record tree");
+    }
+    (zone_id, config.record_name)
+}
+
+#[tokio::test]
+async fn dns_resolve_follows_the_failover_tree_in_moto() {
+    let (zone_id, name) = zone_with_failover_tree().await;
+    let cli = cli();
+    let resolve = |extra: &[&str]| {
+        let mut args = vec!["dns", "resolve", "--zone-id", &zone_id, "--name", &name];
+        args.extend_from_slice(extra);
+        cli.ok(&args)
+    };
+
+    let us = resolve(&["--country", "us"]);
+    assert_eq!(us["answer"], endpoint("us-east-1"), "{us:#}");
+    let path = us["path"].as_array().unwrap();
+    assert!(path.len() >= 2, "{us:#}");
+    assert_eq!(path[0]["policy"], "GEOLOCATION", "{us:#}");
+    assert!(us.get("noAnswer").is_none(), "{us:#}");
+
+    let us_down = resolve(&["--country", "US", "--unhealthy", "hc-us-east-1"]);
+    assert_eq!(us_down["answer"], endpoint("eu-west-1"), "{us_down:#}");
+    assert!(
+        us_down["path"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|hop| hop["why"].as_str().unwrap().contains("SECONDARY")),
+        "{us_down:#}"
+    );
+
+    // With every region down, the chain's last hop keeps North America on
+    // its first region rather than leaving it unanswered.
+    let all_down = resolve(&[
+        "--country",
+        "US",
+        "--unhealthy",
+        "hc-us-east-1",
+        "hc-eu-west-1",
+    ]);
+    assert_eq!(all_down["answer"], endpoint("us-east-1"), "{all_down:#}");
+
+    let fr = resolve(&["--country", "FR"]);
+    assert_eq!(fr["answer"], endpoint("eu-west-1"), "{fr:#}");
+    let nowhere = resolve(&[]);
+    assert_eq!(nowhere["answer"], endpoint("eu-west-1"), "{nowhere:#}");
+    let state = resolve(&["--country", "us", "--subdivision", "wa"]);
+    assert_eq!(state["answer"], endpoint("us-east-1"), "{state:#}");
+    let continent = resolve(&["--continent", "na"]);
+    assert_eq!(continent["answer"], endpoint("us-east-1"), "{continent:#}");
+}
+
+#[tokio::test]
+async fn dns_resolve_reports_no_answer_with_success_and_aws_errors_with_failure() {
+    let (zone_id, name) = zone_with_failover_tree().await;
+    let cli = cli();
+    let absent = format!("absent.{name}");
+    let none = cli.ok(&["dns", "resolve", "--zone-id", &zone_id, "--name", &absent]);
+    assert_eq!(none["answer"], Value::Null, "{none:#}");
+    assert_eq!(none["noAnswer"]["reason"], "NO_RECORD", "{none:#}");
+
+    let stderr = refused(
+        &cli,
+        &[
+            "dns",
+            "resolve",
+            "--zone-id",
+            "ZNOSUCHZONE",
+            "--name",
+            &name,
+        ],
+    );
+    assert!(stderr.contains("ZNOSUCHZONE"), "{stderr}");
+
+    let stderr = refused(
+        &cli,
+        &[
+            "dns",
+            "resolve",
+            "--zone-id",
+            &zone_id,
+            "--name",
+            &name,
+            "--country",
+            "USA",
+        ],
+    );
+    assert!(stderr.contains("--country"), "{stderr}");
 }
