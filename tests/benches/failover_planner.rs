@@ -1,101 +1,104 @@
-//! Planning time of the failover planner for 250 locations (every country
-//! code and the default) and 5 regions. `cargo bench -p geoprov-tests --bench
-//! failover_planner`; prints a table. Pure: no moto.
+//! The control plane's pure parts for 250 locations (every country code and
+//! the default) and 5 regions: planning the record tree, and the Route 53
+//! answer model resolving every location over it. `cargo bench -p
+//! geoprov-tests --bench failover_planner`; prints a table. Pure: no moto.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use endpoint_failover::config::FailoverConfig;
-use endpoint_failover::health::RegionHealth;
-use endpoint_failover::planner::{plan, Observed};
+use endpoint_failover::tree::{apply, plan};
 use geoprov_shared::device::RegionName;
-use geoprov_tests::failover::{every_country_config, expected_targets};
+use geoprov_tests::failover::{client_in, every_country_config};
+use route53_answer::{RecordSet, Zone};
 
-const RUNS: usize = 5_000;
+const RUNS: usize = 500;
 
-fn measure(name: &str, config: &FailoverConfig, observed: Observed<'_>) {
-    let changes = plan(config, observed).changes.len();
-    let mut times: Vec<Duration> = (0..RUNS)
+type Admitted<'a> = &'a dyn Fn(&RegionName) -> bool;
+type Healthy<'a> = &'a dyn Fn(&str) -> bool;
+
+fn timed(runs: usize, mut f: impl FnMut()) -> Vec<Duration> {
+    let mut times: Vec<Duration> = (0..runs)
         .map(|_| {
             let started = Instant::now();
-            black_box(plan(black_box(config), black_box(observed)));
+            f();
             started.elapsed()
         })
         .collect();
     times.sort();
+    times
+}
+
+fn row(name: &str, count: usize, unit: &str, times: &[Duration]) {
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    let mean = times.iter().map(|d| us(*d)).sum::<f64>() / RUNS as f64;
+    let p50 = us(times[times.len() / 2]);
     println!(
-        "| {name:<34} | {changes:>7} | {:>8.1} | {:>8.1} | {:>8.1} | {mean:>8.1} |",
+        "| {name:<44} | {count:>6} {unit:<8} | {:>9.1} | {p50:>9.1} | {:>9.1} | {:>12.0} |",
         us(times[0]),
-        us(times[RUNS / 2]),
-        us(times[RUNS * 99 / 100]),
+        us(times[times.len() * 99 / 100]),
+        count as f64 / (p50 / 1e6),
     );
 }
 
 fn main() {
     let document = every_country_config("Z0123456789", "example.com");
     let config = FailoverConfig::from_json(&document.to_string()).unwrap();
-    let values = |down: &[&str]| -> BTreeMap<String, String> {
-        expected_targets(&config, down)
-            .into_iter()
-            .map(|(id, region)| {
-                let endpoint = config.regions[&RegionName::try_from(region.as_str()).unwrap()]
-                    .endpoint
-                    .clone();
-                (id, endpoint)
-            })
-            .collect()
-    };
-    let healthy = BTreeMap::new();
-    let one_down = BTreeMap::from([(
-        RegionName::try_from("eu-west-1").unwrap(),
-        RegionHealth {
-            healthy: false,
-            ..Default::default()
-        },
-    )]);
-    let (all_up, failed_over, none) = (values(&[]), values(&["eu-west-1"]), BTreeMap::new());
-    let last_change = BTreeMap::new();
-    let observed = |records, health| Observed {
-        records,
-        health,
-        last_change: &last_change,
-        now: 1_800_000_000,
-    };
+    let all = |_: &RegionName| true;
+    let no_eu = |r: &RegionName| r.as_str() != "eu-west-1";
+    let built: Vec<RecordSet> = apply(&[], &plan(&config, &[], &all).changes);
 
     println!(
-        "failover planner, {} locations x {} regions, {RUNS} runs each (microseconds)",
+        "record tree and answer model: {} locations, {} regions, {} records; {RUNS} runs each (microseconds)",
         config.locations.len(),
-        config.regions.len()
+        config.regions.len(),
+        built.len()
     );
     println!(
-        "| {:<34} | changes | {:>8} | {:>8} | {:>8} | {:>8} |",
-        "case", "min", "p50", "p99", "mean"
+        "| {:<44} | {:<15} | {:>9} | {:>9} | {:>9} | {:>12} |",
+        "case", "work", "min", "p50", "p99", "per second"
     );
     println!(
-        "|{:-<36}|---------|----------|----------|----------|----------|",
-        ""
+        "|{:-<46}|{:-<17}|{:-<11}|{:-<11}|{:-<11}|{:-<14}|",
+        "", "", "", "", "", ""
     );
-    measure(
-        "no records yet (first reconcile)",
-        &config,
-        observed(&none, &healthy),
-    );
-    measure(
-        "steady state, nothing to change",
-        &config,
-        observed(&all_up, &healthy),
-    );
-    measure(
-        "eu-west-1 down, 50 records move",
-        &config,
-        observed(&all_up, &one_down),
-    );
-    measure(
-        "eu-west-1 back, 50 records return",
-        &config,
-        observed(&failed_over, &healthy),
-    );
+
+    let cases: [(&str, &[RecordSet], Admitted); 3] = [
+        ("plan: first reconcile (empty zone)", &[], &all),
+        ("plan: steady (nothing to change)", &built, &all),
+        ("plan: eu-west-1 out of every chain", &built, &no_eu),
+    ];
+    for (name, current, admitted) in cases {
+        let changes = plan(&config, current, admitted).changes.len();
+        let times = timed(RUNS, || {
+            black_box(plan(black_box(&config), black_box(current), admitted));
+        });
+        row(name, changes, "changes", &times);
+    }
+
+    let zone = Zone::new(built.clone());
+    let clients: Vec<_> = config
+        .locations
+        .iter()
+        .map(|l| client_in(&l.geo_location))
+        .collect();
+    let healthy = |_: &str| true;
+    let down: BTreeSet<&str> = ["hc-eu-west-1"].into();
+    let one_down = |id: &str| !down.contains(id);
+    let health: [(&str, Healthy); 2] = [
+        ("answers: every location, all healthy", &healthy),
+        ("answers: every location, eu-west-1 unhealthy", &one_down),
+    ];
+    for (name, healthy) in health {
+        let times = timed(RUNS, || {
+            for client in &clients {
+                black_box(zone.resolve(black_box(&config.record_name), client, healthy));
+            }
+        });
+        row(name, clients.len(), "answers", &times);
+    }
+    let index = timed(RUNS / 10, || {
+        black_box(Zone::new(black_box(built.clone())));
+    });
+    row("index the zone (Zone::new)", built.len(), "records", &index);
 }

@@ -1,20 +1,24 @@
-//! Helpers for the endpoint-failover tests: a hosted zone and health checks in
-//! moto, configurations, and the function over real adapters.
+//! Helpers for the endpoint-failover tests: a hosted zone, health checks and
+//! region alarms in moto, configurations, the function over real adapters,
+//! and what resolvers get from the records (the Route 53 answer model).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aws_sdk_route53::types::{HealthCheckConfig, HealthCheckType};
+use endpoint_failover::alarms::SdkAlarms;
 use endpoint_failover::config::{Bounds, FailoverConfig};
 use endpoint_failover::handler::Failover;
 use endpoint_failover::route53::{self, Retry, Route53, SdkRoute53};
 use endpoint_failover::state::DynamoFailoverStore;
+use endpoint_failover::tree::{self, ZoneChange};
+use route53_answer::{ClientLocation, GeoLocation, RecordSet, Zone};
 use serde_json::{json, Value};
 use std::time::Duration;
 
 use crate::{moto, sdk_config, unique_table, TEST_REGION};
 
-pub type MotoFailover = Failover<SdkRoute53, DynamoFailoverStore>;
+pub type MotoFailover = Failover<SdkRoute53, DynamoFailoverStore, SdkAlarms>;
 
 /// The endpoint the tests give `region`.
 pub fn endpoint(region: &str) -> String {
@@ -38,6 +42,8 @@ pub fn test_bounds() -> Bounds {
         insync_timeout: Duration::from_secs(2),
         insync_poll: Duration::from_millis(20),
         lock_wait: Duration::from_secs(20),
+        lease: Duration::from_secs(60),
+        call_timeout: Duration::from_secs(10),
         route53_attempts: TEST_RETRY.attempts,
         route53_backoff: TEST_RETRY.base,
     }
@@ -46,6 +52,19 @@ pub fn test_bounds() -> Bounds {
 /// A Route 53 client on moto.
 pub async fn route53_client() -> aws_sdk_route53::Client {
     route53::client(&sdk_config(&moto().endpoint, TEST_REGION).await)
+}
+
+/// The Route 53 adapter on moto.
+pub async fn moto_route53() -> SdkRoute53 {
+    SdkRoute53::new(route53_client().await, TEST_RETRY)
+}
+
+/// The alarm adapter on moto, for `regions`.
+pub async fn moto_alarms(config: &FailoverConfig) -> SdkAlarms {
+    SdkAlarms::new(
+        &sdk_config(&moto().endpoint, TEST_REGION).await,
+        config.regions.keys(),
+    )
 }
 
 /// A new hosted zone `<unique>.example.com` in moto; returns its id (without
@@ -67,6 +86,45 @@ pub async fn hosted_zone() -> (String, String) {
         .trim_start_matches("/hostedzone/")
         .to_owned();
     (id, name)
+}
+
+/// A CloudWatch client on moto in `region`.
+pub async fn cloudwatch(region: &str) -> aws_sdk_cloudwatch::Client {
+    aws_sdk_cloudwatch::Client::new(&sdk_config(&moto().endpoint, region).await)
+}
+
+/// The region's health alarm, in that region, as the regional stack makes it
+/// (on the canary's CanarySuccess metric).
+pub async fn region_alarm(region: &str) {
+    use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, Statistic};
+    cloudwatch(region)
+        .await
+        .put_metric_alarm()
+        .alarm_name(alarm_name(region))
+        .namespace("geoprov")
+        .metric_name("CanarySuccess")
+        .dimensions(Dimension::builder().name("Region").value(region).build())
+        .statistic(Statistic::Minimum)
+        .period(60)
+        .evaluation_periods(3)
+        .threshold(1.0)
+        .comparison_operator(ComparisonOperator::LessThanThreshold)
+        .send()
+        .await
+        .expect("put alarm in moto");
+}
+
+/// Sets the region's alarm to OK, ALARM or INSUFFICIENT_DATA.
+pub async fn set_region_alarm(region: &str, state: &str) {
+    cloudwatch(region)
+        .await
+        .set_alarm_state()
+        .alarm_name(alarm_name(region))
+        .state_value(state.into())
+        .state_reason("geoprov test")
+        .send()
+        .await
+        .expect("set alarm state in moto");
 }
 
 /// A Route 53 HTTPS health check of `region`'s endpoint in moto; its id.
@@ -189,7 +247,12 @@ pub fn every_country_config(zone_id: &str, zone_name: &str) -> Value {
         json!({"CountryCode": "*"}),
         &preferences[249],
     ));
-    let regions: Vec<(&str, &str)> = FIVE_REGIONS.iter().map(|r| (*r, "hc")).collect();
+    let checks: Vec<String> = FIVE_REGIONS.iter().map(|r| format!("hc-{r}")).collect();
+    let regions: Vec<(&str, &str)> = FIVE_REGIONS
+        .iter()
+        .zip(&checks)
+        .map(|(r, hc)| (*r, hc.as_str()))
+        .collect();
     config_json(zone_id, zone_name, &regions, &locations)
 }
 
@@ -221,35 +284,131 @@ pub async fn fresh_store(config: &FailoverConfig) -> DynamoFailoverStore {
     DynamoFailoverStore::new(dynamodb, table, &config.record_name)
 }
 
-/// The failover over moto's Route 53 and a fresh table, as `main.rs` builds it.
+/// The failover over moto's Route 53, CloudWatch and a fresh table, as
+/// `main.rs` builds it.
 pub async fn failover(config: &Value) -> MotoFailover {
     let config = FailoverConfig::from_json(&config.to_string()).expect("valid FAILOVER_CONFIG");
     let store = fresh_store(&config).await;
-    let route53 = SdkRoute53::new(route53_client().await, TEST_RETRY);
-    Failover::new(config, route53, store, test_bounds())
+    failover_with_store(config, store, test_bounds()).await
 }
 
-/// The records of the global name as moto holds them: set identifier to the
-/// region whose endpoint the CNAME names (or the raw value).
-pub async fn records_by_region(config: &FailoverConfig) -> BTreeMap<String, String> {
-    let route53 = SdkRoute53::new(route53_client().await, TEST_RETRY);
-    route53
-        .geo_records(&config.hosted_zone_id, &config.record_name)
+/// A failover over moto with the given state store (two instances sharing
+/// one table are two writers).
+pub async fn failover_with_store(
+    config: FailoverConfig,
+    store: DynamoFailoverStore,
+    bounds: Bounds,
+) -> MotoFailover {
+    let alarms = moto_alarms(&config).await;
+    Failover::new(config, moto_route53().await, store, alarms, bounds)
+}
+
+/// Every record at and below the global name, as moto holds them.
+pub async fn zone_records(config: &FailoverConfig) -> Vec<RecordSet> {
+    moto_route53()
+        .await
+        .records(&config.hosted_zone_id, &config.record_name)
         .await
         .expect("list records in moto")
-        .into_values()
-        .map(|r| {
-            let region = config
-                .region_of_endpoint(&r.value)
-                .map_or(r.value.clone(), |r| r.to_string());
-            (r.set_identifier, region)
+}
+
+/// Writes `changes` to the zone in moto, in Route 53-sized batches.
+pub async fn write_records(config: &FailoverConfig, changes: &[ZoneChange]) {
+    let route53 = moto_route53().await;
+    for batch in tree::batches(changes) {
+        route53
+            .change(&config.hosted_zone_id, &changes[batch])
+            .await
+            .expect("write records in moto");
+    }
+}
+
+/// The flat records of earlier geoprov versions: one geolocation CNAME per
+/// location to the first region of its preference.
+pub fn flat_records(config: &FailoverConfig) -> Vec<ZoneChange> {
+    config
+        .locations
+        .iter()
+        .map(|l| {
+            ZoneChange::Upsert(
+                RecordSet::cname(
+                    &config.record_name,
+                    &config.regions[&l.preference[0]].endpoint,
+                    i64::from(config.ttl),
+                )
+                .with_set_identifier(&l.set_identifier)
+                .with_geo_location(l.geo_location.clone()),
+            )
         })
         .collect()
 }
 
+/// Where a resolver of the location's own geolocation is.
+pub fn client_in(geo: &GeoLocation) -> ClientLocation {
+    match geo.is_default() {
+        true => ClientLocation::unknown(),
+        false => ClientLocation {
+            continent: geo.continent_code.clone(),
+            country: geo.country_code.clone(),
+            subdivision: geo.subdivision_code.clone(),
+        },
+    }
+}
+
+/// What a resolver in each location gets from `records` (set identifier to
+/// the region of the answer, or the raw answer) with the health checks of
+/// the regions in `down` unhealthy.
+pub fn answers_from(
+    config: &FailoverConfig,
+    records: Vec<RecordSet>,
+    down: &[&str],
+) -> BTreeMap<String, String> {
+    let unhealthy: BTreeSet<&str> = down
+        .iter()
+        .filter_map(|r| config.regions.iter().find(|(name, _)| name.as_str() == *r))
+        .map(|(_, target)| target.health_check_id.as_str())
+        .collect();
+    let zone = Zone::new(records);
+    config
+        .locations
+        .iter()
+        .map(|l| {
+            let answer = zone
+                .resolve(&config.record_name, &client_in(&l.geo_location), &|id| {
+                    !unhealthy.contains(id)
+                })
+                .answer
+                .unwrap_or_else(|| "(no answer)".to_owned());
+            let region = config
+                .region_of_endpoint(&answer)
+                .map_or(answer, |r| r.to_string());
+            (l.set_identifier.clone(), region)
+        })
+        .collect()
+}
+
+/// What resolvers get from moto's records, with `down` unhealthy.
+pub async fn answers(config: &FailoverConfig, down: &[&str]) -> BTreeMap<String, String> {
+    answers_from(config, zone_records(config).await, down)
+}
+
+/// The time `seconds_ago` seconds ago, as EventBridge writes it.
+pub fn event_time(seconds_ago: i64) -> String {
+    let at = time::OffsetDateTime::now_utc() - time::Duration::seconds(seconds_ago);
+    at.replace_nanosecond(0)
+        .expect("zero nanoseconds")
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339 time")
+}
+
 /// A CloudWatch alarm state change event for `region`'s health alarm, in the
-/// shape EventBridge delivers it, with an event id of its own.
+/// shape EventBridge delivers it, with an event id of its own, sent now.
 pub fn alarm_event(region: &str, state: &str) -> Value {
+    alarm_event_at(region, state, &event_time(0))
+}
+
+/// The same, with the event's time.
+pub fn alarm_event_at(region: &str, state: &str, time: &str) -> Value {
     let name = alarm_name(region);
     json!({
         "version": "0",
@@ -257,9 +416,9 @@ pub fn alarm_event(region: &str, state: &str) -> Value {
         "detail-type": "CloudWatch Alarm State Change",
         "source": "aws.cloudwatch",
         "account": "123456789012",
-        "time": "2026-11-29T17:04:40Z",
-        "region": "us-east-1",
-        "resources": [format!("arn:aws:cloudwatch:us-east-1:123456789012:alarm:{name}")],
+        "time": time,
+        "region": region,
+        "resources": [format!("arn:aws:cloudwatch:{region}:123456789012:alarm:{name}")],
         "detail": {
             "alarmName": name,
             "state": {"value": state, "reason": "test", "timestamp": "2026-11-29T17:04:40.989+0000"},
@@ -279,7 +438,7 @@ pub fn schedule_event() -> Value {
         "detail-type": "Scheduled Event",
         "source": "aws.events",
         "account": "123456789012",
-        "time": "2026-11-29T17:05:00Z",
+        "time": event_time(0),
         "region": "us-east-1",
         "resources": ["arn:aws:events:us-east-1:123456789012:rule/geoprov-failover-schedule"],
         "detail": {}

@@ -9,6 +9,12 @@ restores the copy on failure), so a threaded server lets concurrent
 conditional transactions all pass their checks. DynamoDB serialises writes to
 an item; serving requests in order gives the tests that guarantee, while the
 clients still race (reads and writes of concurrent invocations interleave).
+
+One correction to moto's Route 53, to Route 53's documented behaviour: a
+DELETE names one record set by name, type and set identifier. moto 5.2.5
+deletes every record set of the zone that has the set identifier, whatever
+its name, so deleting one failover record would delete all the failover
+records sharing its identifier.
 """
 import os
 import sys
@@ -21,9 +27,47 @@ from moto.moto_server.werkzeug_app import (
     create_backend_app,
 )
 from werkzeug.serving import make_server
+from moto.route53 import models as route53_models
+
+
+# The record sets a change batch deletes by set identifier, in order. The
+# server handles one request at a time, so one list serves.
+_deletes_by_identifier = []
+
+
+def _patch_route53_delete():
+    original_change = route53_models.Route53Backend.change_resource_record_sets
+
+    def change_resource_record_sets(self, zoneid, change_list):
+        _deletes_by_identifier[:] = [
+            change["ResourceRecordSet"]
+            for change in change_list
+            if change["Action"] == "DELETE" and "SetIdentifier" in change["ResourceRecordSet"]
+        ]
+        try:
+            return original_change(self, zoneid, change_list)
+        finally:
+            _deletes_by_identifier.clear()
+
+    def delete_rrset_by_id(self, set_identifier):
+        record_set = _deletes_by_identifier.pop(0)
+        name = record_set["Name"].rstrip(".").lower()
+        self.rrsets = [
+            rs
+            for rs in self.rrsets
+            if not (
+                rs.name.rstrip(".").lower() == name
+                and rs.type == record_set["Type"]
+                and rs.set_identifier == set_identifier
+            )
+        ]
+
+    route53_models.Route53Backend.change_resource_record_sets = change_resource_record_sets
+    route53_models.FakeZone.delete_rrset_by_id = delete_rrset_by_id
 
 
 def main() -> None:
+    _patch_route53_delete()
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     app = DomainDispatcherApplication(create_backend_app)
     server = make_server(

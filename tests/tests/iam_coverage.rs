@@ -51,10 +51,15 @@ fn actions_of(request: &Value) -> Option<(String, Vec<String>)> {
         .split(',')
         .next()?;
     let scope: Vec<&str> = credential.split('/').collect();
-    let (key, service) = (scope[0].to_owned(), scope[3]);
+    // The signing name, and the IAM prefix where they differ.
+    let service = match scope[3] {
+        "monitoring" => "cloudwatch",
+        name => name,
+    };
+    let key = scope[0].to_owned();
     let operation = match header(request, "X-Amz-Target") {
         Some(target) => target.rsplit('.').next()?.to_owned(),
-        None => rest_operation(request),
+        None => query_action(request).unwrap_or_else(|| rest_operation(request, service)),
     };
     let actions = if operation == "TransactWriteItems" {
         // IAM authorises each item of a transaction by its own action.
@@ -75,18 +80,30 @@ fn actions_of(request: &Value) -> Option<(String, Vec<String>)> {
     Some((key, actions))
 }
 
-/// The operation of a request without X-Amz-Target: Smithy RPC v2 CBOR's
-/// `/service/<service>/operation/<operation>` (CloudWatch), else Route 53's
-/// REST operations, by method and path.
-fn rest_operation(request: &Value) -> String {
+/// The operation of an awsQuery request (CloudWatch): its `Action=` field.
+fn query_action(request: &Value) -> Option<String> {
+    let raw = request["body"].as_str()?;
+    let text = match request["body_encoded"].as_bool().unwrap_or(false) {
+        true => {
+            use base64::Engine;
+            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(raw).ok()?).ok()?
+        }
+        false => raw.to_owned(),
+    };
+    text.split('&')
+        .find_map(|pair| pair.strip_prefix("Action="))
+        .map(str::to_owned)
+}
+
+/// The REST operations: S3's object reads, and Route 53's by method and path.
+fn rest_operation(request: &Value, service: &str) -> String {
     let method = request["method"].as_str().unwrap_or_default();
     let url = request["url"].as_str().unwrap_or_default();
-    if let Some(operation) = url
-        .split_once("/service/")
-        .and_then(|(_, rest)| rest.split_once("/operation/"))
-        .map(|(_, operation)| operation.split('?').next().unwrap_or_default())
-    {
-        return operation.trim_end_matches('/').to_owned();
+    if service == "s3" {
+        return match method {
+            "GET" => "GetObject".into(),
+            _ => format!("UNMAPPED {method} {url}"),
+        };
     }
     let path = url.split("/2013-04-01/").nth(1).unwrap_or(url);
     let path = path
@@ -99,7 +116,6 @@ fn rest_operation(request: &Value) -> String {
         ("GET", ["hostedzone", _, "rrset"]) => "ListResourceRecordSets".into(),
         ("POST", ["hostedzone", _, "rrset"]) => "ChangeResourceRecordSets".into(),
         ("GET", ["change", _]) => "GetChange".into(),
-        ("GET", ["healthcheck", _, "status"]) => "GetHealthCheckStatus".into(),
         _ => format!("UNMAPPED {method} {path}"),
     }
 }

@@ -125,8 +125,8 @@ pub enum ZoneChange {
     /// of earlier versions) or back: DELETE and UPSERT in one request, which
     /// Route 53 applies as one transaction, so the name never goes unanswered.
     Replace {
-        old: RecordSet,
-        new: RecordSet,
+        old: Box<RecordSet>,
+        new: Box<RecordSet>,
     },
 }
 
@@ -289,8 +289,8 @@ pub fn plan(
                     upserts.push((
                         index,
                         ZoneChange::Replace {
-                            old: (*old).clone(),
-                            new: record,
+                            old: Box::new((*old).clone()),
+                            new: Box::new(record),
                         },
                     ));
                 }
@@ -431,8 +431,11 @@ pub fn apply(current: &[RecordSet], changes: &[ZoneChange]) -> Vec<RecordSet> {
     let mut zone: BTreeMap<_, RecordSet> = current.iter().map(|r| (r.key(), r.clone())).collect();
     for change in changes {
         match change {
-            ZoneChange::Upsert(r) | ZoneChange::Replace { new: r, .. } => {
+            ZoneChange::Upsert(r) => {
                 zone.insert(r.key(), r.clone());
+            }
+            ZoneChange::Replace { new, .. } => {
+                zone.insert(new.key(), RecordSet::clone(new));
             }
             ZoneChange::Delete(r) => {
                 zone.remove(&r.key());

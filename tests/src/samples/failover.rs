@@ -1,11 +1,13 @@
 //! The real `endpoint-failover` binary under the Runtime API emulator,
-//! configured through its environment as template.yaml does, its hosted zone,
-//! health checks and table in moto, invoked with every sample event in
-//! `events/endpoint-failover/` in the order of the fixture.
+//! configured through its environment as global.yaml does (its configuration
+//! in S3, and once in SSM), its hosted zone, region alarms and table in moto,
+//! invoked with every sample event in `events/endpoint-failover/` in the
+//! order of the fixture. Alarm events get the time of their sending, as
+//! EventBridge would give them.
 
 use std::collections::BTreeMap;
 
-use crate::failover::{health_check, records_by_region, two_region_config_with_checks};
+use crate::failover::{answers, event_time, region_alarm, set_region_alarm, two_region_config};
 use crate::lambda::RuntimeEmulator;
 use crate::{aws_env, moto, unique_table, workspace_binary, workspace_root};
 use endpoint_failover::config::FailoverConfig;
@@ -26,9 +28,60 @@ struct Step {
     dry_run: bool,
     applied: bool,
     health: Value,
-    changes: Value,
+    /// How many zone changes the report plans.
+    changes: usize,
     errors: Vec<String>,
-    records: BTreeMap<String, String>,
+    /// Each location's chain after the invocation.
+    chains: BTreeMap<String, Vec<String>>,
+    /// What a resolver of each location gets from moto's records, all health
+    /// checks healthy.
+    answers: BTreeMap<String, String>,
+}
+
+/// The chain of each location in a report.
+fn chains(report: &Value) -> BTreeMap<String, Vec<String>> {
+    report["locations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            let chain = l["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["inChain"] == true)
+                .map(|s| s["region"].as_str().unwrap().to_owned())
+                .collect();
+            (l["setIdentifier"].as_str().unwrap().to_owned(), chain)
+        })
+        .collect()
+}
+
+/// The configuration stored in S3 and SSM in moto; returns both references.
+async fn store_config(config: &Value) -> (String, String) {
+    let sdk = crate::sdk_config(&moto().endpoint, "us-east-1").await;
+    let bucket = unique_table("geoprov-config");
+    aws_sdk_s3::Client::new(&sdk)
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("create bucket in moto");
+    let s3 =
+        endpoint_failover::config::ConfigSource::parse(&format!("s3://{bucket}/failover.json"))
+            .unwrap();
+    let ssm_name = format!("/{}/failover", unique_table("geoprov"));
+    let ssm = endpoint_failover::config::ConfigSource::parse(&format!("ssm:{ssm_name}")).unwrap();
+    let text = config.to_string();
+    for source in [&s3, &ssm] {
+        endpoint_failover::config_store::put(source, &text, &sdk)
+            .await
+            .expect("store the configuration in moto");
+    }
+    (
+        format!("s3://{bucket}/failover.json"),
+        format!("ssm:{ssm_name}"),
+    )
 }
 
 /// Runs every sample event of `events/endpoint-failover/` through the real binary,
@@ -58,12 +111,13 @@ pub async fn run(function_key: &str) {
         "every sample event needs an expected report"
     );
 
-    let (us, eu) = (
-        health_check("us-east-1").await,
-        health_check("eu-west-1").await,
-    );
-    let config = two_region_config_with_checks(&us, &eu).await;
+    let config = two_region_config().await;
     let parsed = FailoverConfig::from_json(&config.to_string()).unwrap();
+    for region in ["us-east-1", "eu-west-1"] {
+        region_alarm(region).await;
+        set_region_alarm(region, "OK").await;
+    }
+    let (in_s3, in_ssm) = store_config(&config).await;
 
     let region = &expectations.environment["AWS_REGION"];
     let mut env = aws_env(&moto().endpoint, region);
@@ -73,23 +127,42 @@ pub async fn run(function_key: &str) {
         .await
         .unwrap();
     env.insert("TABLE_NAME".into(), table);
-    env.insert("FAILOVER_CONFIG".into(), config.to_string());
     env.extend(expectations.environment.clone());
-
     env.insert("AWS_ACCESS_KEY_ID".into(), function_key.into());
+
+    // A cold start with the configuration in SSM answers a status.
+    env.insert("FAILOVER_CONFIG".into(), in_ssm);
+    let emulator = RuntimeEmulator::start();
+    let mut from_ssm = emulator.run_function(&workspace_binary("endpoint-failover"), &env);
+    let status = emulator.invoke(&serde_json::json!({"action": "status"}));
+    assert_eq!(status["trigger"], "STATUS", "{status}");
+    assert!(status["errors"].as_array().unwrap().is_empty(), "{status}");
+    assert!(from_ssm.exited().is_none());
+    drop(from_ssm);
+    drop(emulator);
+
+    // The sequence, with the configuration in S3.
+    env.insert("FAILOVER_CONFIG".into(), in_s3);
     let emulator = RuntimeEmulator::start();
     let mut function = emulator.run_function(&workspace_binary("endpoint-failover"), &env);
 
     for step in &expectations.sequence {
         let path = root.join("events/endpoint-failover").join(&step.event);
-        let payload: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let mut payload: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        if payload.get("time").is_some() {
+            payload["time"] = Value::String(event_time(0));
+        }
         let report = emulator.invoke(&payload);
         let name = &step.event;
         assert_eq!(report["trigger"], step.trigger, "{name}: {report}");
         assert_eq!(report["dryRun"], step.dry_run, "{name}: {report}");
         assert_eq!(report["applied"], step.applied, "{name}: {report}");
         assert_eq!(report["health"], step.health, "{name}: {report}");
-        assert_eq!(report["changes"], step.changes, "{name}: {report}");
+        assert_eq!(
+            report["changes"].as_array().unwrap().len(),
+            step.changes,
+            "{name}: {report}"
+        );
         let codes: Vec<&str> = report["errors"]
             .as_array()
             .unwrap()
@@ -97,11 +170,14 @@ pub async fn run(function_key: &str) {
             .map(|e| e["code"].as_str().unwrap())
             .collect();
         assert_eq!(codes, step.errors, "{name}: {report}");
+        if step.trigger != "INVALID_EVENT" && !step.errors.contains(&"UNKNOWN_ALARM".to_owned()) {
+            assert_eq!(chains(&report), step.chains, "{name}: {report}");
+        }
         if step.applied {
             assert_eq!(report["insync"], true, "{name}: {report}");
             assert!(report["changeId"].is_string(), "{name}: {report}");
         }
-        assert_eq!(records_by_region(&parsed).await, step.records, "{name}");
+        assert_eq!(answers(&parsed, &[]).await, step.answers, "{name}");
         assert!(function.exited().is_none(), "the function exited on {name}");
     }
 }
