@@ -5,17 +5,25 @@ moto plays AWS (us-east-1, eu-west-1, and eu-central-1 for the CA) on
 cargo-lambda's Runtime API emulator, configured through their environment as
 template.yaml configures them. The scenario:
 
-1. stand up: a geoprov table per region, a hosted zone, the failover's first
-   reconcile creating the geolocation records, a local root CA, and a factory
-   manifest imported with `geoprov registry import`;
-2. provision: each device resolves the global name by its location against
-   the records as Route 53 holds them, and the hook of the region it lands in
-   decides on a real-shaped request;
+1. stand up: a geoprov table per region, a hosted zone, each region's health
+   alarm and the Route 53 health check on it, the failover's configuration in
+   S3 (`geoprov failover config put`), its first reconcile building the record
+   tree, a local root CA, and a factory manifest imported with
+   `geoprov registry import`;
+2. provision: each device resolves the global name by its location with
+   `geoprov dns resolve` (the Route 53 answer model over the records moto
+   holds, with the health checks' status), and the hook of the region it
+   lands in decides on a real-shaped request;
 3. JITP: devices send CSRs to the cert issuer; every certificate is verified
    against the CA;
-4. outage: us-east-1's health alarm goes to ALARM; North America moves to
-   eu-west-1 and a new wave of North American devices provisions there;
-5. recovery: OK signals; North America points back to us-east-1.
+4. outage: us-east-1 goes down, and Route 53's API with it. The failover
+   cannot write a record, yet North America resolves to eu-west-1 through
+   health alone (the data plane), and a new wave of North American devices
+   provisions there. When the API is back, the failover takes us-east-1 out
+   of the chains;
+5. recovery: us-east-1 is healthy again; the failover holds it out for the
+   failback interval, then puts it back;
+6. drain: an operator drains eu-west-1, then undrains it.
 
 Every decision is checked against what the manifest says it must be. Prints a
 summary table, writes a JSON report, and exits non-zero on any mismatch.
@@ -137,23 +145,11 @@ def expected_reason(device: dict, region: str) -> str:
     return "ALLOWED"
 
 
-# ---- DNS as Route 53 answers it ---------------------------------------------------
-
-def geo_records(route53, zone_id: str) -> list[dict]:
-    sets = route53.list_resource_record_sets(HostedZoneId=zone_id, StartRecordName=RECORD,
-                                             StartRecordType="CNAME")["ResourceRecordSets"]
-    return [s for s in sets if s["Name"].rstrip(".") == RECORD and "GeoLocation" in s]
+FAILBACK_SECONDS = 3
 
 
-def resolve(records: list[dict], country: str) -> str:
-    """Route 53's geolocation rule: country, then continent, then default."""
-    continent = "NA" if country in NA_COUNTRIES else "EU"
-    by = {json.dumps(r["GeoLocation"], sort_keys=True): r["ResourceRecords"][0]["Value"] for r in records}
-    for geo in ({"CountryCode": country}, {"ContinentCode": continent}, {"CountryCode": "*"}):
-        value = by.get(json.dumps(geo, sort_keys=True))
-        if value:
-            return next(r for r in REGIONS if endpoint(r) == value.rstrip("."))
-    raise RuntimeError(f"no record answers {country}")
+def now_rfc3339() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 # ---- the scenario -------------------------------------------------------------------
@@ -194,14 +190,33 @@ class Demo:
             self.provision(first, "wave 1")
             print("\n3. JITP: CSRs to the cert issuer")
             self.jitp([d for d in first if self.report["devices"][d["serialNumber"]]["reason"] == "ALLOWED"])
-            print("\n4. outage: us-east-1 unhealthy")
-            self.signal("us-east-1", "ALARM", expect_na="eu-west-1")
+            print("\n4. outage: us-east-1 down, and Route 53's API with it")
+            self.down.add("us-east-1")
+            self.set_alarm("us-east-1", "ALARM")
+            self.dns_step("ALARM us-east-1", self.failover_without_api, self.alarm_event("us-east-1", "ALARM"),
+                          via="data plane", expect=("eu-west-1", "eu-west-1"), api_down=True)
             self.provision(late, "wave 2 (NA, during outage)")
             self.expect(all(self.report["devices"][d["serialNumber"]]["region"] == "eu-west-1" for d in late),
                         "a device of wave 2 did not land in eu-west-1")
+            self.dns_step("API back: schedule", self.failover, self.schedule_event(),
+                          via="control plane", expect=("eu-west-1", "eu-west-1"))
+
             print("\n5. recovery: us-east-1 healthy again")
-            self.signal("us-east-1", "OK", expect_na="eu-west-1")
-            self.signal("us-east-1", "OK", expect_na="us-east-1")
+            self.down.discard("us-east-1")
+            self.set_alarm("us-east-1", "OK")
+            self.dns_step("OK us-east-1 (1 of 2)", self.failover, self.alarm_event("us-east-1", "OK"),
+                          via="control plane", expect=("eu-west-1", "eu-west-1"))
+            self.dns_step("OK us-east-1 (2 of 2)", self.failover, self.alarm_event("us-east-1", "OK"),
+                          via="control plane", expect=("eu-west-1", "eu-west-1"))
+            time.sleep(FAILBACK_SECONDS)
+            self.dns_step(f"schedule, {FAILBACK_SECONDS} s later", self.failover, self.schedule_event(),
+                          via="control plane", expect=("us-east-1", "eu-west-1"))
+
+            print("\n6. drain: eu-west-1 out of service, then back")
+            self.dns_step("drain eu-west-1", self.failover, {"action": "drain", "region": "eu-west-1"},
+                          via="control plane", expect=("us-east-1", "us-east-1"))
+            self.dns_step("undrain eu-west-1", self.failover, {"action": "undrain", "region": "eu-west-1"},
+                          via="control plane", expect=("us-east-1", "eu-west-1"))
         eu_in_us = [s for s, d in self.report["devices"].items()
                     if d["kind"].startswith("eu") and d["region"] == "us-east-1" and d["allowed"]]
         self.expect(not eu_in_us, f"EU-pinned devices provisioned in us-east-1: {eu_in_us}")
@@ -218,31 +233,56 @@ class Demo:
                                          aws_secret_access_key="testing") for r in REGIONS}
         zone = self.route53.create_hosted_zone(Name=ZONE, CallerReference=f"demo-{time.time()}")
         self.zone_id = zone["HostedZone"]["Id"].split("/")[-1]
-        checks = {r: self.route53.create_health_check(
+        # Each region's health alarm (fed by its canary in AWS), and the
+        # Route 53 health check that reads it: the data plane's signal.
+        self.cloudwatch = {r: boto3.client("cloudwatch", endpoint_url=moto, region_name=r,
+                                           aws_access_key_id="testing", aws_secret_access_key="testing")
+                           for r in REGIONS}
+        for region in REGIONS:
+            self.cloudwatch[region].put_metric_alarm(
+                AlarmName=f"geoprov-health-{region}", Namespace="geoprov", MetricName="CanarySuccess",
+                Dimensions=[{"Name": "Region", "Value": region}], Statistic="Minimum", Period=60,
+                EvaluationPeriods=3, DatapointsToAlarm=2, Threshold=1, ComparisonOperator="LessThanThreshold",
+                TreatMissingData="breaching")
+            self.set_alarm(region, "OK")
+        self.checks = {r: self.route53.create_health_check(
             CallerReference=f"{r}-{time.time()}",
-            HealthCheckConfig={"Type": "TCP", "FullyQualifiedDomainName": endpoint(r), "Port": 8883},
+            HealthCheckConfig={"Type": "CLOUDWATCH_METRIC", "InsufficientDataHealthStatus": "Unhealthy",
+                               "AlarmIdentifier": {"Region": r, "Name": f"geoprov-health-{r}"}},
         )["HealthCheck"]["Id"] for r in REGIONS}
+        self.down: set[str] = set()
         config = {
             "hostedZoneId": self.zone_id, "recordName": RECORD, "ttl": 60,
-            "regions": {r: {"endpoint": endpoint(r), "healthCheckId": checks[r], "alarmName": f"geoprov-health-{r}"}
-                        for r in REGIONS},
+            "regions": {r: {"endpoint": endpoint(r), "healthCheckId": self.checks[r],
+                            "alarmName": f"geoprov-health-{r}"} for r in REGIONS},
             "locations": [
                 {"setIdentifier": "US East IoT Global Endpoint", "geoLocation": {"ContinentCode": "NA"},
                  "preference": ["us-east-1", "eu-west-1"]},
                 {"setIdentifier": "Default IoT Global Endpoint", "geoLocation": {"CountryCode": "*"},
                  "preference": ["eu-west-1", "us-east-1"]},
             ],
-            "failAfter": 1, "recoverAfter": 2, "minChangeIntervalSeconds": 0,
+            "failAfter": 1, "recoverAfter": 2, "minChangeIntervalSeconds": FAILBACK_SECONDS,
         }
-        self.failover = self.start_function(procs, "endpoint-failover", self.env["us-east-1"] | {
-            "FAILOVER_CONFIG": json.dumps(config), "INSYNC_TIMEOUT_SECONDS": "10"})
-        started = time.monotonic()
-        report = invoke(self.failover, {"action": "reconcile"})
-        self.dns_change("first reconcile", report, time.monotonic() - started)
-        records = geo_records(self.route53, self.zone_id)
-        print(f"  hosted zone {ZONE}: {len(records)} geolocation records for {RECORD}")
-        self.expect(resolve(records, "US") == "us-east-1" and resolve(records, "DE") == "eu-west-1",
-                    "first reconcile: NA -> us-east-1, default -> eu-west-1")
+        # The configuration by reference, as the global stack gives it.
+        s3 = boto3.client("s3", endpoint_url=moto, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        s3.create_bucket(Bucket="geoprov-demo-config")
+        config_path = ROOT / "target/demo-failover-config.json"
+        config_path.write_text(json.dumps(config, indent=2))
+        source = "s3://geoprov-demo-config/failover.json"
+        local_aws.geoprov(self.env["us-east-1"], "failover", "config", "put", str(config_path), "--to", source)
+        failover_env = self.env["us-east-1"] | {"FAILOVER_CONFIG": source, "INSYNC_TIMEOUT_SECONDS": "10"}
+        self.failover = self.start_function(procs, "endpoint-failover", failover_env)
+        # The same function, state and alarms, with Route 53's API unreachable.
+        closed = f"http://127.0.0.1:{local_aws.free_port()}"
+        self.failover_without_api = self.start_function(
+            procs, "endpoint-failover", failover_env | {"AWS_ENDPOINT_URL_ROUTE_53": closed},
+            log_name="endpoint-failover-no-route53-api")
+        self.dns_step("first reconcile", self.failover, {"action": "reconcile"}, via="control plane",
+                      expect=("us-east-1", "eu-west-1"))
+        tree = self.route53.list_resource_record_sets(HostedZoneId=self.zone_id)["ResourceRecordSets"]
+        print(f"  hosted zone {ZONE}: {sum(r['Name'].rstrip('.').endswith(RECORD) for r in tree)} records "
+              f"in the tree under {RECORD}")
 
         ca = local_aws.geoprov(aws_env(moto, PCA_REGION), "pca", "create-local-ca")
         self.ca_pem = ca["certificatePem"]
@@ -264,12 +304,24 @@ class Demo:
         print(f"  manifest of {len(devices)} devices imported into both tables: "
               + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
+    def resolve(self, country: str | None) -> str:
+        """The region a resolver in `country` (None: an unplaced address) gets
+        now: `geoprov dns resolve` over moto's records, the health checks of
+        the regions that are down unhealthy."""
+        args = ["dns", "resolve", "--zone-id", self.zone_id, "--name", RECORD]
+        if country:
+            args += ["--country", country]
+        for region in sorted(self.down):
+            args += ["--unhealthy", self.checks[region]]
+        answer = local_aws.geoprov(self.env["us-east-1"], *args)["answer"]
+        return next((r for r in REGIONS if answer and endpoint(r) == answer.rstrip(".")), f"(no answer: {answer})")
+
     def provision(self, devices: list[dict], label: str) -> None:
-        records = geo_records(self.route53, self.zone_id)
+        answers = {c: self.resolve(c) for c in sorted({d["country"] for d in devices})}
         progress = Progress(label, len(devices))
         for device in devices:
             serial = device["serialNumber"]
-            region = resolve(records, device["country"])
+            region = answers[device["country"]]
             pem, certificate_id = device_certificate(serial, device["key"])
             request = {
                 "claimCertificateId": CLAIM_ID, "certificateId": certificate_id, "certificatePem": pem,
@@ -328,25 +380,42 @@ class Demo:
         self.report["certificates"] = {"requested": len(requests), "issued": sum("certificatePem" in r for r in results),
                                        "verified": verified, "batchSeconds": round(elapsed, 2)}
 
-    def signal(self, region: str, state: str, expect_na: str) -> None:
-        event = {"version": "0", "id": f"demo-{state}-{time.time()}", "detail-type": "CloudWatch Alarm State Change",
-                 "source": "aws.cloudwatch", "account": "123456789012", "time": "2026-11-29T12:00:00Z",
-                 "region": "us-east-1", "resources": [],
-                 "detail": {"alarmName": f"geoprov-health-{region}", "state": {"value": state},
-                            "previousState": {"value": "OK" if state == "ALARM" else "ALARM"}}}
-        started = time.monotonic()
-        report = invoke(self.failover, event)
-        self.dns_change(f"{state} {region}", report, time.monotonic() - started)
-        now = resolve(geo_records(self.route53, self.zone_id), "US")
-        print(f"  {state} for {region}: health {report['health']}; North America -> {now}")
-        self.expect(now == expect_na, f"after {state}: NA resolves to {now}, expected {expect_na}")
-        self.expect(resolve(geo_records(self.route53, self.zone_id), "DE") == "eu-west-1",
-                    "the default record left eu-west-1")
+    def set_alarm(self, region: str, state: str) -> None:
+        self.cloudwatch[region].set_alarm_state(AlarmName=f"geoprov-health-{region}", StateValue=state,
+                                                StateReason="geoprov demo")
 
-    def dns_change(self, what: str, report: dict, seconds: float) -> None:
-        self.expect(not report.get("errors"), f"{what}: failover errors {report.get('errors')}")
-        self.report["dns"].append({"event": what, "changes": report.get("changes", []),
-                                   "applied": report.get("applied"), "seconds": round(seconds, 3)})
+    def alarm_event(self, region: str, state: str) -> dict:
+        return {"version": "0", "id": f"demo-{state}-{time.time()}", "detail-type": "CloudWatch Alarm State Change",
+                "source": "aws.cloudwatch", "account": "123456789012", "time": now_rfc3339(),
+                "region": region, "resources": [],
+                "detail": {"alarmName": f"geoprov-health-{region}", "state": {"value": state},
+                           "previousState": {"value": "OK" if state == "ALARM" else "ALARM"}}}
+
+    def schedule_event(self) -> dict:
+        return {"version": "0", "id": f"demo-schedule-{time.time()}", "detail-type": "Scheduled Event",
+                "source": "aws.events", "account": "123456789012", "time": now_rfc3339(),
+                "region": "us-east-1", "resources": [], "detail": {}}
+
+    def dns_step(self, what: str, failover: int, event: dict, via: str, expect: tuple[str, str],
+                 api_down: bool = False) -> None:
+        """One failover invocation, then what North America and an EU country resolve to."""
+        started = time.monotonic()
+        report = invoke(failover, event)
+        seconds = time.monotonic() - started
+        errors = [e["code"] for e in report.get("errors", [])]
+        if api_down:
+            self.expect("ROUTE53_FAILED" in errors and not report.get("applied"),
+                        f"{what}: with Route 53's API down the failover must report ROUTE53_FAILED: {errors}")
+        else:
+            self.expect(not errors, f"{what}: failover errors {report.get('errors')}")
+        na, eu = self.resolve("US"), self.resolve("DE")
+        held = [d["region"] for d in report.get("deferred", [])]
+        note = f"; held out until stable: {', '.join(held)}" if held else ""
+        print(f"  {what}: health {report.get('health')}; North America -> {na}, Europe -> {eu} (via {via}){note}")
+        self.expect((na, eu) == expect, f"after {what}: NA {na}, EU {eu}, expected {expect}")
+        self.report["dns"].append({"event": what, "via": via, "changes": len(report.get("changes", [])),
+                                   "applied": bool(report.get("applied")), "errors": errors, "held": held,
+                                   "northAmerica": na, "europe": eu, "seconds": round(seconds, 3)})
 
     def summary(self) -> int:
         devices = self.report["devices"].values()
@@ -362,11 +431,11 @@ class Demo:
         c = self.report["certificates"]
         print(f"\n  certificates: {c.get('requested', 0)} requested, {c.get('issued', 0)} issued, "
               f"{c.get('verified', 0)} verified against the CA, batch {c.get('batchSeconds', 0)} s")
-        print(f"\n  {'DNS change':<20} {'records changed':<45} {'ms':>7}")
-        for change in self.report["dns"]:
-            moved = ", ".join(f"{x['setIdentifier'].split()[0]} {x['from'] or '-'}->{x['to']}"
-                              for x in change["changes"]) or "none"
-            print(f"  {change['event']:<20} {moved:<45} {change['seconds'] * 1000:7.0f}")
+        print(f"\n  {'DNS step':<24} {'via':<14} {'records':>7} {'NA':<10} {'EU':<10} {'ms':>6}")
+        for step in self.report["dns"]:
+            written = step["changes"] if step["applied"] else 0
+            print(f"  {step['event']:<24} {step['via']:<14} {written:>7} {step['northAmerica']:<10} "
+                  f"{step['europe']:<10} {step['seconds'] * 1000:6.0f}")
         self.report["failures"] = self.failures
         path = Path(self.args.report)
         path.parent.mkdir(parents=True, exist_ok=True)

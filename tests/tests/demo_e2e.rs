@@ -2,7 +2,7 @@
 //! devices, 10 JITP certificates) and with the debug binaries `make test`
 //! builds. Two regions, the three real functions under the Runtime API
 //! emulator, moto for AWS: stand up, provision by location, JITP, an outage
-//! of us-east-1 and its recovery. The script checks every decision against
+//! of us-east-1 with Route 53's API down, its recovery, and a drain. The script checks every decision against
 //! the manifest; this test checks its exit status and its report.
 
 use std::process::Command;
@@ -41,31 +41,52 @@ fn the_two_region_scenario_meets_every_expectation() {
     assert_eq!(report["devices"].as_object().unwrap().len(), 40);
     assert_eq!(report["certificates"]["verified"], 10);
 
-    // The DNS story: created, failed over, held for recoverAfter, failed back.
-    let moves: Vec<Vec<(String, String)>> = report["dns"]
+    // The DNS story: the tree built; us-east-1 down with Route 53's API, and
+    // North America moved by health alone; the API back and us-east-1 out of
+    // the chains; recoverAfter 2 and the failback hold; a drain and undrain.
+    let steps: Vec<(String, String, bool, String, String)> = report["dns"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|change| {
-            change["changes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|c| {
-                    (
-                        c["setIdentifier"].as_str().unwrap().to_owned(),
-                        c["to"].as_str().unwrap().to_owned(),
-                    )
-                })
-                .collect()
+        .map(|s| {
+            let text = |k: &str| s[k].as_str().unwrap().to_owned();
+            (
+                text("event"),
+                text("via"),
+                s["applied"].as_bool().unwrap(),
+                text("northAmerica"),
+                text("europe"),
+            )
         })
         .collect();
-    let na = "US East IoT Global Endpoint".to_owned();
-    assert_eq!(moves.len(), 4, "{moves:?}");
-    assert_eq!(moves[0].len(), 2);
-    assert_eq!(moves[1], [(na.clone(), "eu-west-1".to_owned())]);
-    assert!(moves[2].is_empty());
-    assert_eq!(moves[3], [(na, "us-east-1".to_owned())]);
+    let step = |event: &str, via: &str, applied: bool, na: &str, eu: &str| {
+        (
+            event.to_owned(),
+            via.to_owned(),
+            applied,
+            na.to_owned(),
+            eu.to_owned(),
+        )
+    };
+    let (us, eu) = ("us-east-1", "eu-west-1");
+    assert_eq!(
+        steps,
+        [
+            step("first reconcile", "control plane", true, us, eu),
+            step("ALARM us-east-1", "data plane", false, eu, eu),
+            step("API back: schedule", "control plane", true, eu, eu),
+            step("OK us-east-1 (1 of 2)", "control plane", false, eu, eu),
+            step("OK us-east-1 (2 of 2)", "control plane", false, eu, eu),
+            step("schedule, 3 s later", "control plane", true, us, eu),
+            step("drain eu-west-1", "control plane", true, us, us),
+            step("undrain eu-west-1", "control plane", true, us, eu),
+        ]
+    );
+    assert_eq!(
+        report["dns"][1]["errors"],
+        serde_json::json!(["ROUTE53_FAILED"])
+    );
+    assert_eq!(report["dns"][4]["held"], serde_json::json!(["us-east-1"]));
 
     // EU-pinned devices only ever in eu-west-1; wave 2 in eu-west-1.
     for (serial, device) in report["devices"].as_object().unwrap() {
