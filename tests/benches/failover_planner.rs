@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use endpoint_failover::config::FailoverConfig;
 use endpoint_failover::tree::{apply, plan};
 use geoprov_shared::device::RegionName;
-use geoprov_tests::failover::{client_in, every_country_config};
-use route53_answer::{RecordSet, Zone};
+use geoprov_tests::failover::every_country_config;
+use route53_answer::{ClientLocation, RecordSet, Zone};
 
 const RUNS: usize = 500;
 
@@ -80,7 +80,7 @@ fn main() {
     let clients: Vec<_> = config
         .locations
         .iter()
-        .map(|l| client_in(&l.geo_location))
+        .map(|l| ClientLocation::within(&l.geo_location))
         .collect();
     let healthy = |_: &str| true;
     let down: BTreeSet<&str> = ["hc-eu-west-1"].into();

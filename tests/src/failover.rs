@@ -12,7 +12,7 @@ use endpoint_failover::handler::Failover;
 use endpoint_failover::route53::{self, Retry, Route53, SdkRoute53};
 use endpoint_failover::state::DynamoFailoverStore;
 use endpoint_failover::tree::{self, ZoneChange};
-use route53_answer::{ClientLocation, GeoLocation, RecordSet, Zone};
+use route53_answer::{ClientLocation, RecordSet, Zone};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -44,6 +44,7 @@ pub fn test_bounds() -> Bounds {
         lock_wait: Duration::from_secs(20),
         lease: Duration::from_secs(60),
         call_timeout: Duration::from_secs(10),
+        lease_margin: Duration::from_secs(1),
         route53_attempts: TEST_RETRY.attempts,
         route53_backoff: TEST_RETRY.base,
     }
@@ -343,18 +344,6 @@ pub fn flat_records(config: &FailoverConfig) -> Vec<ZoneChange> {
         .collect()
 }
 
-/// Where a resolver of the location's own geolocation is.
-pub fn client_in(geo: &GeoLocation) -> ClientLocation {
-    match geo.is_default() {
-        true => ClientLocation::unknown(),
-        false => ClientLocation {
-            continent: geo.continent_code.clone(),
-            country: geo.country_code.clone(),
-            subdivision: geo.subdivision_code.clone(),
-        },
-    }
-}
-
 /// What a resolver in each location gets from `records` (set identifier to
 /// the region of the answer, or the raw answer) with the health checks of
 /// the regions in `down` unhealthy.
@@ -374,9 +363,11 @@ pub fn answers_from(
         .iter()
         .map(|l| {
             let answer = zone
-                .resolve(&config.record_name, &client_in(&l.geo_location), &|id| {
-                    !unhealthy.contains(id)
-                })
+                .resolve(
+                    &config.record_name,
+                    &ClientLocation::within(&l.geo_location),
+                    &|id| !unhealthy.contains(id),
+                )
                 .answer
                 .unwrap_or_else(|| "(no answer)".to_owned());
             let region = config
@@ -392,23 +383,37 @@ pub async fn answers(config: &FailoverConfig, down: &[&str]) -> BTreeMap<String,
     answers_from(config, zone_records(config).await, down)
 }
 
-/// The time `seconds_ago` seconds ago, as EventBridge writes it.
-pub fn event_time(seconds_ago: i64) -> String {
-    let at = time::OffsetDateTime::now_utc() - time::Duration::seconds(seconds_ago);
-    at.replace_nanosecond(0)
-        .expect("zero nanoseconds")
+fn seconds_ago(seconds: i64) -> time::OffsetDateTime {
+    let at = time::OffsetDateTime::now_utc() - time::Duration::seconds(seconds);
+    at.replace_nanosecond(0).expect("zero nanoseconds")
+}
+
+/// The time `seconds` seconds ago, as EventBridge writes an event's time.
+pub fn event_time(seconds: i64) -> String {
+    seconds_ago(seconds)
         .format(&time::format_description::well_known::Rfc3339)
         .expect("RFC 3339 time")
+}
+
+/// The time `seconds` seconds ago, as CloudWatch writes an alarm state's
+/// timestamp (`2026-11-29T17:04:40.989+0000`).
+pub fn state_timestamp(seconds: i64) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3][offset_hour sign:mandatory][offset_minute]"
+    );
+    seconds_ago(seconds)
+        .format(format)
+        .expect("CloudWatch time")
 }
 
 /// A CloudWatch alarm state change event for `region`'s health alarm, in the
 /// shape EventBridge delivers it, with an event id of its own, sent now.
 pub fn alarm_event(region: &str, state: &str) -> Value {
-    alarm_event_at(region, state, &event_time(0))
+    alarm_event_at(region, state, 0)
 }
 
-/// The same, with the event's time.
-pub fn alarm_event_at(region: &str, state: &str, time: &str) -> Value {
+/// The same, for a state change `seconds` ago.
+pub fn alarm_event_at(region: &str, state: &str, seconds: i64) -> Value {
     let name = alarm_name(region);
     json!({
         "version": "0",
@@ -416,12 +421,12 @@ pub fn alarm_event_at(region: &str, state: &str, time: &str) -> Value {
         "detail-type": "CloudWatch Alarm State Change",
         "source": "aws.cloudwatch",
         "account": "123456789012",
-        "time": time,
+        "time": event_time(seconds),
         "region": region,
         "resources": [format!("arn:aws:cloudwatch:{region}:123456789012:alarm:{name}")],
         "detail": {
             "alarmName": name,
-            "state": {"value": state, "reason": "test", "timestamp": "2026-11-29T17:04:40.989+0000"},
+            "state": {"value": state, "reason": "test", "timestamp": state_timestamp(seconds)},
             "previousState": {"value": "OK", "reason": "test", "timestamp": "2026-11-29T16:51:03.410+0000"},
             "configuration": {"metrics": []}
         }

@@ -7,17 +7,20 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use endpoint_failover::config::FailoverConfig;
 use endpoint_failover::health::Status;
 use endpoint_failover::report::{ErrorCode, Report};
 use endpoint_failover::route53::SdkRoute53;
-use endpoint_failover::state::{DynamoFailoverStore, FailoverStore, LedgerEntry, LedgerError};
+use endpoint_failover::state::{
+    failover_pk, DynamoFailoverStore, FailoverStore, LedgerEntry, LedgerError,
+};
 use endpoint_failover::tree::{self, ZoneChange};
 use geoprov_tests::failover::{
-    alarm_event, alarm_event_at, answers, answers_from, event_time, every_country_config,
-    expected_targets, failover, failover_with_store, flat_records, fresh_store, hosted_zone,
-    moto_alarms, moto_route53, region_alarm, schedule_event, set_region_alarm, test_bounds,
-    two_region_config, write_records, zone_records, MotoFailover, TEST_RETRY,
+    alarm_event, alarm_event_at, answers, answers_from, every_country_config, expected_targets,
+    failover, failover_with_store, flat_records, fresh_store, hosted_zone, moto_alarms,
+    moto_route53, region_alarm, schedule_event, set_region_alarm, test_bounds, two_region_config,
+    write_records, zone_records, MotoFailover, TEST_RETRY,
 };
 use geoprov_tests::free_port;
 use route53_answer::{GeoLocation, RecordSet};
@@ -235,11 +238,11 @@ async fn a_stale_alarm_after_recovery_changes_nothing() {
     let failover = reconciled(&two_region_config().await).await;
     let cfg = failover.config().clone();
     let down = failover
-        .handle(alarm_event_at("us-east-1", "ALARM", &event_time(30)), "a1")
+        .handle(alarm_event_at("us-east-1", "ALARM", 30), "a1")
         .await;
     assert_eq!(status(&down, "us-east-1"), Status::Unhealthy);
     let up = failover
-        .handle(alarm_event_at("us-east-1", "OK", &event_time(10)), "o1")
+        .handle(alarm_event_at("us-east-1", "OK", 10), "o1")
         .await;
     assert!(up.applied, "{up:?}");
     let healthy = answers(&cfg, &[]).await;
@@ -247,17 +250,14 @@ async fn a_stale_alarm_after_recovery_changes_nothing() {
 
     // An ALARM from before the recovery arrives late: dropped.
     let late = failover
-        .handle(alarm_event_at("us-east-1", "ALARM", &event_time(20)), "a2")
+        .handle(alarm_event_at("us-east-1", "ALARM", 20), "a2")
         .await;
     assert_eq!(codes(&late), [ErrorCode::StaleEvent], "{late:?}");
     assert_eq!(status(&late, "us-east-1"), Status::Healthy);
     assert!(late.changes.is_empty() && !late.applied);
     // Older than maxEventAgeSeconds (300 s): dropped too.
     let ancient = failover
-        .handle(
-            alarm_event_at("us-east-1", "ALARM", &event_time(3_600)),
-            "a3",
-        )
+        .handle(alarm_event_at("us-east-1", "ALARM", 3_600), "a3")
         .await;
     assert_eq!(codes(&ancient), [ErrorCode::StaleEvent], "{ancient:?}");
     assert_eq!(answers(&cfg, &[]).await, healthy);
@@ -512,32 +512,44 @@ impl FailoverStore for PausingStore {
     }
 }
 
-#[tokio::test]
-async fn a_writer_whose_lease_lapsed_never_applies_its_stale_plan() {
-    let config = two_region_config().await;
-    let cfg = parsed(&config);
-    reconciled(&config).await;
-    let table_store = fresh_store(&cfg).await;
-    let shared = |store: &DynamoFailoverStore| store.clone();
-
-    // A drains us-east-1 and stalls after reading under its lease, past the lease.
-    let mut a_bounds = test_bounds();
-    a_bounds.lease = Duration::from_millis(1_500);
-    a_bounds.call_timeout = Duration::from_millis(500);
-    let a = endpoint_failover::handler::Failover::new(
+/// A writer A that drains us-east-1 and stalls after its read under the
+/// lease, and the same function B on the same state.
+async fn stalled_writer(
+    cfg: &FailoverConfig,
+    store: &DynamoFailoverStore,
+    lease: Duration,
+) -> endpoint_failover::handler::Failover<
+    SdkRoute53,
+    PausingStore,
+    endpoint_failover::alarms::SdkAlarms,
+> {
+    let mut bounds = test_bounds();
+    bounds.lease = lease;
+    bounds.call_timeout = Duration::from_millis(500);
+    bounds.lease_margin = Duration::from_millis(100);
+    endpoint_failover::handler::Failover::new(
         cfg.clone(),
         moto_route53().await,
         PausingStore {
-            inner: shared(&table_store),
+            inner: store.clone(),
             loads: Default::default(),
             pause_on_load: 2,
             pause: Duration::from_millis(2_500),
         },
-        moto_alarms(&cfg).await,
-        a_bounds,
-    );
-    // B, the same function on the same state, undrains while A stalls.
-    let b = failover_with_store(cfg.clone(), shared(&table_store), test_bounds()).await;
+        moto_alarms(cfg).await,
+        bounds,
+    )
+}
+
+#[tokio::test]
+async fn a_writer_that_stalls_past_its_lease_never_applies_its_stale_plan() {
+    let config = two_region_config().await;
+    let cfg = parsed(&config);
+    reconciled(&config).await;
+    let store = fresh_store(&cfg).await;
+    let a = stalled_writer(&cfg, &store, Duration::from_millis(1_500)).await;
+    // B undrains while A stalls: the records A would write are stale.
+    let b = failover_with_store(cfg.clone(), store.clone(), test_bounds()).await;
     let (a_report, b_report) = tokio::join!(
         a.handle(
             json!({"action": "drain", "region": "us-east-1"}),
@@ -561,9 +573,78 @@ async fn a_writer_whose_lease_lapsed_never_applies_its_stale_plan() {
         answers(&cfg, &[]).await,
         map(&[(NA, "us-east-1"), (DEFAULT, "eu-west-1")])
     );
-    let check = failover_with_store(cfg.clone(), shared(&table_store), test_bounds()).await;
+    let check = failover_with_store(cfg.clone(), store, test_bounds()).await;
     let again = check.handle(json!({"action": "reconcile"}), "check").await;
     assert!(again.changes.is_empty(), "{again:?}");
+}
+
+#[tokio::test]
+async fn a_writer_whose_lease_passed_on_is_fenced_out_though_its_clock_says_it_holds() {
+    let config = two_region_config().await;
+    let cfg = parsed(&config);
+    reconciled(&config).await;
+    let store = fresh_store(&cfg).await;
+    // A's own clock gives it 60 s; the table is made to disagree (another
+    // execution environment whose clock runs ahead sees the lease expired).
+    let a = stalled_writer(&cfg, &store, Duration::from_secs(60)).await;
+    let b = failover_with_store(cfg.clone(), store.clone(), test_bounds()).await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(
+        &geoprov_tests::sdk_config(&geoprov_tests::moto().endpoint, geoprov_tests::TEST_REGION)
+            .await,
+    );
+    let (a_report, b_report) = tokio::join!(
+        a.handle(
+            json!({"action": "drain", "region": "us-east-1"}),
+            "writer-a"
+        ),
+        async {
+            tokio::time::sleep(Duration::from_millis(1_000)).await;
+            dynamodb
+                .update_item()
+                .table_name(store.table())
+                .key("pk", AttributeValue::S(failover_pk(&cfg.record_name)))
+                .key("sk", AttributeValue::S("LOCK".into()))
+                .update_expression("SET expiresAt = :past")
+                .expression_attribute_values(":past", AttributeValue::N("0".into()))
+                .send()
+                .await
+                .expect("age the lease in moto");
+            // B sees us-east-1 drained (A stored it) and applies that itself,
+            // under a new fencing token; then undrains.
+            let drained = b.handle(json!({"action": "reconcile"}), "writer-b").await;
+            let undrained = b
+                .handle(
+                    json!({"action": "undrain", "region": "us-east-1"}),
+                    "writer-b2",
+                )
+                .await;
+            (drained, undrained)
+        }
+    );
+    let (drained, undrained) = b_report;
+    assert!(
+        drained.applied && undrained.applied,
+        "{drained:?} {undrained:?}"
+    );
+    assert!(!a_report.applied, "{a_report:?}");
+    assert!(
+        a_report.change_ids.is_empty(),
+        "A sent nothing: {a_report:?}"
+    );
+    let lost = a_report
+        .errors
+        .iter()
+        .find(|e| e.code == ErrorCode::LeaseLost)
+        .expect("LEASE_LOST");
+    assert!(
+        lost.message.contains("passed to another invocation"),
+        "{}",
+        lost.message
+    );
+    assert_eq!(
+        answers(&cfg, &[]).await,
+        map(&[(NA, "us-east-1"), (DEFAULT, "eu-west-1")])
+    );
 }
 
 #[tokio::test]
@@ -615,6 +696,33 @@ async fn a_lapsed_lease_is_fenced_out_of_the_ledger() {
     assert!(c.fence > b.fence, "unlocking keeps the token");
 }
 
+/// Route 53 whose reads are moto's and whose writes never answer (a fake,
+/// for what moto cannot do: hang one call).
+struct HangingChanges(SdkRoute53);
+
+impl endpoint_failover::route53::Route53 for HangingChanges {
+    async fn records(
+        &self,
+        zone: &str,
+        name: &str,
+    ) -> Result<Vec<RecordSet>, endpoint_failover::route53::Route53Error> {
+        self.0.records(zone, name).await
+    }
+    async fn change(
+        &self,
+        _zone: &str,
+        _changes: &[ZoneChange],
+    ) -> Result<String, endpoint_failover::route53::Route53Error> {
+        std::future::pending().await
+    }
+    async fn is_insync(
+        &self,
+        change_id: &str,
+    ) -> Result<bool, endpoint_failover::route53::Route53Error> {
+        self.0.is_insync(change_id).await
+    }
+}
+
 #[tokio::test]
 async fn a_hanging_route53_call_is_cut_before_the_lease_lapses_and_the_next_writer_repairs() {
     let config = two_region_config().await;
@@ -622,17 +730,11 @@ async fn a_hanging_route53_call_is_cut_before_the_lease_lapses_and_the_next_writ
     let store = fresh_store(&cfg).await;
     let mut bounds = test_bounds();
     bounds.call_timeout = Duration::from_millis(400);
+    bounds.lease_margin = Duration::from_millis(100);
     bounds.lease = Duration::from_secs(3);
-    // Route 53 at a port that accepts and never answers.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let sdk = geoprov_tests::sdk_config(
-        &format!("http://{}", silent.local_addr().unwrap()),
-        "us-east-1",
-    )
-    .await;
     let hanging = endpoint_failover::handler::Failover::new(
         cfg.clone(),
-        SdkRoute53::new(endpoint_failover::route53::client(&sdk), TEST_RETRY),
+        HangingChanges(moto_route53().await),
         store.clone(),
         moto_alarms(&cfg).await,
         bounds,
@@ -644,11 +746,19 @@ async fn a_hanging_route53_call_is_cut_before_the_lease_lapses_and_the_next_writ
         "cut at the call bound, inside the lease"
     );
     assert_eq!(codes(&report), [ErrorCode::Route53Failed], "{report:?}");
-    drop(silent);
-
+    assert!(
+        report.errors[0].message.contains("no answer within 400 ms"),
+        "{report:?}"
+    );
+    // It held the lease (it got as far as the write) and gave it back.
     let next = failover_with_store(cfg.clone(), store, test_bounds()).await;
+    let started = Instant::now();
     let repaired = next.handle(json!({"action": "reconcile"}), "next").await;
     assert!(repaired.applied, "{repaired:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "no wait for a lease left behind"
+    );
     assert_eq!(
         answers(&cfg, &[]).await,
         map(&[(NA, "us-east-1"), (DEFAULT, "eu-west-1")])

@@ -139,15 +139,25 @@ fn built_tree_rule(config: &FailoverConfig) -> Rule {
     })
 }
 
-/// The change an ALARM for us-east-1 makes: North America's alias to its
-/// eu-west-1 step first, then the deletes of what no chain uses.
+/// The change an ALARM for us-east-1 makes: the default chain's eu-west-1
+/// step loses its SECONDARY first, then North America's alias moves to its
+/// eu-west-1 step, then the us-east-1 steps no chain uses are deleted.
 fn expected_change_rule() -> Rule {
     mock!(Client::change_resource_record_sets)
         .match_requests(|r| {
             let changes = r.change_batch().map(|b| b.changes()).unwrap_or_default();
+            let upserts: Vec<_> = changes
+                .iter()
+                .filter(|c| c.action() == &ChangeAction::Upsert)
+                .collect();
             changes.len() == 5
-                && changes[0].action() == &ChangeAction::Upsert
+                && changes[0].action() == &ChangeAction::Delete
                 && changes[0].resource_record_set().is_some_and(|s| {
+                    s.name() == format!("eu-west-1.default.{NAME}")
+                        && s.set_identifier() == Some(tree::SECONDARY_ID)
+                })
+                && upserts.len() == 1
+                && upserts[0].resource_record_set().is_some_and(|s| {
                     s.set_identifier() == Some("US East IoT Global Endpoint")
                         && s.geo_location().and_then(|g| g.continent_code()) == Some("NA")
                         && s.alias_target().is_some_and(|a| {
@@ -155,9 +165,6 @@ fn expected_change_rule() -> Rule {
                                 && !a.evaluate_target_health()
                         })
                 })
-                && changes[1..]
-                    .iter()
-                    .all(|c| c.action() == &ChangeAction::Delete)
         })
         .then_output(change_output)
 }

@@ -36,6 +36,19 @@ impl ClientLocation {
         ClientLocation::default()
     }
 
+    /// A resolver inside a geolocation: for the default location, one Route
+    /// 53 cannot place.
+    pub fn within(geo: &crate::GeoLocation) -> Self {
+        match geo.is_default() {
+            true => ClientLocation::unknown(),
+            false => ClientLocation {
+                continent: geo.continent_code.clone(),
+                country: geo.country_code.clone(),
+                subdivision: geo.subdivision_code.clone(),
+            },
+        }
+    }
+
     fn continent(&self) -> Option<&str> {
         self.continent
             .as_deref()

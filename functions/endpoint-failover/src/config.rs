@@ -262,6 +262,20 @@ impl FailoverConfig {
                 }
             }
         }
+        // The longest step name, `<region>.<location key>.<record name>`, must
+        // still be a DNS name.
+        for (i, location) in self.locations.iter().enumerate() {
+            let key = crate::tree::location_key(&location.geo_location);
+            for region in &location.preference {
+                let step = crate::tree::step_name(region, &key, &self.record_name);
+                if step.len() > 253 {
+                    return Err(invalid(
+                        format!("locations[{i}]"),
+                        format!("its record {step} is longer than a DNS name's 253 characters; shorten recordName"),
+                    ));
+                }
+            }
+        }
         if !self.locations.iter().any(|l| l.geo_location.is_default()) {
             return Err(invalid(
                 "locations",
@@ -295,6 +309,7 @@ impl FailoverConfig {
             fail_after: self.fail_after,
             recover_after: self.recover_after,
             unknown_counts_as_unhealthy: self.unknown_counts_as_unhealthy,
+            failback_hold: self.min_change_interval_seconds as i64,
         }
     }
 
@@ -402,6 +417,9 @@ pub struct Bounds {
     pub lease: Duration,
     /// The most one Route 53 call may take, retries included.
     pub call_timeout: Duration,
+    /// Lease time kept in hand beyond one call, for the clocks of two
+    /// execution environments to disagree.
+    pub lease_margin: Duration,
     /// Attempts per Route 53 call on Throttling or PriorRequestNotComplete.
     pub route53_attempts: u32,
     /// The first backoff of those retries (full jitter, doubling, at most 5 s).
@@ -416,6 +434,7 @@ impl Default for Bounds {
             lock_wait: Duration::from_secs(30),
             lease: Duration::from_secs(60),
             call_timeout: Duration::from_secs(20),
+            lease_margin: Duration::from_secs(5),
             route53_attempts: 4,
             route53_backoff: Duration::from_millis(200),
         }

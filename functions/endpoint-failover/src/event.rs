@@ -43,8 +43,11 @@ pub enum Trigger {
         event_id: Option<String>,
         /// The region the alarm is in (the event's source region).
         region: Option<String>,
-        /// When the state changed, in epoch seconds (the event's time).
+        /// When the event was sent, in epoch seconds (its age is checked).
         time: i64,
+        /// When the state changed, in epoch milliseconds: the alarm's state
+        /// timestamp, else the event's time. Orders signals of one region.
+        changed_at: i64,
     },
     /// The schedule: read every region's health alarm.
     Schedule {
@@ -89,6 +92,18 @@ struct AlarmDetail {
 #[derive(Deserialize)]
 struct AlarmState {
     value: String,
+    #[serde(default)]
+    timestamp: Option<String>,
+}
+
+/// CloudWatch's state timestamp, `2026-11-29T17:04:40.989+0000`, in epoch
+/// milliseconds.
+fn state_timestamp_millis(text: &str) -> Option<i64> {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3][offset_hour sign:mandatory][offset_minute]"
+    );
+    let at = time::OffsetDateTime::parse(text, format).ok()?;
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 /// Reads the trigger from the raw event.
@@ -105,12 +120,19 @@ pub fn parse(payload: Value) -> Result<Trigger, InvalidEvent> {
                 let time = event
                     .time
                     .ok_or_else(|| InvalidEvent("an alarm state change needs its time".into()))?;
+                let changed_at = detail
+                    .state
+                    .timestamp
+                    .as_deref()
+                    .and_then(state_timestamp_millis)
+                    .unwrap_or(time.timestamp_millis());
                 Ok(Trigger::Alarm {
                     alarm_name: detail.alarm_name,
                     state: detail.state.value,
                     event_id: event.id,
                     region: event.region,
                     time: time.timestamp(),
+                    changed_at,
                 })
             }
             SCHEDULED_EVENT => Ok(Trigger::Schedule { event_id: event.id }),
@@ -167,6 +189,7 @@ mod tests {
                 event_id: Some("c4c1c1c9-6542-e61b-6ef0-8c4d36933a92".into()),
                 region: Some("us-east-1".into()),
                 time: sample_time("alarm-us-east-1"),
+                changed_at: 1_795_971_880_989,
             }
         );
         assert_eq!(
@@ -177,6 +200,7 @@ mod tests {
                 event_id: Some("2dde0eb1-528b-d2d5-9ca6-6d590caf2329".into()),
                 region: Some("us-east-1".into()),
                 time: sample_time("ok-us-east-1"),
+                changed_at: 1_795_972_180_120,
             }
         );
         assert_eq!(

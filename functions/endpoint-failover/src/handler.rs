@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use geoprov_shared::device::RegionName;
 use geoprov_shared::telemetry::{self, MetricLine, Unit};
-use route53_answer::{ClientLocation, GeoLocation, RecordSet, Zone};
+use route53_answer::{ClientLocation, RecordSet, Zone};
 use serde_json::Value;
 
 use crate::alarms::RegionAlarms;
@@ -42,18 +42,6 @@ pub struct Failover<R, S, A> {
 
 fn now_seconds() -> i64 {
     geoprov_shared::clock::now_epoch_millis() / 1000
-}
-
-/// Where a resolver of a location's own geolocation is.
-fn client_in(geo: &GeoLocation) -> ClientLocation {
-    match geo.is_default() {
-        true => ClientLocation::unknown(),
-        false => ClientLocation {
-            continent: geo.continent_code.clone(),
-            country: geo.country_code.clone(),
-            subdivision: geo.subdivision_code.clone(),
-        },
-    }
 }
 
 impl<R, S, A> Failover<R, S, A>
@@ -176,12 +164,17 @@ where
                     ErrorCode::StaleEvent,
                     region.as_str(),
                     format!(
-                        "a newer signal (of {}) was applied already; this one is dropped",
+                        "a newer signal (of {} ms) was applied already; this one is dropped",
                         health.last_signal_at.unwrap_or_default()
                     ),
                 );
-                self.fill_health(&mut report, &state, now);
-                return report;
+                // A stale alarm event changes nothing; a schedule goes on
+                // with the other regions.
+                if !matches!(trigger, Trigger::Schedule { .. }) {
+                    self.fill_health(&mut report, &state, now);
+                    return report;
+                }
+                continue;
             }
             state.health.insert(region, outcome.health());
         }
@@ -225,10 +218,12 @@ where
         report: &mut Report,
     ) -> Vec<(RegionName, RegionUpdate, Option<String>)> {
         let thresholds = self.config.thresholds();
+        let now_ms = now.saturating_mul(1000);
         let observe = |signal, at| RegionUpdate::Observe {
             signal,
             thresholds,
             at,
+            now,
         };
         match trigger {
             Trigger::Alarm {
@@ -237,6 +232,7 @@ where
                 event_id,
                 region: source,
                 time,
+                changed_at,
             } => {
                 let Some(region) = self.config.region_of_alarm(alarm_name) else {
                     report.error(
@@ -271,7 +267,7 @@ where
                 // An event from the future (clock skew) counts as of now.
                 vec![(
                     region.clone(),
-                    observe(signal, (*time).min(now)),
+                    observe(signal, (*changed_at).min(now_ms)),
                     event_id.clone(),
                 )]
             }
@@ -305,7 +301,7 @@ where
                             Signal::Unknown
                         }
                     };
-                    updates.push((region.clone(), observe(signal, now), event_id.clone()));
+                    updates.push((region.clone(), observe(signal, now_ms), event_id.clone()));
                 }
                 updates
             }
@@ -438,7 +434,7 @@ where
             let answer = zone
                 .resolve(
                     &self.config.record_name,
-                    &client_in(&location.geo_location),
+                    &ClientLocation::within(&location.geo_location),
                     &healthy,
                 )
                 .answer
@@ -480,18 +476,12 @@ where
     }
 
     /// Whether the lease still holds, with time left for one more bounded
-    /// call: no write of ours may land after the lease lapsed.
+    /// call and the margin: no write of ours may land after the lease lapsed.
+    /// The time left is taken after the lease is read, so the read's own time
+    /// is not counted twice.
     async fn lease_ok(&self, lease: &Lease, report: &mut Report) -> bool {
-        let left = lease.expires_at - geoprov_shared::clock::now_epoch_millis();
-        if left < self.bounds.call_timeout.as_millis() as i64 {
-            report.error(
-                ErrorCode::LeaseLost,
-                format!("{left} ms of the change lease left, less than one Route 53 call; stopped"),
-            );
-            return false;
-        }
         match self.store.holds(lease).await {
-            Ok(true) => true,
+            Ok(true) => {}
             Ok(false) => {
                 report.error(
                     ErrorCode::LeaseLost,
@@ -500,16 +490,26 @@ where
                         lease.fence
                     ),
                 );
-                false
+                return false;
             }
             Err(e) => {
                 report.error(
                     ErrorCode::StateUnavailable,
                     format!("the change lease could not be checked: {e}"),
                 );
-                false
+                return false;
             }
         }
+        let left = lease.expires_at - geoprov_shared::clock::now_epoch_millis();
+        let needed = (self.bounds.call_timeout + self.bounds.lease_margin).as_millis() as i64;
+        if left < needed {
+            report.error(
+                ErrorCode::LeaseLost,
+                format!("{left} ms of the change lease left, less than one Route 53 call and the margin ({needed} ms); stopped"),
+            );
+            return false;
+        }
+        true
     }
 
     /// Under the lease: reads everything again, plans and writes, checking

@@ -30,6 +30,8 @@ pub struct Thresholds {
     /// Whether an UNKNOWN signal counts toward `fail_after` (else it is
     /// ignored: it neither counts nor resets).
     pub unknown_counts_as_unhealthy: bool,
+    /// Seconds a recovered region stays out of the chains (failback hysteresis).
+    pub failback_hold: i64,
 }
 
 /// What the report says of a region.
@@ -67,34 +69,49 @@ pub struct RegionHealth {
 }
 
 impl RegionHealth {
-    /// The state after one more signal, observed at `at` (epoch seconds).
-    pub fn observe(self, signal: Signal, thresholds: Thresholds, at: i64) -> Self {
+    /// The state after one more signal. `at` is when the signal was true
+    /// (epoch milliseconds; one older than the last applied is stale, see
+    /// `is_stale`); `now` is when it is applied (epoch seconds), from which a
+    /// recovery's hold runs.
+    pub fn observe(self, signal: Signal, thresholds: Thresholds, at: i64, now: i64) -> Self {
         let mut next = self;
-        next.observed = true;
-        next.last_signal_at = Some(self.last_signal_at.map_or(at, |t| t.max(at)));
-        let signal = match signal {
-            Signal::Unknown if thresholds.unknown_counts_as_unhealthy => Signal::Unhealthy,
+        let counts_as = match signal {
+            // An ignored unknown signal neither counts nor resets.
+            Signal::Unknown if !thresholds.unknown_counts_as_unhealthy => return next,
+            Signal::Unknown => Signal::Unhealthy,
             other => other,
         };
-        match signal {
-            Signal::Healthy => {
-                next.consecutive_healthy = next.consecutive_healthy.saturating_add(1);
-                next.consecutive_unhealthy = 0;
-                if next.unhealthy && next.consecutive_healthy >= thresholds.recover_after {
-                    next.unhealthy = false;
-                    next.recovered_at = Some(at);
-                }
+        if signal != Signal::Unknown {
+            // Only a real observation makes the region known and dates its health.
+            next.observed = true;
+            next.last_signal_at = Some(self.last_signal_at.map_or(at, |t| t.max(at)));
+        }
+        if counts_as == Signal::Healthy {
+            next.consecutive_healthy = next.consecutive_healthy.saturating_add(1);
+            next.consecutive_unhealthy = 0;
+            if next.unhealthy && next.consecutive_healthy >= thresholds.recover_after {
+                next.unhealthy = false;
+                next.recovered_at = Some(now);
             }
-            Signal::Unhealthy => {
-                next.consecutive_unhealthy = next.consecutive_unhealthy.saturating_add(1);
-                next.consecutive_healthy = 0;
-                if next.consecutive_unhealthy >= thresholds.fail_after {
-                    next.unhealthy = true;
-                }
+        } else {
+            next.consecutive_unhealthy = next.consecutive_unhealthy.saturating_add(1);
+            next.consecutive_healthy = 0;
+            if next.consecutive_unhealthy >= thresholds.fail_after {
+                next.unhealthy = true;
             }
-            Signal::Unknown => {}
+            // A bad signal while a recovery is held out starts the hold again:
+            // the region has not been stable for the interval.
+            if self.held_until(now, thresholds.failback_hold).is_some() {
+                next.recovered_at = Some(now);
+            }
         }
         next
+    }
+
+    /// Whether a signal of `at` (epoch milliseconds) is older than the newest
+    /// one applied.
+    pub fn is_stale(&self, at: i64) -> bool {
+        self.last_signal_at.is_some_and(|last| at < last)
     }
 
     pub fn drained(self, drained: bool) -> Self {
@@ -147,14 +164,16 @@ mod tests {
         fail_after: 2,
         recover_after: 3,
         unknown_counts_as_unhealthy: true,
+        failback_hold: 60,
     };
 
+    /// The signals one a second, from second 0.
     fn run(signals: &[Signal]) -> RegionHealth {
         signals
             .iter()
             .enumerate()
             .fold(RegionHealth::default(), |h, (i, s)| {
-                h.observe(*s, T, i as i64)
+                h.observe(*s, T, i as i64 * 1000, i as i64)
             })
     }
 
@@ -185,11 +204,28 @@ mod tests {
         };
         let h = [Unhealthy, Unknown, Unknown]
             .iter()
-            .fold(RegionHealth::default(), |h, s| h.observe(*s, ignore, 0));
+            .fold(RegionHealth::default(), |h, s| h.observe(*s, ignore, 0, 0));
         assert!(!h.unhealthy);
         assert_eq!(
             h.consecutive_unhealthy, 1,
             "ignored: neither counts nor resets"
+        );
+    }
+
+    #[test]
+    fn unknown_signals_never_make_a_region_known_nor_date_it() {
+        let h = RegionHealth::default().observe(Signal::Unknown, T, 5_000, 5);
+        assert_eq!(h.status(), Status::Unknown);
+        assert_eq!(h.last_signal_at, None);
+        let h = h.observe(Signal::Unknown, T, 6_000, 6);
+        assert_eq!(
+            h.status(),
+            Status::Unhealthy,
+            "two unknowns reach failAfter"
+        );
+        assert!(
+            !h.is_stale(1_000),
+            "an earlier real signal is not stale after unknowns"
         );
     }
 
@@ -208,9 +244,39 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_signal_during_the_hold_starts_it_again_and_one_after_it_does_not() {
+        use Signal::*;
+        let up = run(&[Unhealthy, Unhealthy, Healthy, Healthy, Healthy]); // recovered at 4
+        let blip = up.observe(Unhealthy, T, 30_000, 30);
+        assert!(!blip.unhealthy, "one bad signal is under failAfter");
+        assert_eq!(
+            blip.held_until(30, 60),
+            Some(90),
+            "the hold runs again from the blip"
+        );
+        let later = up.observe(Unhealthy, T, 100_000, 100);
+        assert!(
+            later.admitted(100, 60),
+            "after the hold a blip changes nothing"
+        );
+        assert_eq!(later.recovered_at, Some(4));
+    }
+
+    #[test]
+    fn a_recovery_is_held_from_when_it_is_applied_not_from_the_event() {
+        use Signal::*;
+        let down = run(&[Unhealthy, Unhealthy]);
+        let late_ok = [Healthy, Healthy, Healthy]
+            .iter()
+            .fold(down, |h, s| h.observe(*s, T, 10_000, 300));
+        assert_eq!(late_ok.recovered_at, Some(300));
+    }
+
+    #[test]
     fn drained_regions_are_out_whatever_their_health() {
         let h = RegionHealth::default().drained(true);
         assert!(!h.admitted(0, 0));
+        assert_eq!(h.held_until(0, 60), None);
         assert_eq!(h.status(), Status::Drained);
         assert_eq!(h.drained(false).status(), Status::Unknown);
         assert!(

@@ -81,10 +81,16 @@ const RETRYABLE_CODES: [&str; 4] = [
     "RequestLimitExceeded",
 ];
 
-fn is_retryable<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+/// Whether another attempt is safe and may help. A change batch is retried
+/// only when Route 53 said it refused it (throttled, or a prior change still
+/// in progress): after a timeout or a lost answer the batch may have been
+/// applied, and sending it again could fail on its own DELETEs. The next
+/// invocation lists the records and plans afresh instead.
+fn is_retryable<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>, repeatable: bool) -> bool {
     match err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => true,
-        SdkError::ResponseError(_) => true,
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            repeatable
+        }
         _ => err.code().is_some_and(|c| RETRYABLE_CODES.contains(&c)),
     }
 }
@@ -109,7 +115,14 @@ impl SdkRoute53 {
         SdkRoute53 { client, retry }
     }
 
-    async fn call<T, E, R, F, Fut>(&self, operation: &'static str, f: F) -> Result<T, Route53Error>
+    /// One call with bounded retries; `repeatable` when sending it twice has
+    /// the effect of sending it once (every read).
+    async fn call<T, E, R, F, Fut>(
+        &self,
+        operation: &'static str,
+        repeatable: bool,
+        f: F,
+    ) -> Result<T, Route53Error>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, SdkError<E, R>>>,
@@ -121,7 +134,7 @@ impl SdkRoute53 {
             attempt += 1;
             match f().await {
                 Ok(value) => return Ok(value),
-                Err(err) if attempt < self.retry.attempts && is_retryable(&err) => {
+                Err(err) if attempt < self.retry.attempts && is_retryable(&err, repeatable) => {
                     let wait = self.retry.backoff(attempt - 1);
                     tracing::warn!(
                         operation,
@@ -255,7 +268,7 @@ impl Route53 for SdkRoute53 {
         let mut start: (String, Option<RrType>, Option<String>) = (name.clone(), None, None);
         loop {
             let page = self
-                .call(OP, || {
+                .call(OP, true, || {
                     self.client
                         .list_resource_record_sets()
                         .hosted_zone_id(zone)
@@ -320,7 +333,7 @@ impl Route53 for SdkRoute53 {
             .build()
             .map_err(build)?;
         let output = self
-            .call(OP, || {
+            .call(OP, false, || {
                 self.client
                     .change_resource_record_sets()
                     .hosted_zone_id(zone)
@@ -336,7 +349,7 @@ impl Route53 for SdkRoute53 {
 
     async fn is_insync(&self, change_id: &str) -> Result<bool, Route53Error> {
         let output = self
-            .call("GetChange", || {
+            .call("GetChange", true, || {
                 self.client.get_change().id(change_id).send()
             })
             .await?;

@@ -49,18 +49,17 @@ pub fn failover_pk(record_name: &str) -> String {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoredState {
     pub health: BTreeMap<RegionName, RegionHealth>,
-    /// Epoch seconds of each location's last change by geoprov.
-    pub last_change: BTreeMap<String, i64>,
 }
 
 /// A change to one region's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegionUpdate {
-    /// A signal observed at epoch seconds `at`.
+    /// A signal true at `at` (epoch milliseconds), applied at `now` (epoch seconds).
     Observe {
         signal: Signal,
         thresholds: Thresholds,
         at: i64,
+        now: i64,
     },
     Drain(bool),
 }
@@ -72,7 +71,8 @@ impl RegionUpdate {
                 signal,
                 thresholds,
                 at,
-            } => health.observe(signal, thresholds, at),
+                now,
+            } => health.observe(signal, thresholds, at, now),
             RegionUpdate::Drain(drained) => health.drained(drained),
         }
     }
@@ -80,9 +80,7 @@ impl RegionUpdate {
     /// Whether the update is older than the newest signal already applied.
     pub fn is_stale_for(&self, health: &RegionHealth) -> bool {
         match self {
-            RegionUpdate::Observe { at, .. } => {
-                health.last_signal_at.is_some_and(|last| *at < last)
-            }
+            RegionUpdate::Observe { at, .. } => health.is_stale(*at),
             RegionUpdate::Drain(_) => false,
         }
     }
@@ -205,6 +203,11 @@ impl DynamoFailoverStore {
         }
     }
 
+    /// The table the state is in.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
     fn key(&self, sk: String) -> HashMap<String, AttributeValue> {
         HashMap::from([
             (PARTITION_KEY.to_owned(), AttributeValue::S(self.pk.clone())),
@@ -274,13 +277,6 @@ impl FailoverStore for DynamoFailoverStore {
                     let parsed: HealthItem = serde_dynamo::from_item(item.clone())
                         .map_err(|e| RegistryError::malformed(sk, e))?;
                     state.health.insert(region, parsed.health);
-                } else if let Some(id) = sk.strip_prefix(RECORD_SK_PREFIX) {
-                    let changed_at = match item.get("changedAt") {
-                        Some(AttributeValue::N(n)) => n.parse().ok(),
-                        _ => None,
-                    }
-                    .ok_or_else(|| RegistryError::malformed(sk, "changedAt is not a number"))?;
-                    state.last_change.insert(id.to_owned(), changed_at);
                 }
             }
             match page.last_evaluated_key {

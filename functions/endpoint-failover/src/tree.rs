@@ -244,6 +244,17 @@ pub fn is_geoprov_record(record: &RecordSet, record_name: &str) -> bool {
 /// Plans the changes from `current` (every record at the global name and
 /// below it, as listed) to the tree of `config` with the chains given by
 /// `admitted`.
+///
+/// The order keeps every location answered in its preference after any
+/// prefix of the changes, and never lets aliases form a loop:
+/// 1. DELETEs of the SECONDARY of a step that becomes the last of its chain
+///    (otherwise re-ordering a preference would point two steps at each
+///    other for a moment);
+/// 2. UPSERTs, per location the steps from the last to the first and then
+///    the geolocation alias, so each alias's target exists before it;
+/// 3. the other DELETEs: geolocation aliases of locations no longer
+///    configured, then SECONDARY, then PRIMARY records, so no record is
+///    deleted while a remaining one names it.
 pub fn plan(
     config: &FailoverConfig,
     current: &[RecordSet],
@@ -263,6 +274,7 @@ pub fn plan(
 
     let mut plan = TreePlan::default();
     let mut wanted: BTreeSet<(String, String, Option<String>)> = BTreeSet::new();
+    let mut wanted_names: BTreeSet<String> = BTreeSet::new();
     let mut upserts: Vec<(usize, ZoneChange)> = Vec::new();
     for (index, location) in config.locations.iter().enumerate() {
         let (regions, stranded) = chain(location, admitted);
@@ -270,22 +282,47 @@ pub fn plan(
         plan.chains.push((regions, stranded));
         for record in &records {
             wanted.insert(record.key());
+            wanted_names.insert(normalize_name(&record.name));
         }
-        if let Some(conflict) = conflict_for(location, &records, &at_name, current, record_name) {
-            plan.conflicts.push(conflict);
-            // Keep what is there: nothing of this location is changed or deleted.
-            for record in current
-                .iter()
-                .filter(|r| in_location_subtree(r, location, record_name))
-            {
-                wanted.insert(record.key());
+        let renamed = match in_the_way(
+            location,
+            &records,
+            &at_name,
+            current,
+            record_name,
+            &configured_ids,
+        ) {
+            Some(InTheWay::Conflict(conflict)) => {
+                plan.conflicts.push(conflict);
+                // Keep what is there: nothing of this location is changed or deleted.
+                for record in current
+                    .iter()
+                    .filter(|r| in_location_subtree(r, location, record_name))
+                {
+                    wanted.insert(record.key());
+                }
+                continue;
             }
-            continue;
-        }
+            Some(InTheWay::Renamed(old)) => Some(old),
+            None => None,
+        };
         for record in records {
-            match by_key.get(&record.key()) {
-                Some(old) if same_record(old, &record) => {}
-                Some(old) if old.alias_target.is_some() != record.alias_target.is_some() => {
+            let is_alias_of_location = normalize_name(&record.name) == *record_name;
+            match (by_key.get(&record.key()), &renamed) {
+                (None, Some(old)) if is_alias_of_location => {
+                    // The location's own alias under its former set identifier:
+                    // replaced in one request, so the geolocation never goes unanswered.
+                    wanted.insert(old.key());
+                    upserts.push((
+                        index,
+                        ZoneChange::Replace {
+                            old: Box::new((*old).clone()),
+                            new: Box::new(record),
+                        },
+                    ));
+                }
+                (Some(old), _) if same_record(old, &record) => {}
+                (Some(old), _) if old.alias_target.is_some() != record.alias_target.is_some() => {
                     upserts.push((
                         index,
                         ZoneChange::Replace {
@@ -299,8 +336,7 @@ pub fn plan(
         }
     }
 
-    // Records geoprov made that the tree no longer has. Aliases go before
-    // the records they name.
+    // Records geoprov made that the tree no longer has.
     let mut deletes: Vec<&RecordSet> = current
         .iter()
         .filter(|r| !wanted.contains(&r.key()) && is_geoprov_record(r, record_name))
@@ -314,18 +350,29 @@ pub fn plan(
         })
         .collect();
     deletes.sort_by_key(|r| (delete_rank(r, record_name), r.key()));
+    let first = |r: &&RecordSet| {
+        r.failover == Some(FailoverRole::Secondary)
+            && wanted_names.contains(&normalize_name(&r.name))
+    };
+    let (early, late): (Vec<&RecordSet>, Vec<&RecordSet>) = deletes.into_iter().partition(first);
 
+    let location_of = |record: &RecordSet| {
+        config
+            .locations
+            .iter()
+            .position(|l| in_location_subtree(record, l, record_name))
+    };
+    for record in early {
+        plan.changes.push(ZoneChange::Delete(record.clone()));
+        plan.change_locations.push(location_of(record));
+    }
     for (index, change) in upserts {
         plan.changes.push(change);
         plan.change_locations.push(Some(index));
     }
-    for record in deletes {
-        let location = config
-            .locations
-            .iter()
-            .position(|l| in_location_subtree(record, l, record_name));
+    for record in late {
         plan.changes.push(ZoneChange::Delete(record.clone()));
-        plan.change_locations.push(location);
+        plan.change_locations.push(location_of(record));
     }
     plan
 }
@@ -349,20 +396,32 @@ fn in_location_subtree(record: &RecordSet, location: &Location, record_name: &st
             && record.set_identifier.as_deref() == Some(location.set_identifier.as_str())
 }
 
-/// A record that Route 53 would not let the location's tree coexist with.
-fn conflict_for(
+/// What stands where a location's tree goes.
+enum InTheWay<'a> {
+    /// A record Route 53 would not let the tree coexist with.
+    Conflict(Conflict),
+    /// geoprov's own alias for this geolocation under a set identifier no
+    /// longer configured: the location was renamed.
+    Renamed(&'a RecordSet),
+}
+
+fn in_the_way<'a>(
     location: &Location,
     records: &[RecordSet],
-    at_name: &[&RecordSet],
+    at_name: &[&'a RecordSet],
     current: &[RecordSet],
     record_name: &str,
-) -> Option<Conflict> {
-    let conflict = |record: &RecordSet, message: String| Conflict {
-        set_identifier: location.set_identifier.clone(),
-        name: normalize_name(&record.name),
-        conflicting_set_identifier: record.set_identifier.clone(),
-        message,
+    configured_ids: &BTreeSet<&str>,
+) -> Option<InTheWay<'a>> {
+    let conflict = |record: &RecordSet, message: String| {
+        InTheWay::Conflict(Conflict {
+            set_identifier: location.set_identifier.clone(),
+            name: normalize_name(&record.name),
+            conflicting_set_identifier: record.set_identifier.clone(),
+            message,
+        })
     };
+    let mut renamed = None;
     for record in at_name {
         let same_id = record.set_identifier.as_deref() == Some(location.set_identifier.as_str());
         if record.record_type != "CNAME" || record.geo_location.is_none() {
@@ -375,6 +434,14 @@ fn conflict_for(
             ));
         }
         if !same_id && record.geo_location.as_ref() == Some(&location.geo_location) {
+            let unconfigured = record
+                .set_identifier
+                .as_deref()
+                .is_some_and(|id| !configured_ids.contains(id));
+            if unconfigured && is_geoprov_record(record, record_name) {
+                renamed = Some(InTheWay::Renamed(record));
+                continue;
+            }
             return Some(conflict(
                 record,
                 "another record already answers this geolocation under another set identifier"
@@ -398,6 +465,7 @@ fn conflict_for(
                 "a record that is not geoprov's holds a name of this location's chain".into(),
             )
         })
+        .or(renamed)
 }
 
 /// Route 53's limits on one ChangeResourceRecordSets request.
@@ -434,7 +502,8 @@ pub fn apply(current: &[RecordSet], changes: &[ZoneChange]) -> Vec<RecordSet> {
             ZoneChange::Upsert(r) => {
                 zone.insert(r.key(), r.clone());
             }
-            ZoneChange::Replace { new, .. } => {
+            ZoneChange::Replace { old, new } => {
+                zone.remove(&old.key());
                 zone.insert(new.key(), RecordSet::clone(new));
             }
             ZoneChange::Delete(r) => {
@@ -519,17 +588,6 @@ mod tests {
         true
     }
 
-    fn client_of(geo: &GeoLocation) -> ClientLocation {
-        match geo.is_default() {
-            true => ClientLocation::unknown(),
-            false => ClientLocation {
-                continent: geo.continent_code.clone(),
-                country: geo.country_code.clone(),
-                subdivision: geo.subdivision_code.clone(),
-            },
-        }
-    }
-
     /// The region each location's resolver gets, with `down` unhealthy.
     fn answers(config: &FailoverConfig, zone: &[RecordSet], down: &[&str]) -> Vec<Option<String>> {
         let zone = Zone::new(zone.to_vec());
@@ -538,9 +596,11 @@ mod tests {
             .locations
             .iter()
             .map(|l| {
-                zone.resolve(NAME, &client_of(&l.geo_location), &|id| !down.contains(id))
-                    .answer
-                    .and_then(|v| config.region_of_endpoint(&v).map(|r| r.to_string()))
+                zone.resolve(NAME, &ClientLocation::within(&l.geo_location), &|id| {
+                    !down.contains(id)
+                })
+                .answer
+                .and_then(|v| config.region_of_endpoint(&v).map(|r| r.to_string()))
             })
             .collect()
     }
@@ -620,12 +680,14 @@ mod tests {
         assert_eq!(
             summary,
             [
-                ("UPSERT", "global.iot.example.com".into(), Some("NA")),
+                // eu-west-1 is now the last of the default chain: its
+                // SECONDARY goes first, so no alias can point back at it.
                 (
                     "DELETE",
                     "eu-west-1.default.global.iot.example.com".into(),
                     Some(SECONDARY_ID)
                 ),
+                ("UPSERT", "global.iot.example.com".into(), Some("NA")),
                 (
                     "DELETE",
                     "us-east-1.continent-na.global.iot.example.com".into(),
@@ -786,6 +848,28 @@ mod tests {
     }
 
     #[test]
+    fn a_renamed_location_replaces_its_own_alias_in_one_request() {
+        let config = two_regions();
+        let zone = built(&config, &all);
+        let mut renamed = config.clone();
+        renamed.locations[0].set_identifier = "North America".into();
+        let planned = plan(&renamed, &zone, &all);
+        assert!(planned.conflicts.is_empty(), "{:?}", planned.conflicts);
+        assert_eq!(planned.changes.len(), 1, "{:?}", planned.changes);
+        let ZoneChange::Replace { old, new } = &planned.changes[0] else {
+            panic!("{:?}", planned.changes[0]);
+        };
+        assert_eq!(old.set_identifier.as_deref(), Some("NA"));
+        assert_eq!(new.set_identifier.as_deref(), Some("North America"));
+        let after = apply(&zone, &planned.changes);
+        assert_eq!(
+            answers(&renamed, &after, &[]),
+            [s("us-east-1"), s("eu-west-1"), s("eu-west-1")]
+        );
+        assert!(plan(&renamed, &after, &all).changes.is_empty());
+    }
+
+    #[test]
     fn batches_respect_route53_limits_and_keep_order() {
         let upsert = |value_len: usize| {
             ZoneChange::Upsert(RecordSet::cname(
@@ -901,7 +985,7 @@ mod tests {
             // The answer path never names a region outside the preference.
             let resolver = Zone::new(zone.clone());
             for location in &config.locations {
-                let resolution = resolver.resolve(NAME, &client_of(&location.geo_location), &|_| true);
+                let resolution = resolver.resolve(NAME, &ClientLocation::within(&location.geo_location), &|_| true);
                 for hop in &resolution.path {
                     let region = hop.to.split('.').next().unwrap_or_default();
                     let named = REGIONS.iter().find(|r| hop.to.starts_with(&format!("{r}.")) || hop.to == endpoint(r));
@@ -911,6 +995,42 @@ mod tests {
                 }
             }
             prop_assert!(plan(&config, &zone, &admits(&admitted)).changes.is_empty());
+        }
+
+        /// A configuration whose preferences change (re-ordered, shortened,
+        /// lengthened): at every prefix of the changes each location still
+        /// answers with a region of its old or new preference, whatever the
+        /// health, and no alias ever leads back to itself.
+        #[test]
+        fn a_changed_preference_never_leaves_a_gap_or_a_loop((config, admitted, earlier, _) in world(), seed in any::<u64>()) {
+            let mut changed = config.clone();
+            let mut rng = seed;
+            for location in &mut changed.locations {
+                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let len = location.preference.len();
+                location.preference.rotate_left((rng >> 33) as usize % len);
+                if rng & 1 == 1 && location.preference.len() > 1 {
+                    location.preference.pop();
+                }
+            }
+            let before = apply(&[], &plan(&config, &[], &admits(&earlier)).changes);
+            let next = plan(&changed, &before, &admits(&admitted));
+            prop_assert!(next.conflicts.is_empty(), "{:?}", next.conflicts);
+            let everything_down: Vec<&str> = REGIONS.to_vec();
+            for k in 0..=next.changes.len() {
+                let zone = Zone::new(apply(&before, &next.changes[..k]));
+                for (old, new) in config.locations.iter().zip(&changed.locations) {
+                    for down in [&[][..], &everything_down[..]] {
+                        let down: BTreeSet<String> = down.iter().map(|r| format!("hc-{r}")).collect();
+                        let resolution = zone.resolve(NAME, &ClientLocation::within(&old.geo_location), &|id| !down.contains(id));
+                        let region = resolution.answer.as_deref().and_then(|a| config.region_of_endpoint(a));
+                        prop_assert!(
+                            region.is_some_and(|r| old.preference.contains(r) || new.preference.contains(r)),
+                            "after {} of {} changes {}: {:?}", k, next.changes.len(), old.set_identifier, resolution
+                        );
+                    }
+                }
+            }
         }
 
         /// The control plane frozen at an earlier plan (Route 53's API down):

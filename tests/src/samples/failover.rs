@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::failover::{answers, event_time, region_alarm, set_region_alarm, two_region_config};
+use crate::failover::{
+    answers, event_time, region_alarm, set_region_alarm, state_timestamp, two_region_config,
+};
 use crate::lambda::RuntimeEmulator;
 use crate::{aws_env, moto, unique_table, workspace_binary, workspace_root};
 use endpoint_failover::config::FailoverConfig;
@@ -151,6 +153,9 @@ pub async fn run(function_key: &str) {
         let mut payload: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         if payload.get("time").is_some() {
             payload["time"] = Value::String(event_time(0));
+        }
+        if payload["detail"]["state"].get("timestamp").is_some() {
+            payload["detail"]["state"]["timestamp"] = Value::String(state_timestamp(0));
         }
         let report = emulator.invoke(&payload);
         let name = &step.event;
