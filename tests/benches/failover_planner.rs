@@ -30,14 +30,16 @@ fn timed(runs: usize, mut f: impl FnMut()) -> Vec<Duration> {
     times
 }
 
-fn row(name: &str, count: usize, unit: &str, times: &[Duration]) {
+/// One row; `per_run` is how many of the rate's unit one run does (1 for a
+/// plan, 250 for the answers of every location).
+fn row(name: &str, count: usize, unit: &str, per_run: usize, times: &[Duration]) {
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let p50 = us(times[times.len() / 2]);
     println!(
         "| {name:<44} | {count:>6} {unit:<8} | {:>9.1} | {p50:>9.1} | {:>9.1} | {:>12.0} |",
         us(times[0]),
         us(times[times.len() * 99 / 100]),
-        count as f64 / (p50 / 1e6),
+        per_run as f64 / (p50 / 1e6),
     );
 }
 
@@ -49,7 +51,7 @@ fn main() {
     let built: Vec<RecordSet> = apply(&[], &plan(&config, &[], &all).changes);
 
     println!(
-        "record tree and answer model: {} locations, {} regions, {} records; {RUNS} runs each (microseconds)",
+        "record tree and answer model: {} locations, {} regions, {} records; {RUNS} runs each (microseconds; per second: plans, answers or indexings)",
         config.locations.len(),
         config.regions.len(),
         built.len()
@@ -73,7 +75,7 @@ fn main() {
         let times = timed(RUNS, || {
             black_box(plan(black_box(&config), black_box(current), admitted));
         });
-        row(name, changes, "changes", &times);
+        row(name, changes, "changes", 1, &times);
     }
 
     let zone = Zone::new(built.clone());
@@ -95,10 +97,16 @@ fn main() {
                 black_box(zone.resolve(black_box(&config.record_name), client, healthy));
             }
         });
-        row(name, clients.len(), "answers", &times);
+        row(name, clients.len(), "answers", clients.len(), &times);
     }
     let index = timed(RUNS / 10, || {
         black_box(Zone::new(black_box(built.clone())));
     });
-    row("index the zone (Zone::new)", built.len(), "records", &index);
+    row(
+        "index the zone (Zone::new)",
+        built.len(),
+        "records",
+        1,
+        &index,
+    );
 }

@@ -262,10 +262,37 @@ pub fn plan(
 ) -> TreePlan {
     let record_name = &config.record_name;
     let by_key: BTreeMap<_, &RecordSet> = current.iter().map(|r| (r.key(), r)).collect();
-    let at_name: Vec<&RecordSet> = current
+    let mut by_name: BTreeMap<String, Vec<&RecordSet>> = BTreeMap::new();
+    for record in current {
+        by_name
+            .entry(normalize_name(&record.name))
+            .or_default()
+            .push(record);
+    }
+    let at_name: &[&RecordSet] = by_name.get(record_name.as_str()).map_or(&[], Vec::as_slice);
+    // Which location a record belongs to: by the key in a step's name, or by
+    // the set identifier of a geolocation alias.
+    let keys: BTreeMap<String, usize> = config
+        .locations
         .iter()
-        .filter(|r| normalize_name(&r.name) == *record_name)
+        .enumerate()
+        .map(|(i, l)| (location_key(&l.geo_location), i))
         .collect();
+    let ids: BTreeMap<&str, usize> = config
+        .locations
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.set_identifier.as_str(), i))
+        .collect();
+    let suffix = format!(".{record_name}");
+    let location_of = |record: &RecordSet| -> Option<usize> {
+        let name = normalize_name(&record.name);
+        if name == *record_name {
+            return ids.get(record.set_identifier.as_deref()?).copied();
+        }
+        let (_region, key) = name.strip_suffix(&suffix)?.split_once('.')?;
+        keys.get(key).copied()
+    };
     let configured_ids: BTreeSet<&str> = config
         .locations
         .iter()
@@ -287,18 +314,15 @@ pub fn plan(
         let renamed = match in_the_way(
             location,
             &records,
-            &at_name,
-            current,
+            at_name,
+            &by_name,
             record_name,
             &configured_ids,
         ) {
             Some(InTheWay::Conflict(conflict)) => {
                 plan.conflicts.push(conflict);
                 // Keep what is there: nothing of this location is changed or deleted.
-                for record in current
-                    .iter()
-                    .filter(|r| in_location_subtree(r, location, record_name))
-                {
+                for record in current.iter().filter(|r| location_of(r) == Some(index)) {
                     wanted.insert(record.key());
                 }
                 continue;
@@ -356,12 +380,6 @@ pub fn plan(
     };
     let (early, late): (Vec<&RecordSet>, Vec<&RecordSet>) = deletes.into_iter().partition(first);
 
-    let location_of = |record: &RecordSet| {
-        config
-            .locations
-            .iter()
-            .position(|l| in_location_subtree(record, l, record_name))
-    };
     for record in early {
         plan.changes.push(ZoneChange::Delete(record.clone()));
         plan.change_locations.push(location_of(record));
@@ -387,15 +405,6 @@ fn delete_rank(record: &RecordSet, record_name: &str) -> u8 {
     }
 }
 
-/// Whether a record is one of the location's steps (`<region>.<key>.<global>`).
-fn in_location_subtree(record: &RecordSet, location: &Location, record_name: &str) -> bool {
-    let name = normalize_name(&record.name);
-    let suffix = format!(".{}.{record_name}", location_key(&location.geo_location));
-    name.ends_with(&suffix) && !name[..name.len() - suffix.len()].contains('.')
-        || name == record_name
-            && record.set_identifier.as_deref() == Some(location.set_identifier.as_str())
-}
-
 /// What stands where a location's tree goes.
 enum InTheWay<'a> {
     /// A record Route 53 would not let the tree coexist with.
@@ -409,7 +418,7 @@ fn in_the_way<'a>(
     location: &Location,
     records: &[RecordSet],
     at_name: &[&'a RecordSet],
-    current: &[RecordSet],
+    by_name: &BTreeMap<String, Vec<&RecordSet>>,
     record_name: &str,
     configured_ids: &BTreeSet<&str>,
 ) -> Option<InTheWay<'a>> {
@@ -455,9 +464,10 @@ fn in_the_way<'a>(
         .map(|r| normalize_name(&r.name))
         .filter(|n| n != record_name)
         .collect();
-    current
+    step_names
         .iter()
-        .filter(|r| step_names.contains(&normalize_name(&r.name)))
+        .filter_map(|name| by_name.get(name))
+        .flatten()
         .find(|r| !is_geoprov_record(r, record_name))
         .map(|r| {
             conflict(
