@@ -30,7 +30,7 @@ help:
 	@echo "make lint-template  sam validate --lint, cfn-lint and checkov on template.yaml and global.yaml"
 	@echo "make sam-build   sam build of both stacks (the three bootstrap binaries)"
 	@echo "make bench-hook  cold start, warm latency, RSS and size: Rust hook vs Python/boto3 hook"
-	@echo "make bench-failover  planning time (250 locations x 5 regions) and ALARM-to-records time in moto"
+	@echo "make bench-failover  record tree planning and answers per second (250 locations x 5 regions); ALARM-to-tree time in moto"
 	@echo "make bench-issuer    CSR validations per second; a 500-CSR batch at concurrency 1, 8 and 32 in moto"
 
 venv: $(VENV)/.installed
