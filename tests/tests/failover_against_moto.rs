@@ -36,6 +36,23 @@ fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Every region up: North America to us-east-1, the default to eu-west-1.
+fn preferred() -> BTreeMap<String, String> {
+    map(&[(NA, "us-east-1"), (DEFAULT, "eu-west-1")])
+}
+
+/// Everyone on eu-west-1.
+fn all_on_eu_west_1() -> BTreeMap<String, String> {
+    map(&[(NA, "eu-west-1"), (DEFAULT, "eu-west-1")])
+}
+
+/// The whole tree in moto answers as preferred, and with us-east-1's health
+/// check failing sends North America to eu-west-1 by health alone.
+async fn assert_the_whole_tree_answers(cfg: &FailoverConfig) {
+    assert_eq!(answers(cfg, &[]).await, preferred());
+    assert_eq!(answers(cfg, &["us-east-1"]).await, all_on_eu_west_1());
+}
+
 fn status(report: &Report, region: &str) -> Status {
     report.health[&region.try_into().unwrap()]
 }
@@ -129,16 +146,9 @@ async fn a_reconcile_builds_the_tree_from_nothing_and_a_second_changes_nothing()
         .iter()
         .all(|r| r.health_check_id.is_some() && r.ttl == Some(60)));
 
-    assert_eq!(
-        answers(&cfg, &[]).await,
-        map(&[(NA, "us-east-1"), (DEFAULT, "eu-west-1")])
-    );
     // The data plane alone: with us-east-1's health check failing, North
     // America resolves to eu-west-1 with no change to the records.
-    assert_eq!(
-        answers(&cfg, &["us-east-1"]).await,
-        map(&[(NA, "eu-west-1"), (DEFAULT, "eu-west-1")])
-    );
+    assert_the_whole_tree_answers(&cfg).await;
 
     let again = failover.handle(json!({"action": "reconcile"}), "r2").await;
     assert!(again.changes.is_empty() && !again.applied, "{again:?}");
@@ -151,10 +161,7 @@ async fn a_reconcile_migrates_the_flat_records_in_one_pass_without_a_gap() {
     let cfg = parsed(&config);
     write_records(&cfg, &flat_records(&cfg)).await;
     let before = zone_records(&cfg).await;
-    assert_eq!(
-        answers_from(&cfg, before.clone(), &[]),
-        map(&[(NA, "us-east-1"), (DEFAULT, "eu-west-1")])
-    );
+    assert_eq!(answers_from(&cfg, before.clone(), &[]), preferred());
 
     // Each prefix of the changes the function will send answers every location.
     let planned = tree::plan(&cfg, &before, &|_| true);
@@ -162,7 +169,7 @@ async fn a_reconcile_migrates_the_flat_records_in_one_pass_without_a_gap() {
         let zone = tree::apply(&before, &planned.changes[..k]);
         assert_eq!(
             answers_from(&cfg, zone, &[]),
-            map(&[(NA, "us-east-1"), (DEFAULT, "eu-west-1")]),
+            preferred(),
             "after {k} changes"
         );
     }
@@ -177,14 +184,7 @@ async fn a_reconcile_migrates_the_flat_records_in_one_pass_without_a_gap() {
         .filter_map(|c| c.set_identifier.as_deref())
         .collect();
     assert_eq!(replaced, [NA, DEFAULT]);
-    assert_eq!(
-        answers(&cfg, &[]).await,
-        map(&[(NA, "us-east-1"), (DEFAULT, "eu-west-1")])
-    );
-    assert_eq!(
-        answers(&cfg, &["us-east-1"]).await,
-        map(&[(NA, "eu-west-1"), (DEFAULT, "eu-west-1")])
-    );
+    assert_the_whole_tree_answers(&cfg).await;
     let again = failover.handle(json!({"action": "reconcile"}), "m2").await;
     assert!(again.changes.is_empty(), "{again:?}");
 }
@@ -205,10 +205,7 @@ async fn an_alarm_takes_a_region_out_and_failback_waits_the_interval() {
     assert_eq!(chains(&report)[NA], ["eu-west-1"]);
     assert_eq!(chains(&report)[DEFAULT], ["eu-west-1"]);
     // Even with us-east-1's health check green again, nobody is sent there.
-    assert_eq!(
-        answers(&cfg, &[]).await,
-        map(&[(NA, "eu-west-1"), (DEFAULT, "eu-west-1")])
-    );
+    assert_eq!(answers(&cfg, &[]).await, all_on_eu_west_1());
 
     // Recovered, but held out for the interval.
     let ok = failover.handle(alarm_event("us-east-1", "OK"), "o1").await;
@@ -227,10 +224,7 @@ async fn an_alarm_takes_a_region_out_and_failback_waits_the_interval() {
     tokio::time::sleep(Duration::from_millis(2_100)).await;
     let back = failover.handle(json!({"action": "reconcile"}), "r1").await;
     assert!(back.applied, "{back:?}");
-    assert_eq!(
-        answers(&cfg, &[]).await,
-        map(&[(NA, "us-east-1"), (DEFAULT, "eu-west-1")])
-    );
+    assert_eq!(answers(&cfg, &[]).await, preferred());
 }
 
 #[tokio::test]
@@ -246,7 +240,7 @@ async fn a_stale_alarm_after_recovery_changes_nothing() {
         .await;
     assert!(up.applied, "{up:?}");
     let healthy = answers(&cfg, &[]).await;
-    assert_eq!(healthy, map(&[(NA, "us-east-1"), (DEFAULT, "eu-west-1")]));
+    assert_eq!(healthy, preferred());
 
     // An ALARM from before the recovery arrives late: dropped.
     let late = failover
@@ -320,10 +314,7 @@ async fn drain_and_undrain_move_the_chains_and_dry_run_writes_nothing() {
     assert!(drain.applied && drain.errors.is_empty(), "{drain:?}");
     assert_eq!(chains(&drain)[NA], ["eu-west-1"]);
     // us-east-1 healthy or not, nobody is sent there.
-    assert_eq!(
-        answers(&cfg, &[]).await,
-        map(&[(NA, "eu-west-1"), (DEFAULT, "eu-west-1")])
-    );
+    assert_eq!(answers(&cfg, &[]).await, all_on_eu_west_1());
     // The drained region's steps are gone from the zone.
     let records = zone_records(&cfg).await;
     assert!(
@@ -390,10 +381,7 @@ async fn the_schedule_reads_each_regions_alarm_in_its_own_region() {
     assert_eq!(status(&report, "us-east-1"), Status::Unhealthy);
     assert_eq!(status(&report, "eu-west-1"), Status::Healthy);
     assert!(report.applied);
-    assert_eq!(
-        answers(&cfg, &[]).await,
-        map(&[(NA, "eu-west-1"), (DEFAULT, "eu-west-1")])
-    );
+    assert_eq!(answers(&cfg, &[]).await, all_on_eu_west_1());
 
     // An alarm that cannot be found gives an UNKNOWN signal, which counts
     // toward failAfter (1 here): the region goes out, and the report says why.
@@ -442,10 +430,7 @@ async fn with_route53s_api_down_every_invocation_reports_and_health_alone_moves_
     }
     // What resolvers get from the records already in Route 53, with
     // us-east-1's health check unhealthy: North America goes to eu-west-1.
-    assert_eq!(
-        answers(&cfg, &["us-east-1"]).await,
-        map(&[(NA, "eu-west-1"), (DEFAULT, "eu-west-1")])
-    );
+    assert_eq!(answers(&cfg, &["us-east-1"]).await, all_on_eu_west_1());
 }
 
 /// A state store that pauses once, after the read the lease holder makes
@@ -569,10 +554,7 @@ async fn a_writer_that_stalls_past_its_lease_never_applies_its_stale_plan() {
     assert!(a_report.change_ids.is_empty(), "A sent nothing");
     assert!(b_report.errors.is_empty(), "{b_report:?}");
     // The records are what the current state (undrained) asks for.
-    assert_eq!(
-        answers(&cfg, &[]).await,
-        map(&[(NA, "us-east-1"), (DEFAULT, "eu-west-1")])
-    );
+    assert_eq!(answers(&cfg, &[]).await, preferred());
     let check = failover_with_store(cfg.clone(), store, test_bounds()).await;
     let again = check.handle(json!({"action": "reconcile"}), "check").await;
     assert!(again.changes.is_empty(), "{again:?}");
@@ -641,10 +623,7 @@ async fn a_writer_whose_lease_passed_on_is_fenced_out_though_its_clock_says_it_h
         "{}",
         lost.message
     );
-    assert_eq!(
-        answers(&cfg, &[]).await,
-        map(&[(NA, "us-east-1"), (DEFAULT, "eu-west-1")])
-    );
+    assert_eq!(answers(&cfg, &[]).await, preferred());
 }
 
 #[tokio::test]
@@ -759,10 +738,7 @@ async fn a_hanging_route53_call_is_cut_before_the_lease_lapses_and_the_next_writ
         started.elapsed() < Duration::from_secs(2),
         "no wait for a lease left behind"
     );
-    assert_eq!(
-        answers(&cfg, &[]).await,
-        map(&[(NA, "us-east-1"), (DEFAULT, "eu-west-1")])
-    );
+    assert_eq!(answers(&cfg, &[]).await, preferred());
 }
 
 #[tokio::test]

@@ -17,6 +17,14 @@ fn unreadable(source: &ConfigSource, message: impl Into<String>) -> FunctionConf
     }
 }
 
+/// An AWS call about `source` failed.
+fn call_failed(source: &ConfigSource, err: impl std::error::Error) -> FunctionConfigError {
+    unreadable(
+        source,
+        aws_sdk_s3::error::DisplayErrorContext(err).to_string(),
+    )
+}
+
 /// The configuration document, read and validated.
 pub async fn load(
     source: &ConfigSource,
@@ -31,12 +39,7 @@ pub async fn load(
                 .key(key)
                 .send()
                 .await
-                .map_err(|e| {
-                    unreadable(
-                        source,
-                        aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
-                    )
-                })?;
+                .map_err(|e| call_failed(source, e))?;
             let bytes = object
                 .body
                 .collect()
@@ -50,12 +53,7 @@ pub async fn load(
             .name(name)
             .send()
             .await
-            .map_err(|e| {
-                unreadable(
-                    source,
-                    aws_sdk_ssm::error::DisplayErrorContext(e).to_string(),
-                )
-            })?
+            .map_err(|e| call_failed(source, e))?
             .parameter
             .and_then(|p| p.value)
             .ok_or_else(|| unreadable(source, "the parameter has no value"))?,
@@ -84,12 +82,7 @@ pub async fn put(
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| {
-                unreadable(
-                    source,
-                    aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
-                )
-            }),
+            .map_err(|e| call_failed(source, e)),
         ConfigSource::Ssm { name } => {
             if text.len() > SSM_ADVANCED_LIMIT {
                 return Err(unreadable(
@@ -114,12 +107,7 @@ pub async fn put(
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| {
-                    unreadable(
-                        source,
-                        aws_sdk_ssm::error::DisplayErrorContext(e).to_string(),
-                    )
-                })
+                .map_err(|e| call_failed(source, e))
         }
     }
 }
