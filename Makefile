@@ -56,7 +56,7 @@ $(IAC_VENV)/.installed: requirements-iac.txt
 build:
 	cargo build --workspace --all-targets
 
-test: venv build
+test: venv $(SAM_VENV)/.installed build
 	cargo test --workspace
 
 lint:
