@@ -8,6 +8,7 @@ mod dns;
 mod failover_config;
 mod manifest;
 mod pca;
+mod setup;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -56,6 +57,44 @@ enum Command {
     /// What resolvers get from a hosted zone's records.
     #[command(subcommand)]
     Dns(DnsCommand),
+    /// Register the claim certificate and the CA certificate in every
+    /// region's IoT, once; prints the ids samconfig names.
+    #[command(subcommand)]
+    Setup(SetupCommand),
+}
+
+#[derive(Subcommand)]
+enum SetupCommand {
+    /// Create the claim key pair and certificate (or reuse those in
+    /// --out-dir), and make the certificate ACTIVE in every region, registered
+    /// without a CA (SNI_ONLY). The private key goes to OUT_DIR/claim.key
+    /// (mode 0600), never to stdout. Prints the certificate id per region
+    /// (JSON).
+    Claim {
+        /// Comma-separated; the key pair is created in the first.
+        #[arg(long, value_delimiter = ',', required = true)]
+        regions: Vec<String>,
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
+    /// Register a CA certificate in every region where it is not yet
+    /// registered (SNI_ONLY, ACTIVE, auto-registration on, with the JITP
+    /// template when given). Prints the CA certificate id per region (JSON).
+    Ca {
+        /// The CA certificate (PEM), e.g. `geoprov pca create-local-ca`'s
+        /// certificatePem.
+        #[arg(long)]
+        ca_pem: PathBuf,
+        /// Comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        regions: Vec<String>,
+        /// The role IoT assumes to run the JITP template.
+        #[arg(long, requires = "template_body_file")]
+        registration_role_arn: Option<String>,
+        /// The JITP provisioning template (JSON).
+        #[arg(long, requires = "registration_role_arn")]
+        template_body_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -180,6 +219,8 @@ enum CliError {
     HostedZone { zone_id: String, message: String },
     #[error("{0}")]
     Route53(#[from] endpoint_failover::route53::Route53Error),
+    #[error("{0}")]
+    Setup(#[from] setup::SetupError),
     #[error("{option} {value:?} is not {expected}")]
     Location {
         option: &'static str,
@@ -237,6 +278,29 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             print_json(&resolution);
             return Ok(());
         }
+        Command::Setup(SetupCommand::Claim { regions, out_dir }) => {
+            let sdk = aws::load_sdk_config().await;
+            print_json(&setup::claim(&sdk, &regions, &out_dir).await?);
+            return Ok(());
+        }
+        Command::Setup(SetupCommand::Ca {
+            ca_pem,
+            regions,
+            registration_role_arn,
+            template_body_file,
+        }) => {
+            let jitp = match (registration_role_arn, template_body_file) {
+                (Some(role_arn), Some(file)) => Some(setup::JitpRegistration {
+                    template_body: std::fs::read_to_string(&file)
+                        .map_err(|source| CliError::Read { path: file, source })?,
+                    role_arn,
+                }),
+                _ => None,
+            };
+            let sdk = aws::load_sdk_config().await;
+            print_json(&setup::ca(&sdk, &ca_pem, &regions, jitp.as_ref()).await?);
+            return Ok(());
+        }
         command => command,
     };
     let sdk = aws::load_sdk_config().await;
@@ -287,7 +351,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             print_json(&ca);
             Ok(())
         }
-        Command::Failover(_) | Command::Dns(_) => unreachable!("handled without DynamoDB above"),
+        Command::Failover(_) | Command::Dns(_) | Command::Setup(_) => {
+            unreachable!("handled without DynamoDB above")
+        }
     }
 }
 
