@@ -60,34 +60,44 @@ pub const RECORDING_VARIABLE: &str = "GEOPROV_MOTO_RECORDING";
 /// when the test binary exits (the launcher watches its parent).
 pub fn moto() -> &'static Moto {
     static MOTO: OnceLock<Moto> = OnceLock::new();
+    // A test that audits what the functions ask of AWS has moto record
+    // every request to this file (moto's own recorder).
     MOTO.get_or_init(|| {
-        let mut launcher = Command::new(python());
-        // A test that audits what the functions ask of AWS has moto record
-        // every request to this file (moto's own recorder).
-        if let Some(path) = std::env::var_os(RECORDING_VARIABLE) {
-            launcher
-                .env("MOTO_ENABLE_RECORDING", "true")
-                .env("MOTO_RECORDER_FILEPATH", path);
-        }
-        let mut child = launcher
-            .arg(workspace_root().join("tests/support/moto_launcher.py"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto launcher");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("launcher stdout"))
-            .read_line(&mut line)
-            .expect("read moto port");
-        let port: u16 = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("moto launcher printed {line:?}, not a port"));
-        Moto {
-            endpoint: format!("http://127.0.0.1:{port}"),
-            _child: child,
-        }
+        launch_moto(
+            std::env::var_os(RECORDING_VARIABLE)
+                .as_deref()
+                .map(Path::new),
+        )
     })
+}
+
+/// A new moto server on a free loopback port, recording every request it
+/// serves to `recording` when given. Most tests share `moto()`.
+pub fn launch_moto(recording: Option<&Path>) -> Moto {
+    let mut launcher = Command::new(python());
+    if let Some(path) = recording {
+        launcher
+            .env("MOTO_ENABLE_RECORDING", "true")
+            .env("MOTO_RECORDER_FILEPATH", path);
+    }
+    let mut child = launcher
+        .arg(workspace_root().join("tests/support/moto_launcher.py"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start moto launcher");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("launcher stdout"))
+        .read_line(&mut line)
+        .expect("read moto port");
+    let port: u16 = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("moto launcher printed {line:?}, not a port"));
+    Moto {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        _child: child,
+    }
 }
 
 /// Environment for a process that must reach moto and nothing else: dummy

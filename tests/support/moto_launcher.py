@@ -10,11 +10,13 @@ conditional transactions all pass their checks. DynamoDB serialises writes to
 an item; serving requests in order gives the tests that guarantee, while the
 clients still race (reads and writes of concurrent invocations interleave).
 
-One correction to moto's Route 53, to Route 53's documented behaviour: a
-DELETE names one record set by name, type and set identifier. moto 5.2.5
-deletes every record set of the zone that has the set identifier, whatever
-its name, so deleting one failover record would delete all the failover
-records sharing its identifier.
+Two corrections to moto, to AWS's documented behaviour:
+- IoT identifies a certificate by the SHA-256 of its DER; moto by default
+  hashes the PEM text unless `use_valid_cert` is on.
+- Route 53: a DELETE names one record set by name, type and set identifier.
+  moto 5.2.5 deletes every record set of the zone that has the set
+  identifier, whatever its name, so deleting one failover record would
+  delete all the failover records sharing its identifier.
 """
 import os
 import sys
@@ -27,6 +29,7 @@ from moto.moto_server.werkzeug_app import (
     create_backend_app,
 )
 from werkzeug.serving import make_server
+from moto.core.config import default_user_config
 from moto.route53 import models as route53_models
 
 
@@ -67,6 +70,7 @@ def _patch_route53_delete():
 
 
 def main() -> None:
+    default_user_config["iot"]["use_valid_cert"] = True
     _patch_route53_delete()
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     app = DomainDispatcherApplication(create_backend_app)

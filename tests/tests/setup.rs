@@ -1,67 +1,45 @@
 //! `geoprov setup claim` and `geoprov setup ca` against moto's IoT in two
 //! regions: registered in both, ACTIVE, idempotent, the claim key private.
 //!
-//! This binary runs its own moto with IoT's `use_valid_cert` on: moto then
-//! ids a certificate as AWS IoT does (SHA-256 of its DER). By default moto
-//! hashes the PEM text instead, so an id computed from a certificate would
-//! never match what moto registered. The server also records every request,
-//! so a test can read what was asked of IoT where moto does not keep it.
+//! moto ids a certificate as AWS IoT does (SHA-256 of its DER): the launcher
+//! turns moto's `use_valid_cert` on. This binary runs a moto of its own that
+//! records every request, so a test can read what was asked of IoT where moto
+//! does not keep it.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
 use aws_sdk_iot::types::{AutoRegistrationStatus, CaCertificateStatus, CertificateStatus};
 use base64::Engine;
 use geoprov_tests::cli::Geoprov;
-use geoprov_tests::{aws_env, python, sdk_config, unique_table, workspace_root};
+use geoprov_tests::{aws_env, sdk_config, unique_table};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 const REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
 
 struct IotMoto {
-    endpoint: String,
+    moto: geoprov_tests::Moto,
     recording: PathBuf,
-    _child: Child,
 }
 
-/// moto with AWS IoT's certificate ids, recording requests.
+impl std::ops::Deref for IotMoto {
+    type Target = geoprov_tests::Moto;
+    fn deref(&self) -> &geoprov_tests::Moto {
+        &self.moto
+    }
+}
+
+/// A moto of this binary's own, recording requests (to see what was sent
+/// where moto does not report it back).
 fn moto() -> &'static IotMoto {
     static MOTO: OnceLock<IotMoto> = OnceLock::new();
     MOTO.get_or_init(|| {
         let recording = std::env::temp_dir().join(unique_table("setup-recording") + ".jsonl");
-        let launcher = workspace_root().join("tests/support/moto_launcher.py");
-        let mut child = Command::new(python())
-            .arg("-c")
-            .arg(
-                "import runpy, sys\n\
-                 from moto.core.config import default_user_config\n\
-                 default_user_config['iot']['use_valid_cert'] = True\n\
-                 sys.argv = [sys.argv[1]]\n\
-                 runpy.run_path(sys.argv[0], run_name='__main__')\n",
-            )
-            .arg(&launcher)
-            .env("MOTO_ENABLE_RECORDING", "true")
-            .env("MOTO_RECORDER_FILEPATH", &recording)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto launcher");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("launcher stdout"))
-            .read_line(&mut line)
-            .expect("read moto port");
-        let port: u16 = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("moto launcher printed {line:?}, not a port"));
         IotMoto {
-            endpoint: format!("http://127.0.0.1:{port}"),
+            moto: geoprov_tests::launch_moto(Some(&recording)),
             recording,
-            _child: child,
         }
     })
 }
