@@ -63,6 +63,24 @@ fn missing(region: &str, operation: &'static str, field: &str) -> SetupError {
     }
 }
 
+/// What a Register* call answered, or which field it left out.
+fn newly_registered(
+    region: &str,
+    operation: &'static str,
+    id: Option<&str>,
+    arn: Option<&str>,
+) -> Result<RegisteredCertificate, SetupError> {
+    Ok(RegisteredCertificate {
+        certificate_id: id
+            .ok_or_else(|| missing(region, operation, "certificateId"))?
+            .to_owned(),
+        certificate_arn: arn
+            .ok_or_else(|| missing(region, operation, "certificateArn"))?
+            .to_owned(),
+        created: true,
+    })
+}
+
 /// The claim certificate's files and its id and ARN in each region.
 #[derive(Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -329,17 +347,12 @@ async fn ensure_claim_active(
                 .send()
                 .await
                 .map_err(|e| aws_error(region, REGISTER, e))?;
-            Ok(RegisteredCertificate {
-                certificate_id: registered
-                    .certificate_id()
-                    .ok_or_else(|| missing(region, REGISTER, "certificateId"))?
-                    .to_owned(),
-                certificate_arn: registered
-                    .certificate_arn()
-                    .ok_or_else(|| missing(region, REGISTER, "certificateArn"))?
-                    .to_owned(),
-                created: true,
-            })
+            newly_registered(
+                region,
+                REGISTER,
+                registered.certificate_id(),
+                registered.certificate_arn(),
+            )
         }
         Err(e) => Err(aws_error(region, DESCRIBE, e)),
     }
@@ -412,17 +425,12 @@ async fn ensure_ca(
                 .send()
                 .await
                 .map_err(|e| aws_error(region, REGISTER, e))?;
-            Ok(RegisteredCertificate {
-                certificate_id: registered
-                    .certificate_id()
-                    .ok_or_else(|| missing(region, REGISTER, "certificateId"))?
-                    .to_owned(),
-                certificate_arn: registered
-                    .certificate_arn()
-                    .ok_or_else(|| missing(region, REGISTER, "certificateArn"))?
-                    .to_owned(),
-                created: true,
-            })
+            newly_registered(
+                region,
+                REGISTER,
+                registered.certificate_id(),
+                registered.certificate_arn(),
+            )
         }
         Err(e) => Err(aws_error(region, DESCRIBE, e)),
     }
