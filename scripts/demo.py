@@ -299,7 +299,7 @@ class Demo:
         path = ROOT / "target/demo-manifest.jsonl"
         path.write_text("".join(json.dumps(d["profile"]) + "\n" for d in devices))
         for region in REGIONS:
-            local_aws.geoprov(self.env[region], "registry", "import", str(path))
+            local_aws.geoprov(self.env[region], "registry", "import", "--regions", region, str(path))
         counts = Counter(d["kind"] for d in devices)
         print(f"  manifest of {len(devices)} devices imported into both tables: "
               + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
@@ -325,7 +325,7 @@ class Demo:
             pem, certificate_id = device_certificate(serial, device["key"])
             request = {
                 "claimCertificateId": CLAIM_ID, "certificateId": certificate_id, "certificatePem": pem,
-                "templateArn": f"arn:aws:iot:{region}:123456789012:provisioningtemplate/geoprov-fleet-{region}",
+                "templateArn": f"arn:aws:iot:{region}:123456789012:provisioningtemplate/geoprov-fleet",
                 "clientId": serial,
                 "parameters": {"SerialNumber": serial, "AWS::IoT::Certificate::Id": certificate_id},
             }
@@ -342,7 +342,7 @@ class Demo:
     def audit_reason(self, region: str, serial: str, certificate_id: str) -> str:
         items = self.dynamodb[region].query(
             TableName=TABLE, KeyConditionExpression="pk = :pk AND begins_with(sk, :a)",
-            ExpressionAttributeValues={":pk": {"S": f"DEVICE#{serial}"}, ":a": {"S": "AUDIT#"}})["Items"]
+            ExpressionAttributeValues={":pk": {"S": f"AUDIT#DEVICE#{serial}"}, ":a": {"S": "AUDIT#"}})["Items"]
         mine = [i for i in items if i.get("certificateId", {}).get("S") == certificate_id]
         return mine[-1]["reason"]["S"] if mine else "(no audit event)"
 

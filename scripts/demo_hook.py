@@ -24,7 +24,8 @@ def main() -> int:
         endpoint = start_moto(procs)
         env = aws_env(endpoint, region) | {"TABLE_NAME": "geoprov-demo"}
         geoprov(env, "registry", "create-table")
-        imported = geoprov(env, "registry", "import", str(FIXTURES / "registry.jsonl"))
+        imported = geoprov(env, "registry", "import", "--regions", region,
+                           str(FIXTURES / "registry.jsonl"))
         print(f"moto at {endpoint}; table geoprov-demo; {imported['imported']} devices imported")
 
         port = start_runtime_emulator(procs)

@@ -1,13 +1,19 @@
 //! The geoprov table: one DynamoDB table, keys `pk` and `sk` (both strings).
 //!
-//! | item                | pk                   | sk                          |
-//! |---------------------|----------------------|-----------------------------|
-//! | device profile      | `DEVICE#<serial>`    | `PROFILE`                   |
-//! | provisioning state  | `DEVICE#<serial>`    | `STATE`                     |
-//! | audit event         | `DEVICE#<serial>`    | `AUDIT#<time>#<request id>` |
-//! | audit, no valid serial | `AUDIT#UNATTRIBUTED` | `AUDIT#<time>#<request id>` |
-//! | failover state      | `FAILOVER#<record>`  | `REGION#..`, `RECORD#..`, `LOCK` |
-//! | issuance ledger     | `CSR#<sha256>`       | `ISSUANCE`                  |
+//! | item                   | pk                       | sk                          |
+//! |------------------------|--------------------------|-----------------------------|
+//! | device profile         | `DEVICE#<serial>`        | `PROFILE`                   |
+//! | provisioning state     | `PROVISIONING#<serial>`  | `STATE`                     |
+//! | audit event            | `AUDIT#DEVICE#<serial>`  | `AUDIT#<time>#<request id>` |
+//! | audit, no valid serial | `AUDIT#UNATTRIBUTED`     | `AUDIT#<time>#<request id>` |
+//! | failover state         | `FAILOVER#<record>`      | `REGION#..`, `RECORD#..`, `LOCK` |
+//! | issuance ledger        | `CSR#<sha256>`           | `ISSUANCE`                  |
+//!
+//! Each item family has a partition key prefix of its own, so that IAM can
+//! scope every function to the families it owns with `dynamodb:LeadingKeys`
+//! (which matches the partition key only): the hook may update provisioning
+//! state but not a profile (where an operator's block lives), and no function
+//! may update or delete an audit event.
 //!
 //! The profile is what the factory manifest says and is replaced on import;
 //! the state is what the hook writes. Keeping them apart lets a manifest be
@@ -31,6 +37,12 @@ pub const STATE_SK: &str = "STATE";
 pub const AUDIT_SK_PREFIX: &str = "AUDIT#";
 pub const UNATTRIBUTED_AUDIT_PK: &str = "AUDIT#UNATTRIBUTED";
 
+/// The partition key prefix of each item family, as IAM's
+/// `dynamodb:LeadingKeys` conditions in the templates name them.
+pub const DEVICE_PK_PREFIX: &str = "DEVICE#";
+pub const PROVISIONING_PK_PREFIX: &str = "PROVISIONING#";
+pub const AUDIT_PK_PREFIX: &str = "AUDIT#";
+
 /// Whether a DynamoDB call failed only because its condition expression did
 /// not hold (the item was not in the state the write required), whatever the
 /// operation.
@@ -44,7 +56,17 @@ where
 }
 
 pub fn device_pk(serial: &str) -> String {
-    format!("DEVICE#{serial}")
+    format!("{DEVICE_PK_PREFIX}{serial}")
+}
+
+pub fn provisioning_pk(serial: &str) -> String {
+    format!("{PROVISIONING_PK_PREFIX}{serial}")
+}
+
+/// The partition of a device's audit events: `AUDIT#DEVICE#<serial>`, which
+/// no serial can make equal to [`UNATTRIBUTED_AUDIT_PK`].
+pub fn audit_pk(serial: &str) -> String {
+    format!("{AUDIT_PK_PREFIX}{DEVICE_PK_PREFIX}{serial}")
 }
 
 pub fn audit_sk(time: &str, request_id: &str) -> String {

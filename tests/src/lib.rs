@@ -17,6 +17,7 @@ use geoprov_shared::table;
 pub mod certs;
 pub mod cli;
 pub mod failover;
+pub mod iam;
 pub mod issuer;
 pub mod lambda;
 pub mod samples;

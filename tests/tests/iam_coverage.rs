@@ -6,12 +6,16 @@
 //! that records every request (moto's recorder), its requests signed with an
 //! access key of its own. The recording gives each function's actions; the
 //! templates' policies (read by `scripts/template_facts.py`) give its grants.
+//! Every DynamoDB request is also held to the `dynamodb:LeadingKeys`
+//! conditions of the grants: its item's partition key (each item's, in a
+//! transaction) must match a pattern of a statement that grants the action,
+//! as `geoprov_tests::iam` (a fake of IAM's evaluation) decides.
 //! This binary holds one test: it sets the recording variable before moto
 //! starts, and nothing else runs beside it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use geoprov_tests::{samples, template_facts, unique_table, RECORDING_VARIABLE};
+use geoprov_tests::{iam, samples, template_facts, unique_table, RECORDING_VARIABLE};
 use serde_json::Value;
 
 /// The access key each function's requests are signed with.
@@ -42,8 +46,30 @@ fn body(request: &Value) -> Value {
     serde_json::from_slice(&bytes).unwrap_or(Value::Null)
 }
 
+/// One action a recorded request needs, with the partition key of the item
+/// it touches (DynamoDB item actions only).
+type Need = (String, Option<String>);
+
+/// The partition key of a DynamoDB item or key, as the request sent it.
+fn partition_key(key: &Value) -> Option<String> {
+    key["pk"]["S"].as_str().map(str::to_owned)
+}
+
+/// The partition key a DynamoDB request names: its Key, its Item, or the
+/// `:pk` value of a Query's key condition (every geoprov Query names it so).
+fn request_partition_key(operation: &str, body: &Value) -> Option<String> {
+    match operation {
+        "GetItem" | "UpdateItem" | "DeleteItem" => partition_key(&body["Key"]),
+        "PutItem" => partition_key(&body["Item"]),
+        "Query" => body["ExpressionAttributeValues"][":pk"]["S"]
+            .as_str()
+            .map(str::to_owned),
+        _ => None,
+    }
+}
+
 /// The IAM actions one recorded request needs, and the access key it was signed with.
-fn actions_of(request: &Value) -> Option<(String, Vec<String>)> {
+fn actions_of(request: &Value) -> Option<(String, Vec<Need>)> {
     let authorization = header(request, "Authorization")?;
     let credential = authorization
         .split("Credential=")
@@ -61,23 +87,34 @@ fn actions_of(request: &Value) -> Option<(String, Vec<String>)> {
         Some(target) => target.rsplit('.').next()?.to_owned(),
         None => query_action(request).unwrap_or_else(|| rest_operation(request, service)),
     };
-    let actions = if operation == "TransactWriteItems" {
+    let body = body(request);
+    let needs = if operation == "TransactWriteItems" {
         // IAM authorises each item of a transaction by its own action.
-        body(request)["TransactItems"]
+        body["TransactItems"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|item| item.as_object()?.keys().next().cloned())
-            .map(|kind| match kind.as_str() {
-                "ConditionCheck" => "ConditionCheckItem".to_owned(),
-                other => format!("{other}Item"),
+            .filter_map(|item| item.as_object()?.iter().next())
+            .map(|(kind, inner)| {
+                let (op, pk) = match kind.as_str() {
+                    "ConditionCheck" => (
+                        "ConditionCheckItem".to_owned(),
+                        partition_key(&inner["Key"]),
+                    ),
+                    "Put" => ("PutItem".to_owned(), partition_key(&inner["Item"])),
+                    other => (format!("{other}Item"), partition_key(&inner["Key"])),
+                };
+                (format!("{service}:{op}"), pk)
             })
-            .map(|op| format!("{service}:{op}"))
             .collect()
     } else {
-        vec![format!("{service}:{operation}")]
+        let pk = match service {
+            "dynamodb" => request_partition_key(&operation, &body),
+            _ => None,
+        };
+        vec![(format!("{service}:{operation}"), pk)]
     };
-    Some((key, actions))
+    Some((key, needs))
 }
 
 /// The operation of an awsQuery request (CloudWatch): its `Action=` field.
@@ -150,19 +187,45 @@ async fn every_function_is_granted_exactly_the_aws_actions_it_performs() {
     samples::issuer::run(FUNCTIONS[2].1).await;
 
     let mut performed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut items: BTreeMap<String, BTreeSet<Need>> = BTreeMap::new();
     for line in std::fs::read_to_string(&recording)
         .expect("moto's recording")
         .lines()
     {
         let request: Value = serde_json::from_str(line).unwrap();
-        if let Some((key, actions)) = actions_of(&request) {
-            performed.entry(key).or_default().extend(actions);
+        if let Some((key, needs)) = actions_of(&request) {
+            for (action, pk) in needs {
+                performed
+                    .entry(key.clone())
+                    .or_default()
+                    .insert(action.clone());
+                if action.starts_with("dynamodb:") {
+                    items.entry(key.clone()).or_default().insert((action, pk));
+                }
+            }
         }
     }
     let _ = std::fs::remove_file(&recording);
 
     let granted = granted();
+    let facts = template_facts();
     let mut problems = Vec::new();
+    let mut checked = 0;
+    for (binary, key) in FUNCTIONS {
+        for (action, pk) in items.get(key).into_iter().flatten() {
+            checked += 1;
+            match pk {
+                None => problems.push(format!(
+                    "{binary} performs {action} on an item whose partition key the test cannot tell"
+                )),
+                Some(pk) if !iam::allows(&facts["grants"][binary], action, pk) => problems.push(
+                    format!("{binary} performs {action} on {pk}, which no LeadingKeys condition of its grants allows"),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+    assert!(checked > 0, "no DynamoDB request was recorded");
     for (binary, key) in FUNCTIONS {
         let did = performed.get(key).cloned().unwrap_or_default();
         let may = granted.get(binary).cloned().unwrap_or_default();

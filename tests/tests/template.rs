@@ -3,15 +3,18 @@
 //! and reference only what they declare, the hook's parameterOverrides are
 //! declared in the fleet template, every function gets exactly the
 //! environment variables its configuration reads, health checks and alarms
-//! take their logical ids from region names only, and every policy statement
-//! has a resource under every combination of conditions. (`make
+//! take their logical ids from region names only, every policy statement
+//! has a resource under every combination of conditions, things fit their
+//! thing type, every thing group a template names exists, and the table's
+//! grants keep each function to its item families (the audit log
+//! append-only). (`make
 //! lint-template` runs `sam validate --lint`, cfn-lint and checkov on the same
 //! files.)
 
 use std::collections::BTreeSet;
 
 use geoprov_shared::config::Env;
-use geoprov_tests::{template_facts, workspace_root};
+use geoprov_tests::{iam, template_facts, workspace_root};
 use serde_json::Value;
 
 fn facts() -> Value {
@@ -45,7 +48,7 @@ fn provisioning_templates_are_json_and_reference_only_what_they_declare() {
     let templates = facts["provisioningTemplates"].as_object().unwrap();
     assert_eq!(
         templates.keys().collect::<Vec<_>>(),
-        ["FleetProvisioningTemplate", "JitpCaCertificate"]
+        ["FleetProvisioningTemplate", "JitpProvisioningTemplate"]
     );
     for (name, text) in templates {
         let body: Value = serde_json::from_str(text.as_str().unwrap())
@@ -266,4 +269,240 @@ fn every_policy_statement_has_a_resource_under_every_combination_of_conditions()
         .map(|p| p.as_str().unwrap())
         .collect();
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// IoT's limits on a thing's attributes (the thing-types page of the IoT
+/// developer guide): without a type at most 3; with one at most 50, of
+/// which at most 3 searchable.
+const ATTRIBUTES_WITHOUT_TYPE: usize = 3;
+const ATTRIBUTES_WITH_TYPE: usize = 50;
+const SEARCHABLE_ATTRIBUTES: usize = 3;
+
+fn provisioning_bodies(facts: &Value) -> Vec<(String, Value)> {
+    facts["provisioningTemplates"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, text)| {
+            (
+                name.clone(),
+                serde_json::from_str(text.as_str().unwrap()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Every thing resource of a provisioning template body.
+fn things(body: &Value) -> Vec<(&String, &Value)> {
+    body["Resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::IoT::Thing")
+        .collect()
+}
+
+#[test]
+fn every_thing_has_the_thing_type_and_no_more_attributes_than_it_allows() {
+    let facts = facts();
+    let types = facts["thingTypes"].as_object().unwrap();
+    assert!(
+        types.contains_key("geoprov-device"),
+        "the regional stack has no thing type geoprov-device: {types:?}"
+    );
+    for (name, thing_type) in types {
+        let searchable = thing_type["searchableAttributes"].as_array().unwrap();
+        assert!(
+            searchable.len() <= SEARCHABLE_ATTRIBUTES,
+            "thing type {name} has {} searchable attributes",
+            searchable.len()
+        );
+    }
+    let bodies = provisioning_bodies(&facts);
+    assert_eq!(bodies.len(), 2);
+    for (template, body) in &bodies {
+        let things = things(body);
+        assert_eq!(things.len(), 1, "{template}: one thing");
+        for (resource, thing) in things {
+            let properties = &thing["Properties"];
+            let attributes = properties["AttributePayload"]
+                .as_object()
+                .map(|a| a.len())
+                .unwrap_or(0);
+            let limit = match properties["ThingTypeName"].as_str() {
+                Some(thing_type) => {
+                    assert!(
+                        types.contains_key(thing_type),
+                        "{template}.{resource}: thing type {thing_type} is not in the stack"
+                    );
+                    ATTRIBUTES_WITH_TYPE
+                }
+                None => {
+                    assert!(
+                        properties.get("ThingTypeName").is_none(),
+                        "{template}.{resource}: ThingTypeName is not a literal name"
+                    );
+                    ATTRIBUTES_WITHOUT_TYPE
+                }
+            };
+            assert!(
+                attributes <= limit,
+                "{template}.{resource}: {attributes} attributes, at most {limit} allowed"
+            );
+            // Both templates name the type: four attributes need one.
+            assert_eq!(properties["ThingTypeName"], "geoprov-device", "{template}");
+        }
+    }
+}
+
+/// The thing groups a body can name: literal names, and the default of a
+/// parameter it names (the hook's override is another: see below).
+fn group_names(body: &Value, thing: &Value) -> Vec<String> {
+    let Some(groups) = thing["Properties"]["ThingGroups"].as_array() else {
+        return Vec::new();
+    };
+    groups
+        .iter()
+        .map(|group| match group {
+            Value::String(name) => name.clone(),
+            Value::Object(reference) => {
+                let parameter = reference["Ref"].as_str().expect("a Ref to a parameter");
+                body["Parameters"][parameter]["Default"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("group parameter {parameter} has no default"))
+                    .to_owned()
+            }
+            other => panic!("a thing group that is neither a name nor a Ref: {other}"),
+        })
+        .collect()
+}
+
+#[test]
+fn every_thing_group_a_template_names_exists_in_the_stack() {
+    let facts = facts();
+    let groups: BTreeSet<String> = facts["thingGroups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap().to_owned())
+        .collect();
+    assert!(groups.contains("geoprov-devices"), "{groups:?}");
+    let mut named = 0;
+    for (template, body) in provisioning_bodies(&facts) {
+        for (_, thing) in things(&body) {
+            for group in group_names(&body, thing) {
+                named += 1;
+                assert!(
+                    groups.contains(&group),
+                    "{template} adds things to {group}, which the stack does not create"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        named, 2,
+        "each template adds its thing to the default group"
+    );
+    // Any other group comes from the manifest through the hook's
+    // ThingGroupName override; `geoprov registry import --regions` creates it
+    // in every region before the profile is written (tests/tests/cli.rs).
+}
+
+fn grants(facts: &Value, binary: &str) -> Value {
+    facts["grants"][binary].clone()
+}
+
+const FUNCTIONS: [&str; 3] = ["pre-provisioning-hook", "cert-issuer", "endpoint-failover"];
+
+#[test]
+fn the_audit_log_is_append_only_for_every_function() {
+    let facts = facts();
+    for binary in FUNCTIONS {
+        let grants = grants(&facts, binary);
+        for pk in ["AUDIT#DEVICE#SN-1", "AUDIT#UNATTRIBUTED"] {
+            for action in [
+                "dynamodb:DeleteItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:BatchWriteItem",
+            ] {
+                assert!(
+                    !iam::allows(&grants, action, pk),
+                    "{binary} may {action} the audit item {pk}"
+                );
+            }
+        }
+    }
+    // The two that write audit events may append them.
+    for binary in ["pre-provisioning-hook", "cert-issuer"] {
+        assert!(iam::allows(
+            &grants(&facts, binary),
+            "dynamodb:PutItem",
+            "AUDIT#DEVICE#SN-1"
+        ));
+    }
+}
+
+#[test]
+fn the_failovers_role_cannot_delete_an_audit_item_or_touch_a_device() {
+    let facts = facts();
+    let failover = grants(&facts, "endpoint-failover");
+    assert!(!iam::allows(
+        &failover,
+        "dynamodb:DeleteItem",
+        "AUDIT#DEVICE#SN-1"
+    ));
+    for action in [
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:GetItem",
+    ] {
+        for pk in [
+            "AUDIT#DEVICE#SN-1",
+            "DEVICE#SN-1",
+            "PROVISIONING#SN-1",
+            "CSR#ab",
+        ] {
+            assert!(
+                !iam::allows(&failover, action, pk),
+                "failover may {action} {pk}"
+            );
+        }
+    }
+    // Not vacuous: its own items it may write.
+    assert!(iam::allows(
+        &failover,
+        "dynamodb:UpdateItem",
+        "FAILOVER#global.iot.example.com"
+    ));
+}
+
+#[test]
+fn the_hook_and_the_issuer_cannot_rewrite_a_devices_profile() {
+    let facts = facts();
+    for binary in ["pre-provisioning-hook", "cert-issuer"] {
+        let grants = grants(&facts, binary);
+        for action in [
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",
+        ] {
+            assert!(
+                !iam::allows(&grants, action, "DEVICE#SN-1"),
+                "{binary} may {action} a profile (where the status lives)"
+            );
+        }
+        assert!(iam::allows(&grants, "dynamodb:GetItem", "DEVICE#SN-1"));
+    }
+    let hook = grants(&facts, "pre-provisioning-hook");
+    assert!(iam::allows(
+        &hook,
+        "dynamodb:UpdateItem",
+        "PROVISIONING#SN-1"
+    ));
+    let issuer = grants(&facts, "cert-issuer");
+    assert!(!iam::allows(
+        &issuer,
+        "dynamodb:UpdateItem",
+        "PROVISIONING#SN-1"
+    ));
 }

@@ -1,11 +1,12 @@
 """The comparator of `make bench-hook`: a minimal Python 3 + boto3
 pre-provisioning hook, as the AWS samples deploy it, doing the same registry
-read and conditional write as geoprov's Rust hook (one consistent Query of
-the profile and state, one TransactWriteItems with the quota condition and
-the audit event). It runs its own Runtime API loop, as a custom runtime
+read and conditional write as geoprov's Rust hook (two consistent GetItems,
+the profile and the state, at once; one TransactWriteItems with the quota
+condition and the audit event). It runs its own Runtime API loop, as a custom runtime
 would, so both contenders are driven the same way."""
 import datetime
 import json
+from concurrent.futures import ThreadPoolExecutor
 import os
 import urllib.request
 
@@ -15,6 +16,12 @@ TABLE = os.environ["TABLE_NAME"]
 REGION = os.environ["AWS_REGION"]
 DEFAULT_MAX = int(os.environ.get("DEFAULT_MAX_PROVISIONS", "3"))
 ddb = boto3.client("dynamodb")
+reads = ThreadPoolExecutor(max_workers=2)
+
+
+def get(pk, sk):
+    return ddb.get_item(TableName=TABLE, ConsistentRead=True,
+                        Key={"pk": {"S": pk}, "sk": {"S": sk}}).get("Item")
 
 
 def handler(event, request_id):
@@ -23,13 +30,10 @@ def handler(event, request_id):
     if not isinstance(serial, str) or not cert_id:
         return {"allowProvisioning": False}
     pk = f"DEVICE#{serial}"
-    items = ddb.query(
-        TableName=TABLE, ConsistentRead=True,
-        KeyConditionExpression="pk = :pk AND sk BETWEEN :p AND :s",
-        ExpressionAttributeValues={":pk": {"S": pk}, ":p": {"S": "PROFILE"}, ":s": {"S": "STATE"}},
-    )["Items"]
-    profile = next((i for i in items if i["sk"]["S"] == "PROFILE"), None)
-    state = next((i for i in items if i["sk"]["S"] == "STATE"), {})
+    state_pk = f"PROVISIONING#{serial}"
+    profile_read = reads.submit(get, pk, "PROFILE")
+    state = get(state_pk, "STATE") or {}
+    profile = profile_read.result()
     if profile is None or profile.get("status", {}).get("S", "ALLOWED") != "ALLOWED":
         return {"allowProvisioning": False}
     regions = profile.get("allowedRegions", {}).get("L")
@@ -45,7 +49,7 @@ def handler(event, request_id):
                                 "ConditionExpression": "attribute_exists(pk) AND #st = :a",
                                 "ExpressionAttributeNames": {"#st": "status"},
                                 "ExpressionAttributeValues": {":a": {"S": "ALLOWED"}}}},
-            {"Update": {"TableName": TABLE, "Key": {"pk": {"S": pk}, "sk": {"S": "STATE"}},
+            {"Update": {"TableName": TABLE, "Key": {"pk": {"S": state_pk}, "sk": {"S": "STATE"}},
                         "UpdateExpression": "SET provisionCount = if_not_exists(provisionCount, :z) + :o, "
                                             "serialNumber = :sn, lastCertificateId = :c, lastRegion = :r, "
                                             "lastProvisionedAt = :t "
@@ -56,7 +60,7 @@ def handler(event, request_id):
                                                       ":c": {"S": cert_id}, ":cs": {"SS": [cert_id]}, ":sn": {"S": serial},
                                                       ":r": {"S": REGION}, ":t": {"S": now}}}},
             {"Put": {"TableName": TABLE, "Item": {
-                "pk": {"S": pk}, "sk": {"S": f"AUDIT#{now}#{request_id}"},
+                "pk": {"S": f"AUDIT#DEVICE#{serial}"}, "sk": {"S": f"AUDIT#{now}#{request_id}"},
                 "kind": {"S": "PROVISIONING_DECISION"}, "serialNumber": {"S": serial},
                 "decision": {"S": "ALLOW"}, "reason": {"S": "ALLOWED"}, "detail": {"S": "every rule passed"},
                 "region": {"S": REGION}, "certificateId": {"S": cert_id},

@@ -14,8 +14,8 @@ use super::{AuditLog, CommitOutcome, DeviceRegistry, ProvisioningCommit, Registr
 use crate::audit::AuditEvent;
 use crate::device::{is_thing_name, DeviceProfile, DeviceRecord, ProvisioningState, SerialNumber};
 use crate::table::{
-    audit_sk, device_pk, AUDIT_SK_PREFIX, PARTITION_KEY, PROFILE_SK, SORT_KEY, STATE_SK,
-    UNATTRIBUTED_AUDIT_PK,
+    audit_pk, audit_sk, device_pk, provisioning_pk, AUDIT_SK_PREFIX, PARTITION_KEY, PROFILE_SK,
+    SORT_KEY, STATE_SK, UNATTRIBUTED_AUDIT_PK,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -106,7 +106,7 @@ impl DynamoRegistry {
             .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
             .expression_attribute_names("#pk", PARTITION_KEY)
             .expression_attribute_names("#sk", SORT_KEY)
-            .expression_attribute_values(":pk", s(device_pk(serial.as_str())))
+            .expression_attribute_values(":pk", s(audit_pk(serial.as_str())))
             .expression_attribute_values(":prefix", s(AUDIT_SK_PREFIX))
             .into_paginator()
             .items()
@@ -120,38 +120,24 @@ impl DynamoRegistry {
 
 impl DeviceRegistry for DynamoRegistry {
     async fn device(&self, serial: &SerialNumber) -> Result<Option<DeviceRecord>, RegistryError> {
-        // PROFILE and STATE sort next to each other, before nothing else of
-        // the device's partition, so one consistent query reads both.
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .consistent_read(true)
-            .key_condition_expression("#pk = :pk AND #sk BETWEEN :profile AND :state")
-            .expression_attribute_names("#pk", PARTITION_KEY)
-            .expression_attribute_names("#sk", SORT_KEY)
-            .expression_attribute_values(":pk", s(device_pk(serial.as_str())))
-            .expression_attribute_values(":profile", s(PROFILE_SK))
-            .expression_attribute_values(":state", s(STATE_SK))
-            .send()
-            .await
-            .map_err(|e| RegistryError::dynamo("Query", e))?;
-        let mut profile = None;
-        let mut state = ProvisioningState::default();
-        for item in out.items.unwrap_or_default() {
-            match item
-                .get(SORT_KEY)
-                .and_then(|v| v.as_s().ok())
-                .map(String::as_str)
-            {
-                Some(PROFILE_SK) => profile = Some(from_item::<DeviceProfile>(item)?),
-                Some(STATE_SK) => state = from_item(item)?,
-                _ => {}
-            }
-        }
-        Ok(profile.map(|profile| DeviceRecord {
-            profile,
-            provisioning: state,
+        // The profile and the state live in partitions of their own (so IAM
+        // can let the hook write one and not the other); two consistent reads
+        // at once cost one round trip. The commit re-checks both anyway.
+        // Boxed: two SDK futures side by side nest too deep for rustc's
+        // layout queries in the hook's async stack.
+        let (profile, state) = tokio::try_join!(
+            Box::pin(self.get(device_pk(serial.as_str()), PROFILE_SK)),
+            Box::pin(self.get(provisioning_pk(serial.as_str()), STATE_SK)),
+        )?;
+        let Some(profile) = profile else {
+            return Ok(None);
+        };
+        Ok(Some(DeviceRecord {
+            profile: from_item::<DeviceProfile>(profile)?,
+            provisioning: match state {
+                Some(item) => from_item::<ProvisioningState>(item)?,
+                None => ProvisioningState::default(),
+            },
         }))
     }
 
@@ -160,10 +146,9 @@ impl DeviceRegistry for DynamoRegistry {
         commit: &ProvisioningCommit,
         audit: &AuditEvent,
     ) -> Result<CommitOutcome, RegistryError> {
-        let pk = device_pk(commit.serial.as_str());
         let still_allowed = ConditionCheck::builder()
             .table_name(&self.table)
-            .key(PARTITION_KEY, s(&pk))
+            .key(PARTITION_KEY, s(device_pk(commit.serial.as_str())))
             .key(SORT_KEY, s(PROFILE_SK))
             .condition_expression("attribute_exists(#pk) AND #status = :allowed")
             .expression_attribute_names("#pk", PARTITION_KEY)
@@ -173,7 +158,7 @@ impl DeviceRegistry for DynamoRegistry {
             .map_err(|e| RegistryError::dynamo("TransactWriteItems", e))?;
         let consume = Update::builder()
             .table_name(&self.table)
-            .key(PARTITION_KEY, s(&pk))
+            .key(PARTITION_KEY, s(provisioning_pk(commit.serial.as_str())))
             .key(SORT_KEY, s(STATE_SK))
             .update_expression(
                 "SET #count = if_not_exists(#count, :zero) + :one, #serial = :serial, \
@@ -247,6 +232,21 @@ impl AuditLog for DynamoRegistry {
 }
 
 impl DynamoRegistry {
+    /// One item, read consistently.
+    async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, RegistryError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key(PARTITION_KEY, s(pk))
+            .key(SORT_KEY, s(sk))
+            .send()
+            .await
+            .map_err(|e| RegistryError::dynamo("GetItem", e))?;
+        Ok(out.item)
+    }
+
     fn audit_put(&self, event: &AuditEvent) -> Result<Put, RegistryError> {
         Put::builder()
             .table_name(&self.table)
@@ -263,7 +263,7 @@ const APPEND_ONLY: &str = "attribute_not_exists(#sk)";
 
 fn audit_item(event: &AuditEvent) -> Result<Item, RegistryError> {
     let pk = match event.serial_number.as_deref() {
-        Some(serial) if is_thing_name(serial) => device_pk(serial),
+        Some(serial) if is_thing_name(serial) => audit_pk(serial),
         _ => UNATTRIBUTED_AUDIT_PK.to_owned(),
     };
     let mut item: Item = to_item(event)?;

@@ -40,7 +40,14 @@ pub async fn run(function_key: &str) {
     let cli = Geoprov::new(env.clone());
     cli.ok(&["registry", "create-table"]);
     let manifest = fixtures.join("registry.jsonl");
-    cli.ok(&["registry", "import", manifest.to_str().unwrap()]);
+    // The manifest names thing groups: the import creates them in the region.
+    cli.ok(&[
+        "registry",
+        "import",
+        "--regions",
+        region,
+        manifest.to_str().unwrap(),
+    ]);
 
     let emulator = RuntimeEmulator::start();
     let mut function_env = env.clone();
