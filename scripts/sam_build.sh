@@ -29,13 +29,24 @@ check() { # build dir, then the functions it must hold
     done
 }
 
-# The regional stack, with the default env's build settings.
-"$sam" build --template-file template.yaml --build-dir "$root/.aws-sam/build"
+# The envs build for arm64 (samconfig.toml). Here they build for x86_64: this
+# machine's Rust has no aarch64 standard library and rustup cannot fetch one
+# offline. The command-line list replaces the env's whole list
+# (aws-sam-cli#2380), so it repeats what else the build needs. PcaArn makes
+# the issuer (behind the HasPca condition) part of the build.
+arch=x86_64
+pca=arn:aws:acm-pca:eu-central-1:123456789012:certificate-authority/11111111-2222-3333-4444-555555555555
+
+# The regional stack, with env us-east-1's build settings.
+"$sam" build --config-env us-east-1 --template-file template.yaml \
+    --build-dir "$root/.aws-sam/build" \
+    --parameter-overrides "Architecture=$arch PcaArn=$pca"
 check "$root/.aws-sam/build" PreProvisioningHookFunction CertIssuerFunction
 
 # The global stack, with env `global`'s (its template, Regions for the local
 # Fn::ForEach expansion); a cache of its own, since a build prunes the cache
 # entries it does not know.
 "$sam" build --config-env global --template-file global.yaml \
-    --build-dir "$root/.aws-sam/global/build" --cache-dir "$src/.aws-sam/global/cache"
+    --build-dir "$root/.aws-sam/global/build" --cache-dir "$src/.aws-sam/global/cache" \
+    --parameter-overrides "Architecture=$arch Regions=us-east-1,eu-west-1"
 check "$root/.aws-sam/global/build" EndpointFailoverFunction

@@ -16,6 +16,7 @@ and provisioning templates by logical id, each unique across the templates.
   its logical id as written (for one made by Fn::ForEach, the key with its
   placeholders) and the loops that make it: identifier, collection, and the
   collection parameter's Type and AllowedPattern;
+- "parameters": for each template, the names of its parameters;
 - "thingTypes": each AWS::IoT::ThingType by name, with its searchable
   attributes; "thingGroups": the name of each AWS::IoT::ThingGroup;
 - "grants": for each function, every Allow statement its policies may hold
@@ -445,6 +446,7 @@ def read(path, facts):
     with open(path) as f:
         template = yaml.load(f, Loader=Loader)
     facts["templates"].append(label)
+    facts["parameters"][label] = sorted(template.get("Parameters") or {})
     for logical_id, resource in template["Resources"].items():
         if logical_id.startswith(FOREACH):
             continue
@@ -478,6 +480,7 @@ def main(paths):
         "actions": {},
         "environment": {},
         "provisioningTemplates": {},
+        "parameters": {},
         "thingTypes": {},
         "thingGroups": [],
         "grants": {},

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use geoprov_tests::workspace_root;
+use geoprov_tests::{template_facts, workspace_root};
 use serde_json::{Map, Value};
 
 /// The SAM venv's Python, which has the pinned aws-sam-cli.
@@ -126,4 +126,64 @@ fn unquoted_space_and_json_are_caught() {
     assert_eq!(check["parsed"]["B"], "{", "SAM ends a value at a quote");
     let cut = cut_values(&envs);
     assert_eq!(cut.len(), 2, "both values are reported cut: {cut:?}");
+}
+
+/// samconfig.toml itself, as JSON (read by Python's tomllib).
+fn samconfig() -> Value {
+    let out = Command::new(sam_python())
+        .args([
+            "-c",
+            "import json, sys, tomllib; print(json.dumps(tomllib.load(open(sys.argv[1], 'rb'))))",
+        ])
+        .arg(workspace_root().join("samconfig.toml"))
+        .output()
+        .expect("read samconfig.toml");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+/// The envs, the template each deploys, and the parameters SAM reads.
+#[test]
+fn every_env_deploys_without_a_prompt_with_its_architecture_and_its_templates_parameters() {
+    let config = samconfig();
+    let envs = overrides(&workspace_root().join("samconfig.toml"));
+    let facts = template_facts();
+    for (env, template) in [
+        ("us-east-1", "template.yaml"),
+        ("eu-west-1", "template.yaml"),
+        ("global", "global.yaml"),
+    ] {
+        let deploy = &config[env]["deploy"]["parameters"];
+        assert_eq!(
+            deploy["confirm_changeset"],
+            Value::Bool(false),
+            "[{env}.deploy] must not wait for a prompt (confirm_changeset = false)"
+        );
+        // The architecture is in the env's own lists, build and deploy alike:
+        // a command-line override would replace the whole list.
+        let built = &envs[env]["build"]["parsed"]["Architecture"];
+        let deployed = &envs[env]["deploy"]["parsed"]["Architecture"];
+        assert!(
+            built.is_string() && built == deployed,
+            "[{env}] Architecture: build {built}, deploy {deployed}"
+        );
+        let declared: Vec<&str> = facts["parameters"][template]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap())
+            .collect();
+        for command in ["build", "deploy"] {
+            for key in envs[env][command]["parsed"].as_object().unwrap().keys() {
+                assert!(
+                    declared.contains(&key.as_str()),
+                    "[{env}.{command}] sets {key}, which {template} does not declare"
+                );
+            }
+        }
+    }
 }
