@@ -6,9 +6,11 @@
 
 mod dns;
 mod failover_config;
+mod iot;
 mod manifest;
 mod pca;
 mod setup;
+mod thing_groups;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -77,23 +79,27 @@ enum SetupCommand {
         #[arg(long)]
         out_dir: PathBuf,
     },
-    /// Register a CA certificate in every region where it is not yet
-    /// registered (SNI_ONLY, ACTIVE, auto-registration on, with the JITP
-    /// template when given). Prints the CA certificate id per region (JSON).
+    /// Fetch an ACM Private CA's certificate and register it in every
+    /// region (SNI_ONLY, ACTIVE, auto-registration on, registrationConfig
+    /// naming the region's JITP template), or, where it is registered, set
+    /// those right. Run it after the regional stacks, which create the
+    /// templates. Prints the CA certificate id per region and whether it was
+    /// created, repaired or left (JSON).
     Ca {
-        /// The CA certificate (PEM), e.g. `geoprov pca create-local-ca`'s
-        /// certificatePem.
+        /// The CA's ARN (arn:aws:acm-pca:REGION:ACCOUNT:certificate-authority/ID).
         #[arg(long)]
-        ca_pem: PathBuf,
+        pca_arn: String,
+        /// The CA's region; by default the region its ARN names.
+        #[arg(long)]
+        pca_region: Option<String>,
         /// Comma-separated.
         #[arg(long, value_delimiter = ',', required = true)]
         regions: Vec<String>,
-        /// The role IoT assumes to run the JITP template.
-        #[arg(long, requires = "template_body_file")]
-        registration_role_arn: Option<String>,
-        /// The JITP provisioning template (JSON).
-        #[arg(long, requires = "registration_role_arn")]
-        template_body_file: Option<PathBuf>,
+        /// The JITP provisioning template each region's registration names:
+        /// by default the one each regional stack makes, the same name in
+        /// every region; `{region}` in it stands for the region.
+        #[arg(long, default_value = setup::JITP_TEMPLATE)]
+        template_name: String,
     },
 }
 
@@ -108,10 +114,18 @@ enum FailoverCommand {
 enum FailoverConfigCommand {
     /// Check a FAILOVER_CONFIG document as the function will at cold start;
     /// print what it names and its size (JSON).
-    Validate { file: PathBuf },
-    /// Validate a FAILOVER_CONFIG document, then store it in S3 or SSM
-    /// Parameter Store (the standard tier up to 4 KB, the advanced tier up to
-    /// 8 KB); nothing is stored when it is invalid.
+    Validate {
+        file: PathBuf,
+        /// Also check that every region of the document has an ENABLED IoT
+        /// domain configuration for its recordName (IoT matches a device's
+        /// TLS SNI to one; without it, devices routed there fail TLS).
+        #[arg(long)]
+        check_regions: bool,
+    },
+    /// Validate a FAILOVER_CONFIG document and check its regions as
+    /// `validate --check-regions` does, then store it in S3 or SSM Parameter
+    /// Store (the standard tier up to 4 KB, the advanced tier up to 8 KB);
+    /// nothing is stored when either fails.
     Put {
         file: PathBuf,
         /// s3://bucket/key or ssm:<parameter name>: what the function's
@@ -168,13 +182,19 @@ enum RegistryCommand {
         #[arg(long, env = "TABLE_NAME")]
         table: String,
     },
-    /// Import a factory manifest (JSON Lines, one device per line).
+    /// Import a factory manifest (JSON Lines, one device per line). The
+    /// thing groups it names (other than geoprov-devices, which each
+    /// regional stack creates) are first created where absent in every
+    /// region of --regions; a manifest naming groups needs --regions.
     Import {
         #[arg(long, env = "TABLE_NAME")]
         table: String,
         /// Import the valid lines even when some are invalid.
         #[arg(long)]
         skip_invalid: bool,
+        /// Comma-separated: the regions devices provision in.
+        #[arg(long, value_delimiter = ',')]
+        regions: Option<Vec<String>>,
         file: PathBuf,
     },
     /// Print a device's profile and provisioning state (JSON).
@@ -221,6 +241,24 @@ enum CliError {
     Route53(#[from] endpoint_failover::route53::Route53Error),
     #[error("{0}")]
     Setup(#[from] setup::SetupError),
+    #[error("{0}")]
+    ThingGroup(#[from] thing_groups::ThingGroupError),
+    #[error("IoT {operation} in {region}: {message}")]
+    Iot {
+        region: String,
+        operation: &'static str,
+        message: String,
+    },
+    #[error(
+        "no ENABLED IoT domain configuration (DATA) for {name} in {}: devices routed there \
+         would fail TLS, as IoT matches the SNI to a domain configuration (deploy the \
+         regional stack with ServerCertificateArn there, or leave the region out)",
+        regions.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    )]
+    UnservedRegions {
+        name: String,
+        regions: Vec<failover_config::UnservedRegion>,
+    },
     #[error("{option} {value:?} is not {expected}")]
     Location {
         option: &'static str,
@@ -250,9 +288,13 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), CliError> {
     let command = match cli.command {
         // These load the AWS configuration only when they need it: validating
-        // a file calls no AWS API, and neither does a refused put.
-        Command::Failover(FailoverCommand::Config(FailoverConfigCommand::Validate { file })) => {
-            print_json(&failover_config::validate(&file)?);
+        // a file without --check-regions calls no AWS API, and neither does
+        // a put refused for its document or destination.
+        Command::Failover(FailoverCommand::Config(FailoverConfigCommand::Validate {
+            file,
+            check_regions,
+        })) => {
+            print_json(&failover_config::validate(&file, check_regions).await?);
             return Ok(());
         }
         Command::Failover(FailoverCommand::Config(FailoverConfigCommand::Put { file, to })) => {
@@ -284,21 +326,21 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             return Ok(());
         }
         Command::Setup(SetupCommand::Ca {
-            ca_pem,
+            pca_arn,
+            pca_region,
             regions,
-            registration_role_arn,
-            template_body_file,
+            template_name,
         }) => {
-            let jitp = match (registration_role_arn, template_body_file) {
-                (Some(role_arn), Some(file)) => Some(setup::JitpRegistration {
-                    template_body: std::fs::read_to_string(&file)
-                        .map_err(|source| CliError::Read { path: file, source })?,
-                    role_arn,
-                }),
-                _ => None,
-            };
             let sdk = aws::load_sdk_config().await;
-            print_json(&setup::ca(&sdk, &ca_pem, &regions, jitp.as_ref()).await?);
+            let setup = setup::ca(
+                &sdk,
+                &pca_arn,
+                pca_region.as_deref(),
+                &regions,
+                &template_name,
+            )
+            .await?;
+            print_json(&setup);
             return Ok(());
         }
         command => command,
@@ -314,8 +356,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Registry(RegistryCommand::Import {
             table,
             skip_invalid,
+            regions,
             file,
-        }) => import(DynamoRegistry::new(client, table), &file, skip_invalid).await,
+        }) => {
+            let registry = DynamoRegistry::new(client, table);
+            import(&sdk, registry, &file, skip_invalid, regions.as_deref()).await
+        }
         Command::Registry(RegistryCommand::Show { table, serial }) => {
             let registry = DynamoRegistry::new(client, table);
             let serial = parse_serial(&serial)?;
@@ -357,7 +403,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-async fn import(registry: DynamoRegistry, file: &Path, skip_invalid: bool) -> Result<(), CliError> {
+async fn import(
+    sdk: &aws_config::SdkConfig,
+    registry: DynamoRegistry,
+    file: &Path,
+    skip_invalid: bool,
+    regions: Option<&[String]>,
+) -> Result<(), CliError> {
+    let regions = regions.map(setup::parse_regions).transpose()?;
     let text = std::fs::read_to_string(file).map_err(|source| CliError::Read {
         path: file.to_path_buf(),
         source,
@@ -370,6 +423,30 @@ async fn import(registry: DynamoRegistry, file: &Path, skip_invalid: bool) -> Re
         return Err(CliError::InvalidManifest {
             count: manifest.errors.len(),
         });
+    }
+
+    // Every group a device will be put in exists before the device can
+    // provision: nothing is written to the registry until then.
+    let groups = thing_groups::named_groups(&manifest.profiles);
+    let thing_groups = match (&regions, groups.is_empty()) {
+        (_, true) => None,
+        (None, false) => {
+            return Err(thing_groups::ThingGroupError::RegionsNeeded {
+                groups: groups.into_iter().collect(),
+            }
+            .into())
+        }
+        (Some(regions), false) => Some(thing_groups::ensure(sdk, regions, &groups).await?),
+    };
+    if let Some(by_region) = &thing_groups {
+        for (region, groups) in by_region {
+            if !groups.created.is_empty() {
+                eprintln!(
+                    "created thing group(s) {} in {region}",
+                    groups.created.join(", ")
+                );
+            }
+        }
     }
 
     let progress = ProgressBar::new(manifest.profiles.len() as u64).with_style(
@@ -389,11 +466,15 @@ async fn import(registry: DynamoRegistry, file: &Path, skip_invalid: bool) -> Re
         .await?;
     progress.finish_and_clear();
 
-    print_json(&json!({
+    let mut summary = json!({
         "table": registry.table(),
         "imported": imported,
         "invalid": manifest.errors.len(),
-    }));
+    });
+    if let Some(by_region) = thing_groups {
+        summary["thingGroups"] = json!(by_region);
+    }
+    print_json(&summary);
     if manifest.errors.is_empty() {
         Ok(())
     } else {

@@ -9,12 +9,26 @@ use std::path::{Path, PathBuf};
 
 use aws_config::{Region, SdkConfig};
 use aws_sdk_iot::error::DisplayErrorContext;
-use aws_sdk_iot::types::{CertificateMode, CertificateStatus, RegistrationConfig};
+use aws_sdk_iot::operation::describe_ca_certificate::DescribeCaCertificateOutput;
+use aws_sdk_iot::types::{
+    AutoRegistrationStatus, CaCertificateStatus, CertificateMode, CertificateStatus,
+    RegistrationConfig,
+};
 use aws_sdk_iot::Client;
+use geoprov_shared::device::RegionName;
 use sha2::{Digest, Sha256};
+
+use crate::iot::iot_client;
 
 const CLAIM_CERTIFICATE: &str = "claim.pem";
 const CLAIM_KEY: &str = "claim.key";
+const IOT: &str = "IoT";
+const PCA: &str = "ACM PCA";
+/// The JITP provisioning template the regional stack makes (template.yaml's
+/// JitpProvisioningTemplate), the same name in every region.
+pub const JITP_TEMPLATE: &str = "geoprov-jitp";
+/// What `{region}` in `--template-name` stands for.
+const REGION_PLACEHOLDER: &str = "{region}";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -33,10 +47,23 @@ pub enum SetupError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}: {reason}", path.display())]
-    NotACertificate { path: PathBuf, reason: String },
-    #[error("IoT {operation} in {region}: {message}")]
+    #[error("{origin}: {reason}")]
+    NotACertificate { origin: String, reason: String },
+    #[error(
+        "--pca-arn {arn:?}: {reason} (expected \
+         arn:PARTITION:acm-pca:REGION:ACCOUNT:certificate-authority/ID)"
+    )]
+    PcaArn { arn: String, reason: String },
+    #[error("--pca-region {0:?} is not a region name like eu-west-1")]
+    PcaRegion(String),
+    #[error(
+        "--template-name {name:?}: an IoT provisioning template name is 1-36 characters \
+         of [A-Za-z0-9_-]{region_note}"
+    )]
+    TemplateName { name: String, region_note: String },
+    #[error("{service} {operation} in {region}: {message}")]
     Aws {
+        service: &'static str,
         region: String,
         operation: &'static str,
         message: String,
@@ -44,41 +71,46 @@ pub enum SetupError {
 }
 
 fn aws_error<E: std::error::Error + 'static>(
+    service: &'static str,
     region: &str,
     operation: &'static str,
     err: E,
 ) -> SetupError {
     SetupError::Aws {
+        service,
         region: region.to_owned(),
         operation,
         message: DisplayErrorContext(err).to_string(),
     }
 }
 
-fn missing(region: &str, operation: &'static str, field: &str) -> SetupError {
+fn missing(
+    service: &'static str,
+    region: &str,
+    operation: &'static str,
+    field: &str,
+) -> SetupError {
     SetupError::Aws {
+        service,
         region: region.to_owned(),
         operation,
         message: format!("the response has no {field}"),
     }
 }
 
-/// What a Register* call answered, or which field it left out.
-fn newly_registered(
+/// The id and ARN a Register* call answered, or which one it left out.
+fn registered_ids(
     region: &str,
     operation: &'static str,
     id: Option<&str>,
     arn: Option<&str>,
-) -> Result<RegisteredCertificate, SetupError> {
-    Ok(RegisteredCertificate {
-        certificate_id: id
-            .ok_or_else(|| missing(region, operation, "certificateId"))?
+) -> Result<(String, String), SetupError> {
+    Ok((
+        id.ok_or_else(|| missing(IOT, region, operation, "certificateId"))?
             .to_owned(),
-        certificate_arn: arn
-            .ok_or_else(|| missing(region, operation, "certificateArn"))?
+        arn.ok_or_else(|| missing(IOT, region, operation, "certificateArn"))?
             .to_owned(),
-        created: true,
-    })
+    ))
 }
 
 /// The claim certificate's files and its id and ARN in each region.
@@ -99,16 +131,107 @@ pub struct RegisteredCertificate {
     pub created: bool,
 }
 
-/// The CA certificate's id in each region.
+/// The CA certificate of an ACM Private CA and its registration in each
+/// region.
 #[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CaSetup {
-    pub regions: BTreeMap<String, RegisteredCertificate>,
+    pub pca_arn: String,
+    pub regions: BTreeMap<String, RegisteredCa>,
 }
 
-/// The JITP registration template a CA certificate carries.
-pub struct JitpRegistration {
-    pub template_body: String,
-    pub role_arn: String,
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisteredCa {
+    pub certificate_id: String,
+    pub certificate_arn: String,
+    /// The JITP provisioning template its registrationConfig names.
+    pub template_name: String,
+    pub outcome: CaOutcome,
+    /// What this run set right on a registration it found.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repaired: Vec<&'static str>,
+}
+
+/// What a run did to a region's CA registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaOutcome {
+    /// Registered by this run.
+    Created,
+    /// Found registered, and its status, auto-registration or template set
+    /// right.
+    Repaired,
+    /// Found registered as it should be; nothing sent.
+    Left,
+}
+
+/// An ACM Private CA's ARN, checked before any call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PcaArn {
+    pub arn: String,
+    /// The region the ARN names: where the CA lives.
+    pub region: String,
+}
+
+impl PcaArn {
+    /// `arn:PARTITION:acm-pca:REGION:ACCOUNT:certificate-authority/ID`.
+    pub fn parse(arn: &str) -> Result<PcaArn, SetupError> {
+        let bad = |reason: String| SetupError::PcaArn {
+            arn: arn.to_owned(),
+            reason,
+        };
+        let fields: Vec<&str> = arn.splitn(6, ':').collect();
+        let [prefix, partition, service, region, account, resource] = fields[..] else {
+            return Err(bad("not an ARN".into()));
+        };
+        if prefix != "arn" || partition.is_empty() {
+            return Err(bad("not an ARN".into()));
+        }
+        if service != "acm-pca" {
+            return Err(bad(format!(
+                "names the {service:?} service, not acm-pca (ACM Private CA)"
+            )));
+        }
+        if RegionName::try_from(region).is_err() {
+            return Err(bad(format!("{region:?} is not a region name")));
+        }
+        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad(format!("{account:?} is not a 12-digit account id")));
+        }
+        let id = resource
+            .strip_prefix("certificate-authority/")
+            .ok_or_else(|| bad(format!("{resource:?} is not a certificate-authority/ID")))?;
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(bad(format!("{id:?} is not a certificate authority id")));
+        }
+        Ok(PcaArn {
+            arn: arn.to_owned(),
+            region: region.to_owned(),
+        })
+    }
+}
+
+/// The provisioning template name for `region`: `{region}` in `pattern`
+/// replaced, checked against IoT's rule for template names.
+pub fn template_name(pattern: &str, region: &str) -> Result<String, SetupError> {
+    let name = pattern.replace(REGION_PLACEHOLDER, region);
+    let valid = (1..=36).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if valid {
+        Ok(name)
+    } else {
+        Err(SetupError::TemplateName {
+            region_note: if name == pattern {
+                String::new()
+            } else {
+                format!(" ({name:?} in {region})")
+            },
+            name: pattern.to_owned(),
+        })
+    }
 }
 
 /// The regions in the order given, refused when empty or repeated.
@@ -129,18 +252,11 @@ pub fn parse_regions(regions: &[String]) -> Result<Vec<String>, SetupError> {
     Ok(seen)
 }
 
-fn iot_client(sdk: &SdkConfig, region: &str) -> Client {
-    Client::from_conf(
-        aws_sdk_iot::config::Builder::from(sdk)
-            .region(Region::new(region.to_owned()))
-            .build(),
-    )
-}
-
 /// The id AWS IoT gives a certificate: the lowercase hex SHA-256 of its DER.
-pub fn certificate_id(pem_text: &str, path: &Path) -> Result<String, SetupError> {
+/// `origin` says where the PEM came from, for the error.
+pub fn certificate_id(pem_text: &str, origin: &str) -> Result<String, SetupError> {
     let not_a_certificate = |reason: String| SetupError::NotACertificate {
-        path: path.to_path_buf(),
+        origin: origin.to_owned(),
         reason,
     };
     let block = pem::parse(pem_text).map_err(|e| not_a_certificate(e.to_string()))?;
@@ -230,7 +346,7 @@ pub async fn claim(
         }
     };
 
-    let id = certificate_id(&pem_text, &pem_path)?;
+    let id = certificate_id(&pem_text, &pem_path.display().to_string())?;
     for region in remaining {
         let certificate =
             ensure_claim_active(&iot_client(sdk, region), region, &id, &pem_text).await?;
@@ -263,20 +379,20 @@ async fn create_claim(
         .set_as_active(false)
         .send()
         .await
-        .map_err(|e| aws_error(region, OPERATION, e))?;
+        .map_err(|e| aws_error(IOT, region, OPERATION, e))?;
     let id = created
         .certificate_id()
-        .ok_or_else(|| missing(region, OPERATION, "certificateId"))?;
+        .ok_or_else(|| missing(IOT, region, OPERATION, "certificateId"))?;
     let arn = created
         .certificate_arn()
-        .ok_or_else(|| missing(region, OPERATION, "certificateArn"))?;
+        .ok_or_else(|| missing(IOT, region, OPERATION, "certificateArn"))?;
     let pem_text = created
         .certificate_pem()
-        .ok_or_else(|| missing(region, OPERATION, "certificatePem"))?;
+        .ok_or_else(|| missing(IOT, region, OPERATION, "certificatePem"))?;
     let key = created
         .key_pair()
         .and_then(|pair| pair.private_key())
-        .ok_or_else(|| missing(region, OPERATION, "keyPair.PrivateKey"))?;
+        .ok_or_else(|| missing(IOT, region, OPERATION, "keyPair.PrivateKey"))?;
     // The key first: a certificate file without its key is refused on the
     // next run, never completed with a new key.
     write_new(key_path, 0o600, key)?;
@@ -299,7 +415,7 @@ async fn set_active(client: &Client, region: &str, id: &str) -> Result<(), Setup
         .new_status(CertificateStatus::Active)
         .send()
         .await
-        .map_err(|e| aws_error(region, "UpdateCertificate", e))?;
+        .map_err(|e| aws_error(IOT, region, "UpdateCertificate", e))?;
     Ok(())
 }
 
@@ -321,7 +437,7 @@ async fn ensure_claim_active(
         Ok(found) => {
             let description = found
                 .certificate_description()
-                .ok_or_else(|| missing(region, DESCRIBE, "certificateDescription"))?;
+                .ok_or_else(|| missing(IOT, region, DESCRIBE, "certificateDescription"))?;
             if description.status() != Some(&CertificateStatus::Active) {
                 set_active(client, region, id).await?;
             }
@@ -329,7 +445,7 @@ async fn ensure_claim_active(
                 certificate_id: id.to_owned(),
                 certificate_arn: description
                     .certificate_arn()
-                    .ok_or_else(|| missing(region, DESCRIBE, "certificateArn"))?
+                    .ok_or_else(|| missing(IOT, region, DESCRIBE, "certificateArn"))?
                     .to_owned(),
                 created: false,
             })
@@ -346,37 +462,112 @@ async fn ensure_claim_active(
                 .status(CertificateStatus::Active)
                 .send()
                 .await
-                .map_err(|e| aws_error(region, REGISTER, e))?;
-            newly_registered(
+                .map_err(|e| aws_error(IOT, region, REGISTER, e))?;
+            let (certificate_id, certificate_arn) = registered_ids(
                 region,
                 REGISTER,
                 registered.certificate_id(),
                 registered.certificate_arn(),
-            )
+            )?;
+            Ok(RegisteredCertificate {
+                certificate_id,
+                certificate_arn,
+                created: true,
+            })
         }
-        Err(e) => Err(aws_error(region, DESCRIBE, e)),
+        Err(e) => Err(aws_error(IOT, region, DESCRIBE, e)),
     }
 }
 
-/// Registers the CA certificate in every region where it is not registered:
-/// SNI_ONLY, ACTIVE, auto-registration on, with the JITP template if given.
+/// Fetches the CA certificate of an ACM Private CA and makes it registered in
+/// every region as JITP needs it: SNI_ONLY, ACTIVE, auto-registration on,
+/// registrationConfig naming the region's JITP provisioning template.
+/// Everything is checked before the first call.
 pub async fn ca(
     sdk: &SdkConfig,
-    ca_pem: &Path,
+    pca_arn: &str,
+    pca_region: Option<&str>,
     regions: &[String],
-    jitp: Option<&JitpRegistration>,
+    template_pattern: &str,
 ) -> Result<CaSetup, SetupError> {
+    let pca = PcaArn::parse(pca_arn)?;
+    let pca_region = match pca_region {
+        Some(region) if RegionName::try_from(region).is_err() => {
+            return Err(SetupError::PcaRegion(region.to_owned()))
+        }
+        Some(region) => region.to_owned(),
+        None => pca.region.clone(),
+    };
     let regions = parse_regions(regions)?;
-    let pem_text = read(ca_pem)?;
-    let id = certificate_id(&pem_text, ca_pem)?;
+    let templates = regions
+        .iter()
+        .map(|region| Ok((region.clone(), template_name(template_pattern, region)?)))
+        .collect::<Result<Vec<_>, SetupError>>()?;
+
+    let pem_text = pca_certificate(sdk, &pca, &pca_region).await?;
+    let id = certificate_id(&pem_text, &format!("the certificate of {}", pca.arn))?;
     let mut registered = BTreeMap::new();
-    for region in &regions {
-        let certificate = ensure_ca(&iot_client(sdk, region), region, &id, &pem_text, jitp).await?;
-        registered.insert(region.clone(), certificate);
+    for (region, template) in templates {
+        let certificate = ensure_ca(
+            &iot_client(sdk, &region),
+            &region,
+            &id,
+            &pem_text,
+            &template,
+        )
+        .await?;
+        registered.insert(region, certificate);
     }
     Ok(CaSetup {
+        pca_arn: pca.arn,
         regions: registered,
     })
+}
+
+/// The CA's own certificate (PEM), from ACM PCA in `region`.
+async fn pca_certificate(
+    sdk: &SdkConfig,
+    pca: &PcaArn,
+    region: &str,
+) -> Result<String, SetupError> {
+    const OPERATION: &str = "GetCertificateAuthorityCertificate";
+    let client = aws_sdk_acmpca::Client::from_conf(
+        aws_sdk_acmpca::config::Builder::from(sdk)
+            .region(Region::new(region.to_owned()))
+            .build(),
+    );
+    client
+        .get_certificate_authority_certificate()
+        .certificate_authority_arn(&pca.arn)
+        .send()
+        .await
+        .map_err(|e| aws_error(PCA, region, OPERATION, e))?
+        .certificate()
+        .map(str::to_owned)
+        .ok_or_else(|| missing(PCA, region, OPERATION, "Certificate"))
+}
+
+/// The CA registration in `region`, or None when the CA is not registered.
+async fn describe_ca(
+    client: &Client,
+    region: &str,
+    id: &str,
+) -> Result<Option<DescribeCaCertificateOutput>, SetupError> {
+    match client
+        .describe_ca_certificate()
+        .certificate_id(id)
+        .send()
+        .await
+    {
+        Ok(found) => Ok(Some(found)),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(aws_error(IOT, region, "DescribeCACertificate", e)),
+    }
 }
 
 async fn ensure_ca(
@@ -384,54 +575,190 @@ async fn ensure_ca(
     region: &str,
     id: &str,
     pem_text: &str,
-    jitp: Option<&JitpRegistration>,
-) -> Result<RegisteredCertificate, SetupError> {
-    const DESCRIBE: &str = "DescribeCACertificate";
-    match client
-        .describe_ca_certificate()
-        .certificate_id(id)
+    template: &str,
+) -> Result<RegisteredCa, SetupError> {
+    if let Some(found) = describe_ca(client, region, id).await? {
+        return repair_ca(client, region, id, &found, template).await;
+    }
+    const REGISTER: &str = "RegisterCACertificate";
+    let registered = client
+        .register_ca_certificate()
+        .ca_certificate(pem_text)
+        .certificate_mode(CertificateMode::SniOnly)
+        .set_as_active(true)
+        .allow_auto_registration(true)
+        .registration_config(
+            RegistrationConfig::builder()
+                .template_name(template)
+                .build(),
+        )
         .send()
-        .await
-    {
-        Ok(found) => Ok(RegisteredCertificate {
-            certificate_id: id.to_owned(),
-            certificate_arn: found
-                .certificate_description()
-                .and_then(|d| d.certificate_arn())
-                .ok_or_else(|| missing(region, DESCRIBE, "certificateArn"))?
-                .to_owned(),
-            created: false,
-        }),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|e| e.is_resource_not_found_exception()) =>
-        {
-            const REGISTER: &str = "RegisterCACertificate";
-            let mut request = client
-                .register_ca_certificate()
-                .ca_certificate(pem_text)
-                .certificate_mode(CertificateMode::SniOnly)
-                .set_as_active(true)
-                .allow_auto_registration(true);
-            if let Some(jitp) = jitp {
-                request = request.registration_config(
-                    RegistrationConfig::builder()
-                        .template_body(&jitp.template_body)
-                        .role_arn(&jitp.role_arn)
-                        .build(),
-                );
-            }
-            let registered = request
-                .send()
-                .await
-                .map_err(|e| aws_error(region, REGISTER, e))?;
-            newly_registered(
+        .await;
+    match registered {
+        Ok(registered) => {
+            let (certificate_id, certificate_arn) = registered_ids(
                 region,
                 REGISTER,
                 registered.certificate_id(),
                 registered.certificate_arn(),
-            )
+            )?;
+            Ok(RegisteredCa {
+                certificate_id,
+                certificate_arn,
+                template_name: template.to_owned(),
+                outcome: CaOutcome::Created,
+                repaired: Vec::new(),
+            })
         }
-        Err(e) => Err(aws_error(region, DESCRIBE, e)),
+        // Registered by another run since the describe: converge on it.
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_resource_already_exists_exception()) =>
+        {
+            let found = describe_ca(client, region, id)
+                .await?
+                .ok_or_else(|| SetupError::Aws {
+                    service: IOT,
+                    region: region.to_owned(),
+                    operation: REGISTER,
+                    message: format!(
+                        "ResourceAlreadyExists, yet DescribeCACertificate finds no {id}"
+                    ),
+                })?;
+            repair_ca(client, region, id, &found, template).await
+        }
+        Err(e) => Err(aws_error(IOT, region, REGISTER, e)),
+    }
+}
+
+/// Sets right, in one UpdateCACertificate, whatever of status,
+/// auto-registration and template name a found registration has wrong;
+/// sends nothing when all three are right.
+async fn repair_ca(
+    client: &Client,
+    region: &str,
+    id: &str,
+    found: &DescribeCaCertificateOutput,
+    template: &str,
+) -> Result<RegisteredCa, SetupError> {
+    const DESCRIBE: &str = "DescribeCACertificate";
+    let description = found
+        .certificate_description()
+        .ok_or_else(|| missing(IOT, region, DESCRIBE, "certificateDescription"))?;
+    let certificate_arn = description
+        .certificate_arn()
+        .ok_or_else(|| missing(IOT, region, DESCRIBE, "certificateArn"))?
+        .to_owned();
+
+    let mut update = client.update_ca_certificate().certificate_id(id);
+    let mut repaired = Vec::new();
+    if description.status() != Some(&CaCertificateStatus::Active) {
+        update = update.new_status(CaCertificateStatus::Active);
+        repaired.push("status");
+    }
+    if description.auto_registration_status() != Some(&AutoRegistrationStatus::Enable) {
+        update = update.new_auto_registration_status(AutoRegistrationStatus::Enable);
+        repaired.push("autoRegistrationStatus");
+    }
+    if found.registration_config().and_then(|c| c.template_name()) != Some(template) {
+        update = update.registration_config(
+            RegistrationConfig::builder()
+                .template_name(template)
+                .build(),
+        );
+        repaired.push("registrationConfig.templateName");
+    }
+    if !repaired.is_empty() {
+        update
+            .send()
+            .await
+            .map_err(|e| aws_error(IOT, region, "UpdateCACertificate", e))?;
+    }
+    Ok(RegisteredCa {
+        certificate_id: id.to_owned(),
+        certificate_arn,
+        template_name: template.to_owned(),
+        outcome: if repaired.is_empty() {
+            CaOutcome::Left
+        } else {
+            CaOutcome::Repaired
+        },
+        repaired,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ARN: &str =
+        "arn:aws:acm-pca:eu-central-1:123456789012:certificate-authority/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0";
+
+    #[test]
+    fn a_pca_arn_names_its_region() {
+        let pca = PcaArn::parse(ARN).unwrap();
+        assert_eq!(pca.region, "eu-central-1");
+        assert_eq!(pca.arn, ARN);
+        let gov = "arn:aws-us-gov:acm-pca:us-gov-west-1:123456789012:certificate-authority/abc-1";
+        assert_eq!(PcaArn::parse(gov).unwrap().region, "us-gov-west-1");
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_pca_arn_and_says_why() {
+        for (arn, why) in [
+            ("", "not an ARN"),
+            ("certificate-authority/abc", "not an ARN"),
+            (
+                "arn::acm-pca:eu-west-1:123456789012:certificate-authority/a",
+                "not an ARN",
+            ),
+            (
+                "arn:aws:acm:eu-west-1:123456789012:certificate/abc",
+                "\"acm\" service",
+            ),
+            (
+                "arn:aws:acm-pca::123456789012:certificate-authority/abc",
+                "not a region",
+            ),
+            (
+                "arn:aws:acm-pca:EU-WEST-1:123456789012:certificate-authority/abc",
+                "not a region",
+            ),
+            (
+                "arn:aws:acm-pca:eu-west-1:1234:certificate-authority/abc",
+                "12-digit",
+            ),
+            (
+                "arn:aws:acm-pca:eu-west-1:123456789012:template/abc",
+                "certificate-authority/ID",
+            ),
+            (
+                "arn:aws:acm-pca:eu-west-1:123456789012:certificate-authority/",
+                "not a certificate authority id",
+            ),
+            (
+                "arn:aws:acm-pca:eu-west-1:123456789012:certificate-authority/a/b",
+                "not a certificate authority id",
+            ),
+        ] {
+            let err = PcaArn::parse(arn).expect_err(arn).to_string();
+            assert!(err.contains(why), "{arn}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_template_name_is_made_per_region_and_checked() {
+        assert_eq!(
+            template_name("geoprov-jitp-{region}", "ap-southeast-2").unwrap(),
+            "geoprov-jitp-ap-southeast-2"
+        );
+        assert_eq!(template_name("fixed", "eu-west-1").unwrap(), "fixed");
+        let err = template_name("jitp {region}", "eu-west-1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"jitp eu-west-1\" in eu-west-1"), "{err}");
+        let long = "a-very-long-provisioning-template-{region}";
+        assert!(template_name(long, "eu-west-1").is_err());
+        assert!(template_name("", "eu-west-1").is_err());
     }
 }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use aws_sdk_iot::types::{DomainConfigurationStatus, ServiceType};
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use aws_sdk_ssm::types::{ParameterStringFilter, ParameterTier};
 use endpoint_failover::config::{ConfigSource, FailoverConfig};
@@ -155,8 +156,8 @@ fn failover_config(zone_id: &str, zone_name: &str) -> Value {
 
 /// The two-region configuration with a country location per two-letter
 /// code (AA, AB, ...) until its pretty-printed text has `bytes` or more.
-fn failover_config_of_at_least(bytes: usize) -> String {
-    let mut config = failover_config("Z0123456789", "example.com");
+fn failover_config_of_at_least(zone_name: &str, bytes: usize) -> String {
+    let mut config = failover_config("Z0123456789", zone_name);
     for (i, code) in (b'A'..=b'Z')
         .flat_map(|a| (b'A'..=b'Z').map(move |b| format!("{}{}", a as char, b as char)))
         .enumerate()
@@ -245,6 +246,62 @@ fn validate_refuses_an_unknown_region_in_a_preference_and_names_the_field() {
     );
 }
 
+/// The regions of the two-region failover configuration.
+const FAILOVER_REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
+
+async fn iot(region: &str) -> aws_sdk_iot::Client {
+    aws_sdk_iot::Client::new(&sdk_config(&moto().endpoint, region).await)
+}
+
+/// A zone name no other test uses: the domain configurations for its global
+/// name (`global.iot.<zone>`) are this test's alone.
+fn unique_zone(prefix: &str) -> String {
+    format!("{}.example.com", unique_table(prefix))
+}
+
+/// An ENABLED DATA domain configuration for `domain_name` in `region`, as
+/// the regional stack makes one; its name.
+async fn domain_configuration(region: &str, domain_name: &str, service: ServiceType) -> String {
+    let name = unique_table("geoprov-global");
+    iot(region)
+        .await
+        .create_domain_configuration()
+        .domain_configuration_name(&name)
+        .domain_name(domain_name)
+        .server_certificate_arns(format!(
+            "arn:aws:acm:{region}:123456789012:certificate/{name}"
+        ))
+        .service_type(service)
+        .send()
+        .await
+        .expect("create domain configuration in moto");
+    name
+}
+
+async fn set_domain_configuration_status(
+    region: &str,
+    name: &str,
+    status: DomainConfigurationStatus,
+) {
+    iot(region)
+        .await
+        .update_domain_configuration()
+        .domain_configuration_name(name)
+        .domain_configuration_status(status)
+        .send()
+        .await
+        .expect("update domain configuration in moto");
+}
+
+/// A unique zone whose global name every failover region serves.
+async fn served_zone(prefix: &str) -> String {
+    let zone = unique_zone(prefix);
+    for region in FAILOVER_REGIONS {
+        domain_configuration(region, &format!("global.iot.{zone}"), ServiceType::Data).await;
+    }
+    zone
+}
+
 async fn s3_bucket() -> (aws_sdk_s3::Client, String) {
     let sdk = sdk_config(&moto().endpoint, TEST_REGION).await;
     let s3 = aws_sdk_s3::Client::new(&sdk);
@@ -265,7 +322,8 @@ async fn s3_bucket() -> (aws_sdk_s3::Client, String) {
 #[tokio::test]
 async fn put_stores_a_failover_config_in_s3_that_the_function_loads() {
     let (s3, bucket) = s3_bucket().await;
-    let text = failover_config_of_at_least(12_000);
+    let zone = served_zone("s3-put").await;
+    let text = failover_config_of_at_least(&zone, 12_000);
     let file = text_file("s3-failover.json", &text);
     let to = format!("s3://{bucket}/failover/config.json");
 
@@ -277,7 +335,14 @@ async fn put_stores_a_failover_config_in_s3_that_the_function_loads() {
         "--to",
         &to,
     ]);
-    assert_eq!(stored, json!({"stored": to, "bytes": text.len()}));
+    assert_eq!(stored["stored"], to.as_str());
+    assert_eq!(stored["bytes"], text.len());
+    for region in FAILOVER_REGIONS {
+        assert!(
+            stored["domainConfigurations"][region].is_string(),
+            "{stored:#}"
+        );
+    }
 
     let object = s3
         .get_object()
@@ -381,12 +446,13 @@ async fn put_to_ssm_picks_the_tier_by_size_and_refuses_what_only_s3_holds() {
     let ssm = aws_sdk_ssm::Client::new(&sdk);
     let cli = cli();
     let prefix = format!("/{}", unique_table("geoprov-cli"));
+    let zone = served_zone("ssm-put").await;
 
     for (bytes, tier) in [
         (2_000, ParameterTier::Standard),
         (6_000, ParameterTier::Advanced),
     ] {
-        let text = failover_config_of_at_least(bytes);
+        let text = failover_config_of_at_least(&zone, bytes);
         assert!(text.len() < 8192, "{}", text.len());
         let file = text_file(&format!("ssm-{bytes}.json"), &text);
         let name = format!("{prefix}/failover-{bytes}");
@@ -417,7 +483,7 @@ async fn put_to_ssm_picks_the_tier_by_size_and_refuses_what_only_s3_holds() {
         assert_eq!(loaded, FailoverConfig::from_json(&text).unwrap());
     }
 
-    let text = failover_config_of_at_least(9_000);
+    let text = failover_config_of_at_least(&zone, 9_000);
     let file = text_file("ssm-9000.json", &text);
     let name = format!("{prefix}/failover-9000");
     let stderr = refused(
@@ -567,4 +633,227 @@ async fn dns_resolve_reports_no_answer_with_success_and_aws_errors_with_failure(
         ],
     );
     assert!(stderr.contains("--country"), "{stderr}");
+}
+
+#[tokio::test]
+async fn check_regions_names_each_region_without_an_enabled_domain_configuration() {
+    let zone = unique_zone("check-regions");
+    let name = format!("global.iot.{zone}");
+    let text = serde_json::to_string_pretty(&failover_config("Z0123456789", &zone)).unwrap();
+    let file = text_file(&format!("{zone}.json"), &text);
+    let path = file.to_str().unwrap();
+    let cli = cli();
+    let check = ["failover", "config", "validate", path, "--check-regions"];
+
+    // Without the check, the document alone is valid.
+    let unchecked = cli.ok(&["failover", "config", "validate", path]);
+    assert!(
+        unchecked.get("domainConfigurations").is_none(),
+        "{unchecked}"
+    );
+
+    let stderr = refused(&cli, &check);
+    assert!(stderr.contains(&name), "{stderr}");
+    assert!(
+        stderr.contains("us-east-1") && stderr.contains("eu-west-1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("TLS"), "{stderr}");
+
+    // us-east-1 serves the name. eu-west-1 has one for another name, a
+    // disabled one for it, and a credential provider one for it: none
+    // serves devices.
+    let us = domain_configuration("us-east-1", &name, ServiceType::Data).await;
+    domain_configuration("eu-west-1", &format!("other.{zone}"), ServiceType::Data).await;
+    let eu = domain_configuration("eu-west-1", &name, ServiceType::Data).await;
+    set_domain_configuration_status("eu-west-1", &eu, DomainConfigurationStatus::Disabled).await;
+    let credentials =
+        domain_configuration("eu-west-1", &name, ServiceType::CredentialProvider).await;
+    let stderr = refused(&cli, &check);
+    assert!(
+        stderr.contains(&format!("{name} in eu-west-1 (")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("us-east-1"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{eu} is DISABLED, DATA")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{credentials} is ENABLED, CREDENTIAL_PROVIDER")),
+        "{stderr}"
+    );
+
+    set_domain_configuration_status("eu-west-1", &eu, DomainConfigurationStatus::Enabled).await;
+    let checked = cli.ok(&check);
+    assert_eq!(
+        checked,
+        json!({
+            "valid": true, "regions": 2, "locations": 2, "bytes": text.len(),
+            "domainConfigurations": {"us-east-1": us, "eu-west-1": eu}
+        })
+    );
+}
+
+#[tokio::test]
+async fn put_refuses_a_config_whose_region_does_not_serve_the_name_and_stores_nothing() {
+    let (s3, bucket) = s3_bucket().await;
+    let zone = unique_zone("put-unserved");
+    let name = format!("global.iot.{zone}");
+    domain_configuration("us-east-1", &name, ServiceType::Data).await;
+    let file = text_file(
+        &format!("{zone}.json"),
+        &failover_config("Z0123456789", &zone).to_string(),
+    );
+    let to = format!("s3://{bucket}/failover/unserved.json");
+
+    let stderr = refused(
+        &cli(),
+        &[
+            "failover",
+            "config",
+            "put",
+            file.to_str().unwrap(),
+            "--to",
+            &to,
+        ],
+    );
+    assert!(stderr.contains(&format!("{name} in eu-west-1")), "{stderr}");
+    let err = s3
+        .get_object()
+        .bucket(&bucket)
+        .key("failover/unserved.json")
+        .send()
+        .await
+        .expect_err("nothing was stored");
+    assert!(err.into_service_error().is_no_such_key());
+}
+
+async fn thing_group_exists(region: &str, group: &str) -> bool {
+    match iot(region)
+        .await
+        .describe_thing_group()
+        .thing_group_name(group)
+        .send()
+        .await
+    {
+        Ok(_) => true,
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception()) =>
+        {
+            false
+        }
+        Err(e) => panic!("DescribeThingGroup {group} in {region}: {e:?}"),
+    }
+}
+
+#[tokio::test]
+async fn import_creates_the_thing_groups_the_manifest_names_in_every_region_first() {
+    let cli = cli_with_table();
+    let sensors = unique_table("sensors");
+    let gateways = unique_table("gateways");
+    iot("us-east-1")
+        .await
+        .create_thing_group()
+        .thing_group_name(&gateways)
+        .send()
+        .await
+        .expect("create thing group in moto");
+    let file = manifest_file(
+        &format!("{sensors}.jsonl"),
+        &[
+            format!(r#"{{"serialNumber":"SN-G1","thingGroup":"{sensors}"}}"#),
+            format!(r#"{{"serialNumber":"SN-G2","thingGroup":"{gateways}"}}"#),
+            format!(r#"{{"serialNumber":"SN-G3","thingGroup":"{sensors}"}}"#),
+            r#"{"serialNumber":"SN-G4","thingGroup":"geoprov-devices"}"#.into(),
+            r#"{"serialNumber":"SN-G5"}"#.into(),
+        ],
+    );
+    let args = [
+        "registry",
+        "import",
+        "--regions",
+        "us-east-1,eu-west-1",
+        file.to_str().unwrap(),
+    ];
+
+    let out = cli.run(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("created thing group(s) {sensors} in us-east-1")),
+        "{stderr}"
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(summary["imported"], 5);
+    assert_eq!(
+        summary["thingGroups"],
+        json!({
+            "us-east-1": {"created": [&sensors], "existing": [&gateways]},
+            "eu-west-1": {"created": [&gateways, &sensors], "existing": []},
+        })
+    );
+    for region in ["us-east-1", "eu-west-1"] {
+        for group in [&sensors, &gateways] {
+            assert!(
+                thing_group_exists(region, group).await,
+                "{group} in {region}"
+            );
+        }
+        // The regional stack's group is the stack's to make.
+        assert!(
+            !thing_group_exists(region, "geoprov-devices").await,
+            "{region}"
+        );
+    }
+    let shown = cli.ok(&["registry", "show", "SN-G1"]);
+    assert_eq!(shown["profile"]["thingGroup"], sensors.as_str());
+
+    let again = cli.ok(&args);
+    assert_eq!(
+        again["thingGroups"],
+        json!({
+            "us-east-1": {"created": [], "existing": [&gateways, &sensors]},
+            "eu-west-1": {"created": [], "existing": [&gateways, &sensors]},
+        })
+    );
+}
+
+#[tokio::test]
+async fn import_without_regions_refuses_a_manifest_naming_groups_and_writes_nothing() {
+    let cli = cli_with_table();
+    let sensors = unique_table("sensors");
+    let gateways = unique_table("gateways");
+    let file = manifest_file(
+        &format!("{gateways}.jsonl"),
+        &[
+            r#"{"serialNumber":"SN-R1"}"#.into(),
+            format!(r#"{{"serialNumber":"SN-R2","thingGroup":"{sensors}"}}"#),
+            r#"{"serialNumber":"SN-R3","thingGroup":"geoprov-devices"}"#.into(),
+            format!(r#"{{"serialNumber":"SN-R4","thingGroup":"{gateways}"}}"#),
+        ],
+    );
+    let stderr = refused(&cli, &["registry", "import", file.to_str().unwrap()]);
+    assert!(
+        stderr.contains(&format!("{gateways}, {sensors}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--regions"), "{stderr}");
+    assert!(!stderr.contains("geoprov-devices"), "{stderr}");
+    for serial in ["SN-R1", "SN-R2"] {
+        assert!(!cli.run(&["registry", "show", serial]).status.success());
+    }
+    for region in ["us-east-1", TEST_REGION] {
+        assert!(!thing_group_exists(region, &sensors).await, "{region}");
+    }
+
+    // The stack's own group needs no --regions.
+    let stack_group_only = manifest_file(
+        &format!("{gateways}-stack.jsonl"),
+        &[r#"{"serialNumber":"SN-R3","thingGroup":"geoprov-devices"}"#.into()],
+    );
+    let summary = cli.ok(&["registry", "import", stack_group_only.to_str().unwrap()]);
+    assert_eq!(summary["imported"], 1);
+    assert!(summary.get("thingGroups").is_none(), "{summary}");
 }

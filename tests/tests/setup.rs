@@ -1,34 +1,39 @@
 //! `geoprov setup claim` and `geoprov setup ca` against moto's IoT in two
-//! regions: registered in both, ACTIVE, idempotent, the claim key private.
+//! regions: registered in both, ACTIVE, idempotent, the claim key private;
+//! the CA fetched from moto's ACM PCA, registered for JITP and repaired.
 //!
 //! moto ids a certificate as AWS IoT does (SHA-256 of its DER): the launcher
 //! turns moto's `use_valid_cert` on. This binary runs a moto of its own that
 //! records every request, so a test can read what was asked of IoT where moto
-//! does not keep it.
+//! does not keep it, and that keeps a CA's auto-registration status and
+//! certificate mode as AWS does (tests/fixtures/cli/moto_iot_ca.py: the one
+//! launcher with that correction added; moto 5.2.5 drops both).
 
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use aws_sdk_iot::types::{AutoRegistrationStatus, CaCertificateStatus, CertificateStatus};
+use aws_sdk_iot::types::{
+    AutoRegistrationStatus, CaCertificateStatus, CertificateMode, CertificateStatus,
+    RegistrationConfig,
+};
 use base64::Engine;
 use geoprov_tests::cli::Geoprov;
-use geoprov_tests::{aws_env, sdk_config, unique_table};
-use serde_json::Value;
+use geoprov_tests::{aws_env, free_port, python, sdk_config, unique_table, workspace_root};
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 const REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
+/// Where the tests' ACM Private CAs live: neither the CLI's default region
+/// nor a region the CA is registered in, so the CLI must take it from the ARN.
+const PCA_REGION: &str = "eu-central-1";
 
 struct IotMoto {
-    moto: geoprov_tests::Moto,
+    endpoint: String,
     recording: PathBuf,
-}
-
-impl std::ops::Deref for IotMoto {
-    type Target = geoprov_tests::Moto;
-    fn deref(&self) -> &geoprov_tests::Moto {
-        &self.moto
-    }
+    _server: Child,
 }
 
 /// A moto of this binary's own, recording requests (to see what was sent
@@ -37,9 +42,26 @@ fn moto() -> &'static IotMoto {
     static MOTO: OnceLock<IotMoto> = OnceLock::new();
     MOTO.get_or_init(|| {
         let recording = std::env::temp_dir().join(unique_table("setup-recording") + ".jsonl");
+        let mut server = Command::new(python())
+            .env("MOTO_ENABLE_RECORDING", "true")
+            .env("MOTO_RECORDER_FILEPATH", &recording)
+            .arg(workspace_root().join("tests/fixtures/cli/moto_iot_ca.py"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto");
+        let mut line = String::new();
+        BufReader::new(server.stdout.take().expect("moto stdout"))
+            .read_line(&mut line)
+            .expect("read moto port");
+        let port: u16 = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("moto printed {line:?}, not a port"));
         IotMoto {
-            moto: geoprov_tests::launch_moto(Some(&recording)),
+            endpoint: format!("http://127.0.0.1:{port}"),
             recording,
+            _server: server,
         }
     })
 }
@@ -206,21 +228,18 @@ async fn a_rerun_reactivates_the_certificate_and_registers_it_in_a_new_region() 
     }
 }
 
-fn self_signed_pem(common_name: &str, is_ca: bool) -> String {
+fn self_signed_pem(common_name: &str) -> String {
     let key = rcgen::KeyPair::generate().expect("key");
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, common_name);
-    if is_ca {
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    }
     params.self_signed(&key).expect("self-sign").pem()
 }
 
 #[tokio::test]
 async fn half_a_claim_pair_is_refused_and_nothing_is_registered() {
-    let pem_text = self_signed_pem("left-over claim", false);
+    let pem_text = self_signed_pem("left-over claim");
     let id = der_id(&pem_text);
     for (present, absent) in [("claim.pem", "claim.key"), ("claim.key", "claim.pem")] {
         let dir = fresh_dir("setup-claim-half");
@@ -252,107 +271,179 @@ async fn half_a_claim_pair_is_refused_and_nothing_is_registered() {
     }
 }
 
-/// A RegisterCACertificate request as moto recorded it.
+/// An IoT request as moto recorded it.
 #[derive(Debug)]
-struct RecordedRegistration {
-    /// Path and query: setAsActive and allowAutoRegistration travel there.
+struct RecordedRequest {
+    /// Path and query: setAsActive, allowAutoRegistration, newStatus and
+    /// newAutoRegistrationStatus travel there.
     url: String,
     /// Its credential scope names the region.
     authorization: String,
     body: Value,
 }
 
-/// The RegisterCACertificate requests moto recorded for a CA.
-fn recorded_ca_registrations(pem_text: &str) -> Vec<RecordedRegistration> {
+impl RecordedRequest {
+    fn signed_for(&self, region: &str) -> bool {
+        self.authorization.contains(&format!("/{region}/iot/"))
+    }
+}
+
+fn recorded_requests(method: &str, path: &str) -> Vec<RecordedRequest> {
     let text = std::fs::read_to_string(&moto().recording).expect("moto recording");
     text.lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter(|entry| {
-            entry["method"] == "POST"
-                && entry["url"]
-                    .as_str()
-                    .is_some_and(|u| u.contains("/cacertificate"))
+            entry["method"] == method
+                && entry["url"].as_str().is_some_and(|u| {
+                    let path_of = u.split('?').next().unwrap_or("");
+                    path_of.ends_with(path)
+                })
         })
-        .filter_map(|entry| {
-            let body = entry["body"].as_str()?;
+        .map(|entry| {
+            let raw = entry["body"].as_str().unwrap_or("");
             let body = if entry["body_encoded"] == true {
-                String::from_utf8(
-                    base64::engine::general_purpose::STANDARD
-                        .decode(body)
-                        .ok()?,
-                )
-                .ok()?
+                base64::engine::general_purpose::STANDARD
+                    .decode(raw)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .unwrap_or_default()
             } else {
-                body.to_owned()
+                raw.to_owned()
             };
-            let body: Value = serde_json::from_str(&body).ok()?;
-            (body["caCertificate"] == pem_text).then(|| RecordedRegistration {
+            RecordedRequest {
                 url: entry["url"].as_str().unwrap_or("").to_owned(),
                 authorization: entry["headers"]["Authorization"]
                     .as_str()
                     .unwrap_or("")
                     .to_owned(),
-                body,
-            })
+                body: serde_json::from_str(&body).unwrap_or(Value::Null),
+            }
         })
         .collect()
 }
 
-#[tokio::test]
-async fn ca_is_registered_in_both_regions_once() {
-    let ca_pem = self_signed_pem("geoprov test CA", true);
-    let dir = fresh_dir("setup-ca");
-    let ca_file = dir.join("ca.pem");
-    std::fs::write(&ca_file, &ca_pem).unwrap();
-    let template_file = dir.join("jitp.json");
-    let template_body = r#"{"Resources":{"thing":{"Type":"AWS::IoT::Thing","Properties":{"ThingName":{"Ref":"AWS::IoT::Certificate::CommonName"}}}}}"#;
-    std::fs::write(&template_file, template_body).unwrap();
-    let role = "arn:aws:iam::123456789012:role/geoprov-jitp";
-    let args = [
-        "setup",
-        "ca",
-        "--ca-pem",
-        ca_file.to_str().unwrap(),
-        "--regions",
-        "us-east-1,eu-west-1",
-        "--registration-role-arn",
-        role,
-        "--template-body-file",
-        template_file.to_str().unwrap(),
-    ];
+/// The RegisterCACertificate requests moto recorded for the CA `id`.
+fn recorded_ca_registrations(id: &str) -> Vec<RecordedRequest> {
+    recorded_requests("POST", "/cacertificate")
+        .into_iter()
+        .filter(|r| r.body["caCertificate"].as_str().map(der_id).as_deref() == Some(id))
+        .collect()
+}
 
-    let first = geoprov().ok(&args);
-    let id = der_id(&ca_pem);
+/// The UpdateCACertificate requests moto recorded for the CA `id`.
+fn recorded_ca_updates(id: &str) -> Vec<RecordedRequest> {
+    recorded_requests("PUT", &format!("/cacertificate/{id}"))
+}
+
+/// A new ACTIVE root CA in moto's ACM PCA in `PCA_REGION`: its ARN and the
+/// IoT id of its certificate.
+fn local_ca() -> (String, String) {
+    let pca = Geoprov::new(aws_env(&moto().endpoint, PCA_REGION));
+    let ca = pca.ok(&[
+        "pca",
+        "create-local-ca",
+        "--common-name",
+        "geoprov setup test CA",
+    ]);
+    let arn = ca["certificateAuthorityArn"]
+        .as_str()
+        .expect("ARN")
+        .to_owned();
+    assert!(arn.contains(&format!(":acm-pca:{PCA_REGION}:")), "{arn}");
+    (
+        arn,
+        der_id(ca["certificatePem"].as_str().expect("certificatePem")),
+    )
+}
+
+fn setup_ca(args: &[&str]) -> Value {
+    let out = geoprov().run(&[&["setup", "ca"], args].concat());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "geoprov setup ca {args:?}: {stderr}");
+    assert!(!stdout.contains("PRIVATE KEY") && !stderr.contains("PRIVATE KEY"));
+    serde_json::from_str(&stdout).expect("geoprov prints JSON")
+}
+
+/// The CA's registration in `region` as IoT describes it: status,
+/// auto-registration, mode and the template its registrationConfig names.
+async fn ca_registration(
+    region: &str,
+    id: &str,
+) -> (
+    CaCertificateStatus,
+    AutoRegistrationStatus,
+    CertificateMode,
+    Option<String>,
+) {
+    let described = iot(region)
+        .await
+        .describe_ca_certificate()
+        .certificate_id(id)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("DescribeCACertificate in {region}: {e:?}"));
+    let description = described.certificate_description().expect("description");
+    let config = described.registration_config();
+    assert_eq!(config.and_then(|c| c.template_body()), None, "{region}");
+    (
+        description.status().expect("status").clone(),
+        description
+            .auto_registration_status()
+            .expect("autoRegistrationStatus")
+            .clone(),
+        description
+            .certificate_mode()
+            .expect("certificateMode")
+            .clone(),
+        config.and_then(|c| c.template_name()).map(str::to_owned),
+    )
+}
+
+fn jitp_ready(
+    template: &str,
+) -> (
+    CaCertificateStatus,
+    AutoRegistrationStatus,
+    CertificateMode,
+    Option<String>,
+) {
+    (
+        CaCertificateStatus::Active,
+        AutoRegistrationStatus::Enable,
+        CertificateMode::SniOnly,
+        Some(template.to_owned()),
+    )
+}
+
+#[tokio::test]
+async fn pca_certificate_is_registered_for_jitp_in_both_regions_and_a_rerun_leaves_it() {
+    let (arn, id) = local_ca();
+    let args = ["--pca-arn", &arn, "--regions", "us-east-1,eu-west-1"];
+
+    let first = setup_ca(&args);
+    assert_eq!(first["pcaArn"], arn.as_str());
     for region in REGIONS {
-        assert_eq!(first["regions"][region]["certificateId"], id.as_str());
-        assert_eq!(first["regions"][region]["created"], true, "{region}");
-        let described = iot(region)
-            .await
-            .describe_ca_certificate()
-            .certificate_id(&id)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("DescribeCACertificate in {region}: {e:?}"));
-        let description = described.certificate_description().expect("description");
-        assert_eq!(description.status(), Some(&CaCertificateStatus::Active));
-        // moto 5 keeps no auto-registration status (nor certificate mode):
-        // its description leaves it out, so the request is checked below.
-        assert!(matches!(
-            description.auto_registration_status(),
-            None | Some(AutoRegistrationStatus::Enable)
-        ));
-        let config = described.registration_config().expect("registrationConfig");
-        assert_eq!(config.template_body(), Some(template_body));
-        assert_eq!(config.role_arn(), Some(role));
+        let template = "geoprov-jitp";
+        let entry = &first["regions"][region];
+        assert_eq!(entry["certificateId"], id.as_str(), "{first:#}");
+        assert_eq!(entry["outcome"], "created", "{region}");
+        assert_eq!(entry["templateName"], template);
+        assert!(entry.get("repaired").is_none(), "{entry}");
+        assert!(entry["certificateArn"]
+            .as_str()
+            .unwrap()
+            .contains(&format!(":iot:{region}:")));
+        assert_eq!(ca_registration(region, &id).await, jitp_ready(template));
     }
 
-    let requests = recorded_ca_registrations(&ca_pem);
-    assert_eq!(requests.len(), 2, "one registration per region");
+    let registrations = recorded_ca_registrations(&id);
+    assert_eq!(registrations.len(), 2, "one registration per region");
     for region in REGIONS {
-        let request = requests
+        let request = registrations
             .iter()
-            .find(|r| r.authorization.contains(&format!("/{region}/iot/")))
-            .unwrap_or_else(|| panic!("no registration signed for {region}: {requests:?}"));
+            .find(|r| r.signed_for(region))
+            .unwrap_or_else(|| panic!("no registration signed for {region}: {registrations:?}"));
         assert!(
             request.url.contains("allowAutoRegistration=true")
                 && request.url.contains("setAsActive=true"),
@@ -360,37 +451,217 @@ async fn ca_is_registered_in_both_regions_once() {
             request.url
         );
         assert_eq!(request.body["certificateMode"], "SNI_ONLY");
+        assert_eq!(
+            request.body["registrationConfig"],
+            json!({"templateName": "geoprov-jitp"})
+        );
     }
 
-    let second = geoprov().ok(&args);
+    let second = setup_ca(&args);
     for region in REGIONS {
-        assert_eq!(second["regions"][region]["created"], false, "{region}");
-        assert_eq!(second["regions"][region]["certificateId"], id.as_str());
+        let entry = &second["regions"][region];
+        assert_eq!(entry["outcome"], "left", "{region}: {second:#}");
+        assert_eq!(entry["certificateId"], id.as_str());
+        assert_eq!(
+            entry["certificateArn"],
+            first["regions"][region]["certificateArn"]
+        );
     }
-    assert_eq!(recorded_ca_registrations(&ca_pem).len(), 2);
+    assert_eq!(
+        recorded_ca_registrations(&id).len(),
+        2,
+        "nothing registered"
+    );
+    assert!(recorded_ca_updates(&id).is_empty(), "nothing updated");
 }
 
-#[test]
-fn setup_ca_refuses_a_file_that_is_not_a_certificate() {
-    let dir = fresh_dir("setup-ca-bad");
-    let file = dir.join("key.pem");
-    // A key-shaped PEM made here (no key is kept in the tree, not even a fake).
-    let label = ["PRIVATE", "KEY"].join(" ");
-    std::fs::write(
-        &file,
-        format!("-----BEGIN {label}-----\nAAAA\n-----END {label}-----\n"),
-    )
-    .unwrap();
+#[tokio::test]
+async fn a_rerun_repairs_auto_registration_status_and_template_and_registers_a_new_region() {
+    let (arn, id) = local_ca();
+    setup_ca(&["--pca-arn", &arn, "--regions", "us-east-1,eu-west-1"]);
+    iot("us-east-1")
+        .await
+        .update_ca_certificate()
+        .certificate_id(&id)
+        .new_auto_registration_status(AutoRegistrationStatus::Disable)
+        .send()
+        .await
+        .expect("disable auto-registration");
+    // As the former `setup ca --template-body-file` left it: an inline
+    // template, no template name, and the CA deactivated besides.
+    iot("eu-west-1")
+        .await
+        .update_ca_certificate()
+        .certificate_id(&id)
+        .new_status(CaCertificateStatus::Inactive)
+        .registration_config(
+            RegistrationConfig::builder()
+                .template_body(r#"{"Resources":{}}"#)
+                .role_arn("arn:aws:iam::123456789012:role/old-jitp")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("deactivate, inline template");
+    assert_eq!(
+        ca_registration("us-east-1", &id).await.1,
+        AutoRegistrationStatus::Disable,
+        "moto keeps the disabled auto-registration"
+    );
+    let updates_before = recorded_ca_updates(&id).len();
+
+    let regions = "us-east-1,eu-west-1,ap-northeast-1";
+    let repaired = setup_ca(&["--pca-arn", &arn, "--regions", regions]);
+    let entry = |region: &str| repaired["regions"][region].clone();
+    assert_eq!(entry("us-east-1")["outcome"], "repaired", "{repaired:#}");
+    assert_eq!(
+        entry("us-east-1")["repaired"],
+        json!(["autoRegistrationStatus"])
+    );
+    assert_eq!(entry("eu-west-1")["outcome"], "repaired", "{repaired:#}");
+    assert_eq!(
+        entry("eu-west-1")["repaired"],
+        json!(["status", "registrationConfig.templateName"])
+    );
+    assert_eq!(entry("ap-northeast-1")["outcome"], "created");
+    for region in ["us-east-1", "eu-west-1", "ap-northeast-1"] {
+        assert_eq!(entry(region)["certificateId"], id.as_str());
+        let (status, auto, _, template) = ca_registration(region, &id).await;
+        assert_eq!(
+            (status, auto, template),
+            (
+                CaCertificateStatus::Active,
+                AutoRegistrationStatus::Enable,
+                Some("geoprov-jitp".to_owned())
+            ),
+            "{region}"
+        );
+    }
+    // One UpdateCACertificate per repaired region, none for the new one.
+    let updates = recorded_ca_updates(&id);
+    let repairs = &updates[updates_before..];
+    assert_eq!(repairs.len(), 2, "{repairs:?}");
+    let us = repairs.iter().find(|r| r.signed_for("us-east-1")).unwrap();
+    assert!(
+        us.url.contains("newAutoRegistrationStatus=ENABLE"),
+        "{}",
+        us.url
+    );
+    assert!(!us.url.contains("newStatus"), "{}", us.url);
+    let eu = repairs.iter().find(|r| r.signed_for("eu-west-1")).unwrap();
+    assert!(eu.url.contains("newStatus=ACTIVE"), "{}", eu.url);
+    assert_eq!(
+        eu.body["registrationConfig"],
+        json!({"templateName": "geoprov-jitp"})
+    );
+
+    let again = setup_ca(&["--pca-arn", &arn, "--regions", regions]);
+    for region in ["us-east-1", "eu-west-1", "ap-northeast-1"] {
+        assert_eq!(again["regions"][region]["outcome"], "left", "{again:#}");
+    }
+    assert_eq!(recorded_ca_updates(&id).len(), updates_before + 2);
+}
+
+#[tokio::test]
+async fn the_template_name_and_the_pca_region_can_be_given() {
+    let (arn, id) = local_ca();
+    // The CA is not in the region given: ACM PCA's error, nothing registered.
     let out = geoprov().run(&[
         "setup",
         "ca",
-        "--ca-pem",
-        file.to_str().unwrap(),
+        "--pca-arn",
+        &arn,
+        "--pca-region",
+        "eu-west-1",
         "--regions",
         "us-east-1",
     ]);
     assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("not a CERTIFICATE"), "{stderr}");
-    assert!(!stderr.contains("AAAA"), "{stderr}");
+    assert!(
+        stderr.contains("ACM PCA GetCertificateAuthorityCertificate in eu-west-1"),
+        "{stderr}"
+    );
+    assert!(recorded_ca_registrations(&id).is_empty());
+
+    let setup = setup_ca(&[
+        "--pca-arn",
+        &arn,
+        "--pca-region",
+        PCA_REGION,
+        "--regions",
+        "us-east-1",
+        "--template-name",
+        "fleet-jitp-{region}",
+    ]);
+    assert_eq!(
+        setup["regions"]["us-east-1"]["templateName"],
+        "fleet-jitp-us-east-1"
+    );
+    assert_eq!(
+        ca_registration("us-east-1", &id).await,
+        jitp_ready("fleet-jitp-us-east-1")
+    );
+}
+
+#[test]
+fn setup_ca_refuses_a_bad_arn_or_template_name_before_any_call() {
+    // Nothing listens here: a call would fail otherwise than the refusal.
+    let unreachable = Geoprov::new(aws_env(
+        &format!("http://127.0.0.1:{}", free_port()),
+        "eu-west-1",
+    ));
+    let good = "arn:aws:acm-pca:eu-west-1:123456789012:certificate-authority/0b1c2d3e-4f50";
+    for (args, expected) in [
+        (
+            vec![
+                "--pca-arn",
+                "arn:aws:acm:eu-west-1:123456789012:certificate/0b1c2d3e",
+            ],
+            "not acm-pca",
+        ),
+        (vec!["--pca-arn", "geoprov-ca"], "not an ARN"),
+        (
+            vec![
+                "--pca-arn",
+                "arn:aws:acm-pca:eu-west-1:123456789012:certificate-authority/",
+            ],
+            "not a certificate authority id",
+        ),
+        (
+            vec!["--pca-arn", good, "--pca-region", "Europe"],
+            "--pca-region",
+        ),
+        (
+            vec!["--pca-arn", good, "--template-name", "jitp/{region}"],
+            "\"jitp/us-east-1\" in us-east-1",
+        ),
+    ] {
+        let args = [&["setup", "ca", "--regions", "us-east-1"][..], &args].concat();
+        let out = unreachable.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("dispatch failure"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn setup_ca_names_a_pca_that_does_not_exist() {
+    let arn = format!(
+        "arn:aws:acm-pca:{PCA_REGION}:123456789012:certificate-authority/{}",
+        unique_table("absent")
+    );
+    let out = geoprov().run(&["setup", "ca", "--pca-arn", &arn, "--regions", "us-east-1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "ACM PCA GetCertificateAuthorityCertificate in {PCA_REGION}"
+        )),
+        "{stderr}"
+    );
 }
