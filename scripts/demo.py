@@ -270,6 +270,14 @@ class Demo:
         config_path = ROOT / "target/demo-failover-config.json"
         config_path.write_text(json.dumps(config, indent=2))
         source = "s3://geoprov-demo-config/failover.json"
+        # Each region's domain configuration of the global name, as the
+        # regional stack makes it with ServerCertificateArn: put refuses a
+        # region without one.
+        for r in REGIONS:
+            boto3.client("iot", endpoint_url=moto, region_name=r, aws_access_key_id="testing",
+                         aws_secret_access_key="testing").create_domain_configuration(
+                domainConfigurationName="geoprov-global", domainName=RECORD, serviceType="DATA",
+                serverCertificateArns=[f"arn:aws:acm:{r}:123456789012:certificate/geoprov-global"])
         local_aws.geoprov(self.env["us-east-1"], "failover", "config", "put", str(config_path), "--to", source)
         failover_env = self.env["us-east-1"] | {"FAILOVER_CONFIG": source, "INSYNC_TIMEOUT_SECONDS": "10"}
         self.failover = self.start_function(procs, "endpoint-failover", failover_env)

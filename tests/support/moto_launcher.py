@@ -10,13 +10,18 @@ conditional transactions all pass their checks. DynamoDB serialises writes to
 an item; serving requests in order gives the tests that guarantee, while the
 clients still race (reads and writes of concurrent invocations interleave).
 
-Two corrections to moto, to AWS's documented behaviour:
+Three corrections to moto, to AWS's documented behaviour:
 - IoT identifies a certificate by the SHA-256 of its DER; moto by default
   hashes the PEM text unless `use_valid_cert` is on.
 - Route 53: a DELETE names one record set by name, type and set identifier.
   moto 5.2.5 deletes every record set of the zone that has the set
   identifier, whatever its name, so deleting one failover record would
   delete all the failover records sharing its identifier.
+- IoT keeps a CA certificate's auto-registration status and certificate
+  mode. moto 5.2.5 drops RegisterCACertificate's allowAutoRegistration and
+  certificateMode and UpdateCACertificate's newAutoRegistrationStatus, and its
+  DescribeCACertificate answers neither field; AWS's description has both
+  (autoRegistrationStatus ENABLE|DISABLE, certificateMode DEFAULT|SNI_ONLY).
 """
 import os
 import sys
@@ -30,6 +35,9 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 from moto.core.config import default_user_config
+from moto.core.responses import ActionResult
+from moto.iot import models as iot_models
+from moto.iot import responses as iot_responses
 from moto.route53 import models as route53_models
 
 
@@ -69,9 +77,50 @@ def _patch_route53_delete():
     route53_models.FakeZone.delete_rrset_by_id = delete_rrset_by_id
 
 
+def _patch_iot_ca_certificate():
+    original_description = iot_models.FakeCaCertificate.to_description_dict
+    original_update = iot_responses.IoTResponse.update_ca_certificate
+
+    def to_description_dict(self):
+        description = original_description(self)
+        description["autoRegistrationStatus"] = getattr(
+            self, "auto_registration_status", "DISABLE"
+        )
+        description["certificateMode"] = getattr(self, "certificate_mode", "DEFAULT")
+        return description
+
+    def register_ca_certificate(self):
+        certificate = self.iot_backend.register_ca_certificate(
+            ca_certificate=self._get_param("caCertificate"),
+            set_as_active=self._get_bool_param("setAsActive"),
+            registration_config=self._get_param("registrationConfig"),
+        )
+        allow = self._get_bool_param("allowAutoRegistration", False)
+        certificate.auto_registration_status = "ENABLE" if allow else "DISABLE"
+        certificate.certificate_mode = self._get_param("certificateMode") or "DEFAULT"
+        return ActionResult(
+            {"certificateId": certificate.certificate_id, "certificateArn": certificate.arn}
+        )
+
+    def update_ca_certificate(self):
+        result = original_update(self)
+        status = self._get_param("newAutoRegistrationStatus")
+        if status is not None:
+            certificate_id = self.path.split("/")[-1]
+            self.iot_backend.describe_ca_certificate(
+                certificate_id
+            ).auto_registration_status = status
+        return result
+
+    iot_models.FakeCaCertificate.to_description_dict = to_description_dict
+    iot_responses.IoTResponse.register_ca_certificate = register_ca_certificate
+    iot_responses.IoTResponse.update_ca_certificate = update_ca_certificate
+
+
 def main() -> None:
     default_user_config["iot"]["use_valid_cert"] = True
     _patch_route53_delete()
+    _patch_iot_ca_certificate()
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     app = DomainDispatcherApplication(create_backend_app)
     server = make_server(

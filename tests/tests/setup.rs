@@ -2,17 +2,14 @@
 //! regions: registered in both, ACTIVE, idempotent, the claim key private;
 //! the CA fetched from moto's ACM PCA, registered for JITP and repaired.
 //!
-//! moto ids a certificate as AWS IoT does (SHA-256 of its DER): the launcher
-//! turns moto's `use_valid_cert` on. This binary runs a moto of its own that
-//! records every request, so a test can read what was asked of IoT where moto
-//! does not keep it, and that keeps a CA's auto-registration status and
-//! certificate mode as AWS does (tests/fixtures/cli/moto_iot_ca.py: the one
-//! launcher with that correction added; moto 5.2.5 drops both).
+//! moto ids a certificate as AWS IoT does (SHA-256 of its DER), and keeps a
+//! CA's auto-registration status and certificate mode: corrections of the
+//! launcher (tests/support/moto_launcher.py). This binary's moto records
+//! every request, so a test can read what was asked of IoT where moto does
+//! not keep it.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
 use aws_sdk_iot::types::{
@@ -21,7 +18,7 @@ use aws_sdk_iot::types::{
 };
 use base64::Engine;
 use geoprov_tests::cli::Geoprov;
-use geoprov_tests::{aws_env, free_port, python, sdk_config, unique_table, workspace_root};
+use geoprov_tests::{aws_env, free_port, launch_moto, sdk_config, unique_table, Moto};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -33,7 +30,7 @@ const PCA_REGION: &str = "eu-central-1";
 struct IotMoto {
     endpoint: String,
     recording: PathBuf,
-    _server: Child,
+    _server: Moto,
 }
 
 /// A moto of this binary's own, recording requests (to see what was sent
@@ -42,24 +39,9 @@ fn moto() -> &'static IotMoto {
     static MOTO: OnceLock<IotMoto> = OnceLock::new();
     MOTO.get_or_init(|| {
         let recording = std::env::temp_dir().join(unique_table("setup-recording") + ".jsonl");
-        let mut server = Command::new(python())
-            .env("MOTO_ENABLE_RECORDING", "true")
-            .env("MOTO_RECORDER_FILEPATH", &recording)
-            .arg(workspace_root().join("tests/fixtures/cli/moto_iot_ca.py"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto");
-        let mut line = String::new();
-        BufReader::new(server.stdout.take().expect("moto stdout"))
-            .read_line(&mut line)
-            .expect("read moto port");
-        let port: u16 = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("moto printed {line:?}, not a port"));
+        let server = launch_moto(Some(&recording));
         IotMoto {
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: server.endpoint.clone(),
             recording,
             _server: server,
         }
