@@ -32,8 +32,8 @@ check() { # build dir, then the functions it must hold
 # The envs build for arm64 (samconfig.toml). Here they build for x86_64: this
 # machine's Rust has no aarch64 standard library and rustup cannot fetch one
 # offline. The command-line list replaces the env's whole list
-# (aws-sam-cli#2380), so it repeats what else the build needs. PcaArn makes
-# the issuer (behind the HasPca condition) part of the build.
+# (aws-sam-cli#2380), so it repeats what else the build needs. (SAM builds
+# every function whatever its Condition; PcaArn is given as a deploy would.)
 arch=x86_64
 pca=arn:aws:acm-pca:eu-central-1:123456789012:certificate-authority/11111111-2222-3333-4444-555555555555
 
