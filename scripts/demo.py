@@ -126,10 +126,10 @@ def manifest(devices: int, rng: random.Random) -> list[dict]:
         }
         if kind.startswith("eu"):
             device["profile"]["allowedRegions"] = ["eu-west-1"]
-        if kind.startswith("factory-key"):
-            device["profile"]["publicKeySha256"] = spki_sha256(device["key"])
-            if kind == "factory-key-mismatch":
-                device["key"] = new_key()  # the device presents another key
+        # Every device has its factory key on record: the hook requires it.
+        device["profile"]["publicKeySha256"] = spki_sha256(device["key"])
+        if kind == "factory-key-mismatch":
+            device["key"] = new_key()  # the device presents another key
         out.append(device)
     return out
 
@@ -146,6 +146,8 @@ def expected_reason(device: dict, region: str) -> str:
 
 
 FAILBACK_SECONDS = 3
+# The provisioning client id is this prefix and the serial (the hook's default).
+PROVISIONING_PREFIX = "prov-"
 
 
 def now_rfc3339() -> str:
@@ -188,6 +190,7 @@ class Demo:
 
             print("\n2. provisioning, each device in the region its location resolves to")
             self.provision(first, "wave 1")
+            self.attacker(first)
             print("\n3. JITP: CSRs to the cert issuer")
             self.jitp([d for d in first if self.report["devices"][d["serialNumber"]]["reason"] == "ALLOWED"])
             print("\n4. outage: us-east-1 down, and Route 53's API with it")
@@ -297,7 +300,7 @@ class Demo:
         print(f"  local root CA in {PCA_REGION}: {ca['certificateAuthorityArn'].rsplit('/', 1)[1]}")
         self.hooks = {r: self.start_function(procs, "pre-provisioning-hook", self.env[r] | {
             "TRUSTED_CLAIM_CERTIFICATE_IDS": CLAIM_ID, "HOOK_DEADLINE_MS": "4000",
-            "REQUIRE_CLIENT_ID_MATCH": "true", "DEFAULT_MAX_PROVISIONS": "3"},
+            "LAMBDA_TIMEOUT_MS": "5000", "DEFAULT_MAX_PROVISIONS": "3"},
             log_name=f"pre-provisioning-hook-{r}") for r in REGIONS}
         self.issuer = self.start_function(procs, "cert-issuer", self.env["eu-west-1"] | {
             "PCA_ARN": ca["certificateAuthorityArn"], "PCA_REGION": PCA_REGION,
@@ -334,7 +337,7 @@ class Demo:
             request = {
                 "claimCertificateId": CLAIM_ID, "certificateId": certificate_id, "certificatePem": pem,
                 "templateArn": f"arn:aws:iot:{region}:123456789012:provisioningtemplate/geoprov-fleet",
-                "clientId": serial,
+                "clientId": PROVISIONING_PREFIX + serial,
                 "parameters": {"SerialNumber": serial, "AWS::IoT::Certificate::Id": certificate_id},
             }
             answer = invoke(self.hooks[region], request)
@@ -353,6 +356,38 @@ class Demo:
             ExpressionAttributeValues={":pk": {"S": f"AUDIT#DEVICE#{serial}"}, ":a": {"S": "AUDIT#"}})["Items"]
         mine = [i for i in items if i.get("certificateId", {}).get("S") == certificate_id]
         return mine[-1]["reason"]["S"] if mine else "(no audit event)"
+
+    def attacker(self, devices: list[dict]) -> None:
+        """Someone who extracted the claim key from one device tries to
+        provision as others. The client-id attempt runs at the hook (the IoT
+        emulator would refuse the connection earlier, by the claim policy)."""
+        victim = next(d for d in devices if d["kind"] == "na")["serialNumber"]
+        own = next(d for d in devices if d["kind"] == "na" and d["serialNumber"] != victim)
+        key = new_key()  # the attacker's own key pair: not any device's factory key
+        region = "us-east-1"
+
+        def attempt(label: str, serial: str, key, client_id: str, extra: dict) -> None:
+            pem, certificate_id = device_certificate(serial, key)
+            request = {
+                "claimCertificateId": CLAIM_ID, "certificateId": certificate_id, "certificatePem": pem,
+                "templateArn": f"arn:aws:iot:{region}:123456789012:provisioningtemplate/geoprov-fleet",
+                "clientId": client_id,
+                "parameters": {"SerialNumber": serial, "AWS::IoT::Certificate::Id": certificate_id} | extra,
+            }
+            answer = invoke(self.hooks[region], request)
+            reason = self.audit_reason(region, serial, certificate_id)
+            self.expect(not answer.get("allowProvisioning"), f"attacker: {label} was allowed")
+            self.report["attacker"].append({"attempt": label, "allowed": bool(answer.get("allowProvisioning")),
+                                            "reason": reason})
+
+        print("  an attacker with the claim key:")
+        self.report["attacker"] = []
+        attempt(f"provision {victim} with its own key", victim, key, PROVISIONING_PREFIX + victim, {})
+        attempt("pick the thing group fleet-admins", own["serialNumber"], own["key"],
+                PROVISIONING_PREFIX + own["serialNumber"], {"ThingGroupName": "fleet-admins"})
+        attempt(f"connect with {victim}'s client id", own["serialNumber"], own["key"], victim, {})
+        for step in self.report["attacker"]:
+            print(f"    {step['attempt']:<45} {'ALLOWED' if step['allowed'] else 'refused'}: {step['reason']}")
 
     def jitp(self, devices: list[dict]) -> None:
         chosen = devices[: self.args.jitp]
@@ -436,6 +471,9 @@ class Demo:
         print(f"\n  {'reason':<20} {'count':>5}")
         for reason, count in sorted(Counter(d["reason"] for d in devices).items()):
             print(f"  {reason:<20} {count:>5}")
+        print(f"\n  {'attacker with the claim key':<45} {'answer'}")
+        for step in self.report.get("attacker", []):
+            print(f"  {step['attempt']:<45} {'ALLOWED' if step['allowed'] else 'refused'} ({step['reason']})")
         c = self.report["certificates"]
         print(f"\n  certificates: {c.get('requested', 0)} requested, {c.get('issued', 0)} issued, "
               f"{c.get('verified', 0)} verified against the CA, batch {c.get('batchSeconds', 0)} s")

@@ -12,6 +12,8 @@ and provisioning templates by logical id, each unique across the templates.
   template and the JITP registration template) with their !Sub variables
   filled in, as JSON text;
 - "environment": for each function, the names of its environment variables;
+- "environmentValues": for each function, the variables set to a literal
+  string, with their values;
 - "healthResources": every Route 53 health check and CloudWatch alarm, with
   its logical id as written (for one made by Fn::ForEach, the key with its
   placeholders) and the loops that make it: identifier, collection, and the
@@ -458,6 +460,8 @@ def read(path, facts):
             merge_unique(facts, "grants", binary, grants_of(properties.get("Policies")), label)
             variables = properties.get("Environment", {}).get("Variables", {})
             merge_unique(facts, "environment", binary, sorted(variables), label)
+            literal = {k: v for k, v in variables.items() if isinstance(v, str)}
+            merge_unique(facts, "environmentValues", binary, literal, label)
         elif kind == "AWS::IoT::ProvisioningTemplate":
             body = sub_text(properties["TemplateBody"], template["Resources"])
             merge_unique(facts, "provisioningTemplates", logical_id, body, label)
@@ -479,6 +483,7 @@ def main(paths):
         "templates": [],
         "actions": {},
         "environment": {},
+        "environmentValues": {},
         "provisioningTemplates": {},
         "parameters": {},
         "thingTypes": {},

@@ -4,6 +4,7 @@
 //! It uses the standard AWS configuration chain, so `AWS_ENDPOINT_URL` points
 //! it at a local emulator.
 
+mod claims;
 mod dns;
 mod failover_config;
 mod iot;
@@ -18,7 +19,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use futures::stream::{self, StreamExt, TryStreamExt};
-use geoprov_shared::device::SerialNumber;
+use geoprov_shared::device::{OperatorBlock, SerialNumber};
 use geoprov_shared::registry::{DeviceRegistry, DynamoRegistry, RegistryError};
 use geoprov_shared::{aws, table};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -44,10 +45,16 @@ enum Command {
     /// The device registry.
     #[command(subcommand)]
     Registry(RegistryCommand),
-    /// Print a device's audit events (JSON, oldest first).
+    /// Print a device's audit events (JSON, oldest first), and a
+    /// QUOTA_OVERSHOOT event, last, when its provisionings in all regions
+    /// as read now exceed its quota.
     Audit {
         #[arg(long, env = "TABLE_NAME")]
         table: String,
+        /// The hook's DEFAULT_MAX_PROVISIONS, for a device whose profile
+        /// sets no quota.
+        #[arg(long, default_value_t = 3)]
+        default_max_provisions: u32,
         serial: String,
     },
     /// ACM Private CA helpers for local runs.
@@ -59,10 +66,53 @@ enum Command {
     /// What resolvers get from a hosted zone's records.
     #[command(subcommand)]
     Dns(DnsCommand),
+    /// The trusted claim certificates in the table (the hook reads them at
+    /// most once a minute).
+    #[command(subcommand)]
+    Claim(ClaimCommand),
     /// Register the claim certificate and the CA certificate in every
     /// region's IoT, once; prints the ids samconfig names.
     #[command(subcommand)]
     Setup(SetupCommand),
+}
+
+#[derive(Subcommand)]
+enum ClaimCommand {
+    /// Trust a claim certificate from --not-before (default now) until
+    /// --not-after (RFC 3339); an id already in the table is left as it is.
+    Add {
+        #[arg(long, env = "TABLE_NAME")]
+        table: String,
+        /// The certificate id (64 hex), as `geoprov setup claim` printed it.
+        certificate_id: String,
+        #[arg(long)]
+        not_before: Option<String>,
+        #[arg(long)]
+        not_after: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Stop trusting a claim certificate, for good.
+    Retire {
+        #[arg(long, env = "TABLE_NAME")]
+        table: String,
+        certificate_id: String,
+    },
+    /// Every claim certificate in the table, and whether it is trusted now.
+    List {
+        #[arg(long, env = "TABLE_NAME")]
+        table: String,
+    },
+    /// A leaked claim key: set the certificate INACTIVE in IoT in every
+    /// region, then retire it in the table.
+    Deactivate {
+        #[arg(long, env = "TABLE_NAME")]
+        table: String,
+        certificate_id: String,
+        /// Comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        regions: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -197,8 +247,25 @@ enum RegistryCommand {
         regions: Option<Vec<String>>,
         file: PathBuf,
     },
-    /// Print a device's profile and provisioning state (JSON).
+    /// Print a device's profile, any operator block, and its provisionings
+    /// in every region (JSON).
     Show {
+        #[arg(long, env = "TABLE_NAME")]
+        table: String,
+        serial: String,
+    },
+    /// Block a device: an item of its own, which no import lifts; a
+    /// provisioning decided before it cannot commit.
+    Block {
+        #[arg(long, env = "TABLE_NAME")]
+        table: String,
+        serial: String,
+        /// Why, for the audit and for whoever lifts it.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift an operator's block.
+    Unblock {
         #[arg(long, env = "TABLE_NAME")]
         table: String,
         serial: String,
@@ -218,6 +285,18 @@ enum CliError {
     BadSerial(String),
     #[error("{0} is not in the registry")]
     NotFound(String),
+    #[error("--reason must say why the device is blocked")]
+    EmptyReason,
+    #[error("{0:?} is not a certificate id (64 hex digits)")]
+    ClaimId(String),
+    #[error("{flag} {text:?}: {reason} (RFC 3339, e.g. 2027-01-01T00:00:00Z)")]
+    Time {
+        flag: &'static str,
+        text: String,
+        reason: String,
+    },
+    #[error("UpdateCertificate in {region}: {message}")]
+    Deactivate { region: String, message: String },
     #[error("{count} invalid line(s) in the manifest; nothing was imported (use --skip-invalid to import the valid ones)")]
     InvalidManifest { count: usize },
     #[error("{count} invalid line(s) were skipped")]
@@ -372,9 +451,90 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             print_json(&record);
             Ok(())
         }
-        Command::Audit { table, serial } => {
+        Command::Registry(RegistryCommand::Block {
+            table,
+            serial,
+            reason,
+        }) => {
             let registry = DynamoRegistry::new(client, table);
-            let events = registry.audit_events(&parse_serial(&serial)?).await?;
+            let serial = parse_serial(&serial)?;
+            if reason.trim().is_empty() {
+                return Err(CliError::EmptyReason);
+            }
+            let block = OperatorBlock {
+                reason,
+                blocked_at: geoprov_shared::clock::now_rfc3339(),
+            };
+            registry.block(&serial, &block).await?;
+            print_json(&json!({"serialNumber": serial.as_str(), "blocked": block}));
+            Ok(())
+        }
+        Command::Registry(RegistryCommand::Unblock { table, serial }) => {
+            let registry = DynamoRegistry::new(client, table);
+            let serial = parse_serial(&serial)?;
+            registry.unblock(&serial).await?;
+            print_json(&json!({"serialNumber": serial.as_str(), "blocked": null}));
+            Ok(())
+        }
+        Command::Claim(ClaimCommand::Add {
+            table,
+            certificate_id,
+            not_before,
+            not_after,
+            note,
+        }) => {
+            let registry = DynamoRegistry::new(client, table);
+            let added = claims::add(
+                &registry,
+                &certificate_id,
+                not_before.as_deref(),
+                &not_after,
+                note,
+            )
+            .await?;
+            print_json(&added);
+            Ok(())
+        }
+        Command::Claim(ClaimCommand::Retire {
+            table,
+            certificate_id,
+        }) => {
+            let registry = DynamoRegistry::new(client, table);
+            print_json(&claims::retire(&registry, &certificate_id).await?);
+            Ok(())
+        }
+        Command::Claim(ClaimCommand::List { table }) => {
+            let registry = DynamoRegistry::new(client, table);
+            print_json(&claims::list(&registry).await?);
+            Ok(())
+        }
+        Command::Claim(ClaimCommand::Deactivate {
+            table,
+            certificate_id,
+            regions,
+        }) => {
+            let registry = DynamoRegistry::new(client, table);
+            print_json(&claims::deactivate(&sdk, &registry, &certificate_id, &regions).await?);
+            Ok(())
+        }
+        Command::Audit {
+            table,
+            default_max_provisions,
+            serial,
+        } => {
+            let registry = DynamoRegistry::new(client, table);
+            let serial = parse_serial(&serial)?;
+            let mut events = registry.audit_events(&serial).await?;
+            if let Some(device) = registry.device(&serial).await? {
+                let quota = device
+                    .profile
+                    .max_provisions
+                    .unwrap_or(default_max_provisions);
+                let total = device.provisioning.total();
+                if total > quota {
+                    events.push(quota_overshoot(&device, total, quota));
+                }
+            }
             print_json(&events);
             Ok(())
         }
@@ -449,6 +609,20 @@ async fn import(
         }
     }
 
+    // Without a factory key, the claim key alone can provision the serial:
+    // the hook denies such devices unless REQUIRE_FACTORY_KEY is false.
+    let without_key = manifest
+        .profiles
+        .iter()
+        .filter(|p| p.public_key_sha256.is_none())
+        .count();
+    if without_key > 0 {
+        eprintln!(
+            "warning: {without_key} device(s) have no factory key (publicKeySha256); the hook \
+             denies them (NO_FACTORY_KEY) unless REQUIRE_FACTORY_KEY is false"
+        );
+    }
+
     let progress = ProgressBar::new(manifest.profiles.len() as u64).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} devices {elapsed} {msg}")
             .expect("progress template is valid"),
@@ -470,6 +644,7 @@ async fn import(
         "table": registry.table(),
         "imported": imported,
         "invalid": manifest.errors.len(),
+        "withoutFactoryKey": without_key,
     });
     if let Some(by_region) = thing_groups {
         summary["thingGroups"] = json!(by_region);
@@ -481,6 +656,38 @@ async fn import(
         Err(CliError::SkippedLines {
             count: manifest.errors.len(),
         })
+    }
+}
+
+/// The overshoot detector's report: more provisionings in all regions than
+/// the quota, which only regions committing within the replication lag of
+/// one another can cause.
+fn quota_overshoot(
+    device: &geoprov_shared::device::DeviceRecord,
+    total: u32,
+    quota: u32,
+) -> geoprov_shared::audit::AuditEvent {
+    let per_region: Vec<String> = device
+        .provisioning
+        .regions
+        .iter()
+        .map(|(region, state)| format!("{region} {}", state.provision_count))
+        .collect();
+    geoprov_shared::audit::AuditEvent {
+        kind: "QUOTA_OVERSHOOT".into(),
+        serial_number: Some(device.profile.serial_number.to_string()),
+        decision: geoprov_shared::audit::Decision::Deny,
+        reason: "QUOTA_EXCEEDED".into(),
+        detail: format!(
+            "{total} provisionings in all regions ({}), quota {quota}",
+            per_region.join(", ")
+        ),
+        region: String::new(),
+        certificate_id: None,
+        claim_certificate_id: None,
+        client_id: None,
+        request_id: "geoprov audit".into(),
+        time: geoprov_shared::clock::now_rfc3339(),
     }
 }
 

@@ -86,6 +86,13 @@ pub fn parse_line(raw: &str, line: usize) -> Result<DeviceProfile, ManifestError
             message: "unknown field".into(),
         });
     }
+    if profile.version.is_some() {
+        return Err(ManifestError {
+            line,
+            field: "version".into(),
+            message: "is set by the registry on every import, not by the manifest".into(),
+        });
+    }
     Ok(profile)
 }
 

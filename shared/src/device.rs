@@ -213,6 +213,11 @@ pub struct DeviceProfile {
     pub thing_group: Option<ThingGroupName>,
     #[serde(default, skip_serializing_if = "ThingAttributes::is_empty")]
     pub attributes: ThingAttributes,
+    /// Changed by every import and every operator block or unblock; the
+    /// hook's commit holds only if the profile it read is still this one.
+    /// Set by the registry, never by the manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 impl DeviceProfile {
@@ -226,11 +231,14 @@ impl DeviceProfile {
             public_key_sha256: None,
             thing_group: None,
             attributes: ThingAttributes::default(),
+            version: None,
         }
     }
 }
 
-/// What the hook has recorded about the device's provisionings so far.
+/// What the hook has recorded about the device's provisionings in one
+/// region: each region counts in an item of its own, so that global-table
+/// replication (last writer wins per item) cannot lose an increment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProvisioningState {
@@ -239,19 +247,72 @@ pub struct ProvisioningState {
     #[serde(default)]
     pub provisioned_certificate_ids: BTreeSet<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_region: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_certificate_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_provisioned_at: Option<String>,
 }
 
-/// A registered device: its profile and its provisioning state.
+/// The device's provisionings in every region, as this region reads them:
+/// its own region's count strongly consistent, the others' as replicated.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Provisionings {
+    pub regions: BTreeMap<RegionName, ProvisioningState>,
+    /// The version of the device's commit guard as read: every commit, in
+    /// any region, changes it, so a commit decided on counts another region
+    /// has since changed does not hold (exact on one table; within the
+    /// replication lag across a global table's regions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guard: Option<String>,
+}
+
+impl Provisionings {
+    /// Provisionings in every region.
+    pub fn total(&self) -> u32 {
+        self.regions
+            .values()
+            .fold(0u32, |sum, state| sum.saturating_add(state.provision_count))
+    }
+
+    /// Provisionings in regions other than `region`.
+    pub fn elsewhere(&self, region: &RegionName) -> u32 {
+        self.total().saturating_sub(self.count_in(region))
+    }
+
+    pub fn count_in(&self, region: &RegionName) -> u32 {
+        self.regions
+            .get(region)
+            .map(|state| state.provision_count)
+            .unwrap_or(0)
+    }
+
+    /// Whether `certificate_id` was provisioned in any region.
+    pub fn has_certificate(&self, certificate_id: &str) -> bool {
+        self.regions
+            .values()
+            .any(|state| state.provisioned_certificate_ids.contains(certificate_id))
+    }
+}
+
+/// An operator's block: an item of its own, which no manifest import
+/// touches, so re-importing cannot lift it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperatorBlock {
+    pub reason: String,
+    /// RFC 3339.
+    pub blocked_at: String,
+}
+
+/// A registered device: its profile, any operator block, and its
+/// provisionings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceRecord {
     pub profile: DeviceProfile,
-    pub provisioning: ProvisioningState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block: Option<OperatorBlock>,
+    pub provisioning: Provisionings,
 }
 
 #[cfg(test)]

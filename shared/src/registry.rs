@@ -13,6 +13,7 @@ use std::future::Future;
 pub use dynamo::DynamoRegistry;
 
 use crate::audit::AuditEvent;
+use crate::claims::TrustedClaim;
 use crate::device::{DeviceRecord, RegionName, SerialNumber};
 
 /// The registry could not answer.
@@ -27,6 +28,10 @@ pub enum RegistryError {
     MalformedItem { key: String, message: String },
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0} is not in the registry")]
+    UnknownDevice(String),
+    #[error("claim certificate {0} is not in the table")]
+    UnknownClaim(String),
 }
 
 impl RegistryError {
@@ -49,15 +54,22 @@ impl RegistryError {
     }
 }
 
-/// One provisioning to record: the quota check and the state update are a
-/// single conditional write, together with the decision's audit event.
+/// One provisioning to record: the quota check and this region's count are
+/// a single conditional write, together with the decision's audit event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProvisioningCommit {
     pub serial: SerialNumber,
     pub certificate_id: String,
     pub region: RegionName,
-    /// The quota in force: the write succeeds only below it.
-    pub quota: u32,
+    /// The write holds only while this region's count is below it: the quota
+    /// less the provisionings read in the other regions.
+    pub region_limit: u32,
+    /// The profile's version as read; the write holds only if it is still
+    /// the same (no import, block or unblock since).
+    pub profile_version: Option<String>,
+    /// The commit guard's version as read; the write holds only if no other
+    /// commit, in any region, changed it since.
+    pub guard: Option<String>,
     /// RFC 3339.
     pub at: String,
 }
@@ -81,14 +93,43 @@ pub trait DeviceRegistry: Send + Sync {
         serial: &SerialNumber,
     ) -> impl Future<Output = Result<Option<DeviceRecord>, RegistryError>> + Send;
 
-    /// Consumes one provisioning if, at write time, the device is still
-    /// ALLOWED, under `commit.quota`, and `commit.certificate_id` has not been
-    /// provisioned already; appends `audit` in the same transaction.
+    /// Consumes one provisioning in `commit.region` if, at write time, the
+    /// profile is still the version read and ALLOWED, no operator block
+    /// exists, the region's count is below `commit.region_limit`, and
+    /// `commit.certificate_id` has not been provisioned in the region;
+    /// appends `audit` in the same transaction.
     fn record_provisioning(
         &self,
         commit: &ProvisioningCommit,
         audit: &AuditEvent,
     ) -> impl Future<Output = Result<CommitOutcome, RegistryError>> + Send;
+
+    /// The claim certificates in the table, whatever their window (the
+    /// caller decides what is trusted now).
+    fn trusted_claims(
+        &self,
+    ) -> impl Future<Output = Result<Vec<TrustedClaim>, RegistryError>> + Send;
+
+    /// Settles a commit whose answer was lost (a timeout, a dropped
+    /// connection): if it applied, nothing is written and the answer is
+    /// [`Settled::Committed`]; if not, one transaction fences the
+    /// certificate in the region, so the lost commit can never apply, and
+    /// appends `denial`: [`Settled::Fenced`]. Either way the decision has
+    /// exactly one audit outcome.
+    fn settle_lost_commit(
+        &self,
+        commit: &ProvisioningCommit,
+        denial: &AuditEvent,
+    ) -> impl Future<Output = Result<Settled, RegistryError>> + Send;
+}
+
+/// How a lost commit was settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// The commit had applied (with its ALLOWED audit event).
+    Committed,
+    /// The commit had not applied, and now never will; the denial is audited.
+    Fenced,
 }
 
 /// The append-only audit log.

@@ -3,11 +3,14 @@
 //! | item                   | pk                       | sk                          |
 //! |------------------------|--------------------------|-----------------------------|
 //! | device profile         | `DEVICE#<serial>`        | `PROFILE`                   |
-//! | provisioning state     | `PROVISIONING#<serial>`  | `STATE`                     |
+//! | operator block         | `DEVICE#<serial>`        | `BLOCK`                     |
+//! | provisionings in a region | `PROVISIONING#<serial>` | `REGION#<region>`         |
+//! | commit guard           | `PROVISIONING#<serial>`  | `GUARD`                     |
 //! | audit event            | `AUDIT#DEVICE#<serial>`  | `AUDIT#<time>#<request id>` |
-//! | audit, no valid serial | `AUDIT#UNATTRIBUTED`     | `AUDIT#<time>#<request id>` |
+//! | audit, no valid serial | `AUDIT#UNATTRIBUTED#<0-15>` | `AUDIT#<time>#<request id>` |
 //! | failover state         | `FAILOVER#<record>`      | `REGION#..`, `RECORD#..`, `LOCK` |
 //! | issuance ledger        | `CSR#<sha256>`           | `ISSUANCE`                  |
+//! | trusted claim certificate | `CLAIMS`              | `CLAIM#<certificate id>`    |
 //!
 //! Each item family has a partition key prefix of its own, so that IAM can
 //! scope every function to the families it owns with `dynamodb:LeadingKeys`
@@ -16,8 +19,13 @@
 //! may update or delete an audit event.
 //!
 //! The profile is what the factory manifest says and is replaced on import;
-//! the state is what the hook writes. Keeping them apart lets a manifest be
-//! imported again without resetting anyone's provisioning quota. The
+//! an operator's block is an item of its own that no import touches; the
+//! provisionings are what the hook writes, one item per region so that a
+//! global table's replication (last writer wins per item) cannot lose an
+//! increment. Keeping them apart lets a manifest be imported again without
+//! resetting anyone's quota or lifting anyone's block. Audit events without a
+//! valid serial spread over 16 partitions, so a flood of malformed requests
+//! makes no hot partition. The
 //! failover's items are described in `endpoint_failover::state`, the
 //! issuance ledger in `cert_issuer::ledger`.
 
@@ -33,9 +41,14 @@ use crate::registry::RegistryError;
 pub const PARTITION_KEY: &str = "pk";
 pub const SORT_KEY: &str = "sk";
 pub const PROFILE_SK: &str = "PROFILE";
-pub const STATE_SK: &str = "STATE";
+pub const BLOCK_SK: &str = "BLOCK";
+pub const REGION_SK_PREFIX: &str = "REGION#";
+/// The device's commit guard, beside its per-region counts.
+pub const GUARD_SK: &str = "GUARD";
 pub const AUDIT_SK_PREFIX: &str = "AUDIT#";
 pub const UNATTRIBUTED_AUDIT_PK: &str = "AUDIT#UNATTRIBUTED";
+/// How many partitions audit events without a valid serial spread over.
+pub const UNATTRIBUTED_AUDIT_SHARDS: u32 = 16;
 
 /// The partition key prefix of each item family, as IAM's
 /// `dynamodb:LeadingKeys` conditions in the templates name them.
@@ -67,6 +80,35 @@ pub fn provisioning_pk(serial: &str) -> String {
 /// no serial can make equal to [`UNATTRIBUTED_AUDIT_PK`].
 pub fn audit_pk(serial: &str) -> String {
     format!("{AUDIT_PK_PREFIX}{DEVICE_PK_PREFIX}{serial}")
+}
+
+pub fn region_sk(region: &str) -> String {
+    format!("{REGION_SK_PREFIX}{region}")
+}
+
+/// The partition of an audit event without a valid serial:
+/// `AUDIT#UNATTRIBUTED#<0-15>`, chosen by the request id (FNV-1a, stable
+/// across builds).
+pub fn unattributed_audit_pk(request_id: &str) -> String {
+    let hash = request_id.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!(
+        "{UNATTRIBUTED_AUDIT_PK}#{}",
+        hash % UNATTRIBUTED_AUDIT_SHARDS
+    )
+}
+
+/// A new profile version: unique per write of a profile.
+pub fn new_version() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+    format!(
+        "{nanos}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub fn audit_sk(time: &str, request_id: &str) -> String {

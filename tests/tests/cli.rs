@@ -66,7 +66,7 @@ fn imports_ten_thousand_devices_and_reimports_idempotently() {
         assert_eq!(shown["profile"]["serialNumber"], serial);
         assert_eq!(shown["profile"]["maxProvisions"], quota);
         assert_eq!(shown["profile"]["attributes"]["model"], model);
-        assert_eq!(shown["provisioning"]["provisionCount"], 0);
+        assert_eq!(shown["provisioning"]["regions"], json!({}));
     }
 
     let again = cli.ok(&["registry", "import", path]);
@@ -856,4 +856,199 @@ async fn import_without_regions_refuses_a_manifest_naming_groups_and_writes_noth
     let summary = cli.ok(&["registry", "import", stack_group_only.to_str().unwrap()]);
     assert_eq!(summary["imported"], 1);
     assert!(summary.get("thingGroups").is_none(), "{summary}");
+}
+
+#[test]
+fn import_warns_about_and_counts_devices_without_a_factory_key() {
+    let cli = cli_with_table();
+    let key = "ab".repeat(32);
+    let file = manifest_file(
+        "keys.jsonl",
+        &[
+            format!(r#"{{"serialNumber":"SN-K1","publicKeySha256":"{key}"}}"#),
+            r#"{"serialNumber":"SN-K2"}"#.to_owned(),
+            r#"{"serialNumber":"SN-K3"}"#.to_owned(),
+        ],
+    );
+    let out = cli.run(&["registry", "import", file.to_str().unwrap()]);
+    assert!(out.status.success());
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["withoutFactoryKey"], 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("2 device(s) have no factory key"),
+        "{stderr}"
+    );
+    // A manifest cannot set the profile's version: the registry does.
+    let file = manifest_file(
+        "version.jsonl",
+        &[r#"{"serialNumber":"SN-V","version":"1"}"#.to_owned()],
+    );
+    let message = refused(&cli, &["registry", "import", file.to_str().unwrap()]);
+    assert!(message.contains("version"), "{message}");
+}
+
+#[test]
+fn a_block_outlives_a_re_import_until_unblocked() {
+    let cli = cli_with_table();
+    let file = manifest_file("block.jsonl", &[r#"{"serialNumber":"SN-BL"}"#.to_owned()]);
+    let path = file.to_str().unwrap();
+    cli.ok(&["registry", "import", path]);
+    let version = cli.ok(&["registry", "show", "SN-BL"])["profile"]["version"].clone();
+    let blocked = cli.ok(&["registry", "block", "SN-BL", "--reason", "reported stolen"]);
+    assert_eq!(blocked["blocked"]["reason"], "reported stolen");
+    cli.ok(&["registry", "import", path]);
+    let shown = cli.ok(&["registry", "show", "SN-BL"]);
+    assert_eq!(shown["block"]["reason"], "reported stolen");
+    assert_ne!(shown["profile"]["version"], version);
+    cli.ok(&["registry", "unblock", "SN-BL"]);
+    assert!(cli
+        .ok(&["registry", "show", "SN-BL"])
+        .get("block")
+        .is_none());
+    for args in [
+        ["registry", "block", "SN-NONE", "--reason", "x"],
+        ["registry", "block", "SN-BL", "--reason", " "],
+    ] {
+        refused(&cli, &args);
+    }
+}
+
+#[tokio::test]
+async fn claim_certificates_are_added_listed_retired_and_deactivated_in_every_region() {
+    let cli = cli_with_table();
+    // A claim certificate registered in two regions' IoT, as setup claim does.
+    let made = iot("us-east-1")
+        .await
+        .create_keys_and_certificate()
+        .set_as_active(true)
+        .send()
+        .await
+        .unwrap();
+    let id = made.certificate_id().unwrap().to_owned();
+    iot("eu-west-1")
+        .await
+        .register_certificate_without_ca()
+        .certificate_pem(made.certificate_pem().unwrap())
+        .status(aws_sdk_iot::types::CertificateStatus::Active)
+        .send()
+        .await
+        .unwrap();
+
+    let added = cli.ok(&[
+        "claim",
+        "add",
+        &id,
+        "--not-after",
+        "2099-01-01T00:00:00Z",
+        "--note",
+        "factory line 1",
+    ]);
+    assert_eq!(added["added"], true);
+    let again = cli.ok(&["claim", "add", &id, "--not-after", "2099-01-01T00:00:00Z"]);
+    assert_eq!(again["added"], false);
+    let listed = cli.ok(&["claim", "list"]);
+    assert_eq!(listed[0]["certificateId"], id.as_str());
+    assert_eq!(listed[0]["trustedNow"], true);
+
+    let deactivated = cli.ok(&[
+        "claim",
+        "deactivate",
+        &id,
+        "--regions",
+        "us-east-1,eu-west-1",
+    ]);
+    assert_eq!(deactivated["retired"], true);
+    assert_eq!(deactivated["inactiveIn"], json!(["us-east-1", "eu-west-1"]));
+    for region in ["us-east-1", "eu-west-1"] {
+        let described = iot(region)
+            .await
+            .describe_certificate()
+            .certificate_id(&id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            described.certificate_description().unwrap().status(),
+            Some(&aws_sdk_iot::types::CertificateStatus::Inactive),
+            "{region}"
+        );
+    }
+    let listed = cli.ok(&["claim", "list"]);
+    assert_eq!(listed[0]["trustedNow"], false);
+    assert!(listed[0]["retiredAt"].is_string());
+    assert_eq!(cli.ok(&["claim", "retire", &id])["retired"], false);
+
+    for args in [
+        vec![
+            "claim",
+            "add",
+            "not-an-id",
+            "--not-after",
+            "2099-01-01T00:00:00Z",
+        ],
+        vec!["claim", "add", &id, "--not-after", "tomorrow"],
+        vec![
+            "claim",
+            "add",
+            &id,
+            "--not-before",
+            "2030-01-01T00:00:00Z",
+            "--not-after",
+            "2029-01-01T00:00:00Z",
+        ],
+        vec!["claim", "retire", &"f".repeat(64)],
+    ] {
+        refused(&cli, &args);
+    }
+}
+
+#[tokio::test]
+async fn audit_reports_a_quota_overshoot_across_regions() {
+    use geoprov_shared::device::{RegionName, SerialNumber};
+    use geoprov_shared::registry::{DeviceRegistry, DynamoRegistry, ProvisioningCommit};
+    let cli = cli_with_table();
+    let file = manifest_file(
+        "overshoot.jsonl",
+        &[r#"{"serialNumber":"SN-OVER","maxProvisions":1}"#.to_owned()],
+    );
+    cli.ok(&["registry", "import", file.to_str().unwrap()]);
+    let table = cli.env["TABLE_NAME"].clone();
+    let registry = DynamoRegistry::new(
+        aws_sdk_dynamodb::Client::new(&sdk_config(&moto().endpoint, TEST_REGION).await),
+        table,
+    );
+    let serial = SerialNumber::try_from("SN-OVER").unwrap();
+    // Two regions, each committing inside the replication lag of the other:
+    // each within its own limit, together over the quota.
+    for (region, cert) in [("eu-west-1", "a"), ("us-east-1", "b")] {
+        let device = registry.device(&serial).await.unwrap().unwrap();
+        let commit = ProvisioningCommit {
+            serial: serial.clone(),
+            certificate_id: cert.into(),
+            region: RegionName::try_from(region).unwrap(),
+            region_limit: 1,
+            profile_version: device.profile.version,
+            guard: device.provisioning.guard,
+            at: "2026-11-30T12:00:00Z".into(),
+        };
+        let mut audit: geoprov_shared::audit::AuditEvent = serde_json::from_value(json!({
+            "kind": "PROVISIONING_DECISION", "serialNumber": "SN-OVER", "decision": "ALLOW",
+            "reason": "ALLOWED", "detail": "every rule passed", "region": region,
+            "requestId": format!("r-{region}"), "time": "2026-11-30T12:00:00Z"
+        }))
+        .unwrap();
+        audit.certificate_id = Some(cert.into());
+        registry.record_provisioning(&commit, &audit).await.unwrap();
+    }
+    let events = cli.ok(&["audit", "SN-OVER"]);
+    let last = events.as_array().unwrap().last().unwrap();
+    assert_eq!(last["kind"], "QUOTA_OVERSHOOT");
+    assert!(
+        last["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("2 provisionings"),
+        "{last}"
+    );
 }

@@ -41,6 +41,28 @@ fn the_two_region_scenario_meets_every_expectation() {
     assert_eq!(report["devices"].as_object().unwrap().len(), 40);
     assert_eq!(report["certificates"]["verified"], 10);
 
+    // The attacker with the claim key: every attempt refused, by the rule
+    // meant for it.
+    let attacker: Vec<(bool, &str)> = report["attacker"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["allowed"].as_bool().unwrap(),
+                a["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        attacker,
+        [
+            (false, "KEY_MISMATCH"),
+            (false, "UNEXPECTED_PARAMETER"),
+            (false, "CLIENT_ID_MISMATCH")
+        ]
+    );
+
     // The DNS story: the tree built; us-east-1 down with Route 53's API, and
     // North America moved by health alone; the API back and us-east-1 out of
     // the chains; recoverAfter 2 and the failback hold; a drain and undrain.

@@ -1,31 +1,58 @@
 //! The hook's handler with the DynamoDB registry in moto: the quota under
-//! concurrency, the audit trail, and the deadline against a silent endpoint.
+//! concurrency, in one region and in two sharing the table, the audit
+//! trail, and the deadline against a silent endpoint.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use geoprov_shared::config::Env;
-use geoprov_shared::device::{DeviceProfile, SerialNumber};
+use geoprov_shared::device::{DeviceProfile, PublicKeyFingerprint, SerialNumber};
 use geoprov_shared::registry::{DeviceRegistry, DynamoRegistry};
 use geoprov_tests::{fresh_registry, sdk_config, TEST_REGION};
+use pre_provisioning_hook::rules::spki_sha256;
 use pre_provisioning_hook::{HookConfig, Policy, ProvisioningHook, Reason};
 use serde_json::{json, Value};
 
 const SAMPLE_EVENT: &str = include_str!("../../events/pre-provisioning-hook/allow.json");
 
-/// The policy the hook runs with when only the required variables are set.
-fn policy() -> Policy {
-    let env = Env::from_pairs([("TABLE_NAME", "geoprov"), ("AWS_REGION", TEST_REGION)]);
+fn sample() -> Value {
+    serde_json::from_str(SAMPLE_EVENT).unwrap()
+}
+
+/// The policy the hook runs with in `region` when only the required
+/// variables are set (and the sample's claim certificate is trusted).
+fn policy_in(region: &str) -> Policy {
+    let claim = sample()["claimCertificateId"].as_str().unwrap().to_owned();
+    let env = Env::from_pairs([
+        ("TABLE_NAME", "geoprov"),
+        ("AWS_REGION", region),
+        ("LAMBDA_TIMEOUT_MS", "5000"),
+        ("TRUSTED_CLAIM_CERTIFICATE_IDS", claim.as_str()),
+    ]);
     HookConfig::from_env(&env).unwrap().policy
+}
+
+fn policy() -> Policy {
+    policy_in(TEST_REGION)
+}
+
+/// A registered device whose factory key is the sample certificate's.
+fn profile(serial: &str) -> DeviceProfile {
+    let pem = sample()["certificatePem"].as_str().unwrap().to_owned();
+    let mut profile = DeviceProfile::allowed(SerialNumber::try_from(serial).unwrap());
+    profile.public_key_sha256 =
+        Some(PublicKeyFingerprint::try_from(spki_sha256(&pem).unwrap()).unwrap());
+    profile
 }
 
 /// The sample event `events/pre-provisioning-hook/allow.json`, for another
 /// serial and certificate.
 fn request(serial: &str, certificate_id: &str) -> Value {
-    let mut event: Value = serde_json::from_str(SAMPLE_EVENT).unwrap();
+    let mut event = sample();
     event["certificateId"] = certificate_id.into();
-    event["clientId"] = serial.into();
-    event["parameters"] = json!({ "SerialNumber": serial });
+    event["clientId"] = format!("prov-{serial}").into();
+    event["parameters"] =
+        json!({ "SerialNumber": serial, "AWS::IoT::Certificate::Id": certificate_id });
     event
 }
 
@@ -33,7 +60,7 @@ fn request(serial: &str, certificate_id: &str) -> Value {
 async fn twenty_concurrent_claims_with_a_quota_of_three_allow_exactly_three() {
     let registry = fresh_registry("quota").await;
     let serial = SerialNumber::try_from("SN-QUOTA").unwrap();
-    let mut profile = DeviceProfile::allowed(serial.clone());
+    let mut profile = profile("SN-QUOTA");
     profile.max_provisions = Some(3);
     registry.put_profiles(&[profile]).await.unwrap();
     let hook = Arc::new(ProvisioningHook::new(
@@ -66,13 +93,15 @@ async fn twenty_concurrent_claims_with_a_quota_of_three_allow_exactly_three() {
     assert_eq!((allowed, over), (3, 17), "{reasons:?}");
 
     let registry = hook.registry();
-    let state = registry
+    let provisioning = registry
         .device(&serial)
         .await
         .unwrap()
         .unwrap()
         .provisioning;
-    assert_eq!(state.provision_count, 3);
+    assert_eq!(provisioning.total(), 3);
+    let state =
+        &provisioning.regions[&geoprov_shared::device::RegionName::try_from(TEST_REGION).unwrap()];
     assert_eq!(state.provisioned_certificate_ids.len(), 3);
     let audit = registry.audit_events(&serial).await.unwrap();
     assert_eq!(audit.len(), 20, "every decision is audited once");
@@ -89,12 +118,7 @@ async fn twenty_concurrent_claims_with_a_quota_of_three_allow_exactly_three() {
 #[tokio::test]
 async fn decisions_are_audited_in_the_table() {
     let registry = fresh_registry("audit").await;
-    registry
-        .put_profiles(&[DeviceProfile::allowed(
-            SerialNumber::try_from("SN-1").unwrap(),
-        )])
-        .await
-        .unwrap();
+    registry.put_profiles(&[profile("SN-1")]).await.unwrap();
     let hook = ProvisioningHook::new(policy(), registry, Duration::from_secs(3));
     assert_eq!(
         hook.handle(request("SN-1", "c1"), "r1").await.reason,
@@ -105,9 +129,7 @@ async fn decisions_are_audited_in_the_table() {
         Reason::Allowed
     );
     let mut untrusted = policy();
-    untrusted
-        .trusted_claim_certificate_ids
-        .insert("other-claim".into());
+    untrusted.trusted_claim_certificate_ids = ["other-claim".to_owned()].into();
     let strict = ProvisioningHook::new(
         untrusted,
         DynamoRegistry::new(hook.registry().client().clone(), hook.registry().table()),
@@ -138,6 +160,57 @@ async fn decisions_are_audited_in_the_table() {
     assert!(audit
         .iter()
         .all(|e| e.certificate_id.is_some() && e.time.ends_with('Z')));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_regions_sharing_one_table_each_count_their_own_and_stay_within_the_quota() {
+    let registry = fresh_registry("two-regions").await;
+    let serial = SerialNumber::try_from("SN-TWO").unwrap();
+    registry.put_profiles(&[profile("SN-TWO")]).await.unwrap();
+    let regions = ["eu-west-1", "us-east-1"];
+    let hooks: Vec<_> = regions
+        .iter()
+        .map(|region| {
+            Arc::new(ProvisioningHook::new(
+                policy_in(region),
+                DynamoRegistry::new(registry.client().clone(), registry.table()),
+                Duration::from_millis(4500),
+            ))
+        })
+        .collect();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let hook = hooks[i % 2].clone();
+            tokio::spawn(async move {
+                hook.handle(request("SN-TWO", &format!("cert-{i}")), &format!("req-{i}"))
+                    .await
+                    .reason
+            })
+        })
+        .collect();
+    let mut allowed = 0;
+    for task in tasks {
+        allowed += usize::from(task.await.unwrap() == Reason::Allowed);
+    }
+    let provisioning = registry
+        .device(&serial)
+        .await
+        .unwrap()
+        .unwrap()
+        .provisioning;
+    let per_region: Vec<u32> = regions
+        .iter()
+        .map(|r| provisioning.count_in(&geoprov_shared::device::RegionName::try_from(*r).unwrap()))
+        .collect();
+    // Each region counts in its own item; the sum never passes the quota
+    // plus one per other region, and on one table, where every commit
+    // changes the device's guard, it is the quota exactly.
+    assert_eq!(allowed as u32, provisioning.total(), "{per_region:?}");
+    assert!(
+        provisioning.total() <= 3 + (regions.len() as u32 - 1),
+        "{per_region:?}"
+    );
+    assert_eq!(provisioning.total(), 3, "{per_region:?}");
 }
 
 /// A loopback port that accepts connections and never answers.

@@ -1,8 +1,15 @@
-//! The DynamoDB registry adapter against moto server.
+//! The DynamoDB registry adapter against moto server: profiles, operator
+//! blocks, per-region provisionings, versioned commits, settling a lost
+//! commit, and the audit log.
 
 use geoprov_shared::audit::{AuditEvent, Decision};
-use geoprov_shared::device::{DeviceProfile, DeviceStatus, RegionName, SerialNumber};
-use geoprov_shared::registry::{AuditLog, CommitOutcome, DeviceRegistry, ProvisioningCommit};
+use geoprov_shared::device::{
+    DeviceProfile, DeviceStatus, OperatorBlock, RegionName, SerialNumber,
+};
+use geoprov_shared::registry::{
+    AuditLog, CommitOutcome, DeviceRegistry, DynamoRegistry, ProvisioningCommit, RegistryError,
+    Settled,
+};
 use geoprov_tests::fresh_registry;
 
 fn serial(s: &str) -> SerialNumber {
@@ -25,14 +32,53 @@ fn event(serial: &str, request_id: &str, time: &str) -> AuditEvent {
     }
 }
 
-fn commit(serial_number: &str, certificate_id: &str, quota: u32) -> ProvisioningCommit {
+fn region(name: &str) -> RegionName {
+    RegionName::try_from(name).unwrap()
+}
+
+/// The commit a hook in eu-west-1 would send for the profile as stored now.
+async fn commit(
+    registry: &DynamoRegistry,
+    serial_number: &str,
+    certificate_id: &str,
+    region_limit: u32,
+) -> ProvisioningCommit {
+    commit_in(
+        registry,
+        "eu-west-1",
+        serial_number,
+        certificate_id,
+        region_limit,
+    )
+    .await
+}
+
+async fn commit_in(
+    registry: &DynamoRegistry,
+    region_name: &str,
+    serial_number: &str,
+    certificate_id: &str,
+    region_limit: u32,
+) -> ProvisioningCommit {
+    let device = registry.device(&serial(serial_number)).await.unwrap();
     ProvisioningCommit {
         serial: serial(serial_number),
         certificate_id: certificate_id.into(),
-        region: RegionName::try_from("eu-west-1").unwrap(),
-        quota,
+        region: region(region_name),
+        region_limit,
+        profile_version: device.as_ref().and_then(|d| d.profile.version.clone()),
+        guard: device.and_then(|d| d.provisioning.guard),
         at: "2026-11-29T12:00:00Z".into(),
     }
+}
+
+async fn count_in(registry: &DynamoRegistry, serial_number: &str, region_name: &str) -> u32 {
+    registry
+        .device(&serial(serial_number))
+        .await
+        .unwrap()
+        .map(|d| d.provisioning.count_in(&region(region_name)))
+        .unwrap_or(0)
 }
 
 #[tokio::test]
@@ -45,9 +91,12 @@ async fn profiles_round_trip_through_the_table() {
         .await
         .unwrap();
 
-    let record = registry.device(&serial("SN-1")).await.unwrap().unwrap();
+    let mut record = registry.device(&serial("SN-1")).await.unwrap().unwrap();
+    assert!(record.profile.version.is_some(), "an import sets a version");
+    record.profile.version = None;
     assert_eq!(record.profile, profile);
-    assert_eq!(record.provisioning.provision_count, 0);
+    assert_eq!(record.provisioning.total(), 0);
+    assert!(record.block.is_none());
     assert!(registry.device(&serial("SN-2")).await.unwrap().is_none());
 }
 
@@ -60,21 +109,21 @@ async fn a_commit_updates_state_and_audit_together() {
         .unwrap();
     let outcome = registry
         .record_provisioning(
-            &commit("SN-1", "cert-a", 2),
+            &commit(&registry, "SN-1", "cert-a", 2).await,
             &event("SN-1", "r1", "2026-11-29T12:00:00Z"),
         )
         .await
         .unwrap();
     assert_eq!(outcome, CommitOutcome::Committed);
-    let state = registry
+    let provisioning = registry
         .device(&serial("SN-1"))
         .await
         .unwrap()
         .unwrap()
         .provisioning;
+    let state = &provisioning.regions[&region("eu-west-1")];
     assert_eq!(state.provision_count, 1);
     assert_eq!(state.last_certificate_id.as_deref(), Some("cert-a"));
-    assert_eq!(state.last_region.as_deref(), Some("eu-west-1"));
     assert_eq!(
         state.last_provisioned_at.as_deref(),
         Some("2026-11-29T12:00:00Z")
@@ -125,21 +174,12 @@ async fn a_commit_conflicts_and_writes_nothing_when_a_condition_fails() {
             &format!("r{i}"),
             &format!("2026-11-29T12:00:0{i}Z"),
         );
-        let outcome = registry
-            .record_provisioning(&commit(serial_number, certificate_id, quota), &audit)
-            .await
-            .unwrap();
+        let commit = commit(&registry, serial_number, certificate_id, quota).await;
+        let outcome = registry.record_provisioning(&commit, &audit).await.unwrap();
         assert_eq!(outcome, expected, "{case}");
     }
-    let count = |serial_number| {
-        let registry = &registry;
-        async move {
-            let record = registry.device(&serial(serial_number)).await.unwrap();
-            record.unwrap().provisioning.provision_count
-        }
-    };
-    assert_eq!(count("SN-1").await, 1);
-    assert_eq!(count("SN-B").await, 0);
+    assert_eq!(count_in(&registry, "SN-1", "eu-west-1").await, 1);
+    assert_eq!(count_in(&registry, "SN-B", "eu-west-1").await, 0);
     assert!(registry.device(&serial("SN-NONE")).await.unwrap().is_none());
     assert_eq!(
         registry.audit_events(&serial("SN-1")).await.unwrap().len(),
@@ -162,7 +202,7 @@ async fn reimporting_a_profile_keeps_the_provisioning_state() {
         .unwrap();
     registry
         .record_provisioning(
-            &commit("SN-1", "cert-a", 3),
+            &commit(&registry, "SN-1", "cert-a", 3).await,
             &event("SN-1", "r", "2026-11-29T12:00:00Z"),
         )
         .await
@@ -172,7 +212,157 @@ async fn reimporting_a_profile_keeps_the_provisioning_state() {
     registry.put_profiles(&[changed]).await.unwrap();
     let record = registry.device(&serial("SN-1")).await.unwrap().unwrap();
     assert_eq!(record.profile.max_provisions, Some(9));
-    assert_eq!(record.provisioning.provision_count, 1);
+    assert_eq!(record.provisioning.total(), 1);
+}
+
+#[tokio::test]
+async fn a_commit_decided_on_an_older_profile_conflicts() {
+    let registry = fresh_registry("registry").await;
+    let profile = DeviceProfile::allowed(serial("SN-1"));
+    registry
+        .put_profiles(std::slice::from_ref(&profile))
+        .await
+        .unwrap();
+    let stale = commit(&registry, "SN-1", "cert-a", 3).await;
+    // An import between the read and the commit (the same line again).
+    registry.put_profiles(&[profile]).await.unwrap();
+    let audit = event("SN-1", "r", "2026-11-29T12:00:00Z");
+    assert_eq!(
+        registry.record_provisioning(&stale, &audit).await.unwrap(),
+        CommitOutcome::Conflict
+    );
+    let fresh = commit(&registry, "SN-1", "cert-a", 3).await;
+    assert_eq!(
+        registry.record_provisioning(&fresh, &audit).await.unwrap(),
+        CommitOutcome::Committed
+    );
+}
+
+#[tokio::test]
+async fn an_operator_block_stops_commits_and_survives_a_re_import() {
+    let registry = fresh_registry("registry").await;
+    let profile = DeviceProfile::allowed(serial("SN-1"));
+    registry
+        .put_profiles(std::slice::from_ref(&profile))
+        .await
+        .unwrap();
+    let before_block = commit(&registry, "SN-1", "cert-a", 3).await;
+    let block = OperatorBlock {
+        reason: "reported stolen".into(),
+        blocked_at: "2026-11-30T00:00:00Z".into(),
+    };
+    registry.block(&serial("SN-1"), &block).await.unwrap();
+    registry.put_profiles(&[profile]).await.unwrap();
+    let record = registry.device(&serial("SN-1")).await.unwrap().unwrap();
+    assert_eq!(
+        record.block.as_ref(),
+        Some(&block),
+        "the import lifted the block"
+    );
+    // A commit decided before the block, or after it, does not hold.
+    let audit = event("SN-1", "r", "2026-11-29T12:00:00Z");
+    assert_eq!(
+        registry
+            .record_provisioning(&before_block, &audit)
+            .await
+            .unwrap(),
+        CommitOutcome::Conflict
+    );
+    let after = commit(&registry, "SN-1", "cert-a", 3).await;
+    assert_eq!(
+        registry.record_provisioning(&after, &audit).await.unwrap(),
+        CommitOutcome::Conflict
+    );
+    registry.unblock(&serial("SN-1")).await.unwrap();
+    let record = registry.device(&serial("SN-1")).await.unwrap().unwrap();
+    assert!(record.block.is_none());
+    let unblocked = commit(&registry, "SN-1", "cert-a", 3).await;
+    assert_eq!(
+        registry
+            .record_provisioning(&unblocked, &audit)
+            .await
+            .unwrap(),
+        CommitOutcome::Committed
+    );
+    // A serial not in the registry cannot be blocked.
+    assert!(matches!(
+        registry.block(&serial("SN-NONE"), &block).await,
+        Err(RegistryError::UnknownDevice(_))
+    ));
+}
+
+#[tokio::test]
+async fn each_region_counts_in_its_own_item_and_the_device_reads_them_all() {
+    let registry = fresh_registry("registry").await;
+    registry
+        .put_profiles(&[DeviceProfile::allowed(serial("SN-1"))])
+        .await
+        .unwrap();
+    let audit = |i: usize| event("SN-1", &format!("r{i}"), "2026-11-29T12:00:00Z");
+    for (i, (region_name, cert)) in [("eu-west-1", "a"), ("us-east-1", "b"), ("us-east-1", "c")]
+        .into_iter()
+        .enumerate()
+    {
+        let c = commit_in(&registry, region_name, "SN-1", cert, 3).await;
+        assert_eq!(
+            registry.record_provisioning(&c, &audit(i)).await.unwrap(),
+            CommitOutcome::Committed
+        );
+    }
+    let record = registry.device(&serial("SN-1")).await.unwrap().unwrap();
+    assert_eq!(record.provisioning.count_in(&region("eu-west-1")), 1);
+    assert_eq!(record.provisioning.count_in(&region("us-east-1")), 2);
+    assert_eq!(record.provisioning.total(), 3);
+    assert!(record.provisioning.has_certificate("c"));
+}
+
+#[tokio::test]
+async fn a_lost_commit_settles_to_exactly_one_outcome() {
+    let registry = fresh_registry("registry").await;
+    registry
+        .put_profiles(&[DeviceProfile::allowed(serial("SN-1"))])
+        .await
+        .unwrap();
+    let mut denial = event("SN-1", "r-denied", "2026-11-29T12:00:01Z");
+    denial.decision = Decision::Deny;
+    denial.reason = "DEADLINE_EXCEEDED".into();
+
+    // Applied before it was settled: nothing more is written.
+    let applied = commit(&registry, "SN-1", "cert-a", 3).await;
+    registry
+        .record_provisioning(&applied, &event("SN-1", "r-a", "2026-11-29T12:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(
+        registry
+            .settle_lost_commit(&applied, &denial)
+            .await
+            .unwrap(),
+        Settled::Committed
+    );
+
+    // Not applied: fenced and denied; arriving late, it cannot apply.
+    let lost = commit(&registry, "SN-1", "cert-b", 3).await;
+    assert_eq!(
+        registry.settle_lost_commit(&lost, &denial).await.unwrap(),
+        Settled::Fenced
+    );
+    assert_eq!(
+        registry
+            .record_provisioning(&lost, &event("SN-1", "r-b", "2026-11-29T12:00:02Z"))
+            .await
+            .unwrap(),
+        CommitOutcome::Conflict
+    );
+    assert_eq!(count_in(&registry, "SN-1", "eu-west-1").await, 1);
+    let reasons: Vec<String> = registry
+        .audit_events(&serial("SN-1"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| format!("{} {}", e.request_id, e.reason))
+        .collect();
+    assert_eq!(reasons, ["r-a ALLOWED", "r-denied DEADLINE_EXCEEDED"]);
 }
 
 #[tokio::test]

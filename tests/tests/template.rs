@@ -77,8 +77,18 @@ fn provisioning_templates_are_json_and_reference_only_what_they_declare() {
     }
 }
 
+/// A comma-separated list of the hook's environment in the template.
+fn hook_list(facts: &Value, variable: &str) -> BTreeSet<String> {
+    facts["environmentValues"]["pre-provisioning-hook"][variable]
+        .as_str()
+        .unwrap_or_else(|| panic!("the template sets no literal {variable} for the hook"))
+        .split(',')
+        .map(|name| name.trim().to_owned())
+        .collect()
+}
+
 #[test]
-fn the_hooks_parameter_overrides_are_declared_in_the_fleet_template() {
+fn every_fleet_template_parameter_is_overridden_by_the_hook_or_set_by_the_device() {
     let facts = facts();
     let fleet: Value = serde_json::from_str(
         facts["provisioningTemplates"]["FleetProvisioningTemplate"]
@@ -86,24 +96,37 @@ fn the_hooks_parameter_overrides_are_declared_in_the_fleet_template() {
             .unwrap(),
     )
     .unwrap();
-    let parameters = declared(&fleet, "Parameters");
-    // What the hook answers to the sample events, and what the device sends.
+    let mut declared = declared(&fleet, "Parameters");
+    // IoT sets this one itself, and the hook checks it is the certificate's.
+    assert!(declared.remove("AWS::IoT::Certificate::Id"));
+
+    let settable = hook_list(&facts, "DEVICE_SETTABLE_PARAMETERS");
+    let attributes = hook_list(&facts, "THING_ATTRIBUTE_PARAMETERS");
+    assert_eq!(settable, BTreeSet::from(["SerialNumber".to_owned()]));
+    // What the hook answers to the sample allow: its overrides.
     let expected: Value = serde_json::from_slice(
         &std::fs::read(workspace_root().join("tests/fixtures/pre-provisioning-hook/expected.json"))
             .unwrap(),
     )
     .unwrap();
-    let mut overridden = BTreeSet::from(["SerialNumber".to_owned()]);
-    for event in expected["events"].as_object().unwrap().values() {
-        if let Some(overrides) = event["response"]["parameterOverrides"].as_object() {
-            overridden.extend(overrides.keys().cloned());
-        }
-    }
-    assert!(overridden.contains("Region") && overridden.contains("ThingGroupName"));
-    let undeclared: Vec<&String> = overridden.difference(&parameters).collect();
+    let overridden: BTreeSet<String> = expected["events"]["allow.json"]["response"]
+        ["parameterOverrides"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let mut hook_sets = BTreeSet::from(["Region".to_owned(), "ThingGroupName".to_owned()]);
+    hook_sets.extend(attributes);
+    assert_eq!(overridden, hook_sets, "the sample allow's overrides");
     assert!(
-        undeclared.is_empty(),
-        "the fleet template lacks {undeclared:?}"
+        overridden.is_disjoint(&settable),
+        "a parameter both overridden and device-settable"
+    );
+    let covered: BTreeSet<String> = overridden.union(&settable).cloned().collect();
+    assert_eq!(
+        declared, covered,
+        "each fleet template parameter must be overridden by the hook or settable by the device"
     );
 }
 
@@ -138,9 +161,15 @@ fn every_function_gets_exactly_the_environment_it_reads() {
         ("AWS_REGION", "eu-west-1"),
         ("TABLE_NAME", "geoprov"),
         ("HOOK_DEADLINE_MS", "3000"),
-        ("REQUIRE_CLIENT_ID_MATCH", "true"),
+        ("LAMBDA_TIMEOUT_MS", "4000"),
+        ("PROVISIONING_CLIENT_ID_PREFIX", "prov-"),
+        ("REQUIRE_FACTORY_KEY", "true"),
         ("DEFAULT_MAX_PROVISIONS", "3"),
+        ("DEFAULT_THING_GROUP", "geoprov-devices"),
+        ("DEVICE_SETTABLE_PARAMETERS", "SerialNumber"),
+        ("THING_ATTRIBUTE_PARAMETERS", "model,firmware"),
         ("TRUSTED_CLAIM_CERTIFICATE_IDS", "abc"),
+        ("ALLOW_EMPTY_CLAIM_TRUST", "false"),
         ("FAILOVER_CONFIG", failover_config.as_str()),
         ("INSYNC_TIMEOUT_SECONDS", "60"),
         ("LOCK_WAIT_SECONDS", "30"),
@@ -491,7 +520,7 @@ fn the_hook_and_the_issuer_cannot_rewrite_a_devices_profile() {
                 "{binary} may {action} a profile (where the status lives)"
             );
         }
-        assert!(iam::allows(&grants, "dynamodb:GetItem", "DEVICE#SN-1"));
+        assert!(iam::allows(&grants, "dynamodb:Query", "DEVICE#SN-1"));
     }
     let hook = grants(&facts, "pre-provisioning-hook");
     assert!(iam::allows(

@@ -187,6 +187,10 @@ where
                 ErrorCode::DeviceBlocked,
                 format!("{serial} is {}", record.profile.status.as_str()),
             )),
+            Ok(Some(record)) if record.block.is_some() => Err(refuse(
+                ErrorCode::DeviceBlocked,
+                format!("{serial} is blocked by an operator"),
+            )),
             Ok(Some(_)) => Ok(Approved {
                 serial,
                 csr,

@@ -1,16 +1,26 @@
 //! The hook's configuration, read from the environment once at cold start.
+//! An unsafe configuration stops the cold start with the variable named:
+//! the hook then answers nothing, which IoT takes as a denial.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use geoprov_shared::config::{ConfigError, Env};
-use geoprov_shared::device::RegionName;
+use geoprov_shared::device::{RegionName, ThingGroupName};
 
+use crate::handler::{AUDIT_WRITE_TIMEOUT, SETTLE_TIMEOUT};
 use crate::rules::Policy;
 
 /// IoT waits 5 s for the hook; the decision must end well before.
 pub const MAX_DEADLINE_MS: u64 = 4500;
 pub const DEFAULT_DEADLINE_MS: u64 = 3000;
 pub const DEFAULT_MAX_PROVISIONS: u32 = 3;
+pub const DEFAULT_CLIENT_ID_PREFIX: &str = "prov-";
+pub const DEFAULT_THING_GROUP: &str = "geoprov-devices";
+pub const DEFAULT_DEVICE_SETTABLE_PARAMETERS: &str = "SerialNumber";
+pub const DEFAULT_ATTRIBUTE_PARAMETERS: &str = "model,firmware";
+/// Time the runtime needs around a decision: the answer, the log line.
+pub const RUNTIME_MARGIN: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookConfig {
@@ -18,8 +28,13 @@ pub struct HookConfig {
     pub table_name: String,
     /// `HOOK_DEADLINE_MS`: past it, deny.
     pub deadline: Duration,
-    /// `AWS_REGION`, `TRUSTED_CLAIM_CERTIFICATE_IDS`, `REQUIRE_CLIENT_ID_MATCH`,
-    /// `DEFAULT_MAX_PROVISIONS`.
+    /// `LAMBDA_TIMEOUT_MS`: the function's timeout as the template sets it
+    /// (Lambda tells a custom runtime no timeout of its own).
+    pub lambda_timeout: Duration,
+    /// `AWS_REGION`, `TRUSTED_CLAIM_CERTIFICATE_IDS`,
+    /// `PROVISIONING_CLIENT_ID_PREFIX`, `REQUIRE_FACTORY_KEY`,
+    /// `DEFAULT_MAX_PROVISIONS`, `DEFAULT_THING_GROUP`,
+    /// `DEVICE_SETTABLE_PARAMETERS`, `THING_ATTRIBUTE_PARAMETERS`.
     pub policy: Policy,
 }
 
@@ -37,6 +52,31 @@ impl HookConfig {
                 format!("must be between 1 and {MAX_DEADLINE_MS} (IoT waits at most 5 s)"),
             ));
         }
+        let deadline = Duration::from_millis(deadline_ms);
+        let lambda_timeout_raw = env.required("LAMBDA_TIMEOUT_MS")?;
+        let lambda_timeout = lambda_timeout_raw
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|e| {
+                ConfigError::invalid("LAMBDA_TIMEOUT_MS", lambda_timeout_raw, e.to_string())
+            })?;
+        let needed = deadline + SETTLE_TIMEOUT + AUDIT_WRITE_TIMEOUT + RUNTIME_MARGIN;
+        if needed > lambda_timeout {
+            return Err(ConfigError::invalid(
+                "HOOK_DEADLINE_MS",
+                &deadline_ms.to_string(),
+                format!(
+                    "the deadline, settling a lost commit ({} ms), the audit write ({} ms) and \
+                     the runtime ({} ms) need {} ms, more than the function's timeout \
+                     (LAMBDA_TIMEOUT_MS {})",
+                    SETTLE_TIMEOUT.as_millis(),
+                    AUDIT_WRITE_TIMEOUT.as_millis(),
+                    RUNTIME_MARGIN.as_millis(),
+                    needed.as_millis(),
+                    lambda_timeout.as_millis()
+                ),
+            ));
+        }
         let default_max_provisions: u32 =
             env.parse_or("DEFAULT_MAX_PROVISIONS", DEFAULT_MAX_PROVISIONS)?;
         if default_max_provisions == 0 {
@@ -46,19 +86,105 @@ impl HookConfig {
                 "must be at least 1 (block a device in the registry instead)",
             ));
         }
+
+        let trusted: BTreeSet<String> = env
+            .list("TRUSTED_CLAIM_CERTIFICATE_IDS")
+            .into_iter()
+            .filter(|id| !id.trim().is_empty())
+            .collect();
+        let deny_all = env.flag_or("ALLOW_EMPTY_CLAIM_TRUST", false)?;
+        if trusted.is_empty() && !deny_all {
+            return Err(ConfigError::invalid(
+                "TRUSTED_CLAIM_CERTIFICATE_IDS",
+                "",
+                "trusts no claim certificate; set ALLOW_EMPTY_CLAIM_TRUST=true to deny every \
+                 claim on purpose",
+            ));
+        }
+        if trusted.is_empty() {
+            tracing::error!("no claim certificate is trusted: every provisioning is denied");
+        }
+
+        let prefix = env
+            .optional("PROVISIONING_CLIENT_ID_PREFIX")
+            .unwrap_or(DEFAULT_CLIENT_ID_PREFIX)
+            .to_owned();
+        // An empty prefix would make the provisioning client id the
+        // device's own, which a claim-key holder could then take over.
+        let prefix_ok = (1..=32).contains(&prefix.len())
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b':'));
+        if !prefix_ok {
+            return Err(ConfigError::invalid(
+                "PROVISIONING_CLIENT_ID_PREFIX",
+                &prefix,
+                "must be 1-32 characters of [A-Za-z0-9:_-]",
+            ));
+        }
+
+        let require_factory_key = env.flag_or("REQUIRE_FACTORY_KEY", true)?;
+        if !require_factory_key {
+            tracing::warn!(
+                "REQUIRE_FACTORY_KEY is false: a device without a factory key in the registry \
+                 can be provisioned by anyone holding the claim key"
+            );
+        }
+
+        let group_raw = env
+            .optional("DEFAULT_THING_GROUP")
+            .unwrap_or(DEFAULT_THING_GROUP);
+        let default_thing_group = ThingGroupName::try_from(group_raw.to_owned())
+            .map_err(|e| ConfigError::invalid("DEFAULT_THING_GROUP", group_raw, e.0))?;
+
+        let settable = names(
+            env,
+            "DEVICE_SETTABLE_PARAMETERS",
+            DEFAULT_DEVICE_SETTABLE_PARAMETERS,
+        );
+        if !settable.contains("SerialNumber") {
+            return Err(ConfigError::invalid(
+                "DEVICE_SETTABLE_PARAMETERS",
+                &settable.iter().cloned().collect::<Vec<_>>().join(","),
+                "must include SerialNumber, which names the device",
+            ));
+        }
+        let attributes = names(
+            env,
+            "THING_ATTRIBUTE_PARAMETERS",
+            DEFAULT_ATTRIBUTE_PARAMETERS,
+        );
+        if let Some(both) = attributes.intersection(&settable).next() {
+            return Err(ConfigError::invalid(
+                "THING_ATTRIBUTE_PARAMETERS",
+                both,
+                "a parameter the hook overrides cannot also be one the device sets",
+            ));
+        }
+
         Ok(HookConfig {
             table_name,
-            deadline: Duration::from_millis(deadline_ms),
+            deadline,
+            lambda_timeout,
             policy: Policy {
                 region,
-                trusted_claim_certificate_ids: env
-                    .list("TRUSTED_CLAIM_CERTIFICATE_IDS")
-                    .into_iter()
-                    .collect(),
-                require_client_id_match: env.flag_or("REQUIRE_CLIENT_ID_MATCH", false)?,
+                trusted_claim_certificate_ids: trusted,
+                client_id_prefix: prefix,
+                require_factory_key,
                 default_max_provisions,
+                default_thing_group,
+                device_settable_parameters: settable,
+                attribute_parameters: attributes,
             },
         })
+    }
+}
+
+/// A comma-separated list of names, or its default when unset.
+fn names(env: &Env, name: &str, default: &str) -> BTreeSet<String> {
+    match env.optional(name) {
+        Some(_) => env.list(name).into_iter().collect(),
+        None => default.split(',').map(str::to_owned).collect(),
     }
 }
 
@@ -66,21 +192,43 @@ impl HookConfig {
 mod tests {
     use super::*;
 
+    const CLAIM: &str = "a1b2";
+
     fn env(extra: &[(&'static str, &'static str)]) -> Env {
-        let mut pairs = vec![("TABLE_NAME", "geoprov"), ("AWS_REGION", "eu-west-1")];
+        let mut pairs = vec![
+            ("TABLE_NAME", "geoprov"),
+            ("AWS_REGION", "eu-west-1"),
+            ("LAMBDA_TIMEOUT_MS", "4000"),
+            ("TRUSTED_CLAIM_CERTIFICATE_IDS", CLAIM),
+        ];
+        pairs.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
         pairs.extend_from_slice(extra);
         Env::from_pairs(pairs)
     }
 
     #[test]
-    fn defaults_apply_when_only_the_required_values_are_set() {
+    fn defaults_are_the_safe_ones() {
         let config = HookConfig::from_env(&env(&[])).unwrap();
         assert_eq!(config.table_name, "geoprov");
         assert_eq!(config.deadline, Duration::from_millis(3000));
-        assert_eq!(config.policy.region.as_str(), "eu-west-1");
-        assert!(config.policy.trusted_claim_certificate_ids.is_empty());
-        assert!(!config.policy.require_client_id_match);
-        assert_eq!(config.policy.default_max_provisions, 3);
+        let policy = &config.policy;
+        assert_eq!(policy.region.as_str(), "eu-west-1");
+        assert_eq!(
+            policy.trusted_claim_certificate_ids,
+            BTreeSet::from([CLAIM.to_owned()])
+        );
+        assert_eq!(policy.client_id_prefix, "prov-");
+        assert!(policy.require_factory_key);
+        assert_eq!(policy.default_max_provisions, 3);
+        assert_eq!(policy.default_thing_group.as_str(), "geoprov-devices");
+        assert_eq!(
+            policy.device_settable_parameters,
+            BTreeSet::from(["SerialNumber".to_owned()])
+        );
+        assert_eq!(
+            policy.attribute_parameters,
+            BTreeSet::from(["firmware".to_owned(), "model".to_owned()])
+        );
     }
 
     #[test]
@@ -88,29 +236,53 @@ mod tests {
         let config = HookConfig::from_env(&env(&[
             ("TRUSTED_CLAIM_CERTIFICATE_IDS", "a, b"),
             ("HOOK_DEADLINE_MS", "1500"),
-            ("REQUIRE_CLIENT_ID_MATCH", "true"),
+            ("PROVISIONING_CLIENT_ID_PREFIX", "claim-"),
+            ("REQUIRE_FACTORY_KEY", "false"),
             ("DEFAULT_MAX_PROVISIONS", "5"),
+            ("DEFAULT_THING_GROUP", "fleet"),
+            ("DEVICE_SETTABLE_PARAMETERS", "SerialNumber,Nonce"),
+            ("THING_ATTRIBUTE_PARAMETERS", "model"),
         ]))
         .unwrap();
         assert_eq!(config.deadline, Duration::from_millis(1500));
+        let policy = &config.policy;
         assert_eq!(
-            config.policy.trusted_claim_certificate_ids,
+            policy.trusted_claim_certificate_ids,
             ["a", "b"].map(String::from).into_iter().collect()
         );
-        assert!(config.policy.require_client_id_match);
-        assert_eq!(config.policy.default_max_provisions, 5);
+        assert_eq!(policy.client_id_prefix, "claim-");
+        assert!(!policy.require_factory_key);
+        assert_eq!(policy.default_max_provisions, 5);
+        assert_eq!(policy.default_thing_group.as_str(), "fleet");
+        assert!(policy.device_settable_parameters.contains("Nonce"));
+        assert_eq!(
+            policy.attribute_parameters,
+            BTreeSet::from(["model".to_owned()])
+        );
     }
 
     #[test]
-    fn invalid_values_fail_the_cold_start_with_the_variable_named() {
+    fn unsafe_or_invalid_values_fail_the_cold_start_with_the_variable_named() {
         for (pairs, name) in [
             (vec![("HOOK_DEADLINE_MS", "4501")], "HOOK_DEADLINE_MS"),
             (vec![("HOOK_DEADLINE_MS", "0")], "HOOK_DEADLINE_MS"),
             (vec![("HOOK_DEADLINE_MS", "soon")], "HOOK_DEADLINE_MS"),
+            // 3500 + 300 + 300 + 200 > 4000: the timeout cannot hold it.
+            (vec![("HOOK_DEADLINE_MS", "3500")], "HOOK_DEADLINE_MS"),
+            (vec![("LAMBDA_TIMEOUT_MS", "four")], "LAMBDA_TIMEOUT_MS"),
             (
-                vec![("REQUIRE_CLIENT_ID_MATCH", "yes")],
-                "REQUIRE_CLIENT_ID_MATCH",
+                vec![("TRUSTED_CLAIM_CERTIFICATE_IDS", " , ")],
+                "TRUSTED_CLAIM_CERTIFICATE_IDS",
             ),
+            (
+                vec![("TRUSTED_CLAIM_CERTIFICATE_IDS", "")],
+                "TRUSTED_CLAIM_CERTIFICATE_IDS",
+            ),
+            (
+                vec![("PROVISIONING_CLIENT_ID_PREFIX", "a/b")],
+                "PROVISIONING_CLIENT_ID_PREFIX",
+            ),
+            (vec![("REQUIRE_FACTORY_KEY", "yes")], "REQUIRE_FACTORY_KEY"),
             (
                 vec![("DEFAULT_MAX_PROVISIONS", "-1")],
                 "DEFAULT_MAX_PROVISIONS",
@@ -119,13 +291,38 @@ mod tests {
                 vec![("DEFAULT_MAX_PROVISIONS", "0")],
                 "DEFAULT_MAX_PROVISIONS",
             ),
+            (vec![("DEFAULT_THING_GROUP", "a b")], "DEFAULT_THING_GROUP"),
+            (
+                vec![("DEVICE_SETTABLE_PARAMETERS", "Nonce")],
+                "DEVICE_SETTABLE_PARAMETERS",
+            ),
+            (
+                vec![("THING_ATTRIBUTE_PARAMETERS", "SerialNumber")],
+                "THING_ATTRIBUTE_PARAMETERS",
+            ),
             (vec![("AWS_REGION", "Europe")], "AWS_REGION"),
         ] {
             let err = HookConfig::from_env(&env(&pairs)).unwrap_err();
-            assert!(err.to_string().starts_with(name), "{err}");
+            assert!(err.to_string().starts_with(name), "{pairs:?}: {err}");
         }
         let err =
             HookConfig::from_env(&Env::from_pairs([("AWS_REGION", "eu-west-1")])).unwrap_err();
         assert_eq!(err, ConfigError::Missing { name: "TABLE_NAME" });
+    }
+
+    #[test]
+    fn a_blank_prefix_is_the_default_never_an_empty_one() {
+        let config = HookConfig::from_env(&env(&[("PROVISIONING_CLIENT_ID_PREFIX", " ")])).unwrap();
+        assert_eq!(config.policy.client_id_prefix, "prov-");
+    }
+
+    #[test]
+    fn an_empty_trust_set_is_a_choice_that_denies_every_claim() {
+        let config = HookConfig::from_env(&env(&[
+            ("TRUSTED_CLAIM_CERTIFICATE_IDS", ""),
+            ("ALLOW_EMPTY_CLAIM_TRUST", "true"),
+        ]))
+        .unwrap();
+        assert!(config.policy.trusted_claim_certificate_ids.is_empty());
     }
 }

@@ -2,12 +2,14 @@
 //! provisioning and its audit event, emit the log line and the metric.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use geoprov_shared::audit::{AuditEvent, Decision};
+use geoprov_shared::claims::{trusted_ids, TrustedClaim};
 use geoprov_shared::clock::now_rfc3339;
 use geoprov_shared::registry::{
-    AuditLog, CommitOutcome, DeviceRegistry, ProvisioningCommit, RegistryError,
+    AuditLog, CommitOutcome, DeviceRegistry, ProvisioningCommit, RegistryError, Settled,
 };
 use geoprov_shared::telemetry::{take_cold_start, MetricLine, Unit};
 use serde_json::Value;
@@ -16,9 +18,23 @@ use crate::request::{parse_claim, HookResponse, ProvisioningClaim, RequestIdenti
 use crate::rules::{Denial, GrantKind, Policy, Reason, Verdict};
 use crate::SERVICE;
 
+/// Whether `text` looks like an IoT certificate id (64 hex digits): only
+/// such a value becomes a metric dimension, so a flood of made-up ids cannot
+/// make unbounded metrics.
+fn is_certificate_id(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// How long a denial's audit write may take once the decision is made; it
 /// keeps the answer to IoT within its 5 s even at the longest deadline.
 pub const AUDIT_WRITE_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// How long settling a commit whose answer the deadline cut off may take.
+pub const SETTLE_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// The audit kind of a device seen with more provisionings than its quota
+/// (possible only across regions, within the replication lag).
+pub const OVERSHOOT_KIND: &str = "QUOTA_OVERSHOOT";
 
 /// Reads and conditional writes before the hook gives up on a device whose
 /// state keeps changing under it (each conflict is another writer's success).
@@ -26,11 +42,18 @@ const MAX_COMMIT_ATTEMPTS: usize = 16;
 
 const AUDIT_KIND: &str = "PROVISIONING_DECISION";
 
+/// How long the hook keeps the table's trusted claim certificates before it
+/// reads them again: a retired claim is refused within this, no restart.
+pub const CLAIM_CACHE_TTL: Duration = Duration::from_secs(60);
+
 /// The hook, built once at cold start and lent to every invocation.
 pub struct ProvisioningHook<R> {
     policy: Policy,
     registry: R,
     deadline: Duration,
+    claim_cache_ttl: Duration,
+    /// The table's claim certificates, and when they were read.
+    claims: Mutex<Option<(Instant, Vec<TrustedClaim>)>>,
 }
 
 /// What one invocation answered, and why.
@@ -43,10 +66,21 @@ pub struct HookDecision {
     pub audit_written: bool,
 }
 
+/// The audit detail of a provisioning whose commit answer was lost, found
+/// applied when settled.
+const SETTLED_COMMITTED: &str =
+    "every rule passed; the commit's answer was lost, and it had applied";
+
 /// The audit detail of an allowed new provisioning.
 const NEW_PROVISIONING: &str = "every rule passed";
 /// The audit detail of an allowed IoT retry.
 const RETRY: &str = "retry of a provisioned certificate";
+
+/// A commit sent and not answered yet: what the deadline must settle.
+struct PendingCommit {
+    commit: ProvisioningCommit,
+    overrides: BTreeMap<String, String>,
+}
 
 /// What one invocation decided, before it is reported.
 struct Outcome {
@@ -56,6 +90,9 @@ struct Outcome {
     detail: String,
     /// The audit event already went in with the provisioning write.
     audited: bool,
+    /// The device had more provisionings than its quota, as read:
+    /// (provisionings, quota).
+    overshoot: Option<(u32, u32)>,
 }
 
 impl Outcome {
@@ -65,6 +102,7 @@ impl Outcome {
             reason: denial.reason,
             detail: denial.detail,
             audited: false,
+            overshoot: None,
         }
     }
 
@@ -74,6 +112,7 @@ impl Outcome {
             reason: Reason::Allowed,
             detail: detail.to_owned(),
             audited,
+            overshoot: None,
         }
     }
 }
@@ -84,7 +123,55 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
             policy,
             registry,
             deadline,
+            claim_cache_ttl: CLAIM_CACHE_TTL,
+            claims: Mutex::new(None),
         }
+    }
+
+    /// Another time to keep the table's claim certificates (tests).
+    pub fn with_claim_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.claim_cache_ttl = ttl;
+        self
+    }
+
+    /// The policy with the claim certificates the table trusts now added to
+    /// the bootstrap list. The table is read at most once per cache period;
+    /// when it cannot be read, the last list read (or none) stands: never
+    /// more trust than was granted.
+    async fn policy_now(&self) -> std::borrow::Cow<'_, Policy> {
+        let cached = self
+            .claims
+            .lock()
+            .expect("claims cache lock")
+            .as_ref()
+            .filter(|(read_at, _)| read_at.elapsed() < self.claim_cache_ttl)
+            .map(|(_, claims)| claims.clone());
+        let claims = match cached {
+            Some(claims) => claims,
+            None => match self.registry.trusted_claims().await {
+                Ok(claims) => {
+                    *self.claims.lock().expect("claims cache lock") =
+                        Some((Instant::now(), claims.clone()));
+                    claims
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "trusted claim certificates not read");
+                    self.claims
+                        .lock()
+                        .expect("claims cache lock")
+                        .as_ref()
+                        .map(|(_, claims)| claims.clone())
+                        .unwrap_or_default()
+                }
+            },
+        };
+        let trusted = trusted_ids(&claims, time::OffsetDateTime::now_utc());
+        if trusted.is_subset(&self.policy.trusted_claim_certificate_ids) {
+            return std::borrow::Cow::Borrowed(&self.policy);
+        }
+        let mut policy = self.policy.clone();
+        policy.trusted_claim_certificate_ids.extend(trusted);
+        std::borrow::Cow::Owned(policy)
     }
 
     pub fn registry(&self) -> &R {
@@ -98,15 +185,29 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
         let cold_start = take_cold_start();
         let ids = RequestIdentifiers::of(&payload);
 
-        let outcome =
-            match tokio::time::timeout(self.deadline, self.decide(payload, &ids, request_id)).await
-            {
-                Ok(outcome) => outcome,
-                Err(_) => Outcome::denied(Denial::new(
-                    Reason::DeadlineExceeded,
-                    format!("no decision within {} ms", self.deadline.as_millis()),
-                )),
-            };
+        let pending = Mutex::new(None);
+        let outcome = match tokio::time::timeout(
+            self.deadline,
+            self.decide(payload, &ids, request_id, &pending),
+        )
+        .await
+        {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                let pending = pending.lock().expect("pending commit lock").take();
+                self.settle(pending, &ids, request_id).await
+            }
+        };
+        if let Some((provisionings, quota)) = outcome.overshoot {
+            let detail = format!("{provisionings} provisionings in all regions, quota {quota}");
+            let mut event = self.audit_event(&ids, Reason::QuotaExceeded, &detail, request_id);
+            event.kind = OVERSHOOT_KIND.into();
+            tracing::warn!(service = SERVICE, detail, "quota overshoot across regions");
+            MetricLine::new(SERVICE)
+                .metric("QuotaOvershoot", 1.0, Unit::Count)
+                .emit();
+            self.append_audit(&event).await;
+        }
 
         let reason = outcome.reason;
         let audit_written = outcome.audited
@@ -141,6 +242,20 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
             metric = metric.metric("AuditWriteFailed", 1.0, Unit::Count);
         }
         metric.emit();
+        // The abuse sentinel: denials per claim certificate, which the
+        // stack's alarm watches (a leaked claim key shows as a burst).
+        if reason != Reason::Allowed {
+            if let Some(claim) = ids
+                .claim_certificate_id
+                .as_deref()
+                .filter(|c| is_certificate_id(c))
+            {
+                MetricLine::new(SERVICE)
+                    .dimension("ClaimCertificateId", claim)
+                    .metric("ClaimDenials", 1.0, Unit::Count)
+                    .emit();
+            }
+        }
 
         HookDecision {
             response: match outcome.overrides {
@@ -152,15 +267,82 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
         }
     }
 
-    async fn decide(&self, payload: Value, ids: &RequestIdentifiers, request_id: &str) -> Outcome {
+    /// The deadline cut the decision off. With no commit in flight it is a
+    /// plain DEADLINE_EXCEEDED; with one, one bounded transaction settles
+    /// whether it applied, so the answer and the audit log agree.
+    async fn settle(
+        &self,
+        pending: Option<PendingCommit>,
+        ids: &RequestIdentifiers,
+        request_id: &str,
+    ) -> Outcome {
+        let cause = format!("no decision within {} ms", self.deadline.as_millis());
+        self.settle_because(pending, ids, request_id, Reason::DeadlineExceeded, cause)
+            .await
+    }
+
+    /// A commit whose answer never came (`cause`): if it applied, the
+    /// provisioning stands (audited by the commit); if not, it is fenced and
+    /// the denial for `reason` audited, in one transaction.
+    async fn settle_because(
+        &self,
+        pending: Option<PendingCommit>,
+        ids: &RequestIdentifiers,
+        request_id: &str,
+        reason: Reason,
+        cause: String,
+    ) -> Outcome {
+        let Some(pending) = pending else {
+            return Outcome::denied(Denial::new(reason, cause));
+        };
+        let detail = format!("{cause}; the commit did not apply");
+        let denial = self.audit_event(ids, reason, &detail, request_id);
+        match tokio::time::timeout(
+            SETTLE_TIMEOUT,
+            self.registry.settle_lost_commit(&pending.commit, &denial),
+        )
+        .await
+        {
+            Ok(Ok(Settled::Committed)) => {
+                Outcome::allowed(pending.overrides, SETTLED_COMMITTED, true)
+            }
+            Ok(Ok(Settled::Fenced)) => Outcome {
+                audited: true,
+                ..Outcome::denied(Denial::new(reason, detail))
+            },
+            Ok(Err(e)) => Outcome::denied(Denial::new(
+                reason,
+                format!("{cause}; settling the commit failed: {e}"),
+            )),
+            Err(_) => Outcome::denied(Denial::new(
+                reason,
+                format!(
+                    "{cause}; the commit was not settled within {} ms",
+                    SETTLE_TIMEOUT.as_millis()
+                ),
+            )),
+        }
+    }
+
+    async fn decide(
+        &self,
+        payload: Value,
+        ids: &RequestIdentifiers,
+        request_id: &str,
+        pending: &Mutex<Option<PendingCommit>>,
+    ) -> Outcome {
         let claim = match parse_claim(payload) {
             Ok(claim) => claim,
             Err(e) => return Outcome::denied(Denial::new(Reason::BadParameters, e.to_string())),
         };
-        if let Err(denial) = self.policy.check_claim(&claim) {
+        let policy = self.policy_now().await;
+        if let Err(denial) = policy.check_claim(&claim) {
             return Outcome::denied(denial);
         }
-        match self.decide_and_commit(&claim, ids, request_id).await {
+        match self
+            .decide_and_commit(&policy, &claim, ids, request_id, pending)
+            .await
+        {
             Ok(outcome) => outcome,
             Err(e) => Outcome::denied(Denial::new(Reason::InternalError, e.to_string())),
         }
@@ -170,17 +352,25 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
     /// conflict means the device changed, so read and decide again.
     async fn decide_and_commit(
         &self,
+        policy: &Policy,
         claim: &ProvisioningClaim,
         ids: &RequestIdentifiers,
         request_id: &str,
+        pending: &Mutex<Option<PendingCommit>>,
     ) -> Result<Outcome, RegistryError> {
         for _ in 0..MAX_COMMIT_ATTEMPTS {
             let device = self.registry.device(&claim.serial).await?;
-            let grant = match self.policy.decide(claim, device.as_ref()) {
-                Verdict::Deny(denial) => return Ok(Outcome::denied(denial)),
+            let overshoot = device.as_ref().and_then(|d| policy.overshoot(d));
+            let grant = match policy.decide(claim, device.as_ref()) {
+                Verdict::Deny(denial) => {
+                    return Ok(Outcome {
+                        overshoot,
+                        ..Outcome::denied(denial)
+                    })
+                }
                 Verdict::Allow(grant) => grant,
             };
-            let GrantKind::New { quota } = grant.kind else {
+            let GrantKind::New { region_limit } = grant.kind else {
                 return Ok(Outcome::allowed(grant.parameter_overrides, RETRY, false));
             };
             let audit = self.audit_event(ids, Reason::Allowed, NEW_PROVISIONING, request_id);
@@ -188,18 +378,39 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
                 serial: claim.serial.clone(),
                 certificate_id: claim.certificate_id.clone(),
                 region: self.policy.region.clone(),
-                quota,
+                region_limit,
+                profile_version: grant.profile_version.clone(),
+                guard: device.as_ref().and_then(|d| d.provisioning.guard.clone()),
                 at: audit.time.clone(),
             };
-            match self.registry.record_provisioning(&commit, &audit).await? {
-                CommitOutcome::Committed => {
+            *pending.lock().expect("pending commit lock") = Some(PendingCommit {
+                commit: commit.clone(),
+                overrides: grant.parameter_overrides.clone(),
+            });
+            let result = self.registry.record_provisioning(&commit, &audit).await;
+            match result {
+                Ok(CommitOutcome::Committed) => {
+                    pending.lock().expect("pending commit lock").take();
                     return Ok(Outcome::allowed(
                         grant.parameter_overrides,
                         NEW_PROVISIONING,
                         true,
-                    ))
+                    ));
                 }
-                CommitOutcome::Conflict => continue,
+                Ok(CommitOutcome::Conflict) => {
+                    pending.lock().expect("pending commit lock").take();
+                    continue;
+                }
+                // An error may hide an applied commit (the answer lost on
+                // the way back): leave it pending, so settling decides.
+                Err(e) => {
+                    tracing::warn!(error = %e, "commit failed; settling it");
+                    let pending = pending.lock().expect("pending commit lock").take();
+                    let cause = format!("the commit failed: {e}");
+                    return Ok(self
+                        .settle_because(pending, ids, request_id, Reason::InternalError, cause)
+                        .await);
+                }
             }
         }
         Err(RegistryError::Unavailable(format!(

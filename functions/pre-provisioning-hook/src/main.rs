@@ -14,7 +14,10 @@ async fn main() -> Result<(), Error> {
     let config = HookConfig::from_env(&Env::from_process()).inspect_err(|e| {
         tracing::error!(error = %e, "invalid configuration");
     })?;
-    let sdk = aws::load_sdk_config().await;
+    // Every DynamoDB attempt is bounded well inside the deadline, so a slow
+    // attempt is retried, or given up, before the deadline settles it.
+    let attempt = (config.deadline / 3).max(std::time::Duration::from_millis(100));
+    let sdk = aws::load_sdk_config_with_timeouts(attempt, config.deadline).await;
     let registry = DynamoRegistry::new(aws::dynamodb_client(&sdk), config.table_name);
     let hook = ProvisioningHook::new(config.policy, registry, config.deadline);
 

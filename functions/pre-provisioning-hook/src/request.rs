@@ -67,6 +67,9 @@ pub struct ProvisioningClaim {
     pub certificate_pem: String,
     pub template_arn: String,
     pub client_id: String,
+    /// Every parameter of the request but `SerialNumber`, with its value
+    /// when it is a string: what the device (or IoT) sent beside the serial.
+    pub parameters: BTreeMap<String, Option<String>>,
 }
 
 impl TryFrom<HookRequest> for ProvisioningClaim {
@@ -84,7 +87,18 @@ impl TryFrom<HookRequest> for ProvisioningClaim {
                 .filter(|v| !v.trim().is_empty())
                 .ok_or(MalformedRequest::MissingField(name))
         };
+        let parameters = req
+            .parameters
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(name, _)| name != "SerialNumber")
+            .map(|(name, value)| match value {
+                Value::String(text) => (name, Some(text)),
+                _ => (name, None),
+            })
+            .collect();
         Ok(ProvisioningClaim {
+            parameters,
             serial,
             claim_certificate_id: required(req.claim_certificate_id, "claimCertificateId")?,
             certificate_id: required(req.certificate_id, "certificateId")?,

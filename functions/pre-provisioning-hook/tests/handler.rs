@@ -1,40 +1,77 @@
-//! The hook handler over the in-process registry: audit, quota, retries,
-//! deadline and fail-closed behaviour. (The DynamoDB adapter is tested
-//! against moto in the workspace's `tests` crate.)
+//! The hook handler over the in-process registry: audit, quota (summed over
+//! regions), retries, the deadline and a lost commit, a profile changed
+//! under a decision, operator blocks, and fail-closed behaviour. (The
+//! DynamoDB adapter is tested against moto in the workspace's `tests` crate.)
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use geoprov_shared::audit::{AuditEvent, Decision};
+use geoprov_shared::claims::TrustedClaim;
 use geoprov_shared::config::Env;
-use geoprov_shared::device::{DeviceProfile, DeviceRecord, DeviceStatus, SerialNumber};
+use geoprov_shared::device::{
+    DeviceProfile, DeviceRecord, DeviceStatus, OperatorBlock, PublicKeyFingerprint, RegionName,
+    SerialNumber,
+};
 use geoprov_shared::registry::memory::MemoryRegistry;
 use geoprov_shared::registry::{
-    AuditLog, CommitOutcome, DeviceRegistry, ProvisioningCommit, RegistryError,
+    AuditLog, CommitOutcome, DeviceRegistry, ProvisioningCommit, RegistryError, Settled,
 };
+use pre_provisioning_hook::rules::spki_sha256;
 use pre_provisioning_hook::{HookConfig, HookResponse, Policy, ProvisioningHook, Reason};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-/// The policy the hook runs with when only the required variables are set.
-fn policy() -> Policy {
-    let env = Env::from_pairs([("TABLE_NAME", "geoprov"), ("AWS_REGION", "eu-west-1")]);
+const SAMPLE_EVENT: &str = include_str!("../../../events/pre-provisioning-hook/allow.json");
+
+fn sample() -> Value {
+    serde_json::from_str(SAMPLE_EVENT).unwrap()
+}
+
+/// The policy the hook runs with in `region` when only the required
+/// variables are set (and the sample's claim certificate is trusted).
+fn policy_in(region: &str) -> Policy {
+    let claim = sample()["claimCertificateId"].as_str().unwrap().to_owned();
+    let env = Env::from_pairs([
+        ("TABLE_NAME", "geoprov"),
+        ("AWS_REGION", region),
+        ("LAMBDA_TIMEOUT_MS", "4000"),
+        ("TRUSTED_CLAIM_CERTIFICATE_IDS", claim.as_str()),
+    ]);
     HookConfig::from_env(&env).unwrap().policy
+}
+
+fn policy() -> Policy {
+    policy_in("eu-west-1")
 }
 
 fn serial(s: &str) -> SerialNumber {
     SerialNumber::try_from(s).unwrap()
 }
 
-const SAMPLE_EVENT: &str = include_str!("../../../events/pre-provisioning-hook/allow.json");
+fn region(name: &str) -> RegionName {
+    RegionName::try_from(name).unwrap()
+}
+
+/// A registered device whose factory key is the sample certificate's.
+fn profile(serial_number: &str) -> DeviceProfile {
+    let pem = sample()["certificatePem"].as_str().unwrap().to_owned();
+    let mut profile = DeviceProfile::allowed(serial(serial_number));
+    profile.public_key_sha256 =
+        Some(PublicKeyFingerprint::try_from(spki_sha256(&pem).unwrap()).unwrap());
+    profile
+}
 
 /// The sample event `events/pre-provisioning-hook/allow.json`, for another
 /// serial and certificate.
 fn request(serial: &str, certificate_id: &str) -> Value {
-    let mut event: Value = serde_json::from_str(SAMPLE_EVENT).unwrap();
+    let mut event = sample();
     event["certificateId"] = certificate_id.into();
-    event["clientId"] = serial.into();
-    event["parameters"] = json!({ "SerialNumber": serial });
+    event["clientId"] = format!("prov-{serial}").into();
+    event["parameters"] =
+        json!({ "SerialNumber": serial, "AWS::IoT::Certificate::Id": certificate_id });
     event
 }
 
@@ -46,13 +83,22 @@ fn hook_with(profiles: Vec<DeviceProfile>) -> ProvisioningHook<MemoryRegistry> {
     )
 }
 
+/// Provisionings of `serial` in `region` as the registry holds them.
+fn count_in(registry: &MemoryRegistry, serial_number: &str, region_name: &str) -> u32 {
+    registry
+        .record(&serial(serial_number))
+        .unwrap()
+        .provisioning
+        .count_in(&region(region_name))
+}
+
 fn reasons(events: &[AuditEvent]) -> Vec<&str> {
     events.iter().map(|e| e.reason.as_str()).collect()
 }
 
 #[tokio::test]
 async fn an_allowed_provisioning_is_recorded_and_audited_once() {
-    let hook = hook_with(vec![DeviceProfile::allowed(serial("SN-1"))]);
+    let hook = hook_with(vec![profile("SN-1")]);
     let decision = hook.handle(request("SN-1", "cert-a"), "req-1").await;
     assert_eq!(decision.reason, Reason::Allowed);
     assert!(decision.audit_written);
@@ -60,14 +106,15 @@ async fn an_allowed_provisioning_is_recorded_and_audited_once() {
     assert!(response.allow_provisioning);
     assert_eq!(response.parameter_overrides["Region"], "eu-west-1");
 
-    let state = hook
+    let provisioning = hook
         .registry()
         .record(&serial("SN-1"))
         .unwrap()
         .provisioning;
+    let state = &provisioning.regions[&region("eu-west-1")];
     assert_eq!(state.provision_count, 1);
     assert_eq!(state.last_certificate_id.as_deref(), Some("cert-a"));
-    assert_eq!(state.last_region.as_deref(), Some("eu-west-1"));
+    assert_eq!(provisioning.total(), 1);
 
     let events = hook.registry().audit_events();
     assert_eq!(reasons(&events), ["ALLOWED"]);
@@ -80,14 +127,14 @@ async fn an_allowed_provisioning_is_recorded_and_audited_once() {
         event.claim_certificate_id.as_deref(),
         sample["claimCertificateId"].as_str()
     );
-    assert_eq!(event.client_id.as_deref(), Some("SN-1"));
+    assert_eq!(event.client_id.as_deref(), Some("prov-SN-1"));
     assert_eq!(event.request_id, "req-1");
     assert_eq!(event.region, "eu-west-1");
 }
 
 #[tokio::test]
 async fn an_iot_retry_is_allowed_again_without_counting() {
-    let mut profile = DeviceProfile::allowed(serial("SN-1"));
+    let mut profile = profile("SN-1");
     profile.max_provisions = Some(1);
     let hook = hook_with(vec![profile]);
     assert!(
@@ -109,12 +156,7 @@ async fn an_iot_retry_is_allowed_again_without_counting() {
             .response
             .allow_provisioning
     );
-    let state = hook
-        .registry()
-        .record(&serial("SN-1"))
-        .unwrap()
-        .provisioning;
-    assert_eq!(state.provision_count, 1);
+    assert_eq!(count_in(hook.registry(), "SN-1", "eu-west-1"), 1);
     assert_eq!(
         reasons(&hook.registry().audit_events()),
         ["ALLOWED", "ALLOWED", "QUOTA_EXCEEDED"]
@@ -123,7 +165,7 @@ async fn an_iot_retry_is_allowed_again_without_counting() {
 
 #[tokio::test]
 async fn every_denial_is_audited_with_its_reason() {
-    let mut blocked = DeviceProfile::allowed(serial("SN-B"));
+    let mut blocked = profile("SN-B");
     blocked.status = DeviceStatus::Revoked;
     let hook = hook_with(vec![blocked]);
     let mut no_cert = request("SN-1", "c");
@@ -158,7 +200,7 @@ async fn every_denial_is_audited_with_its_reason() {
 
 #[tokio::test]
 async fn no_allow_leaks_into_the_next_warm_invocation() {
-    let hook = hook_with(vec![DeviceProfile::allowed(serial("SN-1"))]);
+    let hook = hook_with(vec![profile("SN-1")]);
     assert!(
         hook.handle(request("SN-1", "a"), "r1")
             .await
@@ -172,7 +214,7 @@ async fn no_allow_leaks_into_the_next_warm_invocation() {
 
 #[tokio::test]
 async fn audit_never_holds_the_certificate_body() {
-    let hook = hook_with(vec![DeviceProfile::allowed(serial("SN-1"))]);
+    let hook = hook_with(vec![profile("SN-1")]);
     hook.handle(request("SN-1", "a"), "r1").await;
     let stored = serde_json::to_string(&hook.registry().audit_events()).unwrap();
     assert!(!stored.contains("BEGIN CERTIFICATE"), "{stored}");
@@ -182,6 +224,11 @@ async fn audit_never_holds_the_certificate_body() {
 struct Unresponsive;
 
 impl DeviceRegistry for Unresponsive {
+    fn trusted_claims(
+        &self,
+    ) -> impl Future<Output = Result<Vec<TrustedClaim>, RegistryError>> + Send {
+        std::future::pending()
+    }
     fn device(
         &self,
         _: &SerialNumber,
@@ -193,6 +240,13 @@ impl DeviceRegistry for Unresponsive {
         _: &ProvisioningCommit,
         _: &AuditEvent,
     ) -> impl Future<Output = Result<CommitOutcome, RegistryError>> + Send {
+        std::future::pending()
+    }
+    fn settle_lost_commit(
+        &self,
+        _: &ProvisioningCommit,
+        _: &AuditEvent,
+    ) -> impl Future<Output = Result<Settled, RegistryError>> + Send {
         std::future::pending()
     }
 }
@@ -216,6 +270,9 @@ async fn denies_when_the_registry_does_not_answer_before_the_deadline() {
 struct Failing;
 
 impl DeviceRegistry for Failing {
+    async fn trusted_claims(&self) -> Result<Vec<TrustedClaim>, RegistryError> {
+        Err(RegistryError::Unavailable("refused".into()))
+    }
     async fn device(&self, _: &SerialNumber) -> Result<Option<DeviceRecord>, RegistryError> {
         Err(RegistryError::Unavailable("refused".into()))
     }
@@ -224,6 +281,13 @@ impl DeviceRegistry for Failing {
         _: &ProvisioningCommit,
         _: &AuditEvent,
     ) -> Result<CommitOutcome, RegistryError> {
+        Err(RegistryError::Unavailable("refused".into()))
+    }
+    async fn settle_lost_commit(
+        &self,
+        _: &ProvisioningCommit,
+        _: &AuditEvent,
+    ) -> Result<Settled, RegistryError> {
         Err(RegistryError::Unavailable("refused".into()))
     }
 }
@@ -284,11 +348,12 @@ proptest! {
     ) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         // Only SN-REGISTERED is registered, so nothing else may be allowed.
-        let hook = hook_with(vec![DeviceProfile::allowed(serial("SN-REGISTERED"))]);
+        let hook = hook_with(vec![profile("SN-REGISTERED")]);
         let (cert, claim, client, serial_number) = fields;
         let shaped = json!({
-            "claimCertificateId": claim, "certificateId": cert, "certificatePem": "x",
-            "templateArn": "t", "clientId": client, "parameters": {"SerialNumber": serial_number}
+            "claimCertificateId": claim, "certificateId": cert,
+            "certificatePem": sample()["certificatePem"], "templateArn": "t",
+            "clientId": client, "parameters": {"SerialNumber": serial_number}
         });
         for p in [payload, shaped] {
             let response = runtime.block_on(hook.handle(p, "r")).response;
@@ -296,4 +361,311 @@ proptest! {
         }
         prop_assert_eq!(hook.registry().audit_events().len(), 2);
     }
+}
+
+/// A fake registry for what neither moto nor the in-process registry can
+/// do on demand: a commit that applies while its answer is lost.
+struct LostAnswer {
+    inner: Arc<MemoryRegistry>,
+    /// Apply the commit, then never answer (`true`); or answer nothing now
+    /// and apply it `late` later, after the deadline has settled it.
+    apply_first: bool,
+    late: Duration,
+}
+
+impl DeviceRegistry for LostAnswer {
+    async fn trusted_claims(&self) -> Result<Vec<TrustedClaim>, RegistryError> {
+        self.inner.trusted_claims().await
+    }
+    async fn device(&self, serial: &SerialNumber) -> Result<Option<DeviceRecord>, RegistryError> {
+        self.inner.device(serial).await
+    }
+    async fn record_provisioning(
+        &self,
+        commit: &ProvisioningCommit,
+        audit: &AuditEvent,
+    ) -> Result<CommitOutcome, RegistryError> {
+        if self.apply_first {
+            self.inner.record_provisioning(commit, audit).await?;
+        } else {
+            let (inner, commit, audit, late) =
+                (self.inner.clone(), commit.clone(), audit.clone(), self.late);
+            tokio::spawn(async move {
+                tokio::time::sleep(late).await;
+                inner.record_provisioning(&commit, &audit).await
+            });
+        }
+        std::future::pending().await
+    }
+    async fn settle_lost_commit(
+        &self,
+        commit: &ProvisioningCommit,
+        denial: &AuditEvent,
+    ) -> Result<Settled, RegistryError> {
+        self.inner.settle_lost_commit(commit, denial).await
+    }
+}
+
+impl AuditLog for LostAnswer {
+    async fn append(&self, event: &AuditEvent) -> Result<(), RegistryError> {
+        self.inner.append(event).await
+    }
+}
+
+#[tokio::test]
+async fn a_commit_that_applied_while_its_answer_was_lost_is_one_allow() {
+    let inner = Arc::new(MemoryRegistry::with_profiles([profile("SN-1")]));
+    let registry = LostAnswer {
+        inner: inner.clone(),
+        apply_first: true,
+        late: Duration::ZERO,
+    };
+    let hook = ProvisioningHook::new(policy(), registry, Duration::from_millis(100));
+    let decision = hook.handle(request("SN-1", "cert-a"), "r").await;
+    assert!(decision.response.allow_provisioning, "{decision:?}");
+    assert_eq!(decision.reason, Reason::Allowed);
+    assert_eq!(reasons(&inner.audit_events()), ["ALLOWED"]);
+    assert_eq!(count_in(&inner, "SN-1", "eu-west-1"), 1);
+}
+
+#[tokio::test]
+async fn a_commit_that_had_not_applied_is_fenced_and_one_deadline_denial() {
+    let inner = Arc::new(MemoryRegistry::with_profiles([profile("SN-1")]));
+    let registry = LostAnswer {
+        inner: inner.clone(),
+        apply_first: false,
+        late: Duration::from_millis(300),
+    };
+    let hook = ProvisioningHook::new(policy(), registry, Duration::from_millis(100));
+    let decision = hook.handle(request("SN-1", "cert-a"), "r").await;
+    assert_eq!(decision.response, HookResponse::deny());
+    assert_eq!(decision.reason, Reason::DeadlineExceeded);
+    assert!(decision.audit_written);
+    // The lost commit arrives after the settlement: the fence refuses it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(count_in(&inner, "SN-1", "eu-west-1"), 0);
+    assert_eq!(reasons(&inner.audit_events()), ["DEADLINE_EXCEEDED"]);
+}
+
+/// A registry whose profile changes (an import) between each read and
+/// the commit, `times` times.
+struct ChangingUnderfoot {
+    inner: MemoryRegistry,
+    changed: AtomicUsize,
+    times: usize,
+    profile: DeviceProfile,
+}
+
+impl DeviceRegistry for ChangingUnderfoot {
+    async fn trusted_claims(&self) -> Result<Vec<TrustedClaim>, RegistryError> {
+        self.inner.trusted_claims().await
+    }
+    async fn device(&self, serial: &SerialNumber) -> Result<Option<DeviceRecord>, RegistryError> {
+        self.inner.device(serial).await
+    }
+    async fn record_provisioning(
+        &self,
+        commit: &ProvisioningCommit,
+        audit: &AuditEvent,
+    ) -> Result<CommitOutcome, RegistryError> {
+        if self.changed.fetch_add(1, Ordering::SeqCst) < self.times {
+            self.inner.put_profile(self.profile.clone());
+        }
+        self.inner.record_provisioning(commit, audit).await
+    }
+    async fn settle_lost_commit(
+        &self,
+        commit: &ProvisioningCommit,
+        denial: &AuditEvent,
+    ) -> Result<Settled, RegistryError> {
+        self.inner.settle_lost_commit(commit, denial).await
+    }
+}
+
+impl AuditLog for ChangingUnderfoot {
+    async fn append(&self, event: &AuditEvent) -> Result<(), RegistryError> {
+        self.inner.append(event).await
+    }
+}
+
+#[tokio::test]
+async fn a_profile_changed_between_read_and_commit_is_decided_again() {
+    // The import between the read and the commit takes the device out of
+    // eu-west-1: the commit must not hold, and the new profile decides.
+    let mut moved = profile("SN-1");
+    moved.allowed_regions = Some([region("us-east-1")].into());
+    let registry = ChangingUnderfoot {
+        inner: MemoryRegistry::with_profiles([profile("SN-1")]),
+        changed: AtomicUsize::new(0),
+        times: 1,
+        profile: moved,
+    };
+    let hook = ProvisioningHook::new(policy(), registry, Duration::from_secs(2));
+    let decision = hook.handle(request("SN-1", "cert-a"), "r").await;
+    assert_eq!(decision.reason, Reason::RegionNotAllowed);
+    let registry = hook.registry();
+    assert_eq!(count_in(&registry.inner, "SN-1", "eu-west-1"), 0);
+    assert_eq!(
+        reasons(&registry.inner.audit_events()),
+        ["REGION_NOT_ALLOWED"]
+    );
+}
+
+#[tokio::test]
+async fn a_device_sent_thing_group_or_attribute_is_denied() {
+    let hook = hook_with(vec![profile("SN-1")]);
+    for (name, value) in [("ThingGroupName", "fleet-admins"), ("model", "X9")] {
+        let mut payload = request("SN-1", "cert-a");
+        payload["parameters"][name] = value.into();
+        let decision = hook.handle(payload, "r").await;
+        assert_eq!(decision.reason, Reason::UnexpectedParameter, "{name}");
+    }
+    assert_eq!(count_in(hook.registry(), "SN-1", "eu-west-1"), 0);
+}
+
+#[tokio::test]
+async fn the_default_group_and_empty_attributes_are_set_when_the_profile_has_none() {
+    let hook = hook_with(vec![profile("SN-1")]);
+    let overrides = hook
+        .handle(request("SN-1", "cert-a"), "r")
+        .await
+        .response
+        .parameter_overrides;
+    assert_eq!(overrides["ThingGroupName"], "geoprov-devices");
+    assert_eq!(overrides["model"], "");
+    assert_eq!(overrides["firmware"], "");
+}
+
+#[tokio::test]
+async fn a_device_without_a_factory_key_is_denied_by_default() {
+    let hook = hook_with(vec![DeviceProfile::allowed(serial("SN-1"))]);
+    let decision = hook.handle(request("SN-1", "cert-a"), "r").await;
+    assert_eq!(decision.reason, Reason::NoFactoryKey);
+}
+
+#[tokio::test]
+async fn the_devices_own_client_id_is_denied_to_the_claim() {
+    let hook = hook_with(vec![profile("SN-1")]);
+    let mut payload = request("SN-1", "cert-a");
+    payload["clientId"] = "SN-1".into();
+    let decision = hook.handle(payload, "r").await;
+    assert_eq!(decision.reason, Reason::ClientIdMismatch);
+}
+
+#[tokio::test]
+async fn an_operator_block_survives_a_re_import() {
+    let registry = MemoryRegistry::with_profiles([profile("SN-1")]);
+    registry
+        .set_block(
+            &serial("SN-1"),
+            Some(OperatorBlock {
+                reason: "reported stolen".into(),
+                blocked_at: "2026-11-30T00:00:00Z".into(),
+            }),
+        )
+        .unwrap();
+    registry.put_profile(profile("SN-1"));
+    let hook = ProvisioningHook::new(policy(), registry, Duration::from_secs(2));
+    let decision = hook.handle(request("SN-1", "cert-a"), "r").await;
+    assert_eq!(decision.reason, Reason::DeviceBlocked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_regions_sharing_one_table_never_exceed_the_quota() {
+    let registry = Arc::new(MemoryRegistry::with_profiles([profile("SN-1")]));
+    let regions = ["eu-west-1", "us-east-1"];
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let registry = registry.clone();
+        let name = regions[i % 2];
+        tasks.push(tokio::spawn(async move {
+            let hook = ProvisioningHook::new(
+                policy_in(name),
+                SharedRegistry(registry),
+                Duration::from_secs(2),
+            );
+            hook.handle(request("SN-1", &format!("cert-{i}")), "r")
+                .await
+                .response
+                .allow_provisioning
+        }));
+    }
+    let mut allowed = 0;
+    for task in tasks {
+        allowed += usize::from(task.await.unwrap());
+    }
+    let total = registry
+        .record(&serial("SN-1"))
+        .unwrap()
+        .provisioning
+        .total();
+    // One table read consistently by both: the sum is the quota exactly.
+    assert_eq!(allowed, 3);
+    assert_eq!(total, 3);
+}
+
+/// The in-process registry shared by hooks of several regions.
+struct SharedRegistry(Arc<MemoryRegistry>);
+
+impl DeviceRegistry for SharedRegistry {
+    async fn trusted_claims(&self) -> Result<Vec<TrustedClaim>, RegistryError> {
+        self.0.trusted_claims().await
+    }
+    async fn device(&self, serial: &SerialNumber) -> Result<Option<DeviceRecord>, RegistryError> {
+        self.0.device(serial).await
+    }
+    async fn record_provisioning(
+        &self,
+        commit: &ProvisioningCommit,
+        audit: &AuditEvent,
+    ) -> Result<CommitOutcome, RegistryError> {
+        self.0.record_provisioning(commit, audit).await
+    }
+    async fn settle_lost_commit(
+        &self,
+        commit: &ProvisioningCommit,
+        denial: &AuditEvent,
+    ) -> Result<Settled, RegistryError> {
+        self.0.settle_lost_commit(commit, denial).await
+    }
+}
+
+impl AuditLog for SharedRegistry {
+    async fn append(&self, event: &AuditEvent) -> Result<(), RegistryError> {
+        self.0.append(event).await
+    }
+}
+
+#[tokio::test]
+async fn a_claim_certificate_from_the_table_is_trusted_and_a_retired_one_refused_without_a_restart()
+{
+    let claim_id = sample()["claimCertificateId"].as_str().unwrap().to_owned();
+    let in_table = |retired: Option<&str>| TrustedClaim {
+        certificate_id: claim_id.clone(),
+        not_before: "2026-01-01T00:00:00Z".into(),
+        not_after: "2099-01-01T00:00:00Z".into(),
+        retired_at: retired.map(str::to_owned),
+        added_at: "2026-01-01T00:00:00Z".into(),
+        note: None,
+    };
+    // The bootstrap list trusts another certificate only.
+    let mut bootstrap = policy();
+    bootstrap.trusted_claim_certificate_ids = ["0".repeat(64)].into();
+    let registry = MemoryRegistry::with_profiles([profile("SN-1"), profile("SN-2")]);
+    registry.set_claims(vec![in_table(None)]);
+    let ttl = Duration::from_millis(50);
+    let hook = ProvisioningHook::new(bootstrap, registry, Duration::from_secs(2))
+        .with_claim_cache_ttl(ttl);
+    assert_eq!(
+        hook.handle(request("SN-1", "cert-a"), "r1").await.reason,
+        Reason::Allowed
+    );
+    hook.registry()
+        .set_claims(vec![in_table(Some("2026-11-30T00:00:00Z"))]);
+    // Within the cache period the old list may still stand; after it, not.
+    tokio::time::sleep(ttl * 2).await;
+    assert_eq!(
+        hook.handle(request("SN-2", "cert-b"), "r2").await.reason,
+        Reason::UntrustedClaim
+    );
 }

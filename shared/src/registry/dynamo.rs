@@ -10,12 +10,16 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 
-use super::{AuditLog, CommitOutcome, DeviceRegistry, ProvisioningCommit, RegistryError};
+use super::{AuditLog, CommitOutcome, DeviceRegistry, ProvisioningCommit, RegistryError, Settled};
 use crate::audit::AuditEvent;
-use crate::device::{is_thing_name, DeviceProfile, DeviceRecord, ProvisioningState, SerialNumber};
+use crate::claims::{claim_sk, TrustedClaim, CLAIMS_PK, CLAIM_SK_PREFIX};
+use crate::device::{
+    is_thing_name, DeviceProfile, DeviceRecord, OperatorBlock, ProvisioningState, Provisionings,
+    RegionName, SerialNumber,
+};
 use crate::table::{
-    audit_pk, audit_sk, device_pk, provisioning_pk, AUDIT_SK_PREFIX, PARTITION_KEY, PROFILE_SK,
-    SORT_KEY, STATE_SK, UNATTRIBUTED_AUDIT_PK,
+    audit_pk, audit_sk, device_pk, new_version, provisioning_pk, region_sk, unattributed_audit_pk,
+    AUDIT_SK_PREFIX, BLOCK_SK, GUARD_SK, PARTITION_KEY, PROFILE_SK, REGION_SK_PREFIX, SORT_KEY,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -93,6 +97,144 @@ impl DynamoRegistry {
         Ok(profiles.len())
     }
 
+    /// Blocks a device by an operator: the block is an item of its own,
+    /// which no import touches, written with a new profile version in one
+    /// transaction, so a provisioning decided before it cannot commit. A
+    /// serial not in the registry is refused and nothing is written.
+    pub async fn block(
+        &self,
+        serial: &SerialNumber,
+        block: &OperatorBlock,
+    ) -> Result<(), RegistryError> {
+        let mut item: Item = to_item(block)?;
+        item.insert(PARTITION_KEY.into(), s(device_pk(serial.as_str())));
+        item.insert(SORT_KEY.into(), s(BLOCK_SK));
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .build()
+            .map_err(|e| RegistryError::dynamo("TransactWriteItems", e))?;
+        self.with_new_version(serial, TransactWriteItem::builder().put(put).build())
+            .await
+    }
+
+    /// Lifts an operator's block (nothing to lift is not an error), with a
+    /// new profile version.
+    pub async fn unblock(&self, serial: &SerialNumber) -> Result<(), RegistryError> {
+        let delete = aws_sdk_dynamodb::types::Delete::builder()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(device_pk(serial.as_str())))
+            .key(SORT_KEY, s(BLOCK_SK))
+            .build()
+            .map_err(|e| RegistryError::dynamo("TransactWriteItems", e))?;
+        self.with_new_version(serial, TransactWriteItem::builder().delete(delete).build())
+            .await
+    }
+
+    /// `change`, and a new version of the device's profile, which must
+    /// exist, in one transaction.
+    async fn with_new_version(
+        &self,
+        serial: &SerialNumber,
+        change: TransactWriteItem,
+    ) -> Result<(), RegistryError> {
+        let bump = Update::builder()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(device_pk(serial.as_str())))
+            .key(SORT_KEY, s(PROFILE_SK))
+            .update_expression("SET #version = :version")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", PARTITION_KEY)
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":version", s(new_version()))
+            .build()
+            .map_err(|e| RegistryError::dynamo("TransactWriteItems", e))?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(change)
+            .transact_items(TransactWriteItem::builder().update(bump).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+                    err.as_service_error()
+                {
+                    let profile_missing = cancelled
+                        .cancellation_reasons()
+                        .get(1)
+                        .and_then(|r| r.code())
+                        == Some("ConditionalCheckFailed");
+                    if profile_missing {
+                        return Err(RegistryError::UnknownDevice(serial.to_string()));
+                    }
+                }
+                Err(RegistryError::dynamo("TransactWriteItems", err))
+            }
+        }
+    }
+
+    /// Adds a trusted claim certificate; `false` when it is there already
+    /// (left as it is: retire it and add another to change it).
+    pub async fn add_claim(&self, claim: &TrustedClaim) -> Result<bool, RegistryError> {
+        let mut item: Item = to_item(claim)?;
+        item.insert(PARTITION_KEY.into(), s(CLAIMS_PK));
+        item.insert(SORT_KEY.into(), s(claim_sk(&claim.certificate_id)));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#sk)")
+            .expression_attribute_names("#sk", SORT_KEY)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if crate::table::is_condition_failed(&err) => Ok(false),
+            Err(err) => Err(RegistryError::dynamo("PutItem", err)),
+        }
+    }
+
+    /// Retires a trusted claim certificate for good; `false` when it was
+    /// retired already. An id not in the table is refused.
+    pub async fn retire_claim(
+        &self,
+        certificate_id: &str,
+        at: &str,
+    ) -> Result<bool, RegistryError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(CLAIMS_PK))
+            .key(SORT_KEY, s(claim_sk(certificate_id)))
+            .update_expression("SET #retired = :at")
+            .condition_expression("attribute_exists(#sk) AND attribute_not_exists(#retired)")
+            .expression_attribute_names("#sk", SORT_KEY)
+            .expression_attribute_names("#retired", "retiredAt")
+            .expression_attribute_values(":at", s(at))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if crate::table::is_condition_failed(&err) => {
+                let known = self
+                    .get(CLAIMS_PK.to_owned(), &claim_sk(certificate_id))
+                    .await?
+                    .is_some();
+                if known {
+                    Ok(false)
+                } else {
+                    Err(RegistryError::UnknownClaim(certificate_id.to_owned()))
+                }
+            }
+            Err(err) => Err(RegistryError::dynamo("UpdateItem", err)),
+        }
+    }
+
     /// The audit events of one serial, oldest first.
     pub async fn audit_events(
         &self,
@@ -120,24 +262,48 @@ impl DynamoRegistry {
 
 impl DeviceRegistry for DynamoRegistry {
     async fn device(&self, serial: &SerialNumber) -> Result<Option<DeviceRecord>, RegistryError> {
-        // The profile and the state live in partitions of their own (so IAM
-        // can let the hook write one and not the other); two consistent reads
-        // at once cost one round trip. The commit re-checks both anyway.
-        // Boxed: two SDK futures side by side nest too deep for rustc's
-        // layout queries in the hook's async stack.
-        let (profile, state) = tokio::try_join!(
-            Box::pin(self.get(device_pk(serial.as_str()), PROFILE_SK)),
-            Box::pin(self.get(provisioning_pk(serial.as_str()), STATE_SK)),
+        // The profile and its block, and the provisionings of every region,
+        // live in partitions of their own (so IAM can let the hook write one
+        // and not the other); two consistent queries at once cost one round
+        // trip. The commit re-checks what it depends on anyway. Boxed: two
+        // SDK futures side by side nest too deep for rustc's layout queries
+        // in the hook's async stack.
+        let (device_items, provisioning_items) = tokio::try_join!(
+            Box::pin(self.partition(device_pk(serial.as_str()))),
+            Box::pin(self.partition(provisioning_pk(serial.as_str()))),
         )?;
+        let mut profile = None;
+        let mut block = None;
+        for item in device_items {
+            match sort_key(&item) {
+                Some(PROFILE_SK) => profile = Some(from_item::<DeviceProfile>(item)?),
+                Some(BLOCK_SK) => block = Some(from_item::<OperatorBlock>(item)?),
+                _ => {}
+            }
+        }
         let Some(profile) = profile else {
             return Ok(None);
         };
+        let mut provisioning = Provisionings::default();
+        for item in provisioning_items {
+            if sort_key(&item) == Some(GUARD_SK) {
+                provisioning.guard = item.get("guard").and_then(|v| v.as_s().ok()).cloned();
+                continue;
+            }
+            let Some(region) = sort_key(&item).and_then(|sk| sk.strip_prefix(REGION_SK_PREFIX))
+            else {
+                continue;
+            };
+            let region = RegionName::try_from(region)
+                .map_err(|e| RegistryError::malformed(region_sk(region), e.0))?;
+            provisioning
+                .regions
+                .insert(region, from_item::<ProvisioningState>(item)?);
+        }
         Ok(Some(DeviceRecord {
-            profile: from_item::<DeviceProfile>(profile)?,
-            provisioning: match state {
-                Some(item) => from_item::<ProvisioningState>(item)?,
-                None => ProvisioningState::default(),
-            },
+            profile,
+            block,
+            provisioning,
         }))
     }
 
@@ -146,45 +312,87 @@ impl DeviceRegistry for DynamoRegistry {
         commit: &ProvisioningCommit,
         audit: &AuditEvent,
     ) -> Result<CommitOutcome, RegistryError> {
-        let still_allowed = ConditionCheck::builder()
+        let pk = device_pk(commit.serial.as_str());
+        let profile_unchanged = match &commit.profile_version {
+            Some(_) => "attribute_exists(#pk) AND #status = :allowed AND #version = :version",
+            None => {
+                "attribute_exists(#pk) AND #status = :allowed AND attribute_not_exists(#version)"
+            }
+        };
+        let mut still_allowed = ConditionCheck::builder()
             .table_name(&self.table)
-            .key(PARTITION_KEY, s(device_pk(commit.serial.as_str())))
+            .key(PARTITION_KEY, s(&pk))
             .key(SORT_KEY, s(PROFILE_SK))
-            .condition_expression("attribute_exists(#pk) AND #status = :allowed")
+            .condition_expression(profile_unchanged)
             .expression_attribute_names("#pk", PARTITION_KEY)
             .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":allowed", s("ALLOWED"))
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":allowed", s("ALLOWED"));
+        if let Some(version) = &commit.profile_version {
+            still_allowed = still_allowed.expression_attribute_values(":version", s(version));
+        }
+        let still_allowed = still_allowed
+            .build()
+            .map_err(|e| RegistryError::dynamo("TransactWriteItems", e))?;
+        let not_blocked = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(&pk))
+            .key(SORT_KEY, s(BLOCK_SK))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PARTITION_KEY)
             .build()
             .map_err(|e| RegistryError::dynamo("TransactWriteItems", e))?;
         let consume = Update::builder()
             .table_name(&self.table)
             .key(PARTITION_KEY, s(provisioning_pk(commit.serial.as_str())))
-            .key(SORT_KEY, s(STATE_SK))
+            .key(SORT_KEY, s(region_sk(commit.region.as_str())))
             .update_expression(
-                "SET #count = if_not_exists(#count, :zero) + :one, #serial = :serial, \
-                 #lastRegion = :region, #lastCert = :cert, #lastAt = :at \
+                "SET #count = if_not_exists(#count, :zero) + :one, \
+                 #lastCert = :cert, #lastAt = :at \
                  ADD #certs :certSet",
             )
             .condition_expression(
-                "(attribute_not_exists(#count) OR #count < :quota) AND NOT contains(#certs, :cert)",
+                "(attribute_not_exists(#count) OR #count < :limit) \
+                 AND NOT contains(#certs, :cert) AND NOT contains(#fenced, :cert)",
             )
+            .expression_attribute_names("#fenced", "fencedCertificateIds")
             .expression_attribute_names("#count", "provisionCount")
-            .expression_attribute_names("#serial", "serialNumber")
-            .expression_attribute_names("#lastRegion", "lastRegion")
             .expression_attribute_names("#lastCert", "lastCertificateId")
             .expression_attribute_names("#lastAt", "lastProvisionedAt")
             .expression_attribute_names("#certs", "provisionedCertificateIds")
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":quota", n(commit.quota))
-            .expression_attribute_values(":serial", s(commit.serial.as_str()))
-            .expression_attribute_values(":region", s(commit.region.as_str()))
+            .expression_attribute_values(":limit", n(commit.region_limit))
             .expression_attribute_values(":cert", s(&commit.certificate_id))
             .expression_attribute_values(
                 ":certSet",
                 AttributeValue::Ss(vec![commit.certificate_id.clone()]),
             )
             .expression_attribute_values(":at", s(&commit.at))
+            .build()
+            .map_err(|e| RegistryError::dynamo("TransactWriteItems", e))?;
+        let guard = Update::builder()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(provisioning_pk(commit.serial.as_str())))
+            .key(SORT_KEY, s(GUARD_SK))
+            .update_expression("SET #guard = :next")
+            .condition_expression(match commit.guard {
+                Some(_) => "#guard = :seen",
+                None => "attribute_not_exists(#guard)",
+            })
+            .expression_attribute_names("#guard", "guard")
+            .set_expression_attribute_values(Some(
+                [
+                    Some((":next".to_owned(), s(new_version()))),
+                    commit
+                        .guard
+                        .as_ref()
+                        .map(|seen| (":seen".to_owned(), s(seen))),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
+            ))
             .build()
             .map_err(|e| RegistryError::dynamo("TransactWriteItems", e))?;
         let audit_put = self.audit_put(audit)?;
@@ -196,7 +404,13 @@ impl DeviceRegistry for DynamoRegistry {
                     .condition_check(still_allowed)
                     .build(),
             )
+            .transact_items(
+                TransactWriteItem::builder()
+                    .condition_check(not_blocked)
+                    .build(),
+            )
             .transact_items(TransactWriteItem::builder().update(consume).build())
+            .transact_items(TransactWriteItem::builder().update(guard).build())
             .transact_items(TransactWriteItem::builder().put(audit_put).build())
             .send()
             .await;
@@ -210,6 +424,66 @@ impl DeviceRegistry for DynamoRegistry {
             // No reasons: the cause is unknown, and a fresh read decides again.
             if reasons.is_empty() || reasons.iter().any(is_retryable_cancellation) {
                 return Ok(CommitOutcome::Conflict);
+            }
+        }
+        Err(RegistryError::dynamo("TransactWriteItems", err))
+    }
+
+    async fn trusted_claims(&self) -> Result<Vec<TrustedClaim>, RegistryError> {
+        self.partition(CLAIMS_PK.to_owned())
+            .await?
+            .into_iter()
+            .filter(|item| sort_key(item).is_some_and(|sk| sk.starts_with(CLAIM_SK_PREFIX)))
+            .map(from_item)
+            .collect()
+    }
+
+    async fn settle_lost_commit(
+        &self,
+        commit: &ProvisioningCommit,
+        denial: &AuditEvent,
+    ) -> Result<Settled, RegistryError> {
+        let fence = Update::builder()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(provisioning_pk(commit.serial.as_str())))
+            .key(SORT_KEY, s(region_sk(commit.region.as_str())))
+            .update_expression("ADD #fenced :certSet")
+            .condition_expression("NOT contains(#certs, :cert)")
+            .expression_attribute_names("#fenced", "fencedCertificateIds")
+            .expression_attribute_names("#certs", "provisionedCertificateIds")
+            .expression_attribute_values(":cert", s(&commit.certificate_id))
+            .expression_attribute_values(
+                ":certSet",
+                AttributeValue::Ss(vec![commit.certificate_id.clone()]),
+            )
+            .build()
+            .map_err(|e| RegistryError::dynamo("TransactWriteItems", e))?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(fence).build())
+            .transact_items(
+                TransactWriteItem::builder()
+                    .put(self.audit_put(denial)?)
+                    .build(),
+            )
+            .send()
+            .await;
+        let Err(err) = result else {
+            return Ok(Settled::Fenced);
+        };
+        if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+            err.as_service_error()
+        {
+            // The certificate is in the region's provisioned set: the commit
+            // applied, with its own audit event.
+            if cancelled
+                .cancellation_reasons()
+                .first()
+                .and_then(|r| r.code())
+                == Some("ConditionalCheckFailed")
+            {
+                return Ok(Settled::Committed);
             }
         }
         Err(RegistryError::dynamo("TransactWriteItems", err))
@@ -232,6 +506,23 @@ impl AuditLog for DynamoRegistry {
 }
 
 impl DynamoRegistry {
+    /// Every item of a partition, read consistently.
+    async fn partition(&self, pk: String) -> Result<Vec<Item>, RegistryError> {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", PARTITION_KEY)
+            .expression_attribute_values(":pk", s(pk))
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| RegistryError::dynamo("Query", e))
+    }
+
     /// One item, read consistently.
     async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, RegistryError> {
         let out = self
@@ -264,7 +555,7 @@ const APPEND_ONLY: &str = "attribute_not_exists(#sk)";
 fn audit_item(event: &AuditEvent) -> Result<Item, RegistryError> {
     let pk = match event.serial_number.as_deref() {
         Some(serial) if is_thing_name(serial) => audit_pk(serial),
-        _ => UNATTRIBUTED_AUDIT_PK.to_owned(),
+        _ => unattributed_audit_pk(&event.request_id),
     };
     let mut item: Item = to_item(event)?;
     item.insert(PARTITION_KEY.into(), s(pk));
@@ -281,8 +572,17 @@ fn is_retryable_cancellation(reason: &CancellationReason) -> bool {
     )
 }
 
+fn sort_key(item: &Item) -> Option<&str> {
+    item.get(SORT_KEY)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
+
+/// A profile as an import writes it: with a new version, so that a
+/// provisioning decided on the profile as it was cannot commit.
 fn profile_item(profile: &DeviceProfile) -> Result<Item, RegistryError> {
     let mut item: Item = to_item(profile)?;
+    item.insert("version".into(), s(new_version()));
     item.insert(
         PARTITION_KEY.into(),
         s(device_pk(profile.serial_number.as_str())),

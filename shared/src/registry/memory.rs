@@ -4,14 +4,21 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::{AuditLog, CommitOutcome, DeviceRegistry, ProvisioningCommit, RegistryError};
+use super::{AuditLog, CommitOutcome, DeviceRegistry, ProvisioningCommit, RegistryError, Settled};
 use crate::audit::AuditEvent;
-use crate::device::{DeviceProfile, DeviceRecord, DeviceStatus, SerialNumber};
+use crate::claims::TrustedClaim;
+use crate::device::{
+    DeviceProfile, DeviceRecord, DeviceStatus, OperatorBlock, RegionName, SerialNumber,
+};
+use crate::table::new_version;
 
 #[derive(Debug, Default)]
 pub struct MemoryRegistry {
     devices: Mutex<HashMap<SerialNumber, DeviceRecord>>,
     audit: Mutex<Vec<AuditEvent>>,
+    /// (serial, region, certificate id) fenced by a settled lost commit.
+    fenced: Mutex<std::collections::HashSet<(SerialNumber, RegionName, String)>>,
+    claims: Mutex<Vec<TrustedClaim>>,
 }
 
 impl MemoryRegistry {
@@ -23,20 +30,43 @@ impl MemoryRegistry {
         registry
     }
 
-    /// Replaces the profile, keeping the provisioning state (as an import does).
-    pub fn put_profile(&self, profile: DeviceProfile) {
+    /// Replaces the profile with a new version, keeping the provisionings
+    /// and any block (as an import does).
+    pub fn put_profile(&self, mut profile: DeviceProfile) {
+        profile.version = Some(new_version());
         let mut devices = self.devices.lock().expect("registry lock");
-        let provisioning = devices
+        let (block, provisioning) = devices
             .remove(&profile.serial_number)
-            .map(|d| d.provisioning)
+            .map(|d| (d.block, d.provisioning))
             .unwrap_or_default();
         devices.insert(
             profile.serial_number.clone(),
             DeviceRecord {
                 profile,
+                block,
                 provisioning,
             },
         );
+    }
+
+    /// An operator's block (`None` lifts it), with a new profile version.
+    pub fn set_block(
+        &self,
+        serial: &SerialNumber,
+        block: Option<OperatorBlock>,
+    ) -> Result<(), RegistryError> {
+        let mut devices = self.devices.lock().expect("registry lock");
+        let device = devices
+            .get_mut(serial)
+            .ok_or_else(|| RegistryError::UnknownDevice(serial.to_string()))?;
+        device.block = block;
+        device.profile.version = Some(new_version());
+        Ok(())
+    }
+
+    /// Replaces the trusted claim certificates in the table.
+    pub fn set_claims(&self, claims: Vec<TrustedClaim>) {
+        *self.claims.lock().expect("claims lock") = claims;
     }
 
     pub fn audit_events(&self) -> Vec<AuditEvent> {
@@ -66,9 +96,27 @@ impl DeviceRegistry for MemoryRegistry {
         let Some(device) = devices.get_mut(&commit.serial) else {
             return Ok(CommitOutcome::Conflict);
         };
-        let state = &mut device.provisioning;
         if device.profile.status != DeviceStatus::Allowed
-            || state.provision_count >= commit.quota
+            || device.profile.version != commit.profile_version
+            || device.block.is_some()
+            || device.provisioning.guard != commit.guard
+        {
+            return Ok(CommitOutcome::Conflict);
+        }
+        let fence = (
+            commit.serial.clone(),
+            commit.region.clone(),
+            commit.certificate_id.clone(),
+        );
+        if self.fenced.lock().expect("fence lock").contains(&fence) {
+            return Ok(CommitOutcome::Conflict);
+        }
+        let state = device
+            .provisioning
+            .regions
+            .entry(commit.region.clone())
+            .or_default();
+        if state.provision_count >= commit.region_limit
             || state
                 .provisioned_certificate_ids
                 .contains(&commit.certificate_id)
@@ -79,11 +127,44 @@ impl DeviceRegistry for MemoryRegistry {
         state
             .provisioned_certificate_ids
             .insert(commit.certificate_id.clone());
-        state.last_region = Some(commit.region.to_string());
         state.last_certificate_id = Some(commit.certificate_id.clone());
         state.last_provisioned_at = Some(commit.at.clone());
+        device.provisioning.guard = Some(new_version());
         self.audit.lock().expect("audit lock").push(audit.clone());
         Ok(CommitOutcome::Committed)
+    }
+
+    async fn trusted_claims(&self) -> Result<Vec<TrustedClaim>, RegistryError> {
+        Ok(self.claims.lock().expect("claims lock").clone())
+    }
+
+    async fn settle_lost_commit(
+        &self,
+        commit: &ProvisioningCommit,
+        denial: &AuditEvent,
+    ) -> Result<Settled, RegistryError> {
+        let devices = self.devices.lock().expect("registry lock");
+        let applied = devices.get(&commit.serial).is_some_and(|device| {
+            device
+                .provisioning
+                .regions
+                .get(&commit.region)
+                .is_some_and(|state| {
+                    state
+                        .provisioned_certificate_ids
+                        .contains(&commit.certificate_id)
+                })
+        });
+        if applied {
+            return Ok(Settled::Committed);
+        }
+        self.fenced.lock().expect("fence lock").insert((
+            commit.serial.clone(),
+            commit.region.clone(),
+            commit.certificate_id.clone(),
+        ));
+        self.audit.lock().expect("audit lock").push(denial.clone());
+        Ok(Settled::Fenced)
     }
 }
 
