@@ -169,3 +169,32 @@ pub async fn create_table(client: &Client, table: &str) -> Result<bool, Registry
         "table {table} did not become ACTIVE within 60 s"
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unattributed_audit_events_spread_over_every_shard_and_stay_put() {
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..400 {
+            let pk = unattributed_audit_pk(&format!("request-{i}"));
+            let shard: u32 = pk
+                .strip_prefix("AUDIT#UNATTRIBUTED#")
+                .expect("the unattributed prefix")
+                .parse()
+                .expect("a shard number");
+            assert!(shard < UNATTRIBUTED_AUDIT_SHARDS);
+            seen.insert(shard);
+            // The same request id always lands in the same shard.
+            assert_eq!(pk, unattributed_audit_pk(&format!("request-{i}")));
+        }
+        assert_eq!(seen.len(), UNATTRIBUTED_AUDIT_SHARDS as usize);
+    }
+
+    #[test]
+    fn no_serial_makes_a_device_audit_partition_an_unattributed_one() {
+        assert_ne!(audit_pk("UNATTRIBUTED"), UNATTRIBUTED_AUDIT_PK);
+        assert!(audit_pk("SN-1").starts_with(AUDIT_PK_PREFIX));
+    }
+}

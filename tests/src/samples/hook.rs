@@ -66,6 +66,7 @@ pub async fn run(function_key: &str) {
         .collect();
     events.sort();
     assert!(events.len() >= 8, "sample events missing: {events:?}");
+    let mut denials_by_claim: BTreeMap<String, usize> = BTreeMap::new();
     for path in events {
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();
         let expected = expectations
@@ -76,6 +77,15 @@ pub async fn run(function_key: &str) {
 
         let response = emulator.invoke(&payload);
         assert_eq!(response, expected.response, "{name}");
+        if expected.reason != "ALLOWED" {
+            // Only a certificate id becomes a dimension.
+            if let Some(claim) = payload["claimCertificateId"]
+                .as_str()
+                .filter(|c| geoprov_shared::claims::is_certificate_id(c))
+            {
+                *denials_by_claim.entry(claim.to_owned()).or_default() += 1;
+            }
+        }
         assert!(function.exited().is_none(), "the function exited on {name}");
 
         if let Some(serial) = payload
@@ -94,4 +104,26 @@ pub async fn run(function_key: &str) {
             assert_eq!(event.reason, expected.reason, "{name}");
         }
     }
+
+    // The abuse sentinel: one ClaimDenials per denial, by claim certificate,
+    // in the EMF lines the stack's alarm reads.
+    let mut emitted: BTreeMap<String, usize> = BTreeMap::new();
+    for line in function.output().lines() {
+        let Ok(doc) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if doc.get("ClaimDenials").is_some() {
+            let dimensions = &doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0];
+            assert!(
+                dimensions
+                    .as_array()
+                    .unwrap()
+                    .contains(&Value::from("ClaimCertificateId")),
+                "{line}"
+            );
+            let claim = doc["ClaimCertificateId"].as_str().unwrap().to_owned();
+            *emitted.entry(claim).or_default() += 1;
+        }
+    }
+    assert_eq!(emitted, denials_by_claim);
 }
