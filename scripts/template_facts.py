@@ -13,7 +13,9 @@ and provisioning templates by logical id, each unique across the templates.
   filled in, as JSON text;
 - "environment": for each function, the names of its environment variables;
 - "environmentValues": for each function, the variables set to a literal
-  string, with their values;
+  string, with their values; "timeouts": each function's Timeout;
+- "iotPolicies": each AWS::IoT::Policy's statements, actions and resources
+  (as text, `${Name}` for a Ref); "alarms": each alarm's properties;
 - "healthResources": every Route 53 health check and CloudWatch alarm, with
   its logical id as written (for one made by Fn::ForEach, the key with its
   placeholders) and the loops that make it: identifier, collection, and the
@@ -462,6 +464,7 @@ def read(path, facts):
             merge_unique(facts, "environment", binary, sorted(variables), label)
             literal = {k: v for k, v in variables.items() if isinstance(v, str)}
             merge_unique(facts, "environmentValues", binary, literal, label)
+            merge_unique(facts, "timeouts", binary, properties.get("Timeout"), label)
         elif kind == "AWS::IoT::ProvisioningTemplate":
             body = sub_text(properties["TemplateBody"], template["Resources"])
             merge_unique(facts, "provisioningTemplates", logical_id, body, label)
@@ -474,6 +477,18 @@ def read(path, facts):
                          {"searchableAttributes": searchable}, label)
         elif kind == "AWS::IoT::ThingGroup":
             facts["thingGroups"].append(properties["ThingGroupName"])
+        elif kind == "AWS::IoT::Policy":
+            statements = []
+            for statement in statements_of(properties.get("PolicyDocument")):
+                actions = statement.get("Action", [])
+                resources = statement.get("Resource", [])
+                statements.append({
+                    "actions": [actions] if isinstance(actions, str) else actions,
+                    "resources": [render(r) for r in (resources if isinstance(resources, list) else [resources])],
+                })
+            merge_unique(facts, "iotPolicies", logical_id, statements, label)
+        elif kind == "AWS::CloudWatch::Alarm":
+            merge_unique(facts, "alarms", logical_id, properties, label)
     facts["healthResources"] += health_resources(label, template, template["Resources"])
     check_policies(label, template, facts)
 
@@ -484,6 +499,9 @@ def main(paths):
         "actions": {},
         "environment": {},
         "environmentValues": {},
+        "timeouts": {},
+        "iotPolicies": {},
+        "alarms": {},
         "provisioningTemplates": {},
         "parameters": {},
         "thingTypes": {},

@@ -87,8 +87,8 @@ def contender(name: str, command: list[str], size_bytes: int, prefix: str) -> di
         endpoint = start_moto(procs)
         # The manifest has no factory keys, and neither contender checks one:
         # both make the same DynamoDB calls, which is what is compared.
-        env = aws_env(endpoint, REGION) | {"TABLE_NAME": "geoprov-bench", "HOOK_DEADLINE_MS": "4500",
-                                           "LAMBDA_TIMEOUT_MS": "5300", "TRUSTED_CLAIM_CERTIFICATE_IDS": "claim",
+        env = aws_env(endpoint, REGION) | {"TABLE_NAME": "geoprov-bench", "HOOK_DEADLINE_MS": "4200",
+                                           "LAMBDA_TIMEOUT_MS": "5000", "TRUSTED_CLAIM_CERTIFICATE_IDS": "claim",
                                            "REQUIRE_FACTORY_KEY": "false"}
         geoprov(env, "registry", "create-table")
         with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as manifest:

@@ -242,10 +242,16 @@ impl DeviceProfile {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProvisioningState {
+    /// Absent on an item a fence made before any provisioning here.
+    #[serde(default)]
     pub provision_count: u32,
     /// Every certificate provisioned so far, so an IoT retry is recognised.
     #[serde(default)]
     pub provisioned_certificate_ids: BTreeSet<String>,
+    /// Certificates whose lost commit was settled as not applied: they are
+    /// never provisioned here.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub fenced_certificate_ids: BTreeSet<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_certificate_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -284,6 +290,14 @@ impl Provisionings {
             .get(region)
             .map(|state| state.provision_count)
             .unwrap_or(0)
+    }
+
+    /// Whether `certificate_id` was fenced in `region` (its commit settled
+    /// as not applied).
+    pub fn is_fenced(&self, region: &RegionName, certificate_id: &str) -> bool {
+        self.regions
+            .get(region)
+            .is_some_and(|state| state.fenced_certificate_ids.contains(certificate_id))
     }
 
     /// Whether `certificate_id` was provisioned in any region.

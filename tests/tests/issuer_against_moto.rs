@@ -183,16 +183,29 @@ async fn unknown_and_blocked_devices_get_nothing_from_the_ca() {
         &[
             ("SN-BLOCKED", DeviceStatus::Blocked),
             ("SN-REVOKED", DeviceStatus::Revoked),
+            ("SN-OPERATOR", DeviceStatus::Allowed),
         ],
         8,
     )
     .await;
+    // An operator's block, beside an ALLOWED profile.
+    registry
+        .block(
+            &SerialNumber::try_from("SN-OPERATOR").unwrap(),
+            &geoprov_shared::device::OperatorBlock {
+                reason: "returned to the factory".into(),
+                blocked_at: "2026-11-30T00:00:00Z".into(),
+            },
+        )
+        .await
+        .unwrap();
     let ledger =
         cert_issuer::ledger::DynamoLedger::new(registry.client().clone(), registry.table());
     for (serial, code) in [
         ("SN-UNKNOWN", ErrorCode::UnknownDevice),
         ("SN-BLOCKED", ErrorCode::DeviceBlocked),
         ("SN-REVOKED", ErrorCode::DeviceBlocked),
+        ("SN-OPERATOR", ErrorCode::DeviceBlocked),
     ] {
         let csr = device_csr(serial);
         let item = one(issuer

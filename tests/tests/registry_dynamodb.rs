@@ -383,3 +383,58 @@ async fn the_audit_log_is_append_only_and_ordered_by_time() {
         [earlier, later]
     );
 }
+
+#[tokio::test]
+async fn a_fence_on_a_region_without_provisionings_keeps_the_device_readable() {
+    let registry = fresh_registry("registry").await;
+    registry
+        .put_profiles(&[DeviceProfile::allowed(serial("SN-1"))])
+        .await
+        .unwrap();
+    let lost = commit(&registry, "SN-1", "cert-a", 3).await;
+    let mut denial = event("SN-1", "r-denied", "2026-11-29T12:00:01Z");
+    denial.decision = Decision::Deny;
+    assert_eq!(
+        registry.settle_lost_commit(&lost, &denial).await.unwrap(),
+        Settled::Fenced
+    );
+    // The fence made the region's item: the device still reads, fenced.
+    let record = registry.device(&serial("SN-1")).await.unwrap().unwrap();
+    assert_eq!(record.provisioning.total(), 0);
+    assert!(record
+        .provisioning
+        .is_fenced(&region("eu-west-1"), "cert-a"));
+    // And provisions another certificate normally.
+    let next = commit(&registry, "SN-1", "cert-b", 3).await;
+    assert_eq!(
+        registry
+            .record_provisioning(&next, &event("SN-1", "r-b", "2026-11-29T12:00:02Z"))
+            .await
+            .unwrap(),
+        CommitOutcome::Committed
+    );
+}
+
+#[tokio::test]
+async fn a_block_and_unblock_alone_make_an_earlier_decision_stale() {
+    let registry = fresh_registry("registry").await;
+    registry
+        .put_profiles(&[DeviceProfile::allowed(serial("SN-1"))])
+        .await
+        .unwrap();
+    let before = commit(&registry, "SN-1", "cert-a", 3).await;
+    let block = OperatorBlock {
+        reason: "checking".into(),
+        blocked_at: "2026-11-30T00:00:00Z".into(),
+    };
+    registry.block(&serial("SN-1"), &block).await.unwrap();
+    registry.unblock(&serial("SN-1")).await.unwrap();
+    // No block now, and the same profile: only the version says it changed.
+    assert_eq!(
+        registry
+            .record_provisioning(&before, &event("SN-1", "r", "2026-11-29T12:00:00Z"))
+            .await
+            .unwrap(),
+        CommitOutcome::Conflict
+    );
+}

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 
 use geoprov_shared::config::Env;
 use geoprov_tests::{iam, template_facts, workspace_root};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn facts() -> Value {
     template_facts()
@@ -534,4 +534,77 @@ fn the_hook_and_the_issuer_cannot_rewrite_a_devices_profile() {
         "dynamodb:UpdateItem",
         "PROVISIONING#SN-1"
     ));
+}
+
+#[test]
+fn the_claim_may_connect_only_with_the_provisioning_prefix() {
+    let facts = facts();
+    let claim = facts["iotPolicies"]["ClaimPolicy"].as_array().unwrap();
+    let connects: Vec<&Value> = claim
+        .iter()
+        .filter(|s| {
+            s["actions"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("iot:Connect"))
+        })
+        .collect();
+    assert_eq!(connects.len(), 1, "{claim:?}");
+    for resource in connects[0]["resources"].as_array().unwrap() {
+        assert!(
+            resource
+                .as_str()
+                .unwrap()
+                .ends_with(":client/${ProvisioningClientIdPrefix}*"),
+            "the claim may connect as {resource}"
+        );
+    }
+    // And the hook checks the same prefix.
+    assert_eq!(
+        facts["environment"]["pre-provisioning-hook"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| *n == "PROVISIONING_CLIENT_ID_PREFIX")
+            .count(),
+        1
+    );
+    // A device connects as its own thing name only.
+    let device = facts["iotPolicies"]["DevicePolicy"].as_array().unwrap();
+    let connect = device
+        .iter()
+        .find(|s| {
+            s["actions"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("iot:Connect"))
+        })
+        .unwrap();
+    assert!(connect["resources"][0]
+        .as_str()
+        .unwrap()
+        .ends_with(":client/${!iot:Connection.Thing.ThingName}"));
+}
+
+#[test]
+fn the_claim_abuse_alarm_watches_the_denials_the_hook_counts_per_claim() {
+    let facts = facts();
+    let alarm = &facts["alarms"]["ClaimAbuseAlarm"];
+    let query = alarm["Metrics"][0]["Expression"].as_str().unwrap();
+    assert!(query.contains("SUM(ClaimDenials)"), "{query}");
+    assert!(query.contains("GROUP BY ClaimCertificateId"), "{query}");
+    assert_eq!(alarm["ComparisonOperator"], "GreaterThanThreshold");
+    assert_eq!(alarm["TreatMissingData"], "notBreaching");
+}
+
+#[test]
+fn the_hooks_timeout_in_its_environment_is_its_lambda_timeout() {
+    let facts = facts();
+    let timeout_s = facts["timeouts"]["pre-provisioning-hook"].as_u64().unwrap();
+    let declared: u64 = facts["environmentValues"]["pre-provisioning-hook"]["LAMBDA_TIMEOUT_MS"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(declared, timeout_s * 1000);
 }

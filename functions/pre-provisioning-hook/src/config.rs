@@ -11,14 +11,17 @@ use geoprov_shared::device::{RegionName, ThingGroupName};
 use crate::handler::{AUDIT_WRITE_TIMEOUT, SETTLE_TIMEOUT};
 use crate::rules::Policy;
 
-/// IoT waits 5 s for the hook; the decision must end well before.
-pub const MAX_DEADLINE_MS: u64 = 4500;
+/// IoT waits 5 s: the deadline, settling, the audit write and the runtime
+/// must fit in it.
+pub const MAX_DEADLINE_MS: u64 = 4200;
 pub const DEFAULT_DEADLINE_MS: u64 = 3000;
 pub const DEFAULT_MAX_PROVISIONS: u32 = 3;
 pub const DEFAULT_CLIENT_ID_PREFIX: &str = "prov-";
 pub const DEFAULT_THING_GROUP: &str = "geoprov-devices";
 pub const DEFAULT_DEVICE_SETTABLE_PARAMETERS: &str = "SerialNumber";
 pub const DEFAULT_ATTRIBUTE_PARAMETERS: &str = "model,firmware";
+/// How long IoT waits for the hook's answer.
+pub const IOT_WAIT: Duration = Duration::from_millis(5000);
 /// Time the runtime needs around a decision: the answer, the log line.
 pub const RUNTIME_MARGIN: Duration = Duration::from_millis(200);
 
@@ -61,6 +64,21 @@ impl HookConfig {
                 ConfigError::invalid("LAMBDA_TIMEOUT_MS", lambda_timeout_raw, e.to_string())
             })?;
         let needed = deadline + SETTLE_TIMEOUT + AUDIT_WRITE_TIMEOUT + RUNTIME_MARGIN;
+        if needed > IOT_WAIT {
+            return Err(ConfigError::invalid(
+                "HOOK_DEADLINE_MS",
+                &deadline_ms.to_string(),
+                format!(
+                    "the deadline and what may follow it (settling {} ms, the audit write {} ms, \
+                     the runtime {} ms) need {} ms, more than IoT waits ({} ms)",
+                    SETTLE_TIMEOUT.as_millis(),
+                    AUDIT_WRITE_TIMEOUT.as_millis(),
+                    RUNTIME_MARGIN.as_millis(),
+                    needed.as_millis(),
+                    IOT_WAIT.as_millis()
+                ),
+            ));
+        }
         if needed > lambda_timeout {
             return Err(ConfigError::invalid(
                 "HOOK_DEADLINE_MS",
@@ -264,11 +282,16 @@ mod tests {
     #[test]
     fn unsafe_or_invalid_values_fail_the_cold_start_with_the_variable_named() {
         for (pairs, name) in [
-            (vec![("HOOK_DEADLINE_MS", "4501")], "HOOK_DEADLINE_MS"),
+            (vec![("HOOK_DEADLINE_MS", "4201")], "HOOK_DEADLINE_MS"),
             (vec![("HOOK_DEADLINE_MS", "0")], "HOOK_DEADLINE_MS"),
             (vec![("HOOK_DEADLINE_MS", "soon")], "HOOK_DEADLINE_MS"),
             // 3500 + 300 + 300 + 200 > 4000: the timeout cannot hold it.
             (vec![("HOOK_DEADLINE_MS", "3500")], "HOOK_DEADLINE_MS"),
+            // 4300 + 800 > 5000: IoT has stopped waiting, whatever the timeout.
+            (
+                vec![("HOOK_DEADLINE_MS", "4300"), ("LAMBDA_TIMEOUT_MS", "9000")],
+                "HOOK_DEADLINE_MS",
+            ),
             (vec![("LAMBDA_TIMEOUT_MS", "four")], "LAMBDA_TIMEOUT_MS"),
             (
                 vec![("TRUSTED_CLAIM_CERTIFICATE_IDS", " , ")],

@@ -1,7 +1,7 @@
 //! One invocation of the hook: parse, decide within the deadline, record the
 //! provisioning and its audit event, emit the log line and the metric.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,9 @@ pub const AUDIT_WRITE_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// How long settling a commit whose answer the deadline cut off may take.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// The pause between attempts to settle, within [`SETTLE_TIMEOUT`].
+const SETTLE_RETRY: Duration = Duration::from_millis(25);
 
 /// The audit kind of a device seen with more provisionings than its quota
 /// (possible only across regions, within the replication lag).
@@ -93,6 +96,13 @@ struct Outcome {
     /// The device had more provisionings than its quota, as read:
     /// (provisionings, quota).
     overshoot: Option<(u32, u32)>,
+    /// The commit's outcome is unknown (it failed without an answer): settle
+    /// it, outside the deadline, as a denial for this reason and cause.
+    settle: Option<(Reason, String)>,
+    /// The audit event to append, when it was made already (a settlement's
+    /// denial: appended again under the same key, it cannot be a second
+    /// event).
+    event: Option<AuditEvent>,
 }
 
 impl Outcome {
@@ -103,6 +113,8 @@ impl Outcome {
             detail: denial.detail,
             audited: false,
             overshoot: None,
+            settle: None,
+            event: None,
         }
     }
 
@@ -113,6 +125,8 @@ impl Outcome {
             detail: detail.to_owned(),
             audited,
             overshoot: None,
+            settle: None,
+            event: None,
         }
     }
 }
@@ -134,43 +148,48 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
         self
     }
 
-    /// The policy with the claim certificates the table trusts now added to
-    /// the bootstrap list. The table is read at most once per cache period;
-    /// when it cannot be read, the last list read (or none) stands: never
-    /// more trust than was granted.
+    /// The policy with the trust the table holds now: the claim
+    /// certificates it trusts added to the bootstrap list, the ones it has
+    /// retired taken away (from the bootstrap list too). The table is read at
+    /// most once per cache period. When it cannot be read, the last list
+    /// read stands until the period ends; after that only its retirements
+    /// do: never more trust than was granted, and never for longer.
     async fn policy_now(&self) -> std::borrow::Cow<'_, Policy> {
-        let cached = self
-            .claims
-            .lock()
-            .expect("claims cache lock")
-            .as_ref()
-            .filter(|(read_at, _)| read_at.elapsed() < self.claim_cache_ttl)
-            .map(|(_, claims)| claims.clone());
-        let claims = match cached {
-            Some(claims) => claims,
-            None => match self.registry.trusted_claims().await {
+        let cached = self.claims.lock().expect("claims cache lock").clone();
+        let (claims, fresh) = match cached {
+            Some((read_at, claims)) if read_at.elapsed() < self.claim_cache_ttl => (claims, true),
+            stale => match self.registry.trusted_claims().await {
                 Ok(claims) => {
                     *self.claims.lock().expect("claims cache lock") =
                         Some((Instant::now(), claims.clone()));
-                    claims
+                    (claims, true)
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "trusted claim certificates not read");
-                    self.claims
-                        .lock()
-                        .expect("claims cache lock")
-                        .as_ref()
-                        .map(|(_, claims)| claims.clone())
-                        .unwrap_or_default()
+                    (stale.map(|(_, claims)| claims).unwrap_or_default(), false)
                 }
             },
         };
-        let trusted = trusted_ids(&claims, time::OffsetDateTime::now_utc());
-        if trusted.is_subset(&self.policy.trusted_claim_certificate_ids) {
+        let retired: BTreeSet<&str> = claims
+            .iter()
+            .filter(|c| c.retired_at.is_some())
+            .map(|c| c.certificate_id.as_str())
+            .collect();
+        let mut trusted: BTreeSet<String> = self
+            .policy
+            .trusted_claim_certificate_ids
+            .iter()
+            .filter(|id| !retired.contains(id.as_str()))
+            .cloned()
+            .collect();
+        if fresh {
+            trusted.extend(trusted_ids(&claims, time::OffsetDateTime::now_utc()));
+        }
+        if trusted == self.policy.trusted_claim_certificate_ids {
             return std::borrow::Cow::Borrowed(&self.policy);
         }
         let mut policy = self.policy.clone();
-        policy.trusted_claim_certificate_ids.extend(trusted);
+        policy.trusted_claim_certificate_ids = trusted;
         std::borrow::Cow::Owned(policy)
     }
 
@@ -192,7 +211,16 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
         )
         .await
         {
-            Ok(outcome) => outcome,
+            Ok(mut outcome) => match outcome.settle.take() {
+                // Settled outside the deadline, so a settlement cannot itself
+                // be cut off and leave a second outcome.
+                Some((reason, cause)) => {
+                    let pending = pending.lock().expect("pending commit lock").take();
+                    self.settle_because(pending, &ids, request_id, reason, cause)
+                        .await
+                }
+                None => outcome,
+            },
             Err(_) => {
                 let pending = pending.lock().expect("pending commit lock").take();
                 self.settle(pending, &ids, request_id).await
@@ -210,10 +238,13 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
         }
 
         let reason = outcome.reason;
-        let audit_written = outcome.audited
-            || self
-                .append_audit(&self.audit_event(&ids, reason, &outcome.detail, request_id))
-                .await;
+        let audit_written =
+            outcome.audited
+                || self
+                    .append_audit(&outcome.event.clone().unwrap_or_else(|| {
+                        self.audit_event(&ids, reason, &outcome.detail, request_id)
+                    }))
+                    .await;
 
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(
@@ -242,9 +273,13 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
             metric = metric.metric("AuditWriteFailed", 1.0, Unit::Count);
         }
         metric.emit();
-        // The abuse sentinel: denials per claim certificate, which the
-        // stack's alarm watches (a leaked claim key shows as a burst).
-        if reason != Reason::Allowed {
+        // The abuse sentinel: rule denials per claim certificate, which the
+        // stack's alarm watches (a leaked claim key shows as a burst). Our
+        // own failures (deadline, registry) are not the claim's doing.
+        if !matches!(
+            reason,
+            Reason::Allowed | Reason::DeadlineExceeded | Reason::InternalError
+        ) {
             if let Some(claim) = ids
                 .claim_certificate_id
                 .as_deref()
@@ -297,30 +332,43 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
         };
         let detail = format!("{cause}; the commit did not apply");
         let denial = self.audit_event(ids, reason, &detail, request_id);
-        match tokio::time::timeout(
-            SETTLE_TIMEOUT,
-            self.registry.settle_lost_commit(&pending.commit, &denial),
-        )
-        .await
-        {
-            Ok(Ok(Settled::Committed)) => {
-                Outcome::allowed(pending.overrides, SETTLED_COMMITTED, true)
+        // Retried until the budget ends: a TransactionConflict is what the
+        // lost commit still in flight on the same item gives.
+        let settled = tokio::time::timeout(SETTLE_TIMEOUT, async {
+            loop {
+                match self
+                    .registry
+                    .settle_lost_commit(&pending.commit, &denial)
+                    .await
+                {
+                    Ok(settled) => return settled,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "settling a lost commit; again");
+                        tokio::time::sleep(SETTLE_RETRY).await;
+                    }
+                }
             }
-            Ok(Ok(Settled::Fenced)) => Outcome {
+        })
+        .await;
+        match settled {
+            Ok(Settled::Committed) => Outcome::allowed(pending.overrides, SETTLED_COMMITTED, true),
+            Ok(Settled::Fenced) => Outcome {
                 audited: true,
                 ..Outcome::denied(Denial::new(reason, detail))
             },
-            Ok(Err(e)) => Outcome::denied(Denial::new(
-                reason,
-                format!("{cause}; settling the commit failed: {e}"),
-            )),
-            Err(_) => Outcome::denied(Denial::new(
-                reason,
-                format!(
-                    "{cause}; the commit was not settled within {} ms",
-                    SETTLE_TIMEOUT.as_millis()
-                ),
-            )),
+            // Unsettled: the denial is appended under the fence's own key,
+            // so if the fence did land, this append is refused and the
+            // decision still has one audit event.
+            Err(_) => Outcome {
+                event: Some(denial),
+                ..Outcome::denied(Denial::new(
+                    reason,
+                    format!(
+                        "{cause}; the commit was not settled within {} ms",
+                        SETTLE_TIMEOUT.as_millis()
+                    ),
+                ))
+            },
         }
     }
 
@@ -373,6 +421,17 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
             let GrantKind::New { region_limit } = grant.kind else {
                 return Ok(Outcome::allowed(grant.parameter_overrides, RETRY, false));
             };
+            // IoT retrying a certificate whose commit was settled as not
+            // applied: it never will be here.
+            if device.as_ref().is_some_and(|d| {
+                d.provisioning
+                    .is_fenced(&policy.region, &claim.certificate_id)
+            }) {
+                return Ok(Outcome::denied(Denial::new(
+                    Reason::DeadlineExceeded,
+                    "this certificate's earlier commit was settled as not applied",
+                )));
+            }
             let audit = self.audit_event(ids, Reason::Allowed, NEW_PROVISIONING, request_id);
             let commit = ProvisioningCommit {
                 serial: claim.serial.clone(),
@@ -403,13 +462,13 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
                 }
                 // An error may hide an applied commit (the answer lost on
                 // the way back): leave it pending, so settling decides.
+                // Left pending: the handler settles it outside the deadline.
                 Err(e) => {
                     tracing::warn!(error = %e, "commit failed; settling it");
-                    let pending = pending.lock().expect("pending commit lock").take();
-                    let cause = format!("the commit failed: {e}");
-                    return Ok(self
-                        .settle_because(pending, ids, request_id, Reason::InternalError, cause)
-                        .await);
+                    return Ok(Outcome {
+                        settle: Some((Reason::InternalError, format!("the commit failed: {e}"))),
+                        ..Outcome::denied(Denial::new(Reason::InternalError, "unsettled"))
+                    });
                 }
             }
         }

@@ -669,3 +669,133 @@ async fn a_claim_certificate_from_the_table_is_trusted_and_a_retired_one_refused
         Reason::UntrustedClaim
     );
 }
+
+#[tokio::test]
+async fn retiring_a_bootstrap_claim_in_the_table_revokes_it() {
+    let claim_id = sample()["claimCertificateId"].as_str().unwrap().to_owned();
+    let registry = MemoryRegistry::with_profiles([profile("SN-1")]);
+    // The bootstrap list (policy()) trusts the sample's claim; the table
+    // retires it.
+    registry.set_claims(vec![TrustedClaim {
+        certificate_id: claim_id,
+        not_before: "2026-01-01T00:00:00Z".into(),
+        not_after: "2026-01-01T00:00:00Z".into(),
+        retired_at: Some("2026-11-30T00:00:00Z".into()),
+        added_at: "2026-11-30T00:00:00Z".into(),
+        note: None,
+    }]);
+    let hook = ProvisioningHook::new(policy(), registry, Duration::from_secs(2));
+    assert_eq!(
+        hook.handle(request("SN-1", "cert-a"), "r").await.reason,
+        Reason::UntrustedClaim
+    );
+}
+
+#[tokio::test]
+async fn an_overshoot_seen_by_the_hook_is_audited_as_quota_overshoot() {
+    let registry = MemoryRegistry::with_profiles([profile("SN-1")]);
+    let hook = ProvisioningHook::new(policy_in("eu-west-1"), registry, Duration::from_secs(2));
+    // Two provisionings here, then two in us-east-1 committed against a
+    // stale view (what replication lag allows): 4 > 3.
+    for cert in ["a", "b"] {
+        hook.handle(request("SN-1", cert), "r").await;
+    }
+    let version = hook.registry().record(&serial("SN-1")).unwrap();
+    for cert in ["c", "d"] {
+        let commit = ProvisioningCommit {
+            serial: serial("SN-1"),
+            certificate_id: cert.into(),
+            region: region("us-east-1"),
+            region_limit: 3,
+            profile_version: version.profile.version.clone(),
+            guard: hook
+                .registry()
+                .record(&serial("SN-1"))
+                .unwrap()
+                .provisioning
+                .guard,
+            at: "2026-11-30T12:00:00Z".into(),
+        };
+        let mut audit = hook.registry().audit_events()[0].clone();
+        audit.request_id = format!("elsewhere-{cert}");
+        hook.registry()
+            .record_provisioning(&commit, &audit)
+            .await
+            .unwrap();
+    }
+    let decision = hook.handle(request("SN-1", "e"), "r-over").await;
+    assert_eq!(decision.reason, Reason::QuotaExceeded);
+    let overshoots: Vec<AuditEvent> = hook
+        .registry()
+        .audit_events()
+        .into_iter()
+        .filter(|e| e.kind == "QUOTA_OVERSHOOT")
+        .collect();
+    assert_eq!(overshoots.len(), 1);
+    assert!(
+        overshoots[0].detail.starts_with("4 provisionings"),
+        "{}",
+        overshoots[0].detail
+    );
+}
+
+/// A registry whose commit fails with an error after applying, or without.
+struct CommitErrors {
+    inner: MemoryRegistry,
+    apply: bool,
+}
+
+impl DeviceRegistry for CommitErrors {
+    async fn trusted_claims(&self) -> Result<Vec<TrustedClaim>, RegistryError> {
+        self.inner.trusted_claims().await
+    }
+    async fn device(&self, serial: &SerialNumber) -> Result<Option<DeviceRecord>, RegistryError> {
+        self.inner.device(serial).await
+    }
+    async fn record_provisioning(
+        &self,
+        commit: &ProvisioningCommit,
+        audit: &AuditEvent,
+    ) -> Result<CommitOutcome, RegistryError> {
+        if self.apply {
+            self.inner.record_provisioning(commit, audit).await?;
+        }
+        Err(RegistryError::Unavailable("connection reset".into()))
+    }
+    async fn settle_lost_commit(
+        &self,
+        commit: &ProvisioningCommit,
+        denial: &AuditEvent,
+    ) -> Result<Settled, RegistryError> {
+        self.inner.settle_lost_commit(commit, denial).await
+    }
+}
+
+impl AuditLog for CommitErrors {
+    async fn append(&self, event: &AuditEvent) -> Result<(), RegistryError> {
+        self.inner.append(event).await
+    }
+}
+
+#[tokio::test]
+async fn a_commit_that_fails_without_an_answer_is_settled_to_one_outcome() {
+    for (apply, reason, allowed) in [(true, "ALLOWED", true), (false, "INTERNAL_ERROR", false)] {
+        let registry = CommitErrors {
+            inner: MemoryRegistry::with_profiles([profile("SN-1")]),
+            apply,
+        };
+        let hook = ProvisioningHook::new(policy(), registry, Duration::from_secs(2));
+        let decision = hook.handle(request("SN-1", "cert-a"), "r").await;
+        assert_eq!(
+            decision.response.allow_provisioning, allowed,
+            "apply {apply}"
+        );
+        assert_eq!(reasons(&hook.registry().inner.audit_events()), [reason]);
+        // IoT retrying a fenced certificate is denied at once, not looped.
+        if !apply {
+            let again = hook.handle(request("SN-1", "cert-a"), "r2").await;
+            assert_eq!(again.reason, Reason::DeadlineExceeded);
+            assert_eq!(count_in(&hook.registry().inner, "SN-1", "eu-west-1"), 0);
+        }
+    }
+}

@@ -198,8 +198,9 @@ impl DynamoRegistry {
         }
     }
 
-    /// Retires a trusted claim certificate for good; `false` when it was
-    /// retired already. An id not in the table is refused.
+    /// Retires a claim certificate for good; `false` when it was retired
+    /// already. An id not in the table gets a retired entry of its own, so
+    /// that retirement overrides the hook's bootstrap list too.
     pub async fn retire_claim(
         &self,
         certificate_id: &str,
@@ -211,26 +212,24 @@ impl DynamoRegistry {
             .table_name(&self.table)
             .key(PARTITION_KEY, s(CLAIMS_PK))
             .key(SORT_KEY, s(claim_sk(certificate_id)))
-            .update_expression("SET #retired = :at")
-            .condition_expression("attribute_exists(#sk) AND attribute_not_exists(#retired)")
-            .expression_attribute_names("#sk", SORT_KEY)
+            .update_expression(
+                "SET #retired = :at, #id = if_not_exists(#id, :id), \
+                 #from = if_not_exists(#from, :at), #until = if_not_exists(#until, :at), \
+                 #added = if_not_exists(#added, :at)",
+            )
+            .condition_expression("attribute_not_exists(#retired)")
             .expression_attribute_names("#retired", "retiredAt")
+            .expression_attribute_names("#id", "certificateId")
+            .expression_attribute_names("#from", "notBefore")
+            .expression_attribute_names("#until", "notAfter")
+            .expression_attribute_names("#added", "addedAt")
             .expression_attribute_values(":at", s(at))
+            .expression_attribute_values(":id", s(certificate_id))
             .send()
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(err) if crate::table::is_condition_failed(&err) => {
-                let known = self
-                    .get(CLAIMS_PK.to_owned(), &claim_sk(certificate_id))
-                    .await?
-                    .is_some();
-                if known {
-                    Ok(false)
-                } else {
-                    Err(RegistryError::UnknownClaim(certificate_id.to_owned()))
-                }
-            }
+            Err(err) if crate::table::is_condition_failed(&err) => Ok(false),
             Err(err) => Err(RegistryError::dynamo("UpdateItem", err)),
         }
     }
@@ -521,21 +520,6 @@ impl DynamoRegistry {
             .collect::<Result<Vec<_>, _>>()
             .await
             .map_err(|e| RegistryError::dynamo("Query", e))
-    }
-
-    /// One item, read consistently.
-    async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, RegistryError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .consistent_read(true)
-            .key(PARTITION_KEY, s(pk))
-            .key(SORT_KEY, s(sk))
-            .send()
-            .await
-            .map_err(|e| RegistryError::dynamo("GetItem", e))?;
-        Ok(out.item)
     }
 
     fn audit_put(&self, event: &AuditEvent) -> Result<Put, RegistryError> {

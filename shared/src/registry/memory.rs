@@ -158,6 +158,21 @@ impl DeviceRegistry for MemoryRegistry {
         if applied {
             return Ok(Settled::Committed);
         }
+        drop(devices);
+        if let Some(device) = self
+            .devices
+            .lock()
+            .expect("registry lock")
+            .get_mut(&commit.serial)
+        {
+            device
+                .provisioning
+                .regions
+                .entry(commit.region.clone())
+                .or_default()
+                .fenced_certificate_ids
+                .insert(commit.certificate_id.clone());
+        }
         self.fenced.lock().expect("fence lock").insert((
             commit.serial.clone(),
             commit.region.clone(),
