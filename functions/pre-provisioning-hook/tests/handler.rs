@@ -363,6 +363,50 @@ proptest! {
     }
 }
 
+/// The test registries below wrap the in-process registry: each passes
+/// every call through but the commit, which it makes its own way with
+/// `$this` (the fake) in scope.
+macro_rules! wrapping_registry {
+    ($fake:ty, |$this:ident| $inner:expr, commit($commit:ident, $audit:ident) $body:block) => {
+        impl DeviceRegistry for $fake {
+            async fn trusted_claims(&self) -> Result<Vec<TrustedClaim>, RegistryError> {
+                let $this = self;
+                $inner.trusted_claims().await
+            }
+            async fn device(
+                &self,
+                serial: &SerialNumber,
+            ) -> Result<Option<DeviceRecord>, RegistryError> {
+                let $this = self;
+                $inner.device(serial).await
+            }
+            async fn record_provisioning(
+                &self,
+                $commit: &ProvisioningCommit,
+                $audit: &AuditEvent,
+            ) -> Result<CommitOutcome, RegistryError> {
+                let $this = self;
+                $body
+            }
+            async fn settle_lost_commit(
+                &self,
+                commit: &ProvisioningCommit,
+                denial: &AuditEvent,
+            ) -> Result<Settled, RegistryError> {
+                let $this = self;
+                $inner.settle_lost_commit(commit, denial).await
+            }
+        }
+
+        impl AuditLog for $fake {
+            async fn append(&self, event: &AuditEvent) -> Result<(), RegistryError> {
+                let $this = self;
+                $inner.append(event).await
+            }
+        }
+    };
+}
+
 /// A fake registry for what neither moto nor the in-process registry can
 /// do on demand: a commit that applies while its answer is lost.
 struct LostAnswer {
@@ -373,44 +417,19 @@ struct LostAnswer {
     late: Duration,
 }
 
-impl DeviceRegistry for LostAnswer {
-    async fn trusted_claims(&self) -> Result<Vec<TrustedClaim>, RegistryError> {
-        self.inner.trusted_claims().await
+wrapping_registry!(LostAnswer, |this| this.inner, commit(commit, audit) {
+    if this.apply_first {
+        this.inner.record_provisioning(commit, audit).await?;
+    } else {
+        let (inner, commit, audit, late) =
+            (this.inner.clone(), commit.clone(), audit.clone(), this.late);
+        tokio::spawn(async move {
+            tokio::time::sleep(late).await;
+            inner.record_provisioning(&commit, &audit).await
+        });
     }
-    async fn device(&self, serial: &SerialNumber) -> Result<Option<DeviceRecord>, RegistryError> {
-        self.inner.device(serial).await
-    }
-    async fn record_provisioning(
-        &self,
-        commit: &ProvisioningCommit,
-        audit: &AuditEvent,
-    ) -> Result<CommitOutcome, RegistryError> {
-        if self.apply_first {
-            self.inner.record_provisioning(commit, audit).await?;
-        } else {
-            let (inner, commit, audit, late) =
-                (self.inner.clone(), commit.clone(), audit.clone(), self.late);
-            tokio::spawn(async move {
-                tokio::time::sleep(late).await;
-                inner.record_provisioning(&commit, &audit).await
-            });
-        }
-        std::future::pending().await
-    }
-    async fn settle_lost_commit(
-        &self,
-        commit: &ProvisioningCommit,
-        denial: &AuditEvent,
-    ) -> Result<Settled, RegistryError> {
-        self.inner.settle_lost_commit(commit, denial).await
-    }
-}
-
-impl AuditLog for LostAnswer {
-    async fn append(&self, event: &AuditEvent) -> Result<(), RegistryError> {
-        self.inner.append(event).await
-    }
-}
+    std::future::pending().await
+});
 
 #[tokio::test]
 async fn a_commit_that_applied_while_its_answer_was_lost_is_one_allow() {
@@ -456,37 +475,12 @@ struct ChangingUnderfoot {
     profile: DeviceProfile,
 }
 
-impl DeviceRegistry for ChangingUnderfoot {
-    async fn trusted_claims(&self) -> Result<Vec<TrustedClaim>, RegistryError> {
-        self.inner.trusted_claims().await
+wrapping_registry!(ChangingUnderfoot, |this| this.inner, commit(commit, audit) {
+    if this.changed.fetch_add(1, Ordering::SeqCst) < this.times {
+        this.inner.put_profile(this.profile.clone());
     }
-    async fn device(&self, serial: &SerialNumber) -> Result<Option<DeviceRecord>, RegistryError> {
-        self.inner.device(serial).await
-    }
-    async fn record_provisioning(
-        &self,
-        commit: &ProvisioningCommit,
-        audit: &AuditEvent,
-    ) -> Result<CommitOutcome, RegistryError> {
-        if self.changed.fetch_add(1, Ordering::SeqCst) < self.times {
-            self.inner.put_profile(self.profile.clone());
-        }
-        self.inner.record_provisioning(commit, audit).await
-    }
-    async fn settle_lost_commit(
-        &self,
-        commit: &ProvisioningCommit,
-        denial: &AuditEvent,
-    ) -> Result<Settled, RegistryError> {
-        self.inner.settle_lost_commit(commit, denial).await
-    }
-}
-
-impl AuditLog for ChangingUnderfoot {
-    async fn append(&self, event: &AuditEvent) -> Result<(), RegistryError> {
-        self.inner.append(event).await
-    }
-}
+    this.inner.record_provisioning(commit, audit).await
+});
 
 #[tokio::test]
 async fn a_profile_changed_between_read_and_commit_is_decided_again() {
@@ -607,34 +601,9 @@ async fn two_regions_sharing_one_table_never_exceed_the_quota() {
 /// The in-process registry shared by hooks of several regions.
 struct SharedRegistry(Arc<MemoryRegistry>);
 
-impl DeviceRegistry for SharedRegistry {
-    async fn trusted_claims(&self) -> Result<Vec<TrustedClaim>, RegistryError> {
-        self.0.trusted_claims().await
-    }
-    async fn device(&self, serial: &SerialNumber) -> Result<Option<DeviceRecord>, RegistryError> {
-        self.0.device(serial).await
-    }
-    async fn record_provisioning(
-        &self,
-        commit: &ProvisioningCommit,
-        audit: &AuditEvent,
-    ) -> Result<CommitOutcome, RegistryError> {
-        self.0.record_provisioning(commit, audit).await
-    }
-    async fn settle_lost_commit(
-        &self,
-        commit: &ProvisioningCommit,
-        denial: &AuditEvent,
-    ) -> Result<Settled, RegistryError> {
-        self.0.settle_lost_commit(commit, denial).await
-    }
-}
-
-impl AuditLog for SharedRegistry {
-    async fn append(&self, event: &AuditEvent) -> Result<(), RegistryError> {
-        self.0.append(event).await
-    }
-}
+wrapping_registry!(SharedRegistry, |this| this.0, commit(commit, audit) {
+    this.0.record_provisioning(commit, audit).await
+});
 
 #[tokio::test]
 async fn a_claim_certificate_from_the_table_is_trusted_and_a_retired_one_refused_without_a_restart()
@@ -745,37 +714,12 @@ struct CommitErrors {
     apply: bool,
 }
 
-impl DeviceRegistry for CommitErrors {
-    async fn trusted_claims(&self) -> Result<Vec<TrustedClaim>, RegistryError> {
-        self.inner.trusted_claims().await
+wrapping_registry!(CommitErrors, |this| this.inner, commit(commit, audit) {
+    if this.apply {
+        this.inner.record_provisioning(commit, audit).await?;
     }
-    async fn device(&self, serial: &SerialNumber) -> Result<Option<DeviceRecord>, RegistryError> {
-        self.inner.device(serial).await
-    }
-    async fn record_provisioning(
-        &self,
-        commit: &ProvisioningCommit,
-        audit: &AuditEvent,
-    ) -> Result<CommitOutcome, RegistryError> {
-        if self.apply {
-            self.inner.record_provisioning(commit, audit).await?;
-        }
-        Err(RegistryError::Unavailable("connection reset".into()))
-    }
-    async fn settle_lost_commit(
-        &self,
-        commit: &ProvisioningCommit,
-        denial: &AuditEvent,
-    ) -> Result<Settled, RegistryError> {
-        self.inner.settle_lost_commit(commit, denial).await
-    }
-}
-
-impl AuditLog for CommitErrors {
-    async fn append(&self, event: &AuditEvent) -> Result<(), RegistryError> {
-        self.inner.append(event).await
-    }
-}
+    Err(RegistryError::Unavailable("connection reset".into()))
+});
 
 #[tokio::test]
 async fn a_commit_that_fails_without_an_answer_is_settled_to_one_outcome() {
