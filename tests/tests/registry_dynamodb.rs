@@ -32,6 +32,16 @@ fn event(serial: &str, request_id: &str, time: &str) -> AuditEvent {
     }
 }
 
+/// A fresh table holding one allowed device.
+async fn registry_with(serial_number: &str) -> DynamoRegistry {
+    let registry = fresh_registry("registry").await;
+    registry
+        .put_profiles(&[DeviceProfile::allowed(serial(serial_number))])
+        .await
+        .unwrap();
+    registry
+}
+
 fn region(name: &str) -> RegionName {
     RegionName::try_from(name).unwrap()
 }
@@ -102,11 +112,7 @@ async fn profiles_round_trip_through_the_table() {
 
 #[tokio::test]
 async fn a_commit_updates_state_and_audit_together() {
-    let registry = fresh_registry("registry").await;
-    registry
-        .put_profiles(&[DeviceProfile::allowed(serial("SN-1"))])
-        .await
-        .unwrap();
+    let registry = registry_with("SN-1").await;
     let outcome = registry
         .record_provisioning(
             &commit(&registry, "SN-1", "cert-a", 2).await,
@@ -293,11 +299,7 @@ async fn an_operator_block_stops_commits_and_survives_a_re_import() {
 
 #[tokio::test]
 async fn each_region_counts_in_its_own_item_and_the_device_reads_them_all() {
-    let registry = fresh_registry("registry").await;
-    registry
-        .put_profiles(&[DeviceProfile::allowed(serial("SN-1"))])
-        .await
-        .unwrap();
+    let registry = registry_with("SN-1").await;
     let audit = |i: usize| event("SN-1", &format!("r{i}"), "2026-11-29T12:00:00Z");
     for (i, (region_name, cert)) in [("eu-west-1", "a"), ("us-east-1", "b"), ("us-east-1", "c")]
         .into_iter()
@@ -318,11 +320,7 @@ async fn each_region_counts_in_its_own_item_and_the_device_reads_them_all() {
 
 #[tokio::test]
 async fn a_lost_commit_settles_to_exactly_one_outcome() {
-    let registry = fresh_registry("registry").await;
-    registry
-        .put_profiles(&[DeviceProfile::allowed(serial("SN-1"))])
-        .await
-        .unwrap();
+    let registry = registry_with("SN-1").await;
     let mut denial = event("SN-1", "r-denied", "2026-11-29T12:00:01Z");
     denial.decision = Decision::Deny;
     denial.reason = "DEADLINE_EXCEEDED".into();
@@ -386,11 +384,7 @@ async fn the_audit_log_is_append_only_and_ordered_by_time() {
 
 #[tokio::test]
 async fn a_fence_on_a_region_without_provisionings_keeps_the_device_readable() {
-    let registry = fresh_registry("registry").await;
-    registry
-        .put_profiles(&[DeviceProfile::allowed(serial("SN-1"))])
-        .await
-        .unwrap();
+    let registry = registry_with("SN-1").await;
     let lost = commit(&registry, "SN-1", "cert-a", 3).await;
     let mut denial = event("SN-1", "r-denied", "2026-11-29T12:00:01Z");
     denial.decision = Decision::Deny;
@@ -417,11 +411,7 @@ async fn a_fence_on_a_region_without_provisionings_keeps_the_device_readable() {
 
 #[tokio::test]
 async fn a_block_and_unblock_alone_make_an_earlier_decision_stale() {
-    let registry = fresh_registry("registry").await;
-    registry
-        .put_profiles(&[DeviceProfile::allowed(serial("SN-1"))])
-        .await
-        .unwrap();
+    let registry = registry_with("SN-1").await;
     let before = commit(&registry, "SN-1", "cert-a", 3).await;
     let block = OperatorBlock {
         reason: "checking".into(),
