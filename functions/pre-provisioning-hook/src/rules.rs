@@ -717,44 +717,37 @@ mod tests {
         blocked: bool,
     }
 
-    fn around() -> impl Strategy<Value = Around> {
-        (
-            prop_oneof![4 => Just(true), 1 => Just(false)],
-            prop_oneof![4 => Just(true), 1 => Just(false)],
-            prop_oneof![4 => Just(0u8), 1 => 1u8..4],
-            prop_oneof![4 => Just(None), 1 => "[A-Za-z:]{1,12}".prop_map(Some)],
-            prop_oneof![4 => Just(true), 1 => Just(false)],
-            prop_oneof![4 => Just(true), 1 => Just(false)],
-            0u32..4,
-            0u32..4,
-            prop_oneof![4 => Just(false), 1 => Just(true)],
-            prop_oneof![6 => Just(false), 1 => Just(true)],
-        )
-            .prop_map(
-                |(
-                    serial_registered,
-                    trusted,
-                    client_id,
-                    extra_parameter,
-                    key_matches,
-                    key_recorded,
-                    count_here,
-                    count_elsewhere,
-                    retry,
-                    blocked,
-                )| Around {
-                    serial_registered,
-                    trusted,
-                    client_id,
-                    extra_parameter,
-                    key_matches,
-                    key_recorded,
-                    count_here,
-                    count_elsewhere,
-                    retry,
-                    blocked,
-                },
-            )
+    /// `true` in `weight` draws of `weight + 1`.
+    fn mostly(weight: u32) -> impl Strategy<Value = bool> {
+        prop_oneof![weight => Just(true), 1 => Just(false)]
+    }
+
+    prop_compose! {
+        fn around()(
+            serial_registered in mostly(4),
+            trusted in mostly(4),
+            client_id in prop_oneof![4 => Just(0u8), 1 => 1u8..4],
+            extra_parameter in prop_oneof![4 => Just(None), 1 => "[A-Za-z:]{1,12}".prop_map(Some)],
+            key_matches in mostly(4),
+            key_recorded in mostly(4),
+            count_here in 0u32..4,
+            count_elsewhere in 0u32..4,
+            retry in mostly(4).prop_map(|b| !b),
+            blocked in mostly(6).prop_map(|b| !b),
+        ) -> Around {
+            Around {
+                serial_registered,
+                trusted,
+                client_id,
+                extra_parameter,
+                key_matches,
+                key_recorded,
+                count_here,
+                count_elsewhere,
+                retry,
+                blocked,
+            }
+        }
     }
 
     proptest! {
