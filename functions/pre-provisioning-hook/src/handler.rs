@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use geoprov_shared::audit::{AuditEvent, Decision};
-use geoprov_shared::claims::{trusted_ids, TrustedClaim};
+use geoprov_shared::claims::{is_certificate_id, trusted_ids, TrustedClaim};
 use geoprov_shared::clock::now_rfc3339;
 use geoprov_shared::registry::{
     AuditLog, CommitOutcome, DeviceRegistry, ProvisioningCommit, RegistryError, Settled,
@@ -17,13 +17,6 @@ use serde_json::Value;
 use crate::request::{parse_claim, HookResponse, ProvisioningClaim, RequestIdentifiers};
 use crate::rules::{Denial, GrantKind, Policy, Reason, Verdict};
 use crate::SERVICE;
-
-/// Whether `text` looks like an IoT certificate id (64 hex digits): only
-/// such a value becomes a metric dimension, so a flood of made-up ids cannot
-/// make unbounded metrics.
-fn is_certificate_id(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
-}
 
 /// How long a denial's audit write may take once the decision is made; it
 /// keeps the answer to IoT within its 5 s even at the longest deadline.
@@ -226,25 +219,40 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
                 self.settle(pending, &ids, request_id).await
             }
         };
-        if let Some((provisionings, quota)) = outcome.overshoot {
+        // The overshoot report is written beside the decision's event, not
+        // before it: it must not stretch the answer's time budget.
+        let overshoot = outcome.overshoot.map(|(provisionings, quota)| {
             let detail = format!("{provisionings} provisionings in all regions, quota {quota}");
-            let mut event = self.audit_event(&ids, Reason::QuotaExceeded, &detail, request_id);
-            event.kind = OVERSHOOT_KIND.into();
             tracing::warn!(service = SERVICE, detail, "quota overshoot across regions");
             MetricLine::new(SERVICE)
                 .metric("QuotaOvershoot", 1.0, Unit::Count)
                 .emit();
-            self.append_audit(&event).await;
-        }
+            let mut event = self.audit_event(&ids, Reason::QuotaExceeded, &detail, request_id);
+            event.kind = OVERSHOOT_KIND.into();
+            event
+        });
 
         let reason = outcome.reason;
-        let audit_written =
-            outcome.audited
-                || self
-                    .append_audit(&outcome.event.clone().unwrap_or_else(|| {
-                        self.audit_event(&ids, reason, &outcome.detail, request_id)
-                    }))
-                    .await;
+        let decision_event = (!outcome.audited).then(|| {
+            outcome
+                .event
+                .clone()
+                .unwrap_or_else(|| self.audit_event(&ids, reason, &outcome.detail, request_id))
+        });
+        let (decision_written, _) = tokio::join!(
+            async {
+                match &decision_event {
+                    Some(event) => self.append_audit(event).await,
+                    None => true,
+                }
+            },
+            async {
+                if let Some(event) = &overshoot {
+                    self.append_audit(event).await;
+                }
+            },
+        );
+        let audit_written = outcome.audited || decision_written;
 
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(
@@ -280,6 +288,8 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
             reason,
             Reason::Allowed | Reason::DeadlineExceeded | Reason::InternalError
         ) {
+            // Only an IoT certificate id becomes a dimension, so a flood of
+            // made-up ids cannot make unbounded metrics.
             if let Some(claim) = ids
                 .claim_certificate_id
                 .as_deref()
