@@ -148,12 +148,10 @@ pub async fn deactivate(
             })?;
         inactive_in.push(region.clone());
     }
-    let retired = match registry.retire_claim(&certificate_id, &now_rfc3339()).await {
-        Ok(retired) => retired,
-        // Deactivated in IoT but never in the table: nothing to retire.
-        Err(geoprov_shared::registry::RegistryError::UnknownClaim(_)) => false,
-        Err(e) => return Err(e.into()),
-    };
+    // An id the table never had gets a retired entry of its own.
+    let retired = registry
+        .retire_claim(&certificate_id, &now_rfc3339())
+        .await?;
     Ok(Retired {
         certificate_id,
         retired,

@@ -30,8 +30,6 @@ pub enum RegistryError {
     Unavailable(String),
     #[error("{0} is not in the registry")]
     UnknownDevice(String),
-    #[error("claim certificate {0} is not in the table")]
-    UnknownClaim(String),
 }
 
 impl RegistryError {

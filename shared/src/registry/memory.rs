@@ -7,17 +7,13 @@ use std::sync::Mutex;
 use super::{AuditLog, CommitOutcome, DeviceRegistry, ProvisioningCommit, RegistryError, Settled};
 use crate::audit::AuditEvent;
 use crate::claims::TrustedClaim;
-use crate::device::{
-    DeviceProfile, DeviceRecord, DeviceStatus, OperatorBlock, RegionName, SerialNumber,
-};
+use crate::device::{DeviceProfile, DeviceRecord, DeviceStatus, OperatorBlock, SerialNumber};
 use crate::table::new_version;
 
 #[derive(Debug, Default)]
 pub struct MemoryRegistry {
     devices: Mutex<HashMap<SerialNumber, DeviceRecord>>,
     audit: Mutex<Vec<AuditEvent>>,
-    /// (serial, region, certificate id) fenced by a settled lost commit.
-    fenced: Mutex<std::collections::HashSet<(SerialNumber, RegionName, String)>>,
     claims: Mutex<Vec<TrustedClaim>>,
 }
 
@@ -103,14 +99,6 @@ impl DeviceRegistry for MemoryRegistry {
         {
             return Ok(CommitOutcome::Conflict);
         }
-        let fence = (
-            commit.serial.clone(),
-            commit.region.clone(),
-            commit.certificate_id.clone(),
-        );
-        if self.fenced.lock().expect("fence lock").contains(&fence) {
-            return Ok(CommitOutcome::Conflict);
-        }
         let state = device
             .provisioning
             .regions
@@ -119,6 +107,9 @@ impl DeviceRegistry for MemoryRegistry {
         if state.provision_count >= commit.region_limit
             || state
                 .provisioned_certificate_ids
+                .contains(&commit.certificate_id)
+            || state
+                .fenced_certificate_ids
                 .contains(&commit.certificate_id)
         {
             return Ok(CommitOutcome::Conflict);
@@ -143,41 +134,29 @@ impl DeviceRegistry for MemoryRegistry {
         commit: &ProvisioningCommit,
         denial: &AuditEvent,
     ) -> Result<Settled, RegistryError> {
-        let devices = self.devices.lock().expect("registry lock");
-        let applied = devices.get(&commit.serial).is_some_and(|device| {
-            device
-                .provisioning
-                .regions
-                .get(&commit.region)
-                .is_some_and(|state| {
-                    state
-                        .provisioned_certificate_ids
-                        .contains(&commit.certificate_id)
-                })
-        });
-        if applied {
-            return Ok(Settled::Committed);
-        }
-        drop(devices);
+        // As the DynamoDB fence: one step on the region's state, made if
+        // absent.
         if let Some(device) = self
             .devices
             .lock()
             .expect("registry lock")
             .get_mut(&commit.serial)
         {
-            device
+            let state = device
                 .provisioning
                 .regions
                 .entry(commit.region.clone())
-                .or_default()
+                .or_default();
+            if state
+                .provisioned_certificate_ids
+                .contains(&commit.certificate_id)
+            {
+                return Ok(Settled::Committed);
+            }
+            state
                 .fenced_certificate_ids
                 .insert(commit.certificate_id.clone());
         }
-        self.fenced.lock().expect("fence lock").insert((
-            commit.serial.clone(),
-            commit.region.clone(),
-            commit.certificate_id.clone(),
-        ));
         self.audit.lock().expect("audit lock").push(denial.clone());
         Ok(Settled::Fenced)
     }
