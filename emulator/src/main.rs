@@ -1,0 +1,119 @@
+//! geoprov-iot-emu: wiring only. Reads the region's provisioning templates,
+//! makes the TLS material, and serves MQTT and the admin API on loopback.
+//! Prints one JSON line, `{"mqtt": ADDR, "admin": ADDR}`, once it serves.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Parser;
+use geoprov_iot_emu::broker::Broker;
+use geoprov_iot_emu::faults::{serve_admin, Clock, Faults};
+use geoprov_iot_emu::provisioning::{EmulatorConfig, Provisioning};
+use geoprov_iot_emu::registry::Registry;
+use geoprov_iot_emu::tls::{server_config, LocalCa};
+
+/// One region of AWS IoT Core's data plane for provisioning. The registry is
+/// the IoT API at AWS_ENDPOINT_URL (moto).
+#[derive(Parser)]
+#[command(name = "geoprov-iot-emu", version)]
+struct Args {
+    /// The region this process emulates.
+    #[arg(long, env = "AWS_REGION")]
+    region: String,
+    /// The account in ARNs (moto's default account).
+    #[arg(long, default_value = "123456789012")]
+    account_id: String,
+    /// A domain name devices may give as SNI (repeat for several): the
+    /// domain configuration's name, such as the global name.
+    #[arg(long = "domain", required = true)]
+    domains: Vec<String>,
+    /// The MQTT over TLS listener; loopback only.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// The admin API's listener; loopback only.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    admin_listen: SocketAddr,
+    /// The region's provisioning templates (JSON: {"templates": [...]}), as
+    /// scripts/local_iot_stack.py writes them from template.yaml.
+    #[arg(long)]
+    config: PathBuf,
+    /// Where a pre-provisioning hook's function is invoked:
+    /// FUNCTION_NAME=URL of a Lambda Invoke API (repeat for several).
+    #[arg(long = "lambda")]
+    lambdas: Vec<String>,
+    /// Where to write the server CA certificate devices trust (PEM).
+    #[arg(long)]
+    server_ca_out: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    if !args.listen.ip().is_loopback() || !args.admin_listen.ip().is_loopback() {
+        return Err("geoprov-iot-emu listens on loopback addresses only".into());
+    }
+    let config: EmulatorConfig = serde_json::from_slice(&std::fs::read(&args.config)?)
+        .map_err(|e| format!("{}: {e}", args.config.display()))?;
+    let mut lambdas = HashMap::new();
+    for entry in &args.lambdas {
+        let (name, url) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("--lambda {entry}: expected FUNCTION_NAME=URL"))?;
+        lambdas.insert(name.to_owned(), url.to_owned());
+    }
+
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(args.region.clone()))
+        .load()
+        .await;
+    let registry = Registry::new(aws_sdk_iot::Client::new(&sdk));
+    let faults = Arc::new(Faults::default());
+    let clock = Arc::new(Clock::default());
+
+    let server_ca = LocalCa::new(&format!("geoprov-iot-emu {} server CA", args.region))?;
+    std::fs::write(&args.server_ca_out, server_ca.pem())?;
+    let tls = server_config(&server_ca, &args.domains)?;
+    let device_ca = LocalCa::new(&format!("geoprov-iot-emu {} device CA", args.region))?;
+    let provisioning = Provisioning::new(
+        args.region.clone(),
+        args.account_id.clone(),
+        registry.clone(),
+        device_ca,
+        config,
+        lambdas,
+        clock.clone(),
+        faults.clone(),
+    );
+    let broker = Arc::new(Broker::new(registry, provisioning, faults.clone(), clock.clone(), tls));
+
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let mqtt = listener.local_addr()?;
+    let admin = serve_admin(args.admin_listen, faults, clock)?;
+    println!("{}", serde_json::json!({"mqtt": mqtt.to_string(), "admin": admin.to_string()}));
+    tracing::info!(region = args.region, %mqtt, %admin, "serving");
+
+    tokio::select! {
+        _ = broker.serve(listener) => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated() => {}
+    }
+    Ok(())
+}
+
+async fn terminated() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut signal) => {
+            signal.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}

@@ -1,0 +1,528 @@
+//! The fleet provisioning MQTT API and JITP, as the IoT developer guide's
+//! "Device provisioning MQTT API", "Pre-provisioning hooks",
+//! "Provisioning templates" and "Just-in-time provisioning" pages describe
+//! them:
+//! - `$aws/certificates/create/<fmt>` (CreateKeysAndCertificate) and
+//!   `$aws/certificates/create-from-csr/<fmt>` (CreateCertificateFromCsr)
+//!   make a certificate, PENDING_ACTIVATION, and a
+//!   `certificateOwnershipToken` that expires after one hour;
+//! - `$aws/provisioning-templates/<name>/provision/<fmt>` (RegisterThing)
+//!   calls the template's pre-provisioning hook (at most 5 s; an error, a
+//!   timeout or anything but `allowProvisioning: true` is ACCESS_DENIED),
+//!   adds its `parameterOverrides`, evaluates the template and applies it;
+//! - answers go to `<request topic>/accepted` or `/rejected` with
+//!   `{"statusCode","errorCode","errorMessage"}`.
+//!
+//! Only the JSON format is served; a `cbor` request is rejected.
+//! moto's own CreateCertificateFromCsr signs a fresh key rather than the
+//! CSR's, so the emulator's device CA signs certificates and registers them
+//! in moto without a CA, as PENDING_ACTIVATION.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::faults::{Clock, Faults};
+use crate::registry::{CaCertificate, Registry, RegistryError};
+use crate::template::{self, Override, PolicySpec, ProvisioningPlan};
+use crate::tls::LocalCa;
+
+/// How long IoT waits for a pre-provisioning hook.
+pub const HOOK_LIMIT: Duration = Duration::from_secs(5);
+/// How long a certificate ownership token is good for.
+pub const TOKEN_LIFETIME_SECS: i64 = 3600;
+
+/// A provisioning template as the regional stack declares it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateConfig {
+    pub template_name: String,
+    pub template_type: String,
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    pub template_body: String,
+    #[serde(default)]
+    pub pre_provisioning_hook: Option<HookConfig>,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HookConfig {
+    pub target_arn: String,
+    pub payload_version: String,
+}
+
+/// The emulator's configuration file: the region's provisioning templates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EmulatorConfig {
+    pub templates: Vec<TemplateConfig>,
+}
+
+/// A rejection: the `/rejected` payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl Rejection {
+    fn new(status: u16, code: &str, message: impl Into<String>) -> Self {
+        Rejection {
+            status,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    fn access_denied(message: impl Into<String>) -> Self {
+        Rejection::new(403, "AccessDenied", format!("ACCESS_DENIED: {}", message.into()))
+    }
+
+    pub fn payload(&self) -> Value {
+        json!({"statusCode": self.status, "errorCode": self.code, "errorMessage": self.message})
+    }
+}
+
+impl From<RegistryError> for Rejection {
+    fn from(e: RegistryError) -> Self {
+        Rejection::new(500, "InternalFailure", e.to_string())
+    }
+}
+
+impl From<template::TemplateError> for Rejection {
+    fn from(e: template::TemplateError) -> Self {
+        Rejection::new(400, e.code, e.message)
+    }
+}
+
+struct Token {
+    certificate_id: String,
+    certificate_pem: String,
+    expires_at: i64,
+}
+
+/// Who is asking: the connection's client id and certificate.
+pub struct Caller<'a> {
+    pub client_id: &'a str,
+    pub certificate_id: &'a str,
+}
+
+/// The provisioning side of one emulated region.
+pub struct Provisioning {
+    pub region: String,
+    pub account_id: String,
+    registry: Registry,
+    device_ca: LocalCa,
+    templates: HashMap<String, TemplateConfig>,
+    lambdas: HashMap<String, String>,
+    tokens: Mutex<HashMap<String, Token>>,
+    clock: Arc<Clock>,
+    faults: Arc<Faults>,
+}
+
+/// What a request topic asks for.
+enum Request<'a> {
+    CreateKeys,
+    CreateFromCsr,
+    RegisterThing(&'a str),
+}
+
+fn parse_topic(topic: &str) -> Option<(Request<'_>, &str)> {
+    if let Some(format) = topic.strip_prefix("$aws/certificates/create/") {
+        return Some((Request::CreateKeys, format));
+    }
+    if let Some(format) = topic.strip_prefix("$aws/certificates/create-from-csr/") {
+        return Some((Request::CreateFromCsr, format));
+    }
+    let rest = topic.strip_prefix("$aws/provisioning-templates/")?;
+    let (name, format) = rest.split_once("/provision/")?;
+    Some((Request::RegisterThing(name), format))
+}
+
+/// Whether a topic is one of the provisioning API's request topics.
+pub fn is_request_topic(topic: &str) -> bool {
+    parse_topic(topic).is_some_and(|(_, format)| !format.contains('/'))
+}
+
+impl Provisioning {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        region: String,
+        account_id: String,
+        registry: Registry,
+        device_ca: LocalCa,
+        config: EmulatorConfig,
+        lambdas: HashMap<String, String>,
+        clock: Arc<Clock>,
+        faults: Arc<Faults>,
+    ) -> Self {
+        Provisioning {
+            region,
+            account_id,
+            registry,
+            device_ca,
+            templates: config
+                .templates
+                .into_iter()
+                .map(|t| (t.template_name.clone(), t))
+                .collect(),
+            lambdas,
+            tokens: Mutex::new(HashMap::new()),
+            clock,
+            faults,
+        }
+    }
+
+    /// Handles a request published to `topic`; returns the response topic
+    /// and payload.
+    pub async fn handle(&self, topic: &str, payload: &[u8], caller: &Caller<'_>) -> (String, Value) {
+        let Some((request, format)) = parse_topic(topic) else {
+            let r = Rejection::new(400, "InvalidRequest", "not a provisioning API topic");
+            return (format!("{topic}/rejected"), r.payload());
+        };
+        let outcome = if format != "json" {
+            Err(Rejection::new(400, "InvalidRequest", "this emulator serves the json format only"))
+        } else {
+            match request {
+                Request::CreateKeys => self.create_keys().await,
+                Request::CreateFromCsr => self.create_from_csr(payload).await,
+                Request::RegisterThing(name) => self.register_thing(name, payload, caller).await,
+            }
+        };
+        match outcome {
+            Ok(body) => (format!("{topic}/accepted"), body),
+            Err(rejection) => {
+                tracing::info!(topic, code = %rejection.code, message = %rejection.message, "rejected");
+                (format!("{topic}/rejected"), rejection.payload())
+            }
+        }
+    }
+
+    async fn create_keys(&self) -> Result<Value, Rejection> {
+        let (certificate_pem, private_key) = self
+            .device_ca
+            .issue_with_key()
+            .map_err(|e| Rejection::new(500, "InternalFailure", e.to_string()))?;
+        let certificate_id = self.registry.register_created(&certificate_pem).await?;
+        let token = self.new_token(&certificate_id, &certificate_pem);
+        Ok(json!({
+            "certificateId": certificate_id,
+            "certificatePem": certificate_pem,
+            "privateKey": private_key,
+            "certificateOwnershipToken": token,
+        }))
+    }
+
+    async fn create_from_csr(&self, payload: &[u8]) -> Result<Value, Rejection> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        struct CsrRequest {
+            certificate_signing_request: String,
+        }
+        let request: CsrRequest = serde_json::from_slice(payload)
+            .map_err(|e| Rejection::new(400, "InvalidPayload", format!("the request is not {{\"certificateSigningRequest\"}}: {e}")))?;
+        let certificate_pem = self
+            .device_ca
+            .issue_for_csr(&request.certificate_signing_request)
+            .map_err(|_| Rejection::new(400, "InvalidCertificateSigningRequest", "the CSR does not parse or its signature does not hold"))?;
+        let certificate_id = self.registry.register_created(&certificate_pem).await?;
+        let token = self.new_token(&certificate_id, &certificate_pem);
+        Ok(json!({
+            "certificateId": certificate_id,
+            "certificatePem": certificate_pem,
+            "certificateOwnershipToken": token,
+        }))
+    }
+
+    fn new_token(&self, certificate_id: &str, certificate_pem: &str) -> String {
+        let mut bytes = [0u8; 32];
+        // The crypto provider's random source: a token is a bearer secret.
+        rustls::crypto::aws_lc_rs::default_provider()
+            .secure_random
+            .fill(&mut bytes)
+            .expect("the system random source works");
+        let token = hex::encode(bytes);
+        self.tokens.lock().expect("token lock").insert(
+            token.clone(),
+            Token {
+                certificate_id: certificate_id.to_owned(),
+                certificate_pem: certificate_pem.to_owned(),
+                expires_at: self.clock.now_secs() + TOKEN_LIFETIME_SECS,
+            },
+        );
+        token
+    }
+
+    async fn register_thing(&self, name: &str, payload: &[u8], caller: &Caller<'_>) -> Result<Value, Rejection> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        struct RegisterThing {
+            certificate_ownership_token: String,
+            #[serde(default)]
+            parameters: BTreeMap<String, String>,
+        }
+        let request: RegisterThing = serde_json::from_slice(payload).map_err(|e| {
+            Rejection::new(400, "InvalidPayload", format!("the request is not {{\"certificateOwnershipToken\", \"parameters\"}} with string parameters: {e}"))
+        })?;
+        let (certificate_id, certificate_pem) = {
+            let tokens = self.tokens.lock().expect("token lock");
+            match tokens.get(&request.certificate_ownership_token) {
+                None => return Err(Rejection::new(400, "InvalidCertificateOwnershipToken", "the certificate ownership token is not valid")),
+                Some(t) if t.expires_at <= self.clock.now_secs() => {
+                    return Err(Rejection::new(400, "InvalidCertificateOwnershipToken", "the certificate ownership token has expired"))
+                }
+                Some(t) => (t.certificate_id.clone(), t.certificate_pem.clone()),
+            }
+        };
+        let template = self
+            .templates
+            .get(name)
+            .filter(|t| t.enabled && t.template_type == "FLEET_PROVISIONING")
+            .ok_or_else(|| Rejection::new(404, "ResourceNotFound", format!("no enabled fleet provisioning template {name}")))?;
+        let mut parameters = request.parameters.clone();
+        if let Some(hook) = &template.pre_provisioning_hook {
+            let input = json!({
+                "claimCertificateId": caller.certificate_id,
+                "certificateId": certificate_id,
+                "certificatePem": certificate_pem,
+                "templateArn": format!("arn:aws:iot:{}:{}:provisioningtemplate/{}", self.region, self.account_id, name),
+                "clientId": caller.client_id,
+                "parameters": request.parameters,
+            });
+            let overrides = self.call_hook(hook, input).await?;
+            parameters.extend(overrides);
+        }
+        parameters.insert("AWS::IoT::Certificate::Id".into(), certificate_id.clone());
+        let body: Value = serde_json::from_str(&template.template_body)
+            .map_err(|e| Rejection::new(500, "InvalidTemplate", format!("template {name} is not JSON: {e}")))?;
+        let plan = template::evaluate(&body, &parameters)?;
+        let thing_name = self.apply(&plan, &certificate_id).await?;
+        // A token provisions once.
+        self.tokens
+            .lock()
+            .expect("token lock")
+            .remove(&request.certificate_ownership_token);
+        Ok(json!({
+            "deviceConfiguration": Value::Object(plan.device_configuration.clone()),
+            "thingName": thing_name.unwrap_or_default(),
+        }))
+    }
+
+    /// The hook's answer: its overrides, or ACCESS_DENIED.
+    async fn call_hook(&self, hook: &HookConfig, input: Value) -> Result<BTreeMap<String, String>, Rejection> {
+        if hook.payload_version != "2020-04-01" {
+            return Err(Rejection::access_denied(format!("payload version {} is not 2020-04-01", hook.payload_version)));
+        }
+        if self.faults.hook_timeout() {
+            tokio::time::sleep(HOOK_LIMIT).await;
+            return Err(Rejection::access_denied("the pre-provisioning hook did not answer within 5 s"));
+        }
+        let function = hook.target_arn.rsplit(':').next().unwrap_or_default();
+        let url = self
+            .lambdas
+            .get(function)
+            .cloned()
+            .ok_or_else(|| Rejection::access_denied(format!("no endpoint for function {function}")))?;
+        let call = tokio::task::spawn_blocking(move || -> Result<Value, String> {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .timeout_global(Some(HOOK_LIMIT))
+                .http_status_as_error(false)
+                .build()
+                .into();
+            let mut response = agent.post(&url).send_json(&input).map_err(|e| e.to_string())?;
+            if response.headers().contains_key("x-amz-function-error") || !response.status().is_success() {
+                return Err(format!("the function failed (HTTP {})", response.status()));
+            }
+            response.body_mut().read_json::<Value>().map_err(|e| e.to_string())
+        });
+        let answer = match tokio::time::timeout(HOOK_LIMIT, call).await {
+            Err(_) => return Err(Rejection::access_denied("the pre-provisioning hook did not answer within 5 s")),
+            Ok(Err(join)) => return Err(Rejection::access_denied(format!("hook call: {join}"))),
+            Ok(Ok(Err(e))) => return Err(Rejection::access_denied(format!("the pre-provisioning hook failed: {e}"))),
+            Ok(Ok(Ok(answer))) => answer,
+        };
+        if answer.get("allowProvisioning") != Some(&Value::Bool(true)) {
+            return Err(Rejection::access_denied("the pre-provisioning hook did not allow provisioning"));
+        }
+        let mut overrides = BTreeMap::new();
+        match answer.get("parameterOverrides") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(map)) => {
+                for (k, v) in map {
+                    let v = v
+                        .as_str()
+                        .ok_or_else(|| Rejection::access_denied(format!("parameter override {k} is not a string")))?;
+                    overrides.insert(k.clone(), v.to_owned());
+                }
+            }
+            Some(_) => return Err(Rejection::access_denied("parameterOverrides is not an object")),
+        }
+        Ok(overrides)
+    }
+
+    /// Applies a plan for `certificate_id`: every check first, then the
+    /// writes, so a refused plan changes nothing. Returns the thing's name.
+    async fn apply(&self, plan: &ProvisioningPlan, certificate_id: &str) -> Result<Option<String>, Rejection> {
+        let certificate = self
+            .registry
+            .certificate(certificate_id)
+            .await?
+            .ok_or_else(|| Rejection::new(404, "ResourceNotFound", "the certificate is no longer registered"))?;
+        if let Some(spec) = &plan.certificate {
+            if spec.certificate_id != certificate_id {
+                return Err(Rejection::new(400, "InvalidParameters", "the template's certificate is not the one being provisioned"));
+            }
+        }
+        // Checks.
+        let existing = match &plan.thing {
+            Some(thing) => {
+                if let Some(kind) = &thing.thing_type {
+                    if !self.registry.thing_type_exists(kind).await? {
+                        return Err(Rejection::new(400, "InvalidParameters", format!("thing type {kind} does not exist")));
+                    }
+                }
+                for group in &thing.groups {
+                    if !self.registry.thing_group_exists(group).await? {
+                        return Err(Rejection::new(400, "InvalidParameters", format!("thing group {group} does not exist")));
+                    }
+                }
+                let existing = self.registry.thing(&thing.name).await?;
+                if existing.is_some()
+                    && [thing.overrides.attributes, thing.overrides.thing_type, thing.overrides.groups].contains(&Override::Fail)
+                {
+                    return Err(Rejection::new(409, "ResourceConflictsException", format!("thing {} exists and the template says FAIL", thing.name)));
+                }
+                existing
+            }
+            None => None,
+        };
+        let mut policy_names = Vec::new();
+        for policy in &plan.policies {
+            match policy {
+                PolicySpec::Named(name) => {
+                    if !self.registry.policy_exists(name).await? {
+                        return Err(Rejection::new(400, "InvalidParameters", format!("policy {name} does not exist")));
+                    }
+                    policy_names.push((name.clone(), None));
+                }
+                PolicySpec::Inline(document) => {
+                    use sha2::Digest;
+                    let digest = hex::encode(sha2::Sha256::digest(document.as_bytes()));
+                    policy_names.push((format!("geoprov-emu-inline-{}", &digest[..16]), Some(document.clone())));
+                }
+            }
+        }
+        // Writes.
+        if let Some(thing) = &plan.thing {
+            let attributes: HashMap<String, String> = thing.attributes.clone().into_iter().collect();
+            match existing {
+                None => {
+                    self.registry
+                        .create_thing(&thing.name, thing.thing_type.as_deref(), &attributes)
+                        .await?;
+                    for group in &thing.groups {
+                        self.registry.add_to_group(&thing.name, group).await?;
+                    }
+                }
+                Some(current) => {
+                    let merged = match thing.overrides.attributes {
+                        Override::Replace => attributes,
+                        Override::Merge => {
+                            let mut all = current.attributes.clone();
+                            all.extend(attributes);
+                            all
+                        }
+                        Override::DoNothing | Override::Fail => current.attributes.clone(),
+                    };
+                    let kind = match thing.overrides.thing_type {
+                        Override::Replace | Override::Merge => thing.thing_type.clone(),
+                        Override::DoNothing | Override::Fail => current.thing_type.clone(),
+                    };
+                    self.registry.update_thing(&thing.name, kind.as_deref(), &merged).await?;
+                    match thing.overrides.groups {
+                        Override::Replace => {
+                            for group in self.registry.groups_of(&thing.name).await? {
+                                if !thing.groups.contains(&group) {
+                                    self.registry.remove_from_group(&thing.name, &group).await?;
+                                }
+                            }
+                            for group in &thing.groups {
+                                self.registry.add_to_group(&thing.name, group).await?;
+                            }
+                        }
+                        Override::Merge => {
+                            for group in &thing.groups {
+                                self.registry.add_to_group(&thing.name, group).await?;
+                            }
+                        }
+                        Override::DoNothing | Override::Fail => {}
+                    }
+                }
+            }
+            self.registry.attach_thing(&thing.name, &certificate.arn).await?;
+        }
+        for (name, inline) in &policy_names {
+            if let Some(document) = inline {
+                if !self.registry.policy_exists(name).await? {
+                    self.registry.create_policy(name, document).await?;
+                }
+            }
+            self.registry.attach_policy(name, &certificate.arn).await?;
+        }
+        if let Some(spec) = &plan.certificate {
+            self.registry.set_certificate_status(certificate_id, &spec.status).await?;
+        }
+        Ok(plan.thing.as_ref().map(|t| t.name.clone()))
+    }
+
+    /// JITP: the CA's template for a certificate just auto-registered.
+    pub async fn provision_just_in_time(
+        &self,
+        ca: &CaCertificate,
+        certificate_id: &str,
+        subject: &BTreeMap<String, String>,
+    ) -> Result<Option<String>, Rejection> {
+        let name = ca
+            .template_name
+            .as_deref()
+            .ok_or_else(|| Rejection::new(404, "ResourceNotFound", "the CA names no provisioning template"))?;
+        let template = self
+            .templates
+            .get(name)
+            .filter(|t| t.enabled && t.template_type == "JITP")
+            .ok_or_else(|| Rejection::new(404, "ResourceNotFound", format!("no enabled JITP template {name}")))?;
+        let body: Value = serde_json::from_str(&template.template_body)
+            .map_err(|e| Rejection::new(500, "InvalidTemplate", format!("template {name} is not JSON: {e}")))?;
+        let mut parameters = subject.clone();
+        parameters.insert("AWS::IoT::Certificate::Id".into(), certificate_id.to_owned());
+        // Parameters IoT has no value for are missing, and a template that
+        // declares one without a default fails, as the guide says.
+        let plan = template::evaluate(&body, &parameters)?;
+        self.apply(&plan, certificate_id).await
+    }
+
+    /// The lifecycle event IoT publishes when a certificate is auto-registered.
+    pub fn registered_event(&self, ca_id: &str, certificate_id: &str) -> (String, Value) {
+        let now = self.clock.now_millis();
+        (
+            format!("$aws/events/certificates/registered/{ca_id}"),
+            json!({
+                "certificateId": certificate_id,
+                "caCertificateId": ca_id,
+                "timestamp": now,
+                "certificateStatus": "PENDING_ACTIVATION",
+                "awsAccountId": self.account_id,
+                "certificateRegistrationTimestamp": now,
+            }),
+        )
+    }
+}
