@@ -5,6 +5,7 @@
 //! it at a local emulator.
 
 mod claims;
+mod device;
 mod dns;
 mod failover_config;
 mod iot;
@@ -70,10 +71,28 @@ enum Command {
     /// most once a minute).
     #[command(subcommand)]
     Claim(ClaimCommand),
+    /// A reference device over MQTT with mutual TLS: fleet provisioning by
+    /// claim, and connecting with a device certificate.
+    #[command(subcommand)]
+    Device(DeviceCommand),
     /// Register the claim certificate and the CA certificate in every
     /// region's IoT, once; prints the ids samconfig names.
     #[command(subcommand)]
     Setup(SetupCommand),
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// Provision by claim: connect with the claim as the provisioning client
+    /// id (prefix + serial), get a certificate (made by IoT, or from a CSR
+    /// with --csr), RegisterThing, and write the certificate and key (mode
+    /// 0600) to --out-dir. Prints thingName, certificateId, region and
+    /// deviceConfiguration (JSON).
+    Provision(device::ProvisionArgs),
+    /// Connect with a device certificate (retrying after JITP's first drop),
+    /// subscribe to and publish on devices/<client id>/hello, and print what
+    /// the policy allowed of each step (JSON).
+    Connect(device::ConnectArgs),
 }
 
 #[derive(Subcommand)]
@@ -338,6 +357,8 @@ enum CliError {
         name: String,
         regions: Vec<failover_config::UnservedRegion>,
     },
+    #[error("{0}")]
+    Device(#[from] device::DeviceCommandError),
     #[error("{option} {value:?} is not {expected}")]
     Location {
         option: &'static str,
@@ -397,6 +418,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let sdk = aws::load_sdk_config().await;
             let resolution = dns::resolve(&sdk, &zone_id, &name, &client, &unhealthy).await?;
             print_json(&resolution);
+            return Ok(());
+        }
+        Command::Device(DeviceCommand::Provision(args)) => {
+            print_json(&device::provision_command(args).await?);
+            return Ok(());
+        }
+        Command::Device(DeviceCommand::Connect(args)) => {
+            print_json(&device::connect_command(args).await?);
             return Ok(());
         }
         Command::Setup(SetupCommand::Claim { regions, out_dir }) => {
@@ -557,7 +586,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             print_json(&ca);
             Ok(())
         }
-        Command::Failover(_) | Command::Dns(_) | Command::Setup(_) => {
+        Command::Failover(_) | Command::Dns(_) | Command::Setup(_) | Command::Device(_) => {
             unreachable!("handled without DynamoDB above")
         }
     }

@@ -35,7 +35,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use rumqttc::mqttbytes::matches;
 use rumqttc::mqttbytes::v4::{
     Codec, ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode,
     UnsubAck,
@@ -53,6 +52,7 @@ use crate::faults::{Clock, Faults};
 use crate::policy::{self, Action, ConnectionContext};
 use crate::provisioning::{self, Caller, Provisioning};
 use crate::registry::{Certificate, Registry};
+use crate::topics::matches;
 
 /// IoT's largest MQTT message.
 const MAX_PACKET: usize = 128 * 1024;
@@ -61,7 +61,11 @@ const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 
 /// What the session loop is told from outside.
 enum Outgoing {
-    Deliver { topic: String, payload: Bytes, qos: QoS },
+    Deliver {
+        topic: String,
+        payload: Bytes,
+        qos: QoS,
+    },
     Close(&'static str),
 }
 
@@ -215,7 +219,10 @@ impl Broker {
             let _ = old.send(Outgoing::Close("DUPLICATE_CLIENTID"));
         }
         if framed
-            .send(Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)))
+            .send(Packet::ConnAck(ConnAck::new(
+                ConnectReturnCode::Success,
+                false,
+            )))
             .await
             .is_err()
         {
@@ -263,7 +270,13 @@ impl Broker {
         let _ = framed.get_mut().shutdown().await;
         self.end_session(session, &client_id);
         tracing::info!(client_id, reason = reason.0, "disconnected");
-        self.presence(&client_id, &certificate_id, "disconnected", None, Some(reason));
+        self.presence(
+            &client_id,
+            &certificate_id,
+            "disconnected",
+            None,
+            Some(reason),
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -285,12 +298,21 @@ impl Broker {
                 if publish.qos == QoS::ExactlyOnce {
                     return Step::Close("CLIENT_ERROR", false);
                 }
-                if publish.topic.starts_with("$aws/events/") || !self.allowed(auth, Action::Publish, &publish.topic) {
-                    tracing::info!(client_id, topic = publish.topic, "publish refused by policy");
+                if publish.topic.starts_with("$aws/events/")
+                    || !self.allowed(auth, Action::Publish, &publish.topic)
+                {
+                    tracing::info!(
+                        client_id,
+                        topic = publish.topic,
+                        "publish refused by policy"
+                    );
                     return Step::Close("FORBIDDEN_ACCESS", false);
                 }
                 if publish.qos == QoS::AtLeastOnce
-                    && framed.send(Packet::PubAck(PubAck::new(publish.pkid))).await.is_err()
+                    && framed
+                        .send(Packet::PubAck(PubAck::new(publish.pkid)))
+                        .await
+                        .is_err()
                 {
                     return Step::Close("CONNECTION_LOST", false);
                 }
@@ -303,7 +325,12 @@ impl Broker {
                         .provisioning
                         .handle(&publish.topic, &publish.payload, &caller)
                         .await;
-                    self.route(&topic, Bytes::from(body.to_string()), QoS::AtLeastOnce, Some(session));
+                    self.route(
+                        &topic,
+                        Bytes::from(body.to_string()),
+                        QoS::AtLeastOnce,
+                        Some(session),
+                    );
                 } else {
                     self.route(&publish.topic, publish.payload.clone(), publish.qos, None);
                 }
@@ -315,17 +342,28 @@ impl Broker {
                     if !rumqttc::mqttbytes::valid_filter(&filter.path)
                         || !self.allowed(auth, Action::Subscribe, &filter.path)
                     {
-                        tracing::info!(client_id, filter = filter.path, "subscribe refused by policy");
+                        tracing::info!(
+                            client_id,
+                            filter = filter.path,
+                            "subscribe refused by policy"
+                        );
                         return Step::Close("FORBIDDEN_ACCESS", false);
                     }
-                    let qos = if filter.qos == QoS::AtMostOnce { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+                    let qos = if filter.qos == QoS::AtMostOnce {
+                        QoS::AtMostOnce
+                    } else {
+                        QoS::AtLeastOnce
+                    };
                     codes.push(SubscribeReasonCode::Success(qos));
                 }
                 {
                     let mut subscriptions = self.subscriptions.lock().expect("subscriptions lock");
                     for (filter, code) in subscribe.filters.iter().zip(&codes) {
-                        let SubscribeReasonCode::Success(qos) = code else { continue };
-                        subscriptions.retain(|s| !(s.session == session && s.filter == filter.path));
+                        let SubscribeReasonCode::Success(qos) = code else {
+                            continue;
+                        };
+                        subscriptions
+                            .retain(|s| !(s.session == session && s.filter == filter.path));
                         subscriptions.push(Subscription {
                             session,
                             filter: filter.path.clone(),
@@ -335,7 +373,11 @@ impl Broker {
                         });
                     }
                 }
-                if framed.send(Packet::SubAck(SubAck::new(subscribe.pkid, codes))).await.is_err() {
+                if framed
+                    .send(Packet::SubAck(SubAck::new(subscribe.pkid, codes)))
+                    .await
+                    .is_err()
+                {
                     return Step::Close("CONNECTION_LOST", false);
                 }
                 Step::Continue
@@ -345,7 +387,11 @@ impl Broker {
                     .lock()
                     .expect("subscriptions lock")
                     .retain(|s| !(s.session == session && unsubscribe.topics.contains(&s.filter)));
-                if framed.send(Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid))).await.is_err() {
+                if framed
+                    .send(Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)))
+                    .await
+                    .is_err()
+                {
                     return Step::Close("CONNECTION_LOST", false);
                 }
                 Step::Continue
@@ -387,13 +433,24 @@ impl Broker {
         if !parsed.validity().is_valid_at(now) {
             return Err(Refusal::Expired);
         }
-        let certificate = match self.registry.certificate(certificate_id).await.map_err(registry_error)? {
+        let certificate = match self
+            .registry
+            .certificate(certificate_id)
+            .await
+            .map_err(registry_error)?
+        {
             Some(c) if c.status == "ACTIVE" => c,
             Some(c) => {
                 if c.status == "PENDING_ACTIVATION" {
                     if let Some(ca) = self.issuing_ca(&parsed).await.map_err(registry_error)? {
-                        let (topic, event) = self.provisioning.registered_event(&ca.id, certificate_id);
-                        self.route(&topic, Bytes::from(event.to_string()), QoS::AtLeastOnce, None);
+                        let (topic, event) =
+                            self.provisioning.registered_event(&ca.id, certificate_id);
+                        self.route(
+                            &topic,
+                            Bytes::from(event.to_string()),
+                            QoS::AtLeastOnce,
+                            None,
+                        );
                     }
                 }
                 return Err(Refusal::NotActive(c.status));
@@ -403,8 +460,16 @@ impl Broker {
                 return Err(Refusal::JustRegistered(Box::new(job)));
             }
         };
-        let things = self.registry.things_of(&certificate.arn).await.map_err(registry_error)?;
-        let documents = self.registry.policies_of(&certificate.arn).await.map_err(registry_error)?;
+        let things = self
+            .registry
+            .things_of(&certificate.arn)
+            .await
+            .map_err(registry_error)?;
+        let documents = self
+            .registry
+            .policies_of(&certificate.arn)
+            .await
+            .map_err(registry_error)?;
         let auth = Arc::new(SessionAuth {
             documents,
             context: ConnectionContext {
@@ -428,12 +493,16 @@ impl Broker {
             if !(ca.active && ca.auto_registration) {
                 continue;
             }
-            let Ok(block) = pem::parse(&ca.pem) else { continue };
+            let Ok(block) = pem::parse(&ca.pem) else {
+                continue;
+            };
             let Ok((_, ca_cert)) = x509_parser::parse_x509_certificate(block.contents()) else {
                 continue;
             };
             if certificate.issuer() == ca_cert.subject()
-                && certificate.verify_signature(Some(ca_cert.public_key())).is_ok()
+                && certificate
+                    .verify_signature(Some(ca_cert.public_key()))
+                    .is_ok()
             {
                 return Ok(Some(ca));
             }
@@ -454,9 +523,18 @@ impl Broker {
             return Err(Refusal::Unknown);
         };
         let pem = pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()));
-        let certificate_id = self.registry.register_under_ca(&pem, &ca.pem).await.map_err(registry_error)?;
+        let certificate_id = self
+            .registry
+            .register_under_ca(&pem, &ca.pem)
+            .await
+            .map_err(registry_error)?;
         let (topic, event) = self.provisioning.registered_event(&ca.id, &certificate_id);
-        self.route(&topic, Bytes::from(event.to_string()), QoS::AtLeastOnce, None);
+        self.route(
+            &topic,
+            Bytes::from(event.to_string()),
+            QoS::AtLeastOnce,
+            None,
+        );
         Ok(JitpJob {
             ca,
             certificate_id,
@@ -470,8 +548,17 @@ impl Broker {
             .provision_just_in_time(&job.ca, &job.certificate_id, &job.subject)
             .await
         {
-            Ok(thing) => tracing::info!(certificate_id = job.certificate_id, thing = thing.unwrap_or_default(), "JITP provisioned"),
-            Err(rejection) => tracing::info!(certificate_id = job.certificate_id, code = rejection.code, message = rejection.message, "JITP failed"),
+            Ok(thing) => tracing::info!(
+                certificate_id = job.certificate_id,
+                thing = thing.unwrap_or_default(),
+                "JITP provisioned"
+            ),
+            Err(rejection) => tracing::info!(
+                certificate_id = job.certificate_id,
+                code = rejection.code,
+                message = rejection.message,
+                "JITP failed"
+            ),
         }
     }
 
@@ -543,7 +630,12 @@ impl Broker {
             body["disconnectReason"] = json!(reason);
         }
         let topic = format!("$aws/events/presence/{event}/{client_id}");
-        self.route(&topic, Bytes::from(body.to_string()), QoS::AtLeastOnce, None);
+        self.route(
+            &topic,
+            Bytes::from(body.to_string()),
+            QoS::AtLeastOnce,
+            None,
+        );
     }
 
     fn presence_failed(&self, client_id: &str, certificate_id: &str) {
@@ -558,7 +650,12 @@ impl Broker {
             "principalIdentifier": certificate_id,
         });
         let topic = format!("$aws/events/presence/connect_failed/{client_id}");
-        self.route(&topic, Bytes::from(body.to_string()), QoS::AtLeastOnce, None);
+        self.route(
+            &topic,
+            Bytes::from(body.to_string()),
+            QoS::AtLeastOnce,
+            None,
+        );
     }
 }
 

@@ -100,8 +100,12 @@ pub fn serve_admin(
         .spawn(move || {
             for mut request in server.incoming_requests() {
                 let mut body = String::new();
-                let _ = request.as_reader().take(64 * 1024).read_to_string(&mut body);
-                let (status, answer) = route(request.method(), request.url(), &body, &faults, &clock);
+                let _ = request
+                    .as_reader()
+                    .take(64 * 1024)
+                    .read_to_string(&mut body);
+                let (status, answer) =
+                    route(request.method(), request.url(), &body, &faults, &clock);
                 let response = tiny_http::Response::from_string(answer.to_string())
                     .with_status_code(status)
                     .with_header(

@@ -15,3 +15,4 @@ pub mod provisioning;
 pub mod registry;
 pub mod template;
 pub mod tls;
+pub mod topics;

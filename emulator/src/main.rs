@@ -53,8 +53,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let args = Args::parse();
@@ -93,12 +92,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         clock.clone(),
         faults.clone(),
     );
-    let broker = Arc::new(Broker::new(registry, provisioning, faults.clone(), clock.clone(), tls));
+    let broker = Arc::new(Broker::new(
+        registry,
+        provisioning,
+        faults.clone(),
+        clock.clone(),
+        tls,
+    ));
 
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let mqtt = listener.local_addr()?;
     let admin = serve_admin(args.admin_listen, faults, clock)?;
-    println!("{}", serde_json::json!({"mqtt": mqtt.to_string(), "admin": admin.to_string()}));
+    println!(
+        "{}",
+        serde_json::json!({"mqtt": mqtt.to_string(), "admin": admin.to_string()})
+    );
     tracing::info!(region = args.region, %mqtt, %admin, "serving");
 
     tokio::select! {

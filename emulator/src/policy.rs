@@ -63,9 +63,7 @@ impl ConnectionContext {
         match name {
             "iot:ClientId" => Some(self.client_id.clone()),
             "iot:Connection.Thing.ThingName" => self.thing_name.clone(),
-            "iot:Connection.Thing.IsAttached" => {
-                Some(self.thing_name.is_some().to_string())
-            }
+            "iot:Connection.Thing.IsAttached" => Some(self.thing_name.is_some().to_string()),
             _ => None,
         }
     }
@@ -142,10 +140,12 @@ fn statement_applies(
     let Some(actions) = strings(statement.get("Action")) else {
         return Applies::Unknown;
     };
-    if !actions
-        .iter()
-        .any(|pattern| glob(&pattern.to_ascii_lowercase(), &action.name().to_ascii_lowercase()))
-    {
+    if !actions.iter().any(|pattern| {
+        glob(
+            &pattern.to_ascii_lowercase(),
+            &action.name().to_ascii_lowercase(),
+        )
+    }) {
         return Applies::No;
     }
     let Some(resources) = strings(statement.get("Resource")) else {
@@ -161,7 +161,11 @@ fn statement_applies(
         }
     }
     if !matched {
-        return if unresolved { Applies::Unknown } else { Applies::No };
+        return if unresolved {
+            Applies::Unknown
+        } else {
+            Applies::No
+        };
     }
     match statement.get("Condition") {
         None => Applies::Yes,
@@ -270,16 +274,16 @@ fn conditions_hold(condition: &Value, context: &ConnectionContext) -> Applies {
             return Applies::Unknown;
         };
         for (key, expected) in keys {
-            let Some(expected) = strings(Some(expected)).or_else(|| {
-                expected.as_bool().map(|b| vec![b.to_string()])
-            }) else {
+            let Some(expected) =
+                strings(Some(expected)).or_else(|| expected.as_bool().map(|b| vec![b.to_string()]))
+            else {
                 return Applies::Unknown;
             };
             let Some(actual) = context.variable(key) else {
                 return Applies::Unknown;
             };
             let holds = match operator.as_str() {
-                "Bool" | "StringEquals" => expected.iter().any(|e| *e == actual),
+                "Bool" | "StringEquals" => expected.contains(&actual),
                 "StringEqualsIgnoreCase" => {
                     expected.iter().any(|e| e.eq_ignore_ascii_case(&actual))
                 }

@@ -84,7 +84,11 @@ impl Rejection {
     }
 
     fn access_denied(message: impl Into<String>) -> Self {
-        Rejection::new(403, "AccessDenied", format!("ACCESS_DENIED: {}", message.into()))
+        Rejection::new(
+            403,
+            "AccessDenied",
+            format!("ACCESS_DENIED: {}", message.into()),
+        )
     }
 
     pub fn payload(&self) -> Value {
@@ -184,13 +188,22 @@ impl Provisioning {
 
     /// Handles a request published to `topic`; returns the response topic
     /// and payload.
-    pub async fn handle(&self, topic: &str, payload: &[u8], caller: &Caller<'_>) -> (String, Value) {
+    pub async fn handle(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        caller: &Caller<'_>,
+    ) -> (String, Value) {
         let Some((request, format)) = parse_topic(topic) else {
             let r = Rejection::new(400, "InvalidRequest", "not a provisioning API topic");
             return (format!("{topic}/rejected"), r.payload());
         };
         let outcome = if format != "json" {
-            Err(Rejection::new(400, "InvalidRequest", "this emulator serves the json format only"))
+            Err(Rejection::new(
+                400,
+                "InvalidRequest",
+                "this emulator serves the json format only",
+            ))
         } else {
             match request {
                 Request::CreateKeys => self.create_keys().await,
@@ -228,12 +241,23 @@ impl Provisioning {
         struct CsrRequest {
             certificate_signing_request: String,
         }
-        let request: CsrRequest = serde_json::from_slice(payload)
-            .map_err(|e| Rejection::new(400, "InvalidPayload", format!("the request is not {{\"certificateSigningRequest\"}}: {e}")))?;
+        let request: CsrRequest = serde_json::from_slice(payload).map_err(|e| {
+            Rejection::new(
+                400,
+                "InvalidPayload",
+                format!("the request is not {{\"certificateSigningRequest\"}}: {e}"),
+            )
+        })?;
         let certificate_pem = self
             .device_ca
             .issue_for_csr(&request.certificate_signing_request)
-            .map_err(|_| Rejection::new(400, "InvalidCertificateSigningRequest", "the CSR does not parse or its signature does not hold"))?;
+            .map_err(|_| {
+                Rejection::new(
+                    400,
+                    "InvalidCertificateSigningRequest",
+                    "the CSR does not parse or its signature does not hold",
+                )
+            })?;
         let certificate_id = self.registry.register_created(&certificate_pem).await?;
         let token = self.new_token(&certificate_id, &certificate_pem);
         Ok(json!({
@@ -262,7 +286,12 @@ impl Provisioning {
         token
     }
 
-    async fn register_thing(&self, name: &str, payload: &[u8], caller: &Caller<'_>) -> Result<Value, Rejection> {
+    async fn register_thing(
+        &self,
+        name: &str,
+        payload: &[u8],
+        caller: &Caller<'_>,
+    ) -> Result<Value, Rejection> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase", deny_unknown_fields)]
         struct RegisterThing {
@@ -276,9 +305,19 @@ impl Provisioning {
         let (certificate_id, certificate_pem) = {
             let tokens = self.tokens.lock().expect("token lock");
             match tokens.get(&request.certificate_ownership_token) {
-                None => return Err(Rejection::new(400, "InvalidCertificateOwnershipToken", "the certificate ownership token is not valid")),
+                None => {
+                    return Err(Rejection::new(
+                        400,
+                        "InvalidCertificateOwnershipToken",
+                        "the certificate ownership token is not valid",
+                    ))
+                }
                 Some(t) if t.expires_at <= self.clock.now_secs() => {
-                    return Err(Rejection::new(400, "InvalidCertificateOwnershipToken", "the certificate ownership token has expired"))
+                    return Err(Rejection::new(
+                        400,
+                        "InvalidCertificateOwnershipToken",
+                        "the certificate ownership token has expired",
+                    ))
                 }
                 Some(t) => (t.certificate_id.clone(), t.certificate_pem.clone()),
             }
@@ -287,7 +326,13 @@ impl Provisioning {
             .templates
             .get(name)
             .filter(|t| t.enabled && t.template_type == "FLEET_PROVISIONING")
-            .ok_or_else(|| Rejection::new(404, "ResourceNotFound", format!("no enabled fleet provisioning template {name}")))?;
+            .ok_or_else(|| {
+                Rejection::new(
+                    404,
+                    "ResourceNotFound",
+                    format!("no enabled fleet provisioning template {name}"),
+                )
+            })?;
         let mut parameters = request.parameters.clone();
         if let Some(hook) = &template.pre_provisioning_hook {
             let input = json!({
@@ -302,8 +347,13 @@ impl Provisioning {
             parameters.extend(overrides);
         }
         parameters.insert("AWS::IoT::Certificate::Id".into(), certificate_id.clone());
-        let body: Value = serde_json::from_str(&template.template_body)
-            .map_err(|e| Rejection::new(500, "InvalidTemplate", format!("template {name} is not JSON: {e}")))?;
+        let body: Value = serde_json::from_str(&template.template_body).map_err(|e| {
+            Rejection::new(
+                500,
+                "InvalidTemplate",
+                format!("template {name} is not JSON: {e}"),
+            )
+        })?;
         let plan = template::evaluate(&body, &parameters)?;
         let thing_name = self.apply(&plan, &certificate_id).await?;
         // A token provisions once.
@@ -318,68 +368,111 @@ impl Provisioning {
     }
 
     /// The hook's answer: its overrides, or ACCESS_DENIED.
-    async fn call_hook(&self, hook: &HookConfig, input: Value) -> Result<BTreeMap<String, String>, Rejection> {
+    async fn call_hook(
+        &self,
+        hook: &HookConfig,
+        input: Value,
+    ) -> Result<BTreeMap<String, String>, Rejection> {
         if hook.payload_version != "2020-04-01" {
-            return Err(Rejection::access_denied(format!("payload version {} is not 2020-04-01", hook.payload_version)));
+            return Err(Rejection::access_denied(format!(
+                "payload version {} is not 2020-04-01",
+                hook.payload_version
+            )));
         }
         if self.faults.hook_timeout() {
             tokio::time::sleep(HOOK_LIMIT).await;
-            return Err(Rejection::access_denied("the pre-provisioning hook did not answer within 5 s"));
+            return Err(Rejection::access_denied(
+                "the pre-provisioning hook did not answer within 5 s",
+            ));
         }
         let function = hook.target_arn.rsplit(':').next().unwrap_or_default();
-        let url = self
-            .lambdas
-            .get(function)
-            .cloned()
-            .ok_or_else(|| Rejection::access_denied(format!("no endpoint for function {function}")))?;
+        let url = self.lambdas.get(function).cloned().ok_or_else(|| {
+            Rejection::access_denied(format!("no endpoint for function {function}"))
+        })?;
         let call = tokio::task::spawn_blocking(move || -> Result<Value, String> {
             let agent: ureq::Agent = ureq::Agent::config_builder()
                 .timeout_global(Some(HOOK_LIMIT))
                 .http_status_as_error(false)
                 .build()
                 .into();
-            let mut response = agent.post(&url).send_json(&input).map_err(|e| e.to_string())?;
-            if response.headers().contains_key("x-amz-function-error") || !response.status().is_success() {
+            let mut response = agent
+                .post(&url)
+                .send_json(&input)
+                .map_err(|e| e.to_string())?;
+            if response.headers().contains_key("x-amz-function-error")
+                || !response.status().is_success()
+            {
                 return Err(format!("the function failed (HTTP {})", response.status()));
             }
-            response.body_mut().read_json::<Value>().map_err(|e| e.to_string())
+            response
+                .body_mut()
+                .read_json::<Value>()
+                .map_err(|e| e.to_string())
         });
         let answer = match tokio::time::timeout(HOOK_LIMIT, call).await {
-            Err(_) => return Err(Rejection::access_denied("the pre-provisioning hook did not answer within 5 s")),
+            Err(_) => {
+                return Err(Rejection::access_denied(
+                    "the pre-provisioning hook did not answer within 5 s",
+                ))
+            }
             Ok(Err(join)) => return Err(Rejection::access_denied(format!("hook call: {join}"))),
-            Ok(Ok(Err(e))) => return Err(Rejection::access_denied(format!("the pre-provisioning hook failed: {e}"))),
+            Ok(Ok(Err(e))) => {
+                return Err(Rejection::access_denied(format!(
+                    "the pre-provisioning hook failed: {e}"
+                )))
+            }
             Ok(Ok(Ok(answer))) => answer,
         };
         if answer.get("allowProvisioning") != Some(&Value::Bool(true)) {
-            return Err(Rejection::access_denied("the pre-provisioning hook did not allow provisioning"));
+            return Err(Rejection::access_denied(
+                "the pre-provisioning hook did not allow provisioning",
+            ));
         }
         let mut overrides = BTreeMap::new();
         match answer.get("parameterOverrides") {
             None | Some(Value::Null) => {}
             Some(Value::Object(map)) => {
                 for (k, v) in map {
-                    let v = v
-                        .as_str()
-                        .ok_or_else(|| Rejection::access_denied(format!("parameter override {k} is not a string")))?;
+                    let v = v.as_str().ok_or_else(|| {
+                        Rejection::access_denied(format!("parameter override {k} is not a string"))
+                    })?;
                     overrides.insert(k.clone(), v.to_owned());
                 }
             }
-            Some(_) => return Err(Rejection::access_denied("parameterOverrides is not an object")),
+            Some(_) => {
+                return Err(Rejection::access_denied(
+                    "parameterOverrides is not an object",
+                ))
+            }
         }
         Ok(overrides)
     }
 
     /// Applies a plan for `certificate_id`: every check first, then the
     /// writes, so a refused plan changes nothing. Returns the thing's name.
-    async fn apply(&self, plan: &ProvisioningPlan, certificate_id: &str) -> Result<Option<String>, Rejection> {
+    async fn apply(
+        &self,
+        plan: &ProvisioningPlan,
+        certificate_id: &str,
+    ) -> Result<Option<String>, Rejection> {
         let certificate = self
             .registry
             .certificate(certificate_id)
             .await?
-            .ok_or_else(|| Rejection::new(404, "ResourceNotFound", "the certificate is no longer registered"))?;
+            .ok_or_else(|| {
+                Rejection::new(
+                    404,
+                    "ResourceNotFound",
+                    "the certificate is no longer registered",
+                )
+            })?;
         if let Some(spec) = &plan.certificate {
             if spec.certificate_id != certificate_id {
-                return Err(Rejection::new(400, "InvalidParameters", "the template's certificate is not the one being provisioned"));
+                return Err(Rejection::new(
+                    400,
+                    "InvalidParameters",
+                    "the template's certificate is not the one being provisioned",
+                ));
             }
         }
         // Checks.
@@ -387,19 +480,36 @@ impl Provisioning {
             Some(thing) => {
                 if let Some(kind) = &thing.thing_type {
                     if !self.registry.thing_type_exists(kind).await? {
-                        return Err(Rejection::new(400, "InvalidParameters", format!("thing type {kind} does not exist")));
+                        return Err(Rejection::new(
+                            400,
+                            "InvalidParameters",
+                            format!("thing type {kind} does not exist"),
+                        ));
                     }
                 }
                 for group in &thing.groups {
                     if !self.registry.thing_group_exists(group).await? {
-                        return Err(Rejection::new(400, "InvalidParameters", format!("thing group {group} does not exist")));
+                        return Err(Rejection::new(
+                            400,
+                            "InvalidParameters",
+                            format!("thing group {group} does not exist"),
+                        ));
                     }
                 }
                 let existing = self.registry.thing(&thing.name).await?;
                 if existing.is_some()
-                    && [thing.overrides.attributes, thing.overrides.thing_type, thing.overrides.groups].contains(&Override::Fail)
+                    && [
+                        thing.overrides.attributes,
+                        thing.overrides.thing_type,
+                        thing.overrides.groups,
+                    ]
+                    .contains(&Override::Fail)
                 {
-                    return Err(Rejection::new(409, "ResourceConflictsException", format!("thing {} exists and the template says FAIL", thing.name)));
+                    return Err(Rejection::new(
+                        409,
+                        "ResourceConflictsException",
+                        format!("thing {} exists and the template says FAIL", thing.name),
+                    ));
                 }
                 existing
             }
@@ -410,20 +520,28 @@ impl Provisioning {
             match policy {
                 PolicySpec::Named(name) => {
                     if !self.registry.policy_exists(name).await? {
-                        return Err(Rejection::new(400, "InvalidParameters", format!("policy {name} does not exist")));
+                        return Err(Rejection::new(
+                            400,
+                            "InvalidParameters",
+                            format!("policy {name} does not exist"),
+                        ));
                     }
                     policy_names.push((name.clone(), None));
                 }
                 PolicySpec::Inline(document) => {
                     use sha2::Digest;
                     let digest = hex::encode(sha2::Sha256::digest(document.as_bytes()));
-                    policy_names.push((format!("geoprov-emu-inline-{}", &digest[..16]), Some(document.clone())));
+                    policy_names.push((
+                        format!("geoprov-emu-inline-{}", &digest[..16]),
+                        Some(document.clone()),
+                    ));
                 }
             }
         }
         // Writes.
         if let Some(thing) = &plan.thing {
-            let attributes: HashMap<String, String> = thing.attributes.clone().into_iter().collect();
+            let attributes: HashMap<String, String> =
+                thing.attributes.clone().into_iter().collect();
             match existing {
                 None => {
                     self.registry
@@ -447,7 +565,9 @@ impl Provisioning {
                         Override::Replace | Override::Merge => thing.thing_type.clone(),
                         Override::DoNothing | Override::Fail => current.thing_type.clone(),
                     };
-                    self.registry.update_thing(&thing.name, kind.as_deref(), &merged).await?;
+                    self.registry
+                        .update_thing(&thing.name, kind.as_deref(), &merged)
+                        .await?;
                     match thing.overrides.groups {
                         Override::Replace => {
                             for group in self.registry.groups_of(&thing.name).await? {
@@ -468,7 +588,9 @@ impl Provisioning {
                     }
                 }
             }
-            self.registry.attach_thing(&thing.name, &certificate.arn).await?;
+            self.registry
+                .attach_thing(&thing.name, &certificate.arn)
+                .await?;
         }
         for (name, inline) in &policy_names {
             if let Some(document) = inline {
@@ -479,7 +601,9 @@ impl Provisioning {
             self.registry.attach_policy(name, &certificate.arn).await?;
         }
         if let Some(spec) = &plan.certificate {
-            self.registry.set_certificate_status(certificate_id, &spec.status).await?;
+            self.registry
+                .set_certificate_status(certificate_id, &spec.status)
+                .await?;
         }
         Ok(plan.thing.as_ref().map(|t| t.name.clone()))
     }
@@ -491,19 +615,36 @@ impl Provisioning {
         certificate_id: &str,
         subject: &BTreeMap<String, String>,
     ) -> Result<Option<String>, Rejection> {
-        let name = ca
-            .template_name
-            .as_deref()
-            .ok_or_else(|| Rejection::new(404, "ResourceNotFound", "the CA names no provisioning template"))?;
+        let name = ca.template_name.as_deref().ok_or_else(|| {
+            Rejection::new(
+                404,
+                "ResourceNotFound",
+                "the CA names no provisioning template",
+            )
+        })?;
         let template = self
             .templates
             .get(name)
             .filter(|t| t.enabled && t.template_type == "JITP")
-            .ok_or_else(|| Rejection::new(404, "ResourceNotFound", format!("no enabled JITP template {name}")))?;
-        let body: Value = serde_json::from_str(&template.template_body)
-            .map_err(|e| Rejection::new(500, "InvalidTemplate", format!("template {name} is not JSON: {e}")))?;
+            .ok_or_else(|| {
+                Rejection::new(
+                    404,
+                    "ResourceNotFound",
+                    format!("no enabled JITP template {name}"),
+                )
+            })?;
+        let body: Value = serde_json::from_str(&template.template_body).map_err(|e| {
+            Rejection::new(
+                500,
+                "InvalidTemplate",
+                format!("template {name} is not JSON: {e}"),
+            )
+        })?;
         let mut parameters = subject.clone();
-        parameters.insert("AWS::IoT::Certificate::Id".into(), certificate_id.to_owned());
+        parameters.insert(
+            "AWS::IoT::Certificate::Id".into(),
+            certificate_id.to_owned(),
+        );
         // Parameters IoT has no value for are missing, and a template that
         // declares one without a default fails, as the guide says.
         let plan = template::evaluate(&body, &parameters)?;

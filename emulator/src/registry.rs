@@ -62,7 +62,13 @@ impl Registry {
     }
 
     pub async fn certificate(&self, id: &str) -> Result<Option<Certificate>, RegistryError> {
-        match self.client.describe_certificate().certificate_id(id).send().await {
+        match self
+            .client
+            .describe_certificate()
+            .certificate_id(id)
+            .send()
+            .await
+        {
             Ok(out) => {
                 let d = out
                     .certificate_description()
@@ -70,7 +76,10 @@ impl Registry {
                 Ok(Some(Certificate {
                     id: id.to_owned(),
                     arn: d.certificate_arn().unwrap_or_default().to_owned(),
-                    status: d.status().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                    status: d
+                        .status()
+                        .map(|s| s.as_str().to_owned())
+                        .unwrap_or_default(),
                 }))
             }
             Err(e) if e.as_service_error().is_some_and(not_found) => Ok(None),
@@ -134,7 +143,11 @@ impl Registry {
     }
 
     /// Auto-registration: the certificate under its CA, PENDING_ACTIVATION.
-    pub async fn register_under_ca(&self, pem: &str, ca_pem: &str) -> Result<String, RegistryError> {
+    pub async fn register_under_ca(
+        &self,
+        pem: &str,
+        ca_pem: &str,
+    ) -> Result<String, RegistryError> {
         let out = self
             .client
             .register_certificate()
@@ -198,7 +211,13 @@ impl Registry {
     }
 
     pub async fn thing_type_exists(&self, name: &str) -> Result<bool, RegistryError> {
-        match self.client.describe_thing_type().thing_type_name(name).send().await {
+        match self
+            .client
+            .describe_thing_type()
+            .thing_type_name(name)
+            .send()
+            .await
+        {
             Ok(_) => Ok(true),
             Err(e) if e.as_service_error().is_some_and(not_found) => Ok(false),
             Err(e) => Err(failed("DescribeThingType", e)),
@@ -206,7 +225,13 @@ impl Registry {
     }
 
     pub async fn thing_group_exists(&self, name: &str) -> Result<bool, RegistryError> {
-        match self.client.describe_thing_group().thing_group_name(name).send().await {
+        match self
+            .client
+            .describe_thing_group()
+            .thing_group_name(name)
+            .send()
+            .await
+        {
             Ok(_) => Ok(true),
             Err(e) if e.as_service_error().is_some_and(not_found) => Ok(false),
             Err(e) => Err(failed("DescribeThingGroup", e)),
@@ -303,7 +328,11 @@ impl Registry {
         Ok(())
     }
 
-    pub async fn set_certificate_status(&self, id: &str, status: &str) -> Result<(), RegistryError> {
+    pub async fn set_certificate_status(
+        &self,
+        id: &str,
+        status: &str,
+    ) -> Result<(), RegistryError> {
         self.client
             .update_certificate()
             .certificate_id(id)

@@ -48,7 +48,9 @@ impl LocalCa {
     pub fn new(common_name: &str) -> Result<Self, TlsError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params
             .distinguished_name
             .push(DnType::OrganizationName, "geoprov-iot-emu");
@@ -130,10 +132,7 @@ struct DomainResolver {
 impl ResolvesServerCert for DomainResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let name = hello.server_name()?.to_ascii_lowercase();
-        self.domains
-            .iter()
-            .any(|d| *d == name)
-            .then(|| self.key.clone())
+        self.domains.contains(&name).then(|| self.key.clone())
     }
 }
 
@@ -208,7 +207,12 @@ mod tests {
         let der = pem::parse(&pem).unwrap();
         let (_, cert) = x509_parser::parse_x509_certificate(der.contents()).unwrap();
         assert_eq!(
-            cert.subject().iter_common_name().next().unwrap().as_str().unwrap(),
+            cert.subject()
+                .iter_common_name()
+                .next()
+                .unwrap()
+                .as_str()
+                .unwrap(),
             "SN-42"
         );
         assert_eq!(

@@ -16,6 +16,7 @@ use geoprov_shared::table;
 
 pub mod certs;
 pub mod cli;
+pub mod emulator;
 pub mod failover;
 pub mod iam;
 pub mod issuer;

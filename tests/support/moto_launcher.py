@@ -10,7 +10,7 @@ conditional transactions all pass their checks. DynamoDB serialises writes to
 an item; serving requests in order gives the tests that guarantee, while the
 clients still race (reads and writes of concurrent invocations interleave).
 
-Three corrections to moto, to AWS's documented behaviour:
+Four corrections to moto, to AWS's documented behaviour:
 - IoT identifies a certificate by the SHA-256 of its DER; moto by default
   hashes the PEM text unless `use_valid_cert` is on.
 - Route 53: a DELETE names one record set by name, type and set identifier.
@@ -22,6 +22,9 @@ Three corrections to moto, to AWS's documented behaviour:
   certificateMode and UpdateCACertificate's newAutoRegistrationStatus, and its
   DescribeCACertificate answers neither field; AWS's description has both
   (autoRegistrationStatus ENABLE|DISABLE, certificateMode DEFAULT|SNI_ONLY).
+- IoT lists CA certificates (ListCACertificates), which geoprov-iot-emu asks
+  to find the CA of a certificate it has not seen (JITP); moto 5.2.5 has no
+  such action.
 """
 import os
 import sys
@@ -112,6 +115,19 @@ def _patch_iot_ca_certificate():
             ).auto_registration_status = status
         return result
 
+    def list_ca_certificates(self):
+        certificates = [
+            {
+                "certificateArn": ca.arn,
+                "certificateId": ca.certificate_id,
+                "status": ca.status,
+                "creationDate": ca.creation_date,
+            }
+            for ca in self.iot_backend.ca_certificates.values()
+        ]
+        return ActionResult({"certificates": certificates})
+
+    iot_responses.IoTResponse.list_ca_certificates = list_ca_certificates
     iot_models.FakeCaCertificate.to_description_dict = to_description_dict
     iot_responses.IoTResponse.register_ca_certificate = register_ca_certificate
     iot_responses.IoTResponse.update_ca_certificate = update_ca_certificate

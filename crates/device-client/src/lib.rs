@@ -101,18 +101,24 @@ pub struct Device {
     inbox: VecDeque<Message>,
 }
 
-fn tls_config(endpoint: &Endpoint, identity: &Identity) -> Result<rustls::ClientConfig, DeviceError> {
+fn tls_config(
+    endpoint: &Endpoint,
+    identity: &Identity,
+) -> Result<rustls::ClientConfig, DeviceError> {
     let material = |e: &dyn std::fmt::Display| DeviceError::Material(e.to_string());
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(endpoint.ca_pem.as_bytes()) {
-        roots.add(cert.map_err(|e| material(&e))?).map_err(|e| material(&e))?;
+        roots
+            .add(cert.map_err(|e| material(&e))?)
+            .map_err(|e| material(&e))?;
     }
     let chain = CertificateDer::pem_slice_iter(identity.certificate_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| material(&e))?;
     // The key's own parse error names no key material.
-    let key = PrivateKeyDer::from_pem_slice(identity.private_key_pem.as_bytes())
-        .map_err(|_| DeviceError::Material("the private key is not PEM PKCS#8, PKCS#1 or SEC1".into()))?;
+    let key = PrivateKeyDer::from_pem_slice(identity.private_key_pem.as_bytes()).map_err(|_| {
+        DeviceError::Material("the private key is not PEM PKCS#8, PKCS#1 or SEC1".into())
+    })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -124,7 +130,11 @@ fn tls_config(endpoint: &Endpoint, identity: &Identity) -> Result<rustls::Client
 
 impl Device {
     /// Connects as `client_id`; Ok once the broker accepted the CONNECT.
-    pub async fn connect(endpoint: &Endpoint, identity: &Identity, client_id: &str) -> Result<Device, DeviceError> {
+    pub async fn connect(
+        endpoint: &Endpoint,
+        identity: &Identity,
+        client_id: &str,
+    ) -> Result<Device, DeviceError> {
         let config = tls_config(endpoint, identity)?;
         let name = ServerName::try_from(endpoint.server_name.clone())
             .map_err(|e| DeviceError::Material(format!("server name: {e}")))?;
@@ -133,10 +143,13 @@ impl Device {
             .map_err(|_| DeviceError::Timeout(STEP_LIMIT, "TCP connect"))?
             .map_err(|e| DeviceError::Tcp(endpoint.address, e))?;
         let _ = tcp.set_nodelay(true);
-        let tls = tokio::time::timeout(STEP_LIMIT, TlsConnector::from(Arc::new(config)).connect(name, tcp))
-            .await
-            .map_err(|_| DeviceError::Timeout(STEP_LIMIT, "TLS handshake"))?
-            .map_err(DeviceError::Tls)?;
+        let tls = tokio::time::timeout(
+            STEP_LIMIT,
+            TlsConnector::from(Arc::new(config)).connect(name, tcp),
+        )
+        .await
+        .map_err(|_| DeviceError::Timeout(STEP_LIMIT, "TLS handshake"))?
+        .map_err(DeviceError::Tls)?;
         let mut framed = Framed::new(
             tls,
             Codec {
@@ -154,13 +167,42 @@ impl Device {
         match tokio::time::timeout(STEP_LIMIT, framed.next()).await {
             Err(_) => Err(DeviceError::Timeout(STEP_LIMIT, "CONNECT")),
             Ok(None) | Ok(Some(Err(_))) => Err(DeviceError::ConnectRefused),
-            Ok(Some(Ok(Packet::ConnAck(ack)))) if ack.code == ConnectReturnCode::Success => Ok(Device {
-                framed,
-                next_pkid: 0,
-                inbox: VecDeque::new(),
-            }),
+            Ok(Some(Ok(Packet::ConnAck(ack)))) if ack.code == ConnectReturnCode::Success => {
+                Ok(Device {
+                    framed,
+                    next_pkid: 0,
+                    inbox: VecDeque::new(),
+                })
+            }
             Ok(Some(Ok(Packet::ConnAck(ack)))) => Err(DeviceError::ConnAck(ack.code)),
-            Ok(Some(Ok(other))) => Err(DeviceError::Protocol(format!("expected CONNACK, got {other:?}"))),
+            Ok(Some(Ok(other))) => Err(DeviceError::Protocol(format!(
+                "expected CONNACK, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Connects, retrying with backoff (250 ms doubling, at most 4 s) while
+    /// the broker refuses the connection, up to `attempts` attempts: a JITP
+    /// certificate's first connection registers it and is dropped. Returns
+    /// the device and the attempts it took.
+    pub async fn connect_retrying(
+        endpoint: &Endpoint,
+        identity: &Identity,
+        client_id: &str,
+        attempts: u32,
+    ) -> Result<(Device, u32), DeviceError> {
+        let mut backoff = Duration::from_millis(250);
+        let mut attempt = 1;
+        loop {
+            match Device::connect(endpoint, identity, client_id).await {
+                Ok(device) => return Ok((device, attempt)),
+                Err(DeviceError::ConnectRefused) if attempt < attempts => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(4));
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -170,7 +212,11 @@ impl Device {
     }
 
     /// Reads packets until `want` picks one, keeping publishes for later.
-    async fn until<T>(&mut self, step: &'static str, mut want: impl FnMut(&Packet) -> Option<T>) -> Result<T, DeviceError> {
+    async fn until<T>(
+        &mut self,
+        step: &'static str,
+        mut want: impl FnMut(&Packet) -> Option<T>,
+    ) -> Result<T, DeviceError> {
         let deadline = Instant::now() + STEP_LIMIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -189,8 +235,11 @@ impl Device {
     async fn keep(&mut self, packet: Packet) -> Result<(), DeviceError> {
         if let Packet::Publish(publish) = packet {
             if publish.qos == QoS::AtLeastOnce {
-                self.send(Packet::PubAck(rumqttc::mqttbytes::v4::PubAck::new(publish.pkid)), "PUBACK")
-                    .await?;
+                self.send(
+                    Packet::PubAck(rumqttc::mqttbytes::v4::PubAck::new(publish.pkid)),
+                    "PUBACK",
+                )
+                .await?;
             }
             self.inbox.push_back(Message {
                 topic: publish.topic,
@@ -201,17 +250,18 @@ impl Device {
     }
 
     async fn send(&mut self, packet: Packet, step: &'static str) -> Result<(), DeviceError> {
-        self.framed.send(packet).await.map_err(|_| DeviceError::Closed(step))
+        self.framed
+            .send(packet)
+            .await
+            .map_err(|_| DeviceError::Closed(step))
     }
 
     /// Subscribes at QoS 1; Err when the broker refuses or closes.
     pub async fn subscribe(&mut self, filters: &[&str]) -> Result<(), DeviceError> {
         let pkid = self.pkid();
-        let mut subscribe = Subscribe::new_many(
-            filters
-                .iter()
-                .map(|f| rumqttc::mqttbytes::v4::SubscribeFilter::new((*f).to_owned(), QoS::AtLeastOnce)),
-        );
+        let mut subscribe = Subscribe::new_many(filters.iter().map(|f| {
+            rumqttc::mqttbytes::v4::SubscribeFilter::new((*f).to_owned(), QoS::AtLeastOnce)
+        }));
         subscribe.pkid = pkid;
         self.send(Packet::Subscribe(subscribe), "SUBSCRIBE").await?;
         let codes = self
@@ -229,17 +279,27 @@ impl Device {
     }
 
     /// Publishes at QoS 1 and waits for the PUBACK.
-    pub async fn publish(&mut self, topic: &str, payload: impl Into<Vec<u8>>) -> Result<(), DeviceError> {
+    pub async fn publish(
+        &mut self,
+        topic: &str,
+        payload: impl Into<Vec<u8>>,
+    ) -> Result<(), DeviceError> {
         let pkid = self.pkid();
         let mut publish = Publish::new(topic, QoS::AtLeastOnce, payload.into());
         publish.pkid = pkid;
         self.send(Packet::Publish(publish), "PUBLISH").await?;
-        self.until("PUBLISH", |p| matches!(p, Packet::PubAck(ack) if ack.pkid == pkid).then_some(()))
-            .await
+        self.until("PUBLISH", |p| {
+            matches!(p, Packet::PubAck(ack) if ack.pkid == pkid).then_some(())
+        })
+        .await
     }
 
     /// The next message whose topic `accept` takes, waiting up to `limit`.
-    pub async fn receive(&mut self, limit: Duration, accept: impl Fn(&str) -> bool) -> Result<Message, DeviceError> {
+    pub async fn receive(
+        &mut self,
+        limit: Duration,
+        accept: impl Fn(&str) -> bool,
+    ) -> Result<Message, DeviceError> {
         if let Some(i) = self.inbox.iter().position(|m| accept(&m.topic)) {
             return Ok(self.inbox.remove(i).expect("index in range"));
         }

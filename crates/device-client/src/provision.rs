@@ -25,6 +25,9 @@ pub struct ProvisionRequest {
     pub csr: bool,
     /// The CSR's common name when `csr` is set.
     pub serial: String,
+    /// The device's own key (PEM) for the CSR, such as the one whose hash
+    /// the factory recorded; a new P-256 key when None.
+    pub key_pem: Option<String>,
     pub parameters: BTreeMap<String, String>,
 }
 
@@ -56,7 +59,12 @@ pub enum ProvisionError {
 
 /// Publishes `payload` to `topic` and returns the accepted answer, after
 /// subscribing to both answers as the guide requires.
-async fn call(device: &mut Device, operation: &'static str, topic: &str, payload: Vec<u8>) -> Result<Value, ProvisionError> {
+async fn call(
+    device: &mut Device,
+    operation: &'static str,
+    topic: &str,
+    payload: Vec<u8>,
+) -> Result<Value, ProvisionError> {
     let accepted = format!("{topic}/accepted");
     let rejected = format!("{topic}/rejected");
     device.subscribe(&[&accepted, &rejected]).await?;
@@ -68,9 +76,20 @@ async fn call(device: &mut Device, operation: &'static str, topic: &str, payload
     if message.topic == rejected {
         return Err(ProvisionError::Rejected {
             operation,
-            status: body.get("statusCode").and_then(Value::as_i64).unwrap_or_default(),
-            code: body.get("errorCode").and_then(Value::as_str).unwrap_or_default().to_owned(),
-            message: body.get("errorMessage").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            status: body
+                .get("statusCode")
+                .and_then(Value::as_i64)
+                .unwrap_or_default(),
+            code: body
+                .get("errorCode")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            message: body
+                .get("errorMessage")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
         });
     }
     Ok(body)
@@ -84,12 +103,25 @@ fn text(body: &Value, key: &str, operation: &'static str) -> Result<String, Prov
 }
 
 /// Provisions a device with the claim identity.
-pub async fn provision(endpoint: &Endpoint, claim: &Identity, request: &ProvisionRequest) -> Result<Provisioned, ProvisionError> {
+pub async fn provision(
+    endpoint: &Endpoint,
+    claim: &Identity,
+    request: &ProvisionRequest,
+) -> Result<Provisioned, ProvisionError> {
     let mut device = Device::connect(endpoint, claim, &request.client_id).await?;
     let (certificate_id, certificate_pem, private_key_pem, token) = if request.csr {
-        let key = rcgen::KeyPair::generate().map_err(|e| ProvisionError::Key(e.to_string()))?;
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| ProvisionError::Key(e.to_string()))?;
-        params.distinguished_name.push(rcgen::DnType::CommonName, request.serial.clone());
+        let key = match &request.key_pem {
+            // The parse error names no key material.
+            Some(pem) => rcgen::KeyPair::from_pem(pem).map_err(|_| {
+                ProvisionError::Key("the device key is not a PEM private key".into())
+            })?,
+            None => rcgen::KeyPair::generate().map_err(|e| ProvisionError::Key(e.to_string()))?,
+        };
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
+            .map_err(|e| ProvisionError::Key(e.to_string()))?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, request.serial.clone());
         let csr = params
             .serialize_request(&key)
             .and_then(|r| r.pem())
@@ -99,7 +131,9 @@ pub async fn provision(endpoint: &Endpoint, claim: &Identity, request: &Provisio
             &mut device,
             op,
             "$aws/certificates/create-from-csr/json",
-            json!({"certificateSigningRequest": csr}).to_string().into_bytes(),
+            json!({"certificateSigningRequest": csr})
+                .to_string()
+                .into_bytes(),
         )
         .await?;
         (
@@ -122,7 +156,10 @@ pub async fn provision(endpoint: &Endpoint, claim: &Identity, request: &Provisio
     let body = call(
         &mut device,
         op,
-        &format!("$aws/provisioning-templates/{}/provision/json", request.template),
+        &format!(
+            "$aws/provisioning-templates/{}/provision/json",
+            request.template
+        ),
         json!({"certificateOwnershipToken": token, "parameters": request.parameters})
             .to_string()
             .into_bytes(),
@@ -136,6 +173,9 @@ pub async fn provision(endpoint: &Endpoint, claim: &Identity, request: &Provisio
             certificate_pem,
             private_key_pem,
         },
-        device_configuration: body.get("deviceConfiguration").cloned().unwrap_or(Value::Null),
+        device_configuration: body
+            .get("deviceConfiguration")
+            .cloned()
+            .unwrap_or(Value::Null),
     })
 }

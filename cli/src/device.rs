@@ -1,0 +1,221 @@
+//! `geoprov device`: a reference device. `provision` runs fleet provisioning
+//! by claim and writes the device's certificate and key (mode 0600);
+//! `connect` connects with a device certificate, retrying after JITP's first
+//! drop, and reports what the policy allowed.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use geoprov_device::provision::{provision, ProvisionError, ProvisionRequest};
+use geoprov_device::{Device, DeviceError, Endpoint, Identity};
+use serde_json::{json, Value};
+
+/// MQTT over TLS, as IoT serves it.
+const MQTT_PORT: u16 = 8883;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceCommandError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0} does not resolve to an address")]
+    Resolve(String),
+    #[error("--parameter {0:?} is not NAME=VALUE")]
+    Parameter(String),
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+}
+
+/// Where the device connects.
+#[derive(Args, Debug)]
+pub struct EndpointArgs {
+    /// The global name: the SNI, and the name the server certificate must
+    /// have.
+    #[arg(long)]
+    endpoint: String,
+    /// Connect to this address instead of resolving --endpoint (local runs
+    /// against geoprov-iot-emu).
+    #[arg(long)]
+    connect_to: Option<SocketAddr>,
+    /// The CA certificate(s) that sign the server certificate (PEM).
+    #[arg(long)]
+    ca_file: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ProvisionArgs {
+    #[command(flatten)]
+    endpoint: EndpointArgs,
+    #[arg(long)]
+    claim_cert: PathBuf,
+    #[arg(long)]
+    claim_key: PathBuf,
+    #[arg(long)]
+    serial: String,
+    /// Send a CSR (CreateCertificateFromCsr): the key stays on the device.
+    #[arg(long)]
+    csr: bool,
+    /// With --csr: the device's own key (PEM), such as the one the factory
+    /// recorded; otherwise a new P-256 key.
+    #[arg(long, requires = "csr")]
+    key: Option<PathBuf>,
+    #[arg(long, default_value = "geoprov-fleet")]
+    template: String,
+    /// The regional stacks' ProvisioningClientIdPrefix.
+    #[arg(long, default_value = "prov-")]
+    client_id_prefix: String,
+    /// A template parameter the device sends (repeat for several).
+    #[arg(long = "parameter", value_name = "NAME=VALUE")]
+    parameters: Vec<String>,
+    /// Where the device's certificate and key are written.
+    #[arg(long)]
+    out_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
+    #[command(flatten)]
+    endpoint: EndpointArgs,
+    #[arg(long)]
+    cert: PathBuf,
+    #[arg(long)]
+    key: PathBuf,
+    /// By default the certificate's thing: the serial the certificate was
+    /// provisioned for.
+    #[arg(long)]
+    client_id: String,
+    /// Connection attempts: a JITP certificate is dropped on its first.
+    #[arg(long, default_value_t = 5)]
+    attempts: u32,
+}
+
+fn read(path: &Path) -> Result<String, DeviceCommandError> {
+    std::fs::read_to_string(path).map_err(|source| DeviceCommandError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Writes a file readable by its owner only, created that way.
+fn write_private(path: &Path, contents: &str) -> Result<(), DeviceCommandError> {
+    let fail = |source| DeviceCommandError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(fail)?;
+    file.write_all(contents.as_bytes()).map_err(fail)?;
+    file.sync_all().map_err(fail)
+}
+
+async fn endpoint(args: &EndpointArgs) -> Result<Endpoint, DeviceCommandError> {
+    let address = match args.connect_to {
+        Some(address) => address,
+        None => tokio::net::lookup_host((args.endpoint.as_str(), MQTT_PORT))
+            .await
+            .ok()
+            .and_then(|mut addresses| addresses.next())
+            .ok_or_else(|| DeviceCommandError::Resolve(args.endpoint.clone()))?,
+    };
+    Ok(Endpoint {
+        server_name: args.endpoint.clone(),
+        address,
+        ca_pem: read(&args.ca_file)?,
+    })
+}
+
+pub async fn provision_command(args: ProvisionArgs) -> Result<Value, DeviceCommandError> {
+    let endpoint = endpoint(&args.endpoint).await?;
+    let claim = Identity {
+        certificate_pem: read(&args.claim_cert)?,
+        private_key_pem: read(&args.claim_key)?,
+    };
+    let mut parameters = BTreeMap::new();
+    parameters.insert("SerialNumber".to_owned(), args.serial.clone());
+    for entry in &args.parameters {
+        let (name, value) = entry
+            .split_once('=')
+            .ok_or_else(|| DeviceCommandError::Parameter(entry.clone()))?;
+        parameters.insert(name.to_owned(), value.to_owned());
+    }
+    let key_pem = args.key.as_deref().map(read).transpose()?;
+    let request = ProvisionRequest {
+        client_id: format!("{}{}", args.client_id_prefix, args.serial),
+        template: args.template.clone(),
+        csr: args.csr,
+        serial: args.serial.clone(),
+        key_pem: key_pem.clone(),
+        parameters,
+    };
+    let provisioned = provision(&endpoint, &claim, &request).await?;
+    std::fs::create_dir_all(&args.out_dir).map_err(|source| DeviceCommandError::Write {
+        path: args.out_dir.clone(),
+        source,
+    })?;
+    let certificate_file = args.out_dir.join(format!("{}.pem", provisioned.thing_name));
+    let key_file = args.out_dir.join(format!("{}.key", provisioned.thing_name));
+    write_private(&certificate_file, &provisioned.identity.certificate_pem)?;
+    write_private(&key_file, &provisioned.identity.private_key_pem)?;
+    Ok(json!({
+        "thingName": provisioned.thing_name,
+        "certificateId": provisioned.certificate_id,
+        "region": provisioned.device_configuration.get("region"),
+        "deviceConfiguration": provisioned.device_configuration,
+        "certificateFile": certificate_file,
+        "keyFile": key_file,
+    }))
+}
+
+/// What the policy allowed of one step.
+fn step<T>(outcome: &Result<T, DeviceError>) -> Value {
+    match outcome {
+        Ok(_) => json!("allowed"),
+        Err(DeviceError::Closed(_)) | Err(DeviceError::SubscriptionRefused(_)) => json!("refused"),
+        Err(e) => json!(format!("failed: {e}")),
+    }
+}
+
+pub async fn connect_command(args: ConnectArgs) -> Result<Value, DeviceCommandError> {
+    let endpoint = endpoint(&args.endpoint).await?;
+    let identity = Identity {
+        certificate_pem: read(&args.cert)?,
+        private_key_pem: read(&args.key)?,
+    };
+    let (mut device, attempts) =
+        Device::connect_retrying(&endpoint, &identity, &args.client_id, args.attempts).await?;
+    let topic = format!("devices/{}/hello", args.client_id);
+    let subscribed = device.subscribe(&[&topic]).await;
+    let mut report =
+        json!({"connected": true, "attempts": attempts, "subscribe": step(&subscribed)});
+    if subscribed.is_err() {
+        return Ok(report);
+    }
+    let published = device.publish(&topic, b"hello".to_vec()).await;
+    report["publish"] = step(&published);
+    if published.is_err() {
+        return Ok(report);
+    }
+    let received = device.receive(Duration::from_secs(5), |t| t == topic).await;
+    report["receive"] = step(&received);
+    device.disconnect().await;
+    Ok(report)
+}

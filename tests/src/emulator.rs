@@ -1,0 +1,219 @@
+//! The IoT side for tests: the regional stack's IoT resources made in moto
+//! by `scripts/local_iot_stack.py` from `template.yaml`, and one
+//! `geoprov-iot-emu` process per region in front of moto's IoT.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::{aws_env, moto, python, unique_table, workspace_binary, workspace_root};
+
+/// The global name devices give as SNI.
+pub const GLOBAL_NAME: &str = "global.iot.example.com";
+
+/// A directory of its own for one test's files, under the system's temp
+/// directory; removed when dropped.
+pub struct WorkDir(pub PathBuf);
+
+impl WorkDir {
+    pub fn new(label: &str) -> Self {
+        let path = std::env::temp_dir().join(unique_table(label));
+        std::fs::create_dir_all(&path).expect("work directory");
+        WorkDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Makes the regional stack's IoT resources in `region` of moto with
+/// `parameters`, writes the emulator's configuration to `config`, and
+/// returns what was made.
+pub fn iot_stack(region: &str, parameters: &[(&str, &str)], config: &Path) -> Value {
+    let mut command = Command::new(python());
+    command
+        .arg(workspace_root().join("scripts/local_iot_stack.py"))
+        .args(["--endpoint", &moto().endpoint, "--region", region, "--out"])
+        .arg(config)
+        .envs(aws_env(&moto().endpoint, region));
+    for (name, value) in parameters {
+        command.arg("--parameter").arg(format!("{name}={value}"));
+    }
+    let out = command.output().expect("run local_iot_stack.py");
+    assert!(
+        out.status.success(),
+        "local_iot_stack.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("local_iot_stack.py prints JSON")
+}
+
+/// The claim certificate and key as `geoprov setup claim` made them.
+pub struct Claim {
+    pub identity: geoprov_device::Identity,
+    pub certificate_id: String,
+}
+
+/// `geoprov setup claim` for `regions`, its files in `dir`.
+pub fn setup_claim(regions: &[&str], dir: &Path) -> Claim {
+    let env = aws_env(&moto().endpoint, regions[0]);
+    crate::cli::Geoprov::new(env).ok(&[
+        "setup",
+        "claim",
+        "--regions",
+        &regions.join(","),
+        "--out-dir",
+        dir.to_str().unwrap(),
+    ]);
+    let certificate_pem = std::fs::read_to_string(dir.join("claim.pem")).unwrap();
+    let private_key_pem = std::fs::read_to_string(dir.join("claim.key")).unwrap();
+    let certificate_id = certificate_id(&certificate_pem);
+    Claim {
+        identity: geoprov_device::Identity {
+            certificate_pem,
+            private_key_pem,
+        },
+        certificate_id,
+    }
+}
+
+/// IoT's certificate id: the SHA-256 of the DER.
+pub fn certificate_id(pem_text: &str) -> String {
+    let block = pem::parse(pem_text).expect("certificate PEM");
+    hex::encode(Sha256::digest(block.contents()))
+}
+
+/// A running `geoprov-iot-emu`; stopped when dropped.
+pub struct Emulator {
+    pub region: String,
+    pub mqtt: SocketAddr,
+    pub admin: SocketAddr,
+    pub server_ca_pem: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Emulator {
+    /// Starts an emulator of `region` with the configuration at `config`;
+    /// `lambdas` maps function names to Invoke API URLs.
+    pub fn start(region: &str, config: &Path, lambdas: &[(&str, String)], dir: &Path) -> Self {
+        let name = unique_table(&format!("emulator-{region}"));
+        let ca = dir.join(format!("{name}-server-ca.pem"));
+        let log = dir.join(format!("{name}.log"));
+        let mut command = Command::new(workspace_binary("geoprov-iot-emu"));
+        command
+            .env_clear()
+            .envs(aws_env(&moto().endpoint, region))
+            .env("RUST_LOG", "info")
+            .args(["--region", region, "--domain", GLOBAL_NAME, "--config"])
+            .arg(config)
+            .arg("--server-ca-out")
+            .arg(&ca)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("emulator log"));
+        for (name, url) in lambdas {
+            command.arg("--lambda").arg(format!("{name}={url}"));
+        }
+        let mut child = command.spawn().expect("start geoprov-iot-emu");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("emulator stdout"))
+            .read_line(&mut line)
+            .expect("read emulator addresses");
+        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
+            panic!(
+                "geoprov-iot-emu printed {line:?}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+        Emulator {
+            region: region.to_owned(),
+            mqtt: ready["mqtt"].as_str().unwrap().parse().unwrap(),
+            admin: ready["admin"].as_str().unwrap().parse().unwrap(),
+            server_ca_pem: std::fs::read_to_string(&ca).expect("server CA"),
+            child,
+            log,
+        }
+    }
+
+    /// The endpoint as a device reaches it through the global name.
+    pub fn endpoint(&self) -> geoprov_device::Endpoint {
+        self.endpoint_named(GLOBAL_NAME)
+    }
+
+    /// The endpoint with another SNI.
+    pub fn endpoint_named(&self, server_name: &str) -> geoprov_device::Endpoint {
+        geoprov_device::Endpoint {
+            server_name: server_name.to_owned(),
+            address: self.mqtt,
+            ca_pem: self.server_ca_pem.clone(),
+        }
+    }
+
+    /// Sets faults through the admin API (`{"refuseConnections": true}`...).
+    pub fn faults(&self, change: Value) -> Value {
+        ureq::put(&format!("http://{}/faults", self.admin))
+            .send_json(&change)
+            .expect("PUT /faults")
+            .body_mut()
+            .read_json()
+            .expect("faults JSON")
+    }
+
+    /// Moves the emulator's clock forward.
+    pub fn advance_clock(&self, seconds: i64) {
+        ureq::post(&format!("http://{}/clock", self.admin))
+            .send_json(serde_json::json!({"advanceSeconds": seconds}))
+            .expect("POST /clock");
+    }
+
+    /// What the emulator has logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The hook's environment as `template.yaml` sets it, with the table and
+/// the claim certificate of a test.
+pub fn hook_environment(region: &str, table: &str, claim_id: &str) -> BTreeMap<String, String> {
+    let mut env = aws_env(&moto().endpoint, region);
+    for (k, v) in [
+        ("TABLE_NAME", table),
+        ("HOOK_DEADLINE_MS", "3000"),
+        ("LAMBDA_TIMEOUT_MS", "4000"),
+        ("PROVISIONING_CLIENT_ID_PREFIX", "prov-"),
+        ("DEFAULT_THING_GROUP", "geoprov-devices"),
+        ("DEVICE_SETTABLE_PARAMETERS", "SerialNumber"),
+        ("THING_ATTRIBUTE_PARAMETERS", "model,firmware"),
+        ("TRUSTED_CLAIM_CERTIFICATE_IDS", claim_id),
+    ] {
+        env.insert(k.into(), v.into());
+    }
+    env
+}
+
+/// The Invoke API URL of the function behind a Runtime API emulator.
+pub fn invoke_url(runtime: &crate::lambda::RuntimeEmulator) -> String {
+    format!(
+        "http://127.0.0.1:{}/2015-03-31/functions/_/invocations",
+        runtime.port()
+    )
+}

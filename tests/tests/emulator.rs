@@ -1,0 +1,817 @@
+//! geoprov-iot-emu with real devices over TLS on loopback: the regional
+//! stack's IoT resources made in moto from `template.yaml`, the real hook
+//! binary behind cargo-lambda's Runtime API emulator, and the `geoprov`
+//! device client. Each test uses a region of its own in moto.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_iot::Client as IotClient;
+use geoprov_device::provision::{provision, ProvisionError, ProvisionRequest, Provisioned};
+use geoprov_device::{Device, DeviceError, Identity};
+use geoprov_shared::device::SerialNumber;
+use geoprov_shared::registry::DynamoRegistry;
+use geoprov_tests::cli::Geoprov;
+use geoprov_tests::emulator::{
+    certificate_id, hook_environment, invoke_url, iot_stack, setup_claim, Claim, Emulator, WorkDir,
+};
+use geoprov_tests::lambda::{FunctionProcess, RuntimeEmulator};
+use geoprov_tests::{aws_env, moto, sdk_config, unique_table, workspace_binary};
+use serde_json::{json, Value};
+
+/// One region's provisioning side: the claim, the stack's IoT resources, a
+/// table with a manifest, the hook, and the emulator.
+struct FleetRegion {
+    region: String,
+    dir: WorkDir,
+    claim: Claim,
+    table: String,
+    emulator: Emulator,
+    _hook: FunctionProcess,
+    runtime: RuntimeEmulator,
+}
+
+impl FleetRegion {
+    fn start(region: &str, manifest: &[Value]) -> Self {
+        let dir = WorkDir::new("emulator");
+        let claim = setup_claim(&[region], dir.path());
+        let config = dir.path().join("emulator.json");
+        iot_stack(
+            region,
+            &[("ClaimCertificateId", &claim.certificate_id)],
+            &config,
+        );
+        let table = unique_table("emulator");
+        let cli = geoprov(region, &table);
+        cli.ok(&["registry", "create-table"]);
+        let manifest_file = dir.path().join("manifest.jsonl");
+        let lines: Vec<String> = manifest.iter().map(Value::to_string).collect();
+        std::fs::write(&manifest_file, lines.join("\n") + "\n").unwrap();
+        cli.ok(&[
+            "registry",
+            "import",
+            "--regions",
+            region,
+            manifest_file.to_str().unwrap(),
+        ]);
+        let runtime = RuntimeEmulator::start();
+        let mut env = hook_environment(region, &table, &claim.certificate_id);
+        // A key IoT makes cannot be known to the factory; a recorded key is
+        // still checked (the CSR devices).
+        env.insert("REQUIRE_FACTORY_KEY".into(), "false".into());
+        let hook = runtime.run_function(&workspace_binary("pre-provisioning-hook"), &env);
+        let emulator = Emulator::start(
+            region,
+            &config,
+            &[("PreProvisioningHookFunction", invoke_url(&runtime))],
+            dir.path(),
+        );
+        FleetRegion {
+            region: region.to_owned(),
+            dir,
+            claim,
+            table,
+            emulator,
+            _hook: hook,
+            runtime,
+        }
+    }
+
+    fn request(&self, serial: &str, csr: Option<&FactoryKey>) -> ProvisionRequest {
+        ProvisionRequest {
+            client_id: format!("prov-{serial}"),
+            template: "geoprov-fleet".into(),
+            csr: csr.is_some(),
+            serial: serial.into(),
+            key_pem: csr.map(|k| k.pem.clone()),
+            parameters: BTreeMap::from([("SerialNumber".into(), serial.into())]),
+        }
+    }
+
+    async fn provision(
+        &self,
+        serial: &str,
+        csr: Option<&FactoryKey>,
+    ) -> Result<Provisioned, ProvisionError> {
+        provision(
+            &self.emulator.endpoint(),
+            &self.claim.identity,
+            &self.request(serial, csr),
+        )
+        .await
+    }
+
+    async fn iot(&self) -> IotClient {
+        IotClient::new(&sdk_config(&moto().endpoint, &self.region).await)
+    }
+
+    async fn audit_reasons(&self, serial: &str) -> Vec<(String, Option<String>)> {
+        let config = sdk_config(&moto().endpoint, &self.region).await;
+        let registry = DynamoRegistry::new(aws_sdk_dynamodb::Client::new(&config), &self.table);
+        registry
+            .audit_events(&SerialNumber::try_from(serial).unwrap())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.reason, e.certificate_id))
+            .collect()
+    }
+}
+
+fn geoprov(region: &str, table: &str) -> Geoprov {
+    let mut env = aws_env(&moto().endpoint, region);
+    env.insert("TABLE_NAME".into(), table.into());
+    Geoprov::new(env)
+}
+
+/// A device key made at the factory, whose SPKI hash the manifest records.
+struct FactoryKey {
+    pem: String,
+    spki_sha256: String,
+}
+
+fn factory_key() -> FactoryKey {
+    use sha2::Digest;
+    let key = rcgen::KeyPair::generate().unwrap();
+    FactoryKey {
+        pem: key.serialize_pem(),
+        spki_sha256: hex::encode(sha2::Sha256::digest(
+            rcgen::PublicKeyData::subject_public_key_info(&key),
+        )),
+    }
+}
+
+fn assert_rejected(
+    outcome: Result<Provisioned, ProvisionError>,
+    operation: &str,
+    code: &str,
+) -> String {
+    match outcome {
+        Err(ProvisionError::Rejected {
+            operation: op,
+            code: c,
+            message,
+            ..
+        }) if op == operation && c == code => message,
+        other => panic!("expected {operation} rejected with {code}, got {other:?}"),
+    }
+}
+
+async fn thing_exists(iot: &IotClient, name: &str) -> bool {
+    iot.describe_thing().thing_name(name).send().await.is_ok()
+}
+
+async fn certificate_status(iot: &IotClient, id: &str) -> String {
+    iot.describe_certificate()
+        .certificate_id(id)
+        .send()
+        .await
+        .unwrap()
+        .certificate_description()
+        .unwrap()
+        .status()
+        .unwrap()
+        .as_str()
+        .to_owned()
+}
+
+/// A self-signed certificate IoT has never seen.
+fn stranger() -> Identity {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "stranger");
+    Identity {
+        certificate_pem: params.self_signed(&key).unwrap().pem(),
+        private_key_pem: key.serialize_pem(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoint_refuses_a_wrong_sni_an_unknown_certificate_and_a_claim_outside_its_topics() {
+    let fleet = FleetRegion::start("eu-north-1", &[]);
+    let claim = &fleet.claim.identity;
+
+    // SNI must be a configured domain name.
+    let wrong = Device::connect(
+        &fleet.emulator.endpoint_named("other.example.com"),
+        claim,
+        "prov-SN-1",
+    )
+    .await;
+    assert!(
+        matches!(wrong, Err(DeviceError::Tls(_))),
+        "{:?}",
+        wrong.err()
+    );
+    // A certificate IoT does not know is closed without a CONNACK.
+    let unknown = Device::connect(&fleet.emulator.endpoint(), &stranger(), "prov-SN-1").await;
+    assert!(
+        matches!(unknown, Err(DeviceError::ConnectRefused)),
+        "{:?}",
+        unknown.err()
+    );
+    // The claim connects only as a provisioning client id.
+    let as_device = Device::connect(&fleet.emulator.endpoint(), claim, "SN-1").await;
+    assert!(
+        matches!(as_device, Err(DeviceError::ConnectRefused)),
+        "{:?}",
+        as_device.err()
+    );
+
+    // The claim may use the provisioning topics, and nothing else.
+    let mut device = Device::connect(&fleet.emulator.endpoint(), claim, "prov-SN-1")
+        .await
+        .unwrap();
+    device
+        .subscribe(&[
+            "$aws/certificates/create/json/accepted",
+            "$aws/certificates/create/json/rejected",
+        ])
+        .await
+        .unwrap();
+    let publish = device.publish("devices/SN-1/hello", b"hi".to_vec()).await;
+    assert!(
+        matches!(publish, Err(DeviceError::Closed(_))),
+        "{publish:?}"
+    );
+
+    let mut device = Device::connect(&fleet.emulator.endpoint(), claim, "prov-SN-1")
+        .await
+        .unwrap();
+    let subscribe = device.subscribe(&["devices/#"]).await;
+    assert!(
+        matches!(subscribe, Err(DeviceError::Closed(_))),
+        "{subscribe:?}"
+    );
+
+    // The refusals are the emulator's, and it says why.
+    let log = fleet.emulator.log();
+    assert!(log.contains("TLS handshake failed"), "{log}");
+    assert!(log.contains("publish refused by policy"), "{log}");
+    assert!(log.contains("subscribe refused by policy"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_provisions_a_device_by_iot_made_keys_and_by_csr_and_the_device_owns_its_topics() {
+    let csr_key = factory_key();
+    let manifest = [
+        json!({"serialNumber": "SN-KEYS-1", "status": "ALLOWED", "thingGroup": "sensors",
+               "attributes": {"model": "X1", "firmware": "1.0.0"}}),
+        json!({"serialNumber": "SN-CSR-1", "status": "ALLOWED", "publicKeySha256": csr_key.spki_sha256}),
+        json!({"serialNumber": "SN-CLI-1", "status": "ALLOWED"}),
+    ];
+    let fleet = FleetRegion::start("eu-west-2", &manifest);
+    let iot = fleet.iot().await;
+
+    let by_keys = fleet.provision("SN-KEYS-1", None).await.unwrap();
+    let by_csr = fleet.provision("SN-CSR-1", Some(&csr_key)).await.unwrap();
+    assert_eq!(by_keys.thing_name, "SN-KEYS-1");
+    assert_eq!(by_csr.thing_name, "SN-CSR-1");
+    assert_eq!(by_keys.device_configuration, json!({"region": "eu-west-2"}));
+    // The CSR's key stayed on the device: the certificate is for it.
+    assert_eq!(by_csr.identity.private_key_pem, csr_key.pem);
+
+    for (device, group, attributes) in [
+        (
+            &by_keys,
+            "sensors",
+            json!({"serialNumber": "SN-KEYS-1", "region": "eu-west-2", "model": "X1", "firmware": "1.0.0"}),
+        ),
+        (
+            &by_csr,
+            "geoprov-devices",
+            json!({"serialNumber": "SN-CSR-1", "region": "eu-west-2", "model": "", "firmware": ""}),
+        ),
+    ] {
+        let name = &device.thing_name;
+        let thing = iot.describe_thing().thing_name(name).send().await.unwrap();
+        assert_eq!(thing.thing_type_name(), Some("geoprov-device"));
+        // The hook's overrides: the region and the manifest's attributes,
+        // whatever the device sent.
+        let held: BTreeMap<String, String> = thing
+            .attributes()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let expected: BTreeMap<String, String> = serde_json::from_value(attributes).unwrap();
+        assert_eq!(held, expected, "{name}");
+        let groups = iot
+            .list_thing_groups_for_thing()
+            .thing_name(name)
+            .send()
+            .await
+            .unwrap();
+        let groups: Vec<_> = groups
+            .thing_groups()
+            .iter()
+            .filter_map(|g| g.group_name())
+            .collect();
+        assert_eq!(groups, vec![group], "{name}");
+        assert_eq!(
+            certificate_status(&iot, &device.certificate_id).await,
+            "ACTIVE"
+        );
+        let arn = format!(
+            "arn:aws:iot:eu-west-2:123456789012:cert/{}",
+            device.certificate_id
+        );
+        let policies = iot
+            .list_attached_policies()
+            .target(&arn)
+            .send()
+            .await
+            .unwrap();
+        let policies: Vec<_> = policies
+            .policies()
+            .iter()
+            .filter_map(|p| p.policy_name())
+            .collect();
+        assert_eq!(policies, vec!["geoprov-DevicePolicy"]);
+        let things = iot
+            .list_principal_things()
+            .principal(&arn)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(things.things(), std::slice::from_ref(name));
+        // The hook was called once, with this certificate, and allowed it.
+        assert_eq!(
+            fleet.audit_reasons(name).await,
+            vec![("ALLOWED".to_owned(), Some(device.certificate_id.clone()))]
+        );
+    }
+
+    // Each device uses its own topics, and not another's.
+    let endpoint = fleet.emulator.endpoint();
+    let mut device = Device::connect(&endpoint, &by_csr.identity, "SN-CSR-1")
+        .await
+        .unwrap();
+    device.subscribe(&["devices/SN-CSR-1/hello"]).await.unwrap();
+    device
+        .publish("devices/SN-CSR-1/hello", b"hi".to_vec())
+        .await
+        .unwrap();
+    let message = device
+        .receive(std::time::Duration::from_secs(5), |t| {
+            t == "devices/SN-CSR-1/hello"
+        })
+        .await
+        .unwrap();
+    assert_eq!(&message.payload[..], b"hi");
+    let other = device
+        .publish("devices/SN-KEYS-1/hello", b"hi".to_vec())
+        .await;
+    assert!(matches!(other, Err(DeviceError::Closed(_))), "{other:?}");
+    // A certificate connects only as its own thing.
+    let as_other = Device::connect(&endpoint, &by_csr.identity, "SN-KEYS-1").await;
+    assert!(
+        matches!(as_other, Err(DeviceError::ConnectRefused)),
+        "{:?}",
+        as_other.err()
+    );
+
+    // The reference client: provision by CSR, then connect.
+    provision_and_connect_with_the_cli(&fleet, "SN-CLI-1");
+}
+
+fn provision_and_connect_with_the_cli(fleet: &FleetRegion, serial: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = fleet.dir.path();
+    let ca = dir.join("server-ca-cli.pem");
+    std::fs::write(&ca, &fleet.emulator.server_ca_pem).unwrap();
+    let devices = dir.join("devices");
+    let (claim_cert, claim_key) = (dir.join("claim.pem"), dir.join("claim.key"));
+    let cli = geoprov(&fleet.region, &fleet.table);
+    let address = fleet.emulator.mqtt.to_string();
+    let common = [
+        "--endpoint",
+        geoprov_tests::emulator::GLOBAL_NAME,
+        "--connect-to",
+        &address,
+        "--ca-file",
+        ca.to_str().unwrap(),
+    ];
+    let mut args = vec!["device", "provision"];
+    args.extend(common);
+    args.extend([
+        "--claim-cert",
+        claim_cert.to_str().unwrap(),
+        "--claim-key",
+        claim_key.to_str().unwrap(),
+        "--serial",
+        serial,
+        "--csr",
+        "--out-dir",
+        devices.to_str().unwrap(),
+    ]);
+    let out = cli.ok(&args);
+    assert_eq!(out["thingName"], serial);
+    assert_eq!(out["region"], fleet.region.as_str());
+    let key_file = out["keyFile"].as_str().unwrap();
+    let certificate_file = out["certificateFile"].as_str().unwrap();
+    for file in [key_file, certificate_file] {
+        let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
+    assert_eq!(
+        certificate_id(&std::fs::read_to_string(certificate_file).unwrap()),
+        out["certificateId"]
+    );
+    let run = cli.run(&args);
+    let printed =
+        String::from_utf8_lossy(&run.stdout).to_string() + &String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !printed.contains("PRIVATE KEY"),
+        "a key reached the output: {printed}"
+    );
+
+    let mut args = vec!["device", "connect"];
+    args.extend(common);
+    args.extend([
+        "--cert",
+        certificate_file,
+        "--key",
+        key_file,
+        "--client-id",
+        serial,
+    ]);
+    let report = cli.ok(&args);
+    assert_eq!(
+        report,
+        json!({"connected": true, "attempts": 1, "subscribe": "allowed", "publish": "allowed", "receive": "allowed"})
+    );
+}
+
+/// A function endpoint that answers after 6 s (a fake: no real function
+/// can be told to sleep); serves one invocation, then stops.
+fn slow_function() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let mut buffer = [0u8; 16 * 1024];
+            let _ = stream.read(&mut buffer);
+            std::thread::sleep(std::time::Duration::from_secs(6));
+            let body = r#"{"allowProvisioning": true}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://{address}/2015-03-31/functions/_/invocations")
+}
+
+/// The emulator configuration of `fleet` with the fleet template changed by `change`.
+fn changed_template(
+    fleet: &FleetRegion,
+    name: &str,
+    change: impl Fn(&mut Value),
+) -> std::path::PathBuf {
+    let original: Value =
+        serde_json::from_slice(&std::fs::read(fleet.dir.path().join("emulator.json")).unwrap())
+            .unwrap();
+    let mut config = original.clone();
+    for template in config["templates"].as_array_mut().unwrap() {
+        if template["templateName"] == "geoprov-fleet" {
+            let mut body: Value =
+                serde_json::from_str(template["templateBody"].as_str().unwrap()).unwrap();
+            change(&mut body);
+            template["templateBody"] = Value::String(body.to_string());
+        }
+    }
+    let path = fleet.dir.path().join(name);
+    std::fs::write(&path, config.to_string()).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_thing_is_rejected_for_a_denial_a_slow_hook_an_expired_token_and_a_template_iot_refuses(
+) {
+    let manifest = [
+        json!({"serialNumber": "SN-REJ-ATTRS", "status": "ALLOWED"}),
+        json!({"serialNumber": "SN-REJ-SLOW", "status": "ALLOWED"}),
+        json!({"serialNumber": "SN-REJ-TOKEN", "status": "ALLOWED"}),
+        json!({"serialNumber": "SN-REJ-GROUP", "status": "ALLOWED", "thingGroup": "sensors-gone"}),
+    ];
+    let fleet = FleetRegion::start("eu-west-3", &manifest);
+    let iot = fleet.iot().await;
+
+    // The hook denies a device the registry does not know.
+    let message = assert_rejected(
+        fleet.provision("SN-REJ-UNKNOWN", None).await,
+        "RegisterThing",
+        "AccessDenied",
+    );
+    assert!(message.starts_with("ACCESS_DENIED"), "{message}");
+    assert!(!thing_exists(&iot, "SN-REJ-UNKNOWN").await);
+    assert_eq!(
+        fleet.audit_reasons("SN-REJ-UNKNOWN").await[0].0,
+        "UNKNOWN_DEVICE"
+    );
+
+    // A thing group that no longer exists: nothing is made.
+    iot.delete_thing_group()
+        .thing_group_name("sensors-gone")
+        .send()
+        .await
+        .unwrap();
+    let message = assert_rejected(
+        fleet.provision("SN-REJ-GROUP", None).await,
+        "RegisterThing",
+        "InvalidParameters",
+    );
+    assert!(
+        message.contains("thing group sensors-gone does not exist"),
+        "{message}"
+    );
+    assert!(!thing_exists(&iot, "SN-REJ-GROUP").await);
+
+    // A template that gives a thing without a type four attributes.
+    let untyped = changed_template(&fleet, "untyped.json", |body| {
+        body["Resources"]["thing"]["Properties"]
+            .as_object_mut()
+            .unwrap()
+            .remove("ThingTypeName");
+    });
+    // A second emulator of the region, with that template, and the same hook.
+    let hook_url = invoke_url(&fleet.runtime);
+    let second = Emulator::start(
+        "eu-west-3",
+        &untyped,
+        &[("PreProvisioningHookFunction", hook_url)],
+        fleet.dir.path(),
+    );
+    let request = fleet.request("SN-REJ-ATTRS", None);
+    let outcome = provision(&second.endpoint(), &fleet.claim.identity, &request).await;
+    let message = assert_rejected(outcome, "RegisterThing", "InvalidParameters");
+    assert!(message.contains("at most 3 attributes"), "{message}");
+    assert!(!thing_exists(&iot, "SN-REJ-ATTRS").await);
+    drop(second);
+
+    // A hook that answers after IoT's 5 s is ACCESS_DENIED.
+    let slow = Emulator::start(
+        "eu-west-3",
+        &fleet.dir.path().join("emulator.json"),
+        &[("PreProvisioningHookFunction", slow_function())],
+        fleet.dir.path(),
+    );
+    let request = fleet.request("SN-REJ-SLOW", None);
+    let message = assert_rejected(
+        provision(&slow.endpoint(), &fleet.claim.identity, &request).await,
+        "RegisterThing",
+        "AccessDenied",
+    );
+    assert!(message.contains("5 s"), "{message}");
+    assert!(!thing_exists(&iot, "SN-REJ-SLOW").await);
+    drop(slow);
+
+    // A certificate ownership token is good for an hour.
+    let endpoint = fleet.emulator.endpoint();
+    let mut device = Device::connect(&endpoint, &fleet.claim.identity, "prov-SN-REJ-TOKEN")
+        .await
+        .unwrap();
+    let create = "$aws/certificates/create/json";
+    let register = "$aws/provisioning-templates/geoprov-fleet/provision/json";
+    device
+        .subscribe(&[
+            &format!("{create}/accepted"),
+            &format!("{register}/accepted"),
+            &format!("{register}/rejected"),
+        ])
+        .await
+        .unwrap();
+    device.publish(create, Vec::new()).await.unwrap();
+    let created = device
+        .receive(std::time::Duration::from_secs(10), |t| {
+            t.starts_with(create)
+        })
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    let certificate = created["certificateId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        certificate_status(&iot, &certificate).await,
+        "PENDING_ACTIVATION"
+    );
+    fleet.emulator.advance_clock(3601);
+    device
+        .publish(
+            register,
+            json!({"certificateOwnershipToken": created["certificateOwnershipToken"], "parameters": {"SerialNumber": "SN-REJ-TOKEN"}})
+                .to_string(),
+        )
+        .await
+        .unwrap();
+    let answer = device
+        .receive(std::time::Duration::from_secs(10), |t| {
+            t.starts_with(register)
+        })
+        .await
+        .unwrap();
+    assert_eq!(answer.topic, format!("{register}/rejected"));
+    let body = answer.json().unwrap();
+    assert_eq!(
+        body["errorCode"], "InvalidCertificateOwnershipToken",
+        "{body}"
+    );
+    assert_eq!(body["statusCode"], 400);
+    assert!(!thing_exists(&iot, "SN-REJ-TOKEN").await);
+    assert_eq!(
+        certificate_status(&iot, &certificate).await,
+        "PENDING_ACTIVATION"
+    );
+}
+
+/// A CA registered with auto-registration naming the JITP template, and a
+/// device certificate it signed.
+struct JitpCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pem: String,
+}
+
+fn jitp_ca() -> JitpCa {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "geoprov test device CA");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let pem = params.self_signed(&key).unwrap().pem();
+    JitpCa {
+        issuer: rcgen::Issuer::new(params, key),
+        pem,
+    }
+}
+
+fn jitp_device(ca: &JitpCa, serial: &str) -> Identity {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, serial);
+    Identity {
+        certificate_pem: params.signed_by(&key, &ca.issuer).unwrap().pem(),
+        private_key_pem: key.serialize_pem(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jitp_drops_the_first_connection_then_the_certificate_is_active_with_its_thing() {
+    let region = "ap-northeast-1";
+    let dir = WorkDir::new("jitp");
+    let config = dir.path().join("emulator.json");
+    iot_stack(
+        region,
+        &[("PcaArn", "arn:aws:acm-pca:ap-northeast-1:123456789012:certificate-authority/11111111-2222-3333-4444-555555555555")],
+        &config,
+    );
+    let iot = IotClient::new(&sdk_config(&moto().endpoint, region).await);
+    let ca = jitp_ca();
+    let registered = iot
+        .register_ca_certificate()
+        .ca_certificate(&ca.pem)
+        .set_as_active(true)
+        .allow_auto_registration(true)
+        .certificate_mode(aws_sdk_iot::types::CertificateMode::SniOnly)
+        .registration_config(
+            aws_sdk_iot::types::RegistrationConfig::builder()
+                .template_name("geoprov-jitp")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let ca_id = registered.certificate_id().unwrap().to_owned();
+    let emulator = Emulator::start(region, &config, &[], dir.path());
+
+    // An observer that may see every event.
+    let observer = stranger();
+    let observer_cert = iot
+        .register_certificate_without_ca()
+        .certificate_pem(&observer.certificate_pem)
+        .status(aws_sdk_iot::types::CertificateStatus::Active)
+        .send()
+        .await
+        .unwrap();
+    iot.create_policy()
+        .policy_name("test-observer")
+        .policy_document(json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    iot.attach_policy()
+        .policy_name("test-observer")
+        .target(observer_cert.certificate_arn().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let mut watcher = Device::connect(&emulator.endpoint(), &observer, "test-observer")
+        .await
+        .unwrap();
+    watcher
+        .subscribe(&[
+            "$aws/events/certificates/registered/+",
+            "$aws/events/presence/+/+",
+        ])
+        .await
+        .unwrap();
+
+    let device = jitp_device(&ca, "SN-JITP-1");
+    let id = certificate_id(&device.certificate_pem);
+    let first = Device::connect(&emulator.endpoint(), &device, "SN-JITP-1").await;
+    assert!(
+        matches!(first, Err(DeviceError::ConnectRefused)),
+        "{:?}",
+        first.err()
+    );
+    let event = watcher
+        .receive(std::time::Duration::from_secs(10), |t| {
+            t.starts_with("$aws/events/certificates/registered/")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        event.topic,
+        format!("$aws/events/certificates/registered/{ca_id}")
+    );
+    let event = event.json().unwrap();
+    assert_eq!(event["certificateId"], id.as_str());
+    assert_eq!(event["caCertificateId"], ca_id.as_str());
+    assert_eq!(event["certificateStatus"], "PENDING_ACTIVATION");
+
+    let (mut connected, attempts) =
+        Device::connect_retrying(&emulator.endpoint(), &device, "SN-JITP-1", 6)
+            .await
+            .unwrap();
+    assert!(attempts >= 1);
+    assert_eq!(certificate_status(&iot, &id).await, "ACTIVE");
+    let thing = iot
+        .describe_thing()
+        .thing_name("SN-JITP-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(thing.thing_type_name(), Some("geoprov-device"));
+    assert_eq!(thing.attributes().unwrap()["region"], region);
+    let arn = format!("arn:aws:iot:{region}:123456789012:cert/{id}");
+    let things = iot
+        .list_principal_things()
+        .principal(&arn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(things.things(), ["SN-JITP-1".to_owned()]);
+    connected
+        .subscribe(&["devices/SN-JITP-1/hello"])
+        .await
+        .unwrap();
+    connected
+        .publish("devices/SN-JITP-1/hello", b"up".to_vec())
+        .await
+        .unwrap();
+    connected
+        .receive(std::time::Duration::from_secs(5), |t| {
+            t == "devices/SN-JITP-1/hello"
+        })
+        .await
+        .unwrap();
+    connected.disconnect().await;
+
+    // Lifecycle events of the device's session.
+    let connected_event = watcher
+        .receive(std::time::Duration::from_secs(5), |t| {
+            t == "$aws/events/presence/connected/SN-JITP-1"
+        })
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(connected_event["principalIdentifier"], id.as_str());
+    assert_eq!(connected_event["eventType"], "connected");
+    let gone = watcher
+        .receive(std::time::Duration::from_secs(5), |t| {
+            t == "$aws/events/presence/disconnected/SN-JITP-1"
+        })
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(gone["clientInitiatedDisconnect"], true);
+    assert_eq!(gone["disconnectReason"], "CLIENT_INITIATED_DISCONNECT");
+
+    // Faults for outage tests: refused connections.
+    emulator.faults(json!({"refuseConnections": true}));
+    let refused = Device::connect(&emulator.endpoint(), &device, "SN-JITP-1").await;
+    assert!(refused.is_err());
+    emulator.faults(json!({"refuseConnections": false}));
+    Device::connect(&emulator.endpoint(), &device, "SN-JITP-1")
+        .await
+        .unwrap();
+}
