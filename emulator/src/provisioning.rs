@@ -131,6 +131,7 @@ pub struct Provisioning {
     tokens: Mutex<HashMap<String, Token>>,
     clock: Arc<Clock>,
     faults: Arc<Faults>,
+    in_flight: tokio::sync::Semaphore,
 }
 
 /// What a request topic asks for.
@@ -168,6 +169,7 @@ impl Provisioning {
         lambdas: HashMap<String, String>,
         clock: Arc<Clock>,
         faults: Arc<Faults>,
+        max_in_flight: usize,
     ) -> Self {
         Provisioning {
             region,
@@ -183,6 +185,7 @@ impl Provisioning {
             tokens: Mutex::new(HashMap::new()),
             clock,
             faults,
+            in_flight: tokio::sync::Semaphore::new(max_in_flight.max(1)),
         }
     }
 
@@ -198,6 +201,13 @@ impl Provisioning {
             let r = Rejection::new(400, "InvalidRequest", "not a provisioning API topic");
             return (format!("{topic}/rejected"), r.payload());
         };
+        // Requests beyond the bound wait here, before any work and before
+        // the hook's 5 s start: see `max_in_flight` in main.rs.
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         let outcome = if format != "json" {
             Err(Rejection::new(
                 400,
@@ -409,7 +419,14 @@ impl Provisioning {
                 .read_json::<Value>()
                 .map_err(|e| e.to_string())
         });
-        let answer = match tokio::time::timeout(HOOK_LIMIT, call).await {
+        let started = std::time::Instant::now();
+        let answered = tokio::time::timeout(HOOK_LIMIT, call).await;
+        tracing::info!(
+            function,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "hook called"
+        );
+        let answer = match answered {
             Err(_) => {
                 return Err(Rejection::access_denied(
                     "the pre-provisioning hook did not answer within 5 s",

@@ -61,6 +61,7 @@ pub fn iot_stack(region: &str, parameters: &[(&str, &str)], config: &Path) -> Va
 }
 
 /// The claim certificate and key as `geoprov setup claim` made them.
+#[derive(Clone)]
 pub struct Claim {
     pub identity: geoprov_device::Identity,
     pub certificate_id: String,
@@ -188,6 +189,18 @@ impl Drop for Emulator {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows what the emulator saw.
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(60)..];
+            eprintln!(
+                "--- geoprov-iot-emu {} (last {} lines)\n{}",
+                self.region,
+                tail.len(),
+                tail.join("\n")
+            );
+        }
     }
 }
 

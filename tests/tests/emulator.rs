@@ -18,15 +18,19 @@ use geoprov_tests::lambda::{FunctionProcess, RuntimeEmulator};
 use geoprov_tests::{aws_env, moto, sdk_config, unique_table, workspace_binary};
 use serde_json::{json, Value};
 
+/// Execution environments of the hook per region.
+const HOOK_ENVIRONMENTS: usize = 4;
+
 /// One region's provisioning side: the claim, the stack's IoT resources, a
 /// table with a manifest, the hook, and the emulator.
 struct FleetRegion {
     region: String,
+    table_endpoint: String,
     dir: WorkDir,
     claim: Claim,
     table: String,
     emulator: Emulator,
-    _hook: FunctionProcess,
+    _hooks: Vec<FunctionProcess>,
     runtime: RuntimeEmulator,
 }
 
@@ -34,6 +38,19 @@ impl FleetRegion {
     fn start(region: &str, manifest: &[Value]) -> Self {
         let dir = WorkDir::new("emulator");
         let claim = setup_claim(&[region], dir.path());
+        Self::start_with(region, manifest, dir, claim, &moto().endpoint)
+    }
+
+    /// A region whose claim certificate `geoprov setup claim` registered
+    /// already (in this region among others), its table in the DynamoDB at
+    /// `table_endpoint`.
+    fn start_with(
+        region: &str,
+        manifest: &[Value],
+        dir: WorkDir,
+        claim: Claim,
+        table_endpoint: &str,
+    ) -> Self {
         let config = dir.path().join("emulator.json");
         iot_stack(
             region,
@@ -41,7 +58,7 @@ impl FleetRegion {
             &config,
         );
         let table = unique_table("emulator");
-        let cli = geoprov(region, &table);
+        let cli = geoprov(region, &table, table_endpoint);
         cli.ok(&["registry", "create-table"]);
         let manifest_file = dir.path().join("manifest.jsonl");
         let lines: Vec<String> = manifest.iter().map(Value::to_string).collect();
@@ -58,7 +75,12 @@ impl FleetRegion {
         // A key IoT makes cannot be known to the factory; a recorded key is
         // still checked (the CSR devices).
         env.insert("REQUIRE_FACTORY_KEY".into(), "false".into());
-        let hook = runtime.run_function(&workspace_binary("pre-provisioning-hook"), &env);
+        env.insert("AWS_ENDPOINT_URL_DYNAMODB".into(), table_endpoint.into());
+        // Lambda runs concurrent invocations in environments of their own:
+        // several processes poll the Runtime API for the same function.
+        let hooks = (0..HOOK_ENVIRONMENTS)
+            .map(|_| runtime.run_function(&workspace_binary("pre-provisioning-hook"), &env))
+            .collect();
         let emulator = Emulator::start(
             region,
             &config,
@@ -67,11 +89,12 @@ impl FleetRegion {
         );
         FleetRegion {
             region: region.to_owned(),
+            table_endpoint: table_endpoint.to_owned(),
             dir,
             claim,
             table,
             emulator,
-            _hook: hook,
+            _hooks: hooks,
             runtime,
         }
     }
@@ -105,7 +128,7 @@ impl FleetRegion {
     }
 
     async fn audit_reasons(&self, serial: &str) -> Vec<(String, Option<String>)> {
-        let config = sdk_config(&moto().endpoint, &self.region).await;
+        let config = sdk_config(&self.table_endpoint, &self.region).await;
         let registry = DynamoRegistry::new(aws_sdk_dynamodb::Client::new(&config), &self.table);
         registry
             .audit_events(&SerialNumber::try_from(serial).unwrap())
@@ -117,9 +140,11 @@ impl FleetRegion {
     }
 }
 
-fn geoprov(region: &str, table: &str) -> Geoprov {
+/// The CLI with moto's IoT and the table at `table_endpoint`.
+fn geoprov(region: &str, table: &str, table_endpoint: &str) -> Geoprov {
     let mut env = aws_env(&moto().endpoint, region);
     env.insert("TABLE_NAME".into(), table.into());
+    env.insert("AWS_ENDPOINT_URL_DYNAMODB".into(), table_endpoint.into());
     Geoprov::new(env)
 }
 
@@ -383,7 +408,7 @@ fn provision_and_connect_with_the_cli(fleet: &FleetRegion, serial: &str) {
     std::fs::write(&ca, &fleet.emulator.server_ca_pem).unwrap();
     let devices = dir.join("devices");
     let (claim_cert, claim_key) = (dir.join("claim.pem"), dir.join("claim.key"));
-    let cli = geoprov(&fleet.region, &fleet.table);
+    let cli = geoprov(&fleet.region, &fleet.table, &fleet.table_endpoint);
     let address = fleet.emulator.mqtt.to_string();
     let common = [
         "--endpoint",
@@ -814,4 +839,113 @@ async fn jitp_drops_the_first_connection_then_the_certificate_is_active_with_its
     Device::connect(&emulator.endpoint(), &device, "SN-JITP-1")
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_devices_provision_at_once_across_two_regions_as_the_manifest_says() {
+    const DEVICES: usize = 200;
+    let regions = ["ca-central-1", "sa-east-1"];
+    // One claim, registered in both regions, as `geoprov setup claim` does.
+    let claim_dir = WorkDir::new("claim");
+    let claim = setup_claim(&regions, claim_dir.path());
+    let keys: Vec<FactoryKey> = (0..DEVICES / 2).map(|_| factory_key()).collect();
+    let serial = |i: usize| format!("SN-MANY-{i:03}");
+    // Every fifth device is blocked; of the rest, every fifth may provision
+    // only in the first region.
+    let manifest: Vec<Value> = (0..DEVICES)
+        .map(|i| {
+            let mut line = json!({"serialNumber": serial(i), "status": if i % 5 == 0 { "BLOCKED" } else { "ALLOWED" }});
+            if i % 5 == 1 {
+                line["allowedRegions"] = json!([regions[0]]);
+            }
+            if i % 2 == 1 {
+                line["publicKeySha256"] = json!(keys[i / 2].spki_sha256);
+            }
+            line
+        })
+        .collect();
+    // The tables in a moto of their own: one moto serves one request at a
+    // time, and the hooks' reads would otherwise queue behind every IoT call
+    // of 200 devices (in AWS, DynamoDB and IoT do not share a queue).
+    let tables = geoprov_tests::launch_moto(None);
+    let fleets: Vec<std::sync::Arc<FleetRegion>> = regions
+        .iter()
+        .map(|r| {
+            std::sync::Arc::new(FleetRegion::start_with(
+                r,
+                &manifest,
+                WorkDir::new("many"),
+                claim.clone(),
+                &tables.endpoint,
+            ))
+        })
+        .collect();
+
+    let keys = std::sync::Arc::new(keys);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..DEVICES {
+        let fleet = fleets[i % 2].clone();
+        let keys = keys.clone();
+        let serial = serial(i);
+        tasks.spawn(async move {
+            let key = (i % 2 == 1).then(|| &keys[i / 2]);
+            let outcome = fleet.provision(&serial, key).await;
+            (i, outcome)
+        });
+    }
+    let mut provisioned_in = [0usize; 2];
+    while let Some(joined) = tasks.join_next().await {
+        let (i, outcome) = joined.unwrap();
+        let region = i % 2;
+        let allowed = i % 5 != 0 && !(i % 5 == 1 && region == 1);
+        match (allowed, outcome) {
+            (true, Ok(device)) => {
+                assert_eq!(device.thing_name, serial(i));
+                provisioned_in[region] += 1;
+            }
+            (false, Err(ProvisionError::Rejected { code, .. })) if code == "AccessDenied" => {}
+            (allowed, outcome) => {
+                for fleet in &fleets {
+                    eprintln!("--- {}\n{}", fleet.region, fleet.emulator.log());
+                }
+                panic!(
+                    "device {i} in {}: expected allowed={allowed}, got {outcome:?}",
+                    regions[region]
+                )
+            }
+        }
+    }
+    let expected: Vec<usize> = (0..2)
+        .map(|r| {
+            (0..DEVICES)
+                .filter(|i| i % 2 == r && i % 5 != 0 && !(i % 5 == 1 && r == 1))
+                .count()
+        })
+        .collect();
+    assert_eq!(provisioned_in.to_vec(), expected);
+    // What moto's IoT holds in each region, not what the test believes.
+    for (r, fleet) in fleets.iter().enumerate() {
+        let iot = fleet.iot().await;
+        let mut things = 0;
+        let mut token = None;
+        loop {
+            let page = iot
+                .list_things()
+                .set_next_token(token)
+                .max_results(250)
+                .send()
+                .await
+                .unwrap();
+            things += page
+                .things()
+                .iter()
+                .filter(|t| t.thing_name().is_some_and(|n| n.starts_with("SN-MANY-")))
+                .count();
+            token = page.next_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        assert_eq!(things, expected[r], "{}", regions[r]);
+    }
 }
