@@ -608,3 +608,64 @@ fn the_hooks_timeout_in_its_environment_is_its_lambda_timeout() {
         .unwrap();
     assert_eq!(declared, timeout_s * 1000);
 }
+
+/// Both provisioning template bodies, evaluated as geoprov-iot-emu (and IoT)
+/// evaluates them: the fleet one with the sample allow's parameters and
+/// overrides, the JITP one with what IoT takes from a certificate's subject.
+#[test]
+fn the_provisioning_templates_evaluate_to_a_typed_thing_in_the_default_or_manifest_group() {
+    use geoprov_iot_emu::template::{evaluate, PolicySpec};
+    use std::collections::BTreeMap;
+    let facts = facts();
+    let body = |name: &str| -> Value {
+        let text = facts["provisioningTemplates"][name].as_str().unwrap();
+        serde_json::from_str(&text.replace("${AWS::Region}", "eu-west-1")).unwrap()
+    };
+    let expected: Value = serde_json::from_slice(
+        &std::fs::read(workspace_root().join("tests/fixtures/pre-provisioning-hook/expected.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut parameters: BTreeMap<String, String> = serde_json::from_value(
+        expected["events"]["allow.json"]["response"]["parameterOverrides"].clone(),
+    )
+    .unwrap();
+    parameters.insert("SerialNumber".into(), "SN-EU-0001".into());
+    parameters.insert("AWS::IoT::Certificate::Id".into(), "c".repeat(64));
+    let fleet = evaluate(&body("FleetProvisioningTemplate"), &parameters).unwrap();
+    let thing = fleet.thing.unwrap();
+    assert_eq!(thing.name, "SN-EU-0001");
+    assert_eq!(thing.thing_type.as_deref(), Some("geoprov-device"));
+    assert_eq!(thing.groups, ["sensors-eu"]);
+    assert_eq!(thing.attributes["region"], "eu-west-1");
+    assert_eq!(thing.attributes.len(), 4);
+    assert_eq!(fleet.certificate.unwrap().status, "ACTIVE");
+    assert_eq!(
+        fleet.policies,
+        [PolicySpec::Named("geoprov-DevicePolicyName".into())]
+    );
+    assert_eq!(fleet.device_configuration["region"], "eu-west-1");
+
+    // Without the hook's overrides the template has no region: IoT refuses.
+    let mut bare = BTreeMap::from([("SerialNumber".to_owned(), "SN-1".to_owned())]);
+    bare.insert("AWS::IoT::Certificate::Id".into(), "c".repeat(64));
+    assert_eq!(
+        evaluate(&body("FleetProvisioningTemplate"), &bare)
+            .unwrap_err()
+            .code,
+        "InvalidParameters"
+    );
+
+    let subject = BTreeMap::from([
+        (
+            "AWS::IoT::Certificate::CommonName".to_owned(),
+            "SN-JITP-1".to_owned(),
+        ),
+        ("AWS::IoT::Certificate::Id".to_owned(), "d".repeat(64)),
+    ]);
+    let jitp = evaluate(&body("JitpProvisioningTemplate"), &subject).unwrap();
+    let thing = jitp.thing.unwrap();
+    assert_eq!(thing.name, "SN-JITP-1");
+    assert_eq!(thing.groups, ["geoprov-devices"]);
+    assert_eq!(thing.attributes["region"], "eu-west-1");
+}
