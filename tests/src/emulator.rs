@@ -8,10 +8,17 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use aws_sdk_iot::Client as IotClient;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::{aws_env, moto, python, unique_table, workspace_binary, workspace_root};
+use geoprov_device::provision::{provision, ProvisionError, ProvisionRequest, Provisioned};
+use geoprov_shared::device::SerialNumber;
+use geoprov_shared::registry::DynamoRegistry;
+
+use crate::cli::Geoprov;
+use crate::lambda::{FunctionProcess, RuntimeEmulator};
+use crate::{aws_env, moto, python, sdk_config, unique_table, workspace_binary, workspace_root};
 
 /// The global name devices give as SNI.
 pub const GLOBAL_NAME: &str = "global.iot.example.com";
@@ -229,4 +236,151 @@ pub fn invoke_url(runtime: &crate::lambda::RuntimeEmulator) -> String {
         "http://127.0.0.1:{}/2015-03-31/functions/_/invocations",
         runtime.port()
     )
+}
+
+/// Execution environments of the hook per region.
+pub const HOOK_ENVIRONMENTS: usize = 4;
+
+/// One region's provisioning side: the claim, the stack's IoT resources, a
+/// table with a manifest, the hook, and the emulator.
+pub struct FleetRegion {
+    pub region: String,
+    pub table_endpoint: String,
+    pub dir: WorkDir,
+    pub claim: Claim,
+    pub table: String,
+    pub emulator: Emulator,
+    _hooks: Vec<FunctionProcess>,
+    pub runtime: RuntimeEmulator,
+}
+
+impl FleetRegion {
+    pub fn start(region: &str, manifest: &[Value]) -> Self {
+        let dir = WorkDir::new("emulator");
+        let claim = setup_claim(&[region], dir.path());
+        Self::start_with(region, manifest, dir, claim, &moto().endpoint)
+    }
+
+    /// A region whose claim certificate `geoprov setup claim` registered
+    /// already (in this region among others), its table in the DynamoDB at
+    /// `table_endpoint`.
+    pub fn start_with(
+        region: &str,
+        manifest: &[Value],
+        dir: WorkDir,
+        claim: Claim,
+        table_endpoint: &str,
+    ) -> Self {
+        let config = dir.path().join("emulator.json");
+        iot_stack(
+            region,
+            &[("ClaimCertificateId", &claim.certificate_id)],
+            &config,
+        );
+        let table = unique_table("emulator");
+        let cli = geoprov(region, &table, table_endpoint);
+        cli.ok(&["registry", "create-table"]);
+        let manifest_file = dir.path().join("manifest.jsonl");
+        let lines: Vec<String> = manifest.iter().map(Value::to_string).collect();
+        std::fs::write(&manifest_file, lines.join("\n") + "\n").unwrap();
+        cli.ok(&[
+            "registry",
+            "import",
+            "--regions",
+            region,
+            manifest_file.to_str().unwrap(),
+        ]);
+        let runtime = RuntimeEmulator::start();
+        let mut env = hook_environment(region, &table, &claim.certificate_id);
+        // A key IoT makes cannot be known to the factory; a recorded key is
+        // still checked (the CSR devices).
+        env.insert("REQUIRE_FACTORY_KEY".into(), "false".into());
+        env.insert("AWS_ENDPOINT_URL_DYNAMODB".into(), table_endpoint.into());
+        // Lambda runs concurrent invocations in environments of their own:
+        // several processes poll the Runtime API for the same function.
+        let hooks = (0..HOOK_ENVIRONMENTS)
+            .map(|_| runtime.run_function(&workspace_binary("pre-provisioning-hook"), &env))
+            .collect();
+        let emulator = Emulator::start(
+            region,
+            &config,
+            &[("PreProvisioningHookFunction", invoke_url(&runtime))],
+            dir.path(),
+        );
+        FleetRegion {
+            region: region.to_owned(),
+            table_endpoint: table_endpoint.to_owned(),
+            dir,
+            claim,
+            table,
+            emulator,
+            _hooks: hooks,
+            runtime,
+        }
+    }
+
+    pub fn request(&self, serial: &str, csr: Option<&FactoryKey>) -> ProvisionRequest {
+        ProvisionRequest {
+            client_id: format!("prov-{serial}"),
+            template: "geoprov-fleet".into(),
+            csr: csr.is_some(),
+            serial: serial.into(),
+            key_pem: csr.map(|k| k.pem.clone()),
+            parameters: BTreeMap::from([("SerialNumber".into(), serial.into())]),
+        }
+    }
+
+    pub async fn provision(
+        &self,
+        serial: &str,
+        csr: Option<&FactoryKey>,
+    ) -> Result<Provisioned, ProvisionError> {
+        provision(
+            &self.emulator.endpoint(),
+            &self.claim.identity,
+            &self.request(serial, csr),
+        )
+        .await
+    }
+
+    pub async fn iot(&self) -> IotClient {
+        IotClient::new(&sdk_config(&moto().endpoint, &self.region).await)
+    }
+
+    pub async fn audit_reasons(&self, serial: &str) -> Vec<(String, Option<String>)> {
+        let config = sdk_config(&self.table_endpoint, &self.region).await;
+        let registry = DynamoRegistry::new(aws_sdk_dynamodb::Client::new(&config), &self.table);
+        registry
+            .audit_events(&SerialNumber::try_from(serial).unwrap())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.reason, e.certificate_id))
+            .collect()
+    }
+}
+
+/// The CLI with moto's IoT and the table at `table_endpoint`.
+pub fn geoprov(region: &str, table: &str, table_endpoint: &str) -> Geoprov {
+    let mut env = aws_env(&moto().endpoint, region);
+    env.insert("TABLE_NAME".into(), table.into());
+    env.insert("AWS_ENDPOINT_URL_DYNAMODB".into(), table_endpoint.into());
+    Geoprov::new(env)
+}
+
+/// A device key made at the factory, whose SPKI hash the manifest records.
+pub struct FactoryKey {
+    pub pem: String,
+    pub spki_sha256: String,
+}
+
+pub fn factory_key() -> FactoryKey {
+    use sha2::Digest;
+    let key = rcgen::KeyPair::generate().unwrap();
+    FactoryKey {
+        pem: key.serialize_pem(),
+        spki_sha256: hex::encode(sha2::Sha256::digest(
+            rcgen::PublicKeyData::subject_public_key_info(&key),
+        )),
+    }
 }
