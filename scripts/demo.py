@@ -3,7 +3,10 @@
 moto plays AWS (us-east-1, eu-west-1, and eu-central-1 for the CA) on
 127.0.0.1; the three functions run as Lambda runs them, each behind
 cargo-lambda's Runtime API emulator, configured through their environment as
-template.yaml configures them. The scenario:
+template.yaml configures them; one geoprov-iot-emu per region plays IoT's
+data plane (MQTT with mutual TLS, the fleet provisioning API, JITP), in front
+of the regional stack's IoT resources made in moto by local_iot_stack.py.
+Devices are `geoprov device`. The scenario:
 
 1. stand up: a geoprov table per region, a hosted zone, each region's health
    alarm and the Route 53 health check on it, the failover's configuration in
@@ -12,28 +15,38 @@ template.yaml configures them. The scenario:
    `geoprov registry import`;
 2. provision: each device resolves the global name by its location with
    `geoprov dns resolve` (the Route 53 answer model over the records moto
-   holds, with the health checks' status), and the hook of the region it
-   lands in decides on a real-shaped request;
+   holds, with the health checks' status), connects to the emulator of the
+   region it resolved to with the claim, provisions over MQTT (half with keys
+   made by IoT, half with CSRs of their factory keys; IoT calls the region's
+   hook), then connects with its new certificate; an attacker with the claim
+   key tries to provision as others;
 3. JITP: devices send CSRs to the cert issuer; every certificate is verified
-   against the CA;
-4. outage: us-east-1 goes down, and Route 53's API with it. The failover
-   cannot write a record, yet North America resolves to eu-west-1 through
-   health alone (the data plane), and a new wave of North American devices
-   provisions there. When the API is back, the failover takes us-east-1 out
-   of the chains;
+   against the CA; the CA is registered in both regions (`geoprov setup ca`)
+   and some devices connect with those certificates (dropped once, then
+   provisioned by the JITP template);
+4. outage: us-east-1 goes down (its emulator refuses connections), and
+   Route 53's API with it. The failover cannot write a record, yet North
+   America resolves to eu-west-1 through health alone (the data plane), and a
+   new wave of North American devices provisions there. When the API is back,
+   the failover takes us-east-1 out of the chains;
 5. recovery: us-east-1 is healthy again; the failover holds it out for the
    failback interval, then puts it back;
 6. drain: an operator drains eu-west-1, then undrains it.
 
-Every decision is checked against what the manifest says it must be. Prints a
-summary table, writes a JSON report, and exits non-zero on any mismatch.
+Every decision is checked against what the manifest says it must be, and the
+summary counts things per region as moto's IoT holds them. Prints a summary
+table, writes a JSON report, and exits non-zero on any mismatch.
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import hashlib
 import json
+import os
 import random
+import shutil
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -47,6 +60,7 @@ from cryptography.x509.oid import NameOID
 
 from local_aws import ROOT, Processes, aws_env, function_env, invoke, start_moto, start_runtime_emulator
 import local_aws
+import urllib.request
 
 REGIONS = ("us-east-1", "eu-west-1")
 PCA_REGION = "eu-central-1"
@@ -55,7 +69,11 @@ RECORD = f"global.iot.{ZONE}"
 TABLE = "geoprov"
 NA_COUNTRIES = ("US", "CA", "MX")
 EU_COUNTRIES = ("DE", "FR", "IE", "ES")
-CLAIM_ID = hashlib.sha256(b"geoprov demo claim certificate").hexdigest()
+# The hook's function name in the emulators' configuration (template.yaml's
+# logical id, as local_iot_stack.py names functions).
+HOOK_FUNCTION = "PreProvisioningHookFunction"
+DEVICES_DIR = ROOT / "target/demo-devices"
+CLAIM_DIR = ROOT / "target/demo-claim"
 
 
 def endpoint(region: str) -> str:
@@ -89,23 +107,6 @@ def spki_sha256(key) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
-def device_certificate(serial: str, key) -> tuple[str, str]:
-    """A certificate as AWS IoT would mint for CreateKeysAndCertificate: PEM and id."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, serial)])
-    now = time.time()
-    import datetime as dt
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(dt.datetime.fromtimestamp(now - 60, dt.timezone.utc))
-        .not_valid_after(dt.datetime.fromtimestamp(now + 86400 * 365, dt.timezone.utc))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode(), hashlib.sha256(
-        cert.public_bytes(serialization.Encoding.DER)).hexdigest()
-
-
 def manifest(devices: int, rng: random.Random) -> list[dict]:
     """The factory manifest, with what each device is, where it is, and what
     must happen to it. Each kind has at least one device."""
@@ -126,8 +127,12 @@ def manifest(devices: int, rng: random.Random) -> list[dict]:
         }
         if kind.startswith("eu"):
             device["profile"]["allowedRegions"] = ["eu-west-1"]
-        # Every device has its factory key on record: the hook requires it.
-        device["profile"]["publicKeySha256"] = spki_sha256(device["key"])
+        # Half the devices provision with a CSR of their factory key, which
+        # the manifest records and the hook checks; the others take a key
+        # made by IoT, which no factory can record.
+        device["csr"] = kind.startswith("factory") or i % 2 == 0
+        if device["csr"]:
+            device["profile"]["publicKeySha256"] = spki_sha256(device["key"])
         if kind == "factory-key-mismatch":
             device["key"] = new_key()  # the device presents another key
         out.append(device)
@@ -195,6 +200,7 @@ class Demo:
             self.jitp([d for d in first if self.report["devices"][d["serialNumber"]]["reason"] == "ALLOWED"])
             print("\n4. outage: us-east-1 down, and Route 53's API with it")
             self.down.add("us-east-1")
+            self.set_faults("us-east-1", {"refuseConnections": True})
             self.set_alarm("us-east-1", "ALARM")
             self.dns_step("ALARM us-east-1", self.failover_without_api, self.alarm_event("us-east-1", "ALARM"),
                           via="data plane", expect=("eu-west-1", "eu-west-1"), api_down=True)
@@ -206,6 +212,7 @@ class Demo:
 
             print("\n5. recovery: us-east-1 healthy again")
             self.down.discard("us-east-1")
+            self.set_faults("us-east-1", {"refuseConnections": False})
             self.set_alarm("us-east-1", "OK")
             self.dns_step("OK us-east-1 (1 of 2)", self.failover, self.alarm_event("us-east-1", "OK"),
                           via="control plane", expect=("eu-west-1", "eu-west-1"))
@@ -220,6 +227,7 @@ class Demo:
                           via="control plane", expect=("us-east-1", "us-east-1"))
             self.dns_step("undrain eu-west-1", self.failover, {"action": "undrain", "region": "eu-west-1"},
                           via="control plane", expect=("us-east-1", "eu-west-1"))
+            self.count_things()
         eu_in_us = [s for s, d in self.report["devices"].items()
                     if d["kind"].startswith("eu") and d["region"] == "us-east-1" and d["allowed"]]
         self.expect(not eu_in_us, f"EU-pinned devices provisioned in us-east-1: {eu_in_us}")
@@ -298,13 +306,65 @@ class Demo:
         ca = local_aws.geoprov(aws_env(moto, PCA_REGION), "pca", "create-local-ca")
         self.ca_pem = ca["certificatePem"]
         print(f"  local root CA in {PCA_REGION}: {ca['certificateAuthorityArn'].rsplit('/', 1)[1]}")
+        # The claim: one certificate, registered in both regions.
+        shutil.rmtree(CLAIM_DIR, ignore_errors=True)
+        shutil.rmtree(DEVICES_DIR, ignore_errors=True)
+        DEVICES_DIR.mkdir(parents=True)
+        local_aws.geoprov(self.env["us-east-1"], "setup", "claim", "--regions", ",".join(REGIONS),
+                          "--out-dir", str(CLAIM_DIR))
+        claim = x509.load_pem_x509_certificate((CLAIM_DIR / "claim.pem").read_bytes())
+        self.claim_id = hashlib.sha256(claim.public_bytes(serialization.Encoding.DER)).hexdigest()
+        self.pca_arn = ca["certificateAuthorityArn"]
+        # REQUIRE_FACTORY_KEY false: a key IoT makes cannot be on record; a
+        # recorded key is still checked.
         self.hooks = {r: self.start_function(procs, "pre-provisioning-hook", self.env[r] | {
-            "TRUSTED_CLAIM_CERTIFICATE_IDS": CLAIM_ID, "HOOK_DEADLINE_MS": "4000",
-            "LAMBDA_TIMEOUT_MS": "5000", "DEFAULT_MAX_PROVISIONS": "3"},
+            "TRUSTED_CLAIM_CERTIFICATE_IDS": self.claim_id, "HOOK_DEADLINE_MS": "4000",
+            "LAMBDA_TIMEOUT_MS": "5000", "DEFAULT_MAX_PROVISIONS": "3", "REQUIRE_FACTORY_KEY": "false"},
             log_name=f"pre-provisioning-hook-{r}") for r in REGIONS}
         self.issuer = self.start_function(procs, "cert-issuer", self.env["eu-west-1"] | {
             "PCA_ARN": ca["certificateAuthorityArn"], "PCA_REGION": PCA_REGION,
             "MAX_VALIDITY_DAYS": "365", "DEFAULT_VALIDITY_DAYS": "365"})
+        self.emulators = {r: self.start_emulator(procs, moto, r) for r in REGIONS}
+        self.iot = {r: boto3.client("iot", endpoint_url=moto, region_name=r, aws_access_key_id="testing",
+                                    aws_secret_access_key="testing") for r in REGIONS}
+
+    def start_emulator(self, procs, moto: str, region: str) -> dict:
+        """The regional stack's IoT resources in moto, and geoprov-iot-emu in
+        front of them, its pre-provisioning hook the region's."""
+        config = ROOT / f"target/demo-emulator-{region}.json"
+        made = subprocess.run(
+            [sys.executable, str(ROOT / "scripts/local_iot_stack.py"), "--endpoint", moto, "--region", region,
+             "--out", str(config), "--parameter", f"ClaimCertificateId={self.claim_id}",
+             "--parameter", f"PcaArn={self.pca_arn}"],
+            env=aws_env(moto, region), check=True, capture_output=True, text=True)
+        ca = ROOT / f"target/demo-server-ca-{region}.pem"
+        log = open(ROOT / f"target/demo-emulator-{region}.log", "w")
+        proc = procs.start(
+            [self.binary("geoprov-iot-emu"), "--region", region, "--domain", RECORD, "--config", str(config),
+             "--server-ca-out", str(ca),
+             "--lambda", f"{HOOK_FUNCTION}=http://127.0.0.1:{self.hooks[region]}/2015-03-31/functions/_/invocations"],
+            env=aws_env(moto, region), stdout=subprocess.PIPE, stderr=log, text=True)
+        ready = json.loads(proc.stdout.readline())
+        print(f"  {region}: geoprov-iot-emu on {ready['mqtt']} (SNI {RECORD}); stack IoT resources "
+              f"{json.loads(made.stdout)}")
+        return {"mqtt": ready["mqtt"], "admin": ready["admin"], "ca": str(ca)}
+
+    def set_faults(self, region: str, faults: dict) -> None:
+        req = urllib.request.Request(f"http://{self.emulators[region]['admin']}/faults",
+                                     data=json.dumps(faults).encode(), method="PUT")
+        with urllib.request.urlopen(req, timeout=10):
+            pass
+
+    def device_cli(self, region: str, *args: str) -> tuple[bool, dict | str]:
+        """`geoprov device ...` against the emulator of `region`: (ok, JSON or the error)."""
+        emulator = self.emulators[region]
+        out = subprocess.run(
+            [str(local_aws.GEOPROV), "device", *args[:1], "--endpoint", RECORD, "--connect-to", emulator["mqtt"],
+             "--ca-file", emulator["ca"], *args[1:]],
+            env=self.env[region], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        if out.returncode == 0:
+            return True, json.loads(out.stdout)
+        return False, out.stderr.strip()
 
     def import_manifest(self, moto: str, devices: list[dict]) -> None:
         path = ROOT / "target/demo-manifest.jsonl"
@@ -327,65 +387,86 @@ class Demo:
         answer = local_aws.geoprov(self.env["us-east-1"], *args)["answer"]
         return next((r for r in REGIONS if answer and endpoint(r) == answer.rstrip(".")), f"(no answer: {answer})")
 
+    def factory_key_file(self, serial: str, key) -> str:
+        path = DEVICES_DIR / f"{serial}.factory.key"
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+        return str(path)
+
+    def provision_one(self, device: dict, region: str) -> dict:
+        serial = device["serialNumber"]
+        args = ["provision", "--claim-cert", str(CLAIM_DIR / "claim.pem"), "--claim-key", str(CLAIM_DIR / "claim.key"),
+                "--serial", serial, "--out-dir", str(DEVICES_DIR)]
+        if device["csr"]:
+            args += ["--csr", "--key", self.factory_key_file(serial, device["key"])]
+        ok, out = self.device_cli(region, *args)
+        result = {"allowed": ok, "connected": None}
+        if ok:
+            # The device's first connection with its own certificate.
+            connected, report = self.device_cli(region, "connect", "--cert", out["certificateFile"],
+                                                "--key", out["keyFile"], "--client-id", out["thingName"])
+            result["connected"] = connected and report.get("receive") == "allowed"
+            result["certificateId"] = out["certificateId"]
+        else:
+            result["error"] = out
+        return result
+
     def provision(self, devices: list[dict], label: str) -> None:
         answers = {c: self.resolve(c) for c in sorted({d["country"] for d in devices})}
         progress = Progress(label, len(devices))
-        for device in devices:
-            serial = device["serialNumber"]
-            region = answers[device["country"]]
-            pem, certificate_id = device_certificate(serial, device["key"])
-            request = {
-                "claimCertificateId": CLAIM_ID, "certificateId": certificate_id, "certificatePem": pem,
-                "templateArn": f"arn:aws:iot:{region}:123456789012:provisioningtemplate/geoprov-fleet",
-                "clientId": PROVISIONING_PREFIX + serial,
-                "parameters": {"SerialNumber": serial, "AWS::IoT::Certificate::Id": certificate_id},
-            }
-            answer = invoke(self.hooks[region], request)
-            reason = self.audit_reason(region, serial, certificate_id)
-            expected = expected_reason(device, region)
-            self.expect(reason == expected, f"{serial} in {region}: {reason}, expected {expected}")
-            self.expect(answer.get("allowProvisioning") == (expected == "ALLOWED"), f"{serial}: answer {answer}")
-            self.report["devices"][serial] = {"kind": device["kind"], "country": device["country"],
-                                              "region": region, "allowed": bool(answer.get("allowProvisioning")),
-                                              "reason": reason, "expected": expected}
-            progress.step()
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            futures = {pool.submit(self.provision_one, d, answers[d["country"]]): d for d in devices}
+            for future in concurrent.futures.as_completed(futures):
+                device = futures[future]
+                serial = device["serialNumber"]
+                region = answers[device["country"]]
+                result = future.result()
+                reason = self.audit_reason(region, serial)
+                expected = expected_reason(device, region)
+                self.expect(reason == expected, f"{serial} in {region}: {reason}, expected {expected}")
+                self.expect(result["allowed"] == (expected == "ALLOWED"), f"{serial}: {result}")
+                if result["allowed"]:
+                    self.expect(result["connected"] is True, f"{serial}: provisioned but could not use its topics")
+                self.report["devices"][serial] = {"kind": device["kind"], "country": device["country"],
+                                                  "region": region, "csr": device["csr"],
+                                                  "allowed": result["allowed"], "connected": result["connected"],
+                                                  "reason": reason, "expected": expected}
+                progress.step()
 
-    def audit_reason(self, region: str, serial: str, certificate_id: str) -> str:
+    def audit_reason(self, region: str, serial: str) -> str:
+        """The device's latest audit event's reason."""
         items = self.dynamodb[region].query(
             TableName=TABLE, KeyConditionExpression="pk = :pk AND begins_with(sk, :a)",
             ExpressionAttributeValues={":pk": {"S": f"AUDIT#DEVICE#{serial}"}, ":a": {"S": "AUDIT#"}})["Items"]
-        mine = [i for i in items if i.get("certificateId", {}).get("S") == certificate_id]
-        return mine[-1]["reason"]["S"] if mine else "(no audit event)"
+        return items[-1]["reason"]["S"] if items else "(no audit event)"
 
     def attacker(self, devices: list[dict]) -> None:
         """Someone who extracted the claim key from one device tries to
-        provision as others. The client-id attempt runs at the hook (the IoT
-        emulator would refuse the connection earlier, by the claim policy)."""
-        victim = next(d for d in devices if d["kind"] == "na")["serialNumber"]
-        own = next(d for d in devices if d["kind"] == "na" and d["serialNumber"] != victim)
-        key = new_key()  # the attacker's own key pair: not any device's factory key
+        provision as others, over MQTT like any device."""
+        victim = next(d for d in devices if d["kind"] == "factory-key")["serialNumber"]
+        own = next(d for d in devices if d["kind"] == "na" and self.report["devices"][d["serialNumber"]]["allowed"])
         region = "us-east-1"
+        attacker_key = self.factory_key_file("attacker", new_key())
 
-        def attempt(label: str, serial: str, key, client_id: str, extra: dict) -> None:
-            pem, certificate_id = device_certificate(serial, key)
-            request = {
-                "claimCertificateId": CLAIM_ID, "certificateId": certificate_id, "certificatePem": pem,
-                "templateArn": f"arn:aws:iot:{region}:123456789012:provisioningtemplate/geoprov-fleet",
-                "clientId": client_id,
-                "parameters": {"SerialNumber": serial, "AWS::IoT::Certificate::Id": certificate_id} | extra,
-            }
-            answer = invoke(self.hooks[region], request)
-            reason = self.audit_reason(region, serial, certificate_id)
-            self.expect(not answer.get("allowProvisioning"), f"attacker: {label} was allowed")
-            self.report["attacker"].append({"attempt": label, "allowed": bool(answer.get("allowProvisioning")),
-                                            "reason": reason})
+        def attempt(label: str, serial: str, *extra: str) -> None:
+            ok, out = self.device_cli(region, "provision", "--claim-cert", str(CLAIM_DIR / "claim.pem"),
+                                      "--claim-key", str(CLAIM_DIR / "claim.key"), "--serial", serial,
+                                      "--out-dir", str(DEVICES_DIR / "attacker"), *extra)
+            refused_at_connect = not ok and "without a CONNACK" in str(out)
+            reason = "CONNECT refused by the claim policy" if refused_at_connect else self.audit_reason(region, serial)
+            self.expect(not ok, f"attacker: {label} was allowed")
+            self.report["attacker"].append({"attempt": label, "allowed": ok, "reason": reason})
 
         print("  an attacker with the claim key:")
         self.report["attacker"] = []
-        attempt(f"provision {victim} with its own key", victim, key, PROVISIONING_PREFIX + victim, {})
-        attempt("pick the thing group fleet-admins", own["serialNumber"], own["key"],
-                PROVISIONING_PREFIX + own["serialNumber"], {"ThingGroupName": "fleet-admins"})
-        attempt(f"connect with {victim}'s client id", own["serialNumber"], own["key"], victim, {})
+        attempt(f"provision {victim} with its own key", victim, "--csr", "--key", attacker_key)
+        attempt("pick the thing group fleet-admins", own["serialNumber"], "--parameter", "ThingGroupName=fleet-admins")
+        attempt(f"provision as prov-{victim}, serial {own['serialNumber']}", own["serialNumber"],
+                "--client-id", PROVISIONING_PREFIX + victim)
+        attempt(f"connect with {victim}'s own client id", own["serialNumber"], "--client-id", victim)
         for step in self.report["attacker"]:
             print(f"    {step['attempt']:<45} {'ALLOWED' if step['allowed'] else 'refused'}: {step['reason']}")
 
@@ -422,6 +503,30 @@ class Demo:
             progress.step()
         self.report["certificates"] = {"requested": len(requests), "issued": sum("certificatePem" in r for r in results),
                                        "verified": verified, "batchSeconds": round(elapsed, 2)}
+
+        # The CA in both regions, auto-registration naming the JITP template;
+        # then devices connect with their issued certificates.
+        setup = local_aws.geoprov(self.env["us-east-1"], "setup", "ca", "--pca-arn", self.pca_arn,
+                                  "--pca-region", PCA_REGION, "--regions", ",".join(REGIONS))
+        print(f"  CA registered for JITP: {setup}")
+        connections = []
+        for device, request, result in list(zip(chosen, requests, results))[: self.args.jitp_connect]:
+            serial = device["serialNumber"]
+            if "certificatePem" not in result:
+                continue
+            certificate = DEVICES_DIR / f"{serial}.jitp.pem"
+            certificate.write_text(result["certificatePem"])
+            key = self.factory_key_file(f"{serial}.jitp", keys[serial])
+            region = self.resolve(device["country"])
+            ok, report = self.device_cli(region, "connect", "--cert", str(certificate), "--key", key,
+                                         "--client-id", serial, "--attempts", "6")
+            connected = ok and report.get("receive") == "allowed" and report.get("attempts", 0) >= 2
+            self.expect(connected, f"{serial}: JITP connection in {region}: {report}")
+            connections.append({"serial": serial, "region": region, "connected": connected,
+                                "attempts": report.get("attempts") if ok else None})
+        self.report["jitpConnections"] = connections
+        print(f"  JITP: {sum(c['connected'] for c in connections)} of {len(connections)} devices connected "
+              f"with issued certificates (each dropped once, then provisioned by the JITP template)")
 
     def set_alarm(self, region: str, state: str) -> None:
         self.cloudwatch[region].set_alarm_state(AlarmName=f"geoprov-health-{region}", StateValue=state,
@@ -460,6 +565,22 @@ class Demo:
                                    "applied": bool(report.get("applied")), "errors": errors, "held": held,
                                    "northAmerica": na, "europe": eu, "seconds": round(seconds, 3)})
 
+    def count_things(self) -> None:
+        """What moto's IoT holds in each region, against the decisions."""
+        serials = set(self.report["devices"])
+        self.report["things"] = {}
+        for region in REGIONS:
+            held, token = 0, None
+            while True:
+                page = self.iot[region].list_things(maxResults=250, **({"nextToken": token} if token else {}))
+                held += sum(t["thingName"] in serials for t in page["things"])
+                token = page.get("nextToken")
+                if not token:
+                    break
+            allowed = sum(d["allowed"] for d in self.report["devices"].values() if d["region"] == region)
+            self.report["things"][region] = held
+            self.expect(held == allowed, f"{region}: {held} things in IoT, {allowed} devices allowed")
+
     def summary(self) -> int:
         devices = self.report["devices"].values()
         print("\nsummary")
@@ -468,6 +589,10 @@ class Demo:
             mine = [d for d in devices if d["region"] == region]
             allowed = sum(d["allowed"] for d in mine)
             print(f"  {region:<10} {len(mine):>7} {allowed:>7} {len(mine) - allowed:>6}")
+        print(f"\n  {'region':<10} {'things in IoT':>13} {'allowed':>7}")
+        for region in REGIONS:
+            allowed = sum(d["allowed"] for d in devices if d["region"] == region)
+            print(f"  {region:<10} {self.report['things'][region]:>13} {allowed:>7}")
         print(f"\n  {'reason':<20} {'count':>5}")
         for reason, count in sorted(Counter(d["reason"] for d in devices).items()):
             print(f"  {reason:<20} {count:>5}")
@@ -500,6 +625,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument("--jitp", type=int, default=50)
+    parser.add_argument("--jitp-connect", type=int, default=5,
+                        help="how many JITP devices connect with their issued certificates")
     parser.add_argument("--profile", default="release", choices=["release", "debug"])
     parser.add_argument("--report", default=str(ROOT / "target/demo-report.json"))
     parser.add_argument("--seed", type=int, default=7)

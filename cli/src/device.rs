@@ -78,6 +78,10 @@ pub struct ProvisionArgs {
     /// The regional stacks' ProvisioningClientIdPrefix.
     #[arg(long, default_value = "prov-")]
     client_id_prefix: String,
+    /// Connect with this client id instead of the prefix and the serial
+    /// (to show what the claim policy and the hook do with another).
+    #[arg(long)]
+    client_id: Option<String>,
     /// A template parameter the device sends (repeat for several).
     #[arg(long = "parameter", value_name = "NAME=VALUE")]
     parameters: Vec<String>,
@@ -159,7 +163,10 @@ pub async fn provision_command(args: ProvisionArgs) -> Result<Value, DeviceComma
     }
     let key_pem = args.key.as_deref().map(read).transpose()?;
     let request = ProvisionRequest {
-        client_id: format!("{}{}", args.client_id_prefix, args.serial),
+        client_id: args
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("{}{}", args.client_id_prefix, args.serial)),
         template: args.template.clone(),
         csr: args.csr,
         serial: args.serial.clone(),

@@ -1,9 +1,11 @@
 //! End to end: `scripts/demo.py`, the scenario of `make demo`, smaller (40
-//! devices, 10 JITP certificates) and with the debug binaries `make test`
-//! builds. Two regions, the three real functions under the Runtime API
-//! emulator, moto for AWS: stand up, provision by location, JITP, an outage
-//! of us-east-1 with Route 53's API down, its recovery, and a drain. The script checks every decision against
-//! the manifest; this test checks its exit status and its report.
+//! devices, 10 JITP certificates, 3 of them connecting) and with the debug
+//! binaries `make test` builds. Two regions, the three real functions under
+//! the Runtime API emulator, one geoprov-iot-emu per region, moto for AWS,
+//! devices over MQTT with mutual TLS: stand up, provision by location, JITP,
+//! an outage of us-east-1 with Route 53's API down, its recovery, and a
+//! drain. The script checks every decision against the manifest; this test
+//! checks its exit status and its report.
 
 use std::process::Command;
 
@@ -20,6 +22,8 @@ fn the_two_region_scenario_meets_every_expectation() {
             "40",
             "--jitp",
             "10",
+            "--jitp-connect",
+            "3",
             "--profile",
             "debug",
             "--report",
@@ -40,6 +44,31 @@ fn the_two_region_scenario_meets_every_expectation() {
     assert_eq!(report["failures"], serde_json::json!([]));
     assert_eq!(report["devices"].as_object().unwrap().len(), 40);
     assert_eq!(report["certificates"]["verified"], 10);
+    // Devices over MQTT: every allowed one connected with its certificate,
+    // and moto's IoT holds exactly the allowed devices' things.
+    let devices = report["devices"].as_object().unwrap();
+    for (serial, device) in devices {
+        if device["allowed"] == true {
+            assert_eq!(device["connected"], true, "{serial}");
+        }
+    }
+    let allowed = |region: &str| {
+        devices
+            .values()
+            .filter(|d| d["allowed"] == true && d["region"] == region)
+            .count()
+    };
+    assert_eq!(
+        report["things"],
+        serde_json::json!({"us-east-1": allowed("us-east-1"), "eu-west-1": allowed("eu-west-1")})
+    );
+    assert!(devices.values().any(|d| d["csr"] == true && d["allowed"] == true));
+    assert!(devices.values().any(|d| d["csr"] == false && d["allowed"] == true));
+    let jitp = report["jitpConnections"].as_array().unwrap();
+    assert_eq!(jitp.len(), 3);
+    for connection in jitp {
+        assert_eq!(connection["connected"], true, "{connection}");
+    }
 
     // The attacker with the claim key: every attempt refused, by the rule
     // meant for it.
@@ -59,7 +88,8 @@ fn the_two_region_scenario_meets_every_expectation() {
         [
             (false, "KEY_MISMATCH"),
             (false, "UNEXPECTED_PARAMETER"),
-            (false, "CLIENT_ID_MISMATCH")
+            (false, "CLIENT_ID_MISMATCH"),
+            (false, "CONNECT refused by the claim policy")
         ]
     );
 
