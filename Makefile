@@ -99,7 +99,7 @@ bench-failover: venv
 
 bench-emulator: venv
 	cargo build --workspace --release
-	cargo bench -p geoprov-tests --bench emulator
+	cargo bench --workspace --bench emulator
 
 bench-issuer: venv
 	cargo build --workspace --release

@@ -62,8 +62,12 @@ fn the_two_region_scenario_meets_every_expectation() {
         report["things"],
         serde_json::json!({"us-east-1": allowed("us-east-1"), "eu-west-1": allowed("eu-west-1")})
     );
-    assert!(devices.values().any(|d| d["csr"] == true && d["allowed"] == true));
-    assert!(devices.values().any(|d| d["csr"] == false && d["allowed"] == true));
+    assert!(devices
+        .values()
+        .any(|d| d["csr"] == true && d["allowed"] == true));
+    assert!(devices
+        .values()
+        .any(|d| d["csr"] == false && d["allowed"] == true));
     let jitp = report["jitpConnections"].as_array().unwrap();
     assert_eq!(jitp.len(), 3);
     for connection in jitp {
