@@ -447,7 +447,10 @@ class Demo:
         """Someone who extracted the claim key from one device tries to
         provision as others, over MQTT like any device."""
         victim = next(d for d in devices if d["kind"] == "factory-key")["serialNumber"]
-        own = next(d for d in devices if d["kind"] == "na" and self.report["devices"][d["serialNumber"]]["allowed"])
+        # The attacker's own device took a key made by IoT: no factory key on
+        # record, so the client-id rule is the one that must refuse.
+        own = next(d for d in devices if d["kind"] == "na" and not d["csr"]
+                   and self.report["devices"][d["serialNumber"]]["allowed"])
         region = "us-east-1"
         attacker_key = self.factory_key_file("attacker", new_key())
 
