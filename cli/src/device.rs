@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,6 +32,8 @@ pub enum DeviceCommandError {
     },
     #[error("{0} does not resolve to an address")]
     Resolve(String),
+    #[error("the endpoint answered thing name {0:?}, which is not 1 to 128 of [a-zA-Z0-9:_-]")]
+    ThingName(String),
     #[error("--parameter {0:?} is not NAME=VALUE")]
     Parameter(String),
     #[error(transparent)]
@@ -127,6 +129,9 @@ fn write_private(path: &Path, contents: &str) -> Result<(), DeviceCommandError> 
         .mode(0o600)
         .open(path)
         .map_err(fail)?;
+    // An existing file keeps its mode on open: set it before writing.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(fail)?;
     file.write_all(contents.as_bytes()).map_err(fail)?;
     file.sync_all().map_err(fail)
 }
@@ -174,6 +179,18 @@ pub async fn provision_command(args: ProvisionArgs) -> Result<Value, DeviceComma
         parameters,
     };
     let provisioned = provision(&endpoint, &claim, &request).await?;
+    // The file names come from the thing name the endpoint answered: only
+    // a thing name IoT allows, so nothing lands outside --out-dir.
+    let name = &provisioned.thing_name;
+    let valid = (1..=128).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '-'));
+    if !valid {
+        return Err(DeviceCommandError::ThingName(
+            name.chars().take(64).collect(),
+        ));
+    }
     std::fs::create_dir_all(&args.out_dir).map_err(|source| DeviceCommandError::Write {
         path: args.out_dir.clone(),
         source,

@@ -39,7 +39,7 @@ use rumqttc::mqttbytes::v4::{
     Codec, ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode,
     UnsubAck,
 };
-use rumqttc::mqttbytes::QoS;
+use rumqttc::mqttbytes::{Protocol, QoS};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -58,6 +58,16 @@ use crate::topics::matches;
 const MAX_PACKET: usize = 128 * 1024;
 /// How long a client has for the TLS handshake and its CONNECT.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+/// IoT's limits ("AWS IoT Core message broker and protocol limits"): topic
+/// filters per SUBSCRIBE, subscriptions per connection, topic bytes and
+/// forward slashes.
+const MAX_FILTERS_PER_SUBSCRIBE: usize = 8;
+const MAX_SUBSCRIPTIONS: usize = 50;
+const MAX_TOPIC_BYTES: usize = 256;
+const MAX_TOPIC_SLASHES: usize = 7;
+/// Messages waiting for a connection that does not read; past this, new
+/// deliveries to it are dropped.
+const OUTBOX: usize = 1024;
 
 /// What the session loop is told from outside.
 enum Outgoing {
@@ -80,7 +90,7 @@ struct Subscription {
     filter: String,
     qos: QoS,
     auth: Arc<SessionAuth>,
-    tx: mpsc::UnboundedSender<Outgoing>,
+    tx: mpsc::Sender<Outgoing>,
 }
 
 /// One region's MQTT endpoint.
@@ -92,7 +102,7 @@ pub struct Broker {
     clock: Arc<Clock>,
     tls: TlsAcceptor,
     subscriptions: Mutex<Vec<Subscription>>,
-    sessions: Mutex<HashMap<String, (u64, mpsc::UnboundedSender<Outgoing>)>>,
+    sessions: Mutex<HashMap<String, (u64, mpsc::Sender<Outgoing>)>>,
     next_session: AtomicU64,
 }
 
@@ -190,6 +200,16 @@ impl Broker {
             Ok(Some(Ok(Packet::Connect(connect)))) => connect,
             _ => return,
         };
+        if connect.protocol != Protocol::V4 {
+            // MQTT 3.1.1 only (MQTT 5 is optional and not emulated).
+            let refusal = ConnAck::new(ConnectReturnCode::RefusedProtocolVersion, false);
+            let _ = framed.send(Packet::ConnAck(refusal)).await;
+            return;
+        }
+        if connect.last_will.is_some() {
+            tracing::info!(%peer, "refused: a last will is not emulated");
+            return;
+        }
         let client_id = connect.client_id.clone();
         let (certificate, auth) = match self.admit(&der, &certificate_id, &client_id).await {
             Ok(admitted) => admitted,
@@ -209,14 +229,16 @@ impl Broker {
             }
         };
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = mpsc::channel(OUTBOX);
         let previous = self
             .sessions
             .lock()
             .expect("sessions lock")
             .insert(client_id.clone(), (session, tx.clone()));
         if let Some((_, old)) = previous {
-            let _ = old.send(Outgoing::Close("DUPLICATE_CLIENTID"));
+            // A full outbox means the old connection does not read: its
+            // keep-alive ends it.
+            let _ = old.try_send(Outgoing::Close("DUPLICATE_CLIENTID"));
         }
         if framed
             .send(Packet::ConnAck(ConnAck::new(
@@ -237,9 +259,12 @@ impl Broker {
             k => Duration::from_millis(u64::from(k) * 1500),
         };
         let mut next_pkid: u16 = 0;
+        // Only what the client sends keeps the connection alive.
+        let mut heard = tokio::time::Instant::now();
         let reason = loop {
             tokio::select! {
-                incoming = tokio::time::timeout(keep_alive, framed.next()) => {
+                incoming = tokio::time::timeout_at(heard + keep_alive, framed.next()) => {
+                    heard = tokio::time::Instant::now();
                     let packet = match incoming {
                         Err(_) => break ("MQTT_KEEP_ALIVE_TIMEOUT", false),
                         Ok(None) => break ("CONNECTION_LOST", false),
@@ -284,7 +309,7 @@ impl Broker {
         &self,
         packet: Packet,
         session: u64,
-        tx: &mpsc::UnboundedSender<Outgoing>,
+        tx: &mpsc::Sender<Outgoing>,
         auth: &Arc<SessionAuth>,
         client_id: &str,
         certificate: &Certificate,
@@ -298,9 +323,19 @@ impl Broker {
                 if publish.qos == QoS::ExactlyOnce {
                     return Step::Close("CLIENT_ERROR", false);
                 }
-                if publish.topic.starts_with("$aws/events/")
-                    || !self.allowed(auth, Action::Publish, &publish.topic)
-                {
+                if !valid_topic(&publish.topic) {
+                    tracing::info!(
+                        client_id,
+                        topic = publish.topic,
+                        "publish to an invalid topic"
+                    );
+                    return Step::Close("CLIENT_ERROR", false);
+                }
+                // Of IoT's reserved topics a device publishes only requests;
+                // the answers and events are IoT's own.
+                let reserved = publish.topic.starts_with("$aws/")
+                    && !provisioning::is_request_topic(&publish.topic);
+                if reserved || !self.allowed(auth, Action::Publish, &publish.topic) {
                     tracing::info!(
                         client_id,
                         topic = publish.topic,
@@ -337,9 +372,23 @@ impl Broker {
                 Step::Continue
             }
             Packet::Subscribe(subscribe) => {
+                let held = self
+                    .subscriptions
+                    .lock()
+                    .expect("subscriptions lock")
+                    .iter()
+                    .filter(|s| s.session == session)
+                    .count();
+                if subscribe.filters.len() > MAX_FILTERS_PER_SUBSCRIBE
+                    || held + subscribe.filters.len() > MAX_SUBSCRIPTIONS
+                {
+                    tracing::info!(client_id, "subscribe over IoT's limits");
+                    return Step::Close("CLIENT_ERROR", false);
+                }
                 let mut codes = Vec::new();
                 for filter in &subscribe.filters {
                     if !rumqttc::mqttbytes::valid_filter(&filter.path)
+                        || !within_topic_limits(&filter.path)
                         || !self.allowed(auth, Action::Subscribe, &filter.path)
                     {
                         tracing::info!(
@@ -583,11 +632,14 @@ impl Broker {
         }
         for (qos, s) in chosen.into_values() {
             if self.allowed(&s.auth, Action::Receive, topic) {
-                let _ = s.tx.send(Outgoing::Deliver {
+                let delivery = Outgoing::Deliver {
                     topic: topic.to_owned(),
                     payload: payload.clone(),
                     qos,
-                });
+                };
+                if s.tx.try_send(delivery).is_err() {
+                    tracing::info!(topic, "a connection that does not read: message dropped");
+                }
             }
         }
     }
@@ -665,6 +717,15 @@ struct JitpJob {
     ca: crate::registry::CaCertificate,
     certificate_id: String,
     subject: BTreeMap<String, String>,
+}
+
+fn within_topic_limits(topic: &str) -> bool {
+    topic.len() <= MAX_TOPIC_BYTES && topic.matches('/').count() <= MAX_TOPIC_SLASHES
+}
+
+/// A topic a PUBLISH may name: no wildcards, not empty, within IoT's limits.
+fn valid_topic(topic: &str) -> bool {
+    !topic.is_empty() && rumqttc::mqttbytes::valid_topic(topic) && within_topic_limits(topic)
 }
 
 enum Step {

@@ -71,15 +71,22 @@ impl Clock {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        real + self.offset_secs.load(Ordering::Relaxed) * 1000
+        real.saturating_add(
+            self.offset_secs
+                .load(Ordering::Relaxed)
+                .saturating_mul(1000),
+        )
     }
 
     pub fn now_secs(&self) -> i64 {
         self.now_millis() / 1000
     }
 
+    /// Moves the clock by up to ten years either way.
     fn advance(&self, seconds: i64) {
-        self.offset_secs.fetch_add(seconds, Ordering::Relaxed);
+        const TEN_YEARS: i64 = 10 * 366 * 86_400;
+        self.offset_secs
+            .fetch_add(seconds.clamp(-TEN_YEARS, TEN_YEARS), Ordering::Relaxed);
     }
 }
 

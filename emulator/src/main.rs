@@ -43,8 +43,8 @@ struct Args {
     /// FUNCTION_NAME=URL of a Lambda Invoke API (repeat for several).
     #[arg(long = "lambda")]
     lambdas: Vec<String>,
-    /// Provisioning API requests served at once in this region; more wait
-    /// their turn. IoT serves the API at rates of its own (its quotas); on a
+    /// Certificate creations, and RegisterThing requests, served at once in
+    /// this region (each); more wait their turn. IoT serves the API at rates of its own (its quotas); on a
     /// small machine the bound keeps the queue in front of the work, so that
     /// CPU contention is not counted in the hook's 5 s.
     #[arg(long, default_value_t = 8)]

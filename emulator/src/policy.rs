@@ -91,18 +91,23 @@ pub fn evaluate(
     context: &ConnectionContext,
 ) -> Decision {
     let mut allowed = false;
-    for statement in documents.iter().flat_map(statements) {
-        let deny = match statement.get("Effect").and_then(Value::as_str) {
-            Some("Allow") => false,
-            Some("Deny") => true,
-            // A statement with no valid effect: a Deny is assumed, strictly.
-            _ => true,
-        };
-        match statement_applies(statement, action, resource, context) {
-            Applies::Yes if deny => return Decision::ExplicitDeny,
-            Applies::Yes => allowed = true,
-            Applies::Unknown if deny => return Decision::ExplicitDeny,
-            Applies::Unknown | Applies::No => {}
+    for document in documents {
+        // Policy variables are substituted only in version 2012-10-17
+        // documents; in others `${...}` is literal text, as in IAM.
+        let variables = document.get("Version").and_then(Value::as_str) == Some("2012-10-17");
+        for statement in statements(document) {
+            let deny = match statement.get("Effect").and_then(Value::as_str) {
+                Some("Allow") => false,
+                Some("Deny") => true,
+                // A statement with no valid effect: a Deny is assumed, strictly.
+                _ => true,
+            };
+            match statement_applies(statement, action, resource, context, variables) {
+                Applies::Yes if deny => return Decision::ExplicitDeny,
+                Applies::Yes => allowed = true,
+                Applies::Unknown if deny => return Decision::ExplicitDeny,
+                Applies::Unknown | Applies::No => {}
+            }
         }
     }
     if allowed {
@@ -133,6 +138,7 @@ fn statement_applies(
     action: Action,
     resource: &str,
     context: &ConnectionContext,
+    variables: bool,
 ) -> Applies {
     if statement.get("NotAction").is_some() || statement.get("NotResource").is_some() {
         return Applies::Unknown;
@@ -154,7 +160,12 @@ fn statement_applies(
     let mut unresolved = false;
     let mut matched = false;
     for pattern in resources {
-        match substitute(&pattern, context) {
+        let pattern = if variables {
+            substitute(&pattern, context)
+        } else {
+            Some(pattern)
+        };
+        match pattern {
             Some(pattern) if glob(&pattern, resource) => matched = true,
             Some(_) => {}
             None => unresolved = true,
@@ -389,7 +400,7 @@ mod tests {
 
     #[test]
     fn a_client_id_with_wildcards_matches_only_itself() {
-        let doc = json!({"Statement": [
+        let doc = json!({"Version": "2012-10-17", "Statement": [
             {"Effect": "Allow", "Action": "iot:Publish",
              "Resource": format!("{ARN}topic/c/${{iot:ClientId}}")}
         ]});
@@ -399,6 +410,21 @@ mod tests {
         };
         assert!(decide(&doc, Action::Publish, "c/*", &ctx).allowed());
         assert!(!decide(&doc, Action::Publish, "c/other", &ctx).allowed());
+    }
+
+    #[test]
+    fn variables_are_text_in_a_policy_without_the_2012_10_17_version() {
+        let mut doc = device_policy();
+        doc.as_object_mut().unwrap().remove("Version");
+        let ctx = attached("SN-1");
+        assert!(!decide(&doc, Action::Publish, "devices/SN-1/hello", &ctx).allowed());
+        assert!(decide(
+            &doc,
+            Action::Publish,
+            "devices/${iot:Connection.Thing.ThingName}/hello",
+            &ctx
+        )
+        .allowed());
     }
 
     #[test]

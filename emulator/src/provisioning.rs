@@ -112,7 +112,14 @@ struct Token {
     certificate_id: String,
     certificate_pem: String,
     expires_at: i64,
+    /// The certificate of the connection that created it: only that one
+    /// may use it (strict; the guide does not say).
+    owner: String,
 }
+
+/// Ownership tokens held at once; past this, creating a certificate is
+/// throttled until tokens expire or are used.
+const MAX_TOKENS: usize = 100_000;
 
 /// Who is asking: the connection's client id and certificate.
 pub struct Caller<'a> {
@@ -131,7 +138,11 @@ pub struct Provisioning {
     tokens: Mutex<HashMap<String, Token>>,
     clock: Arc<Clock>,
     faults: Arc<Faults>,
-    in_flight: tokio::sync::Semaphore,
+    /// Bounds on requests in flight: certificates being created, and
+    /// RegisterThing, each with a queue of its own so that a registration
+    /// never waits behind creations.
+    creating: tokio::sync::Semaphore,
+    registering: tokio::sync::Semaphore,
 }
 
 /// What a request topic asks for.
@@ -185,7 +196,8 @@ impl Provisioning {
             tokens: Mutex::new(HashMap::new()),
             clock,
             faults,
-            in_flight: tokio::sync::Semaphore::new(max_in_flight.max(1)),
+            creating: tokio::sync::Semaphore::new(max_in_flight.max(1)),
+            registering: tokio::sync::Semaphore::new(max_in_flight.max(1)),
         }
     }
 
@@ -201,13 +213,6 @@ impl Provisioning {
             let r = Rejection::new(400, "InvalidRequest", "not a provisioning API topic");
             return (format!("{topic}/rejected"), r.payload());
         };
-        // Requests beyond the bound wait here, before any work and before
-        // the hook's 5 s start: see `max_in_flight` in main.rs.
-        let _permit = self
-            .in_flight
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
         let outcome = if format != "json" {
             Err(Rejection::new(
                 400,
@@ -216,8 +221,14 @@ impl Provisioning {
             ))
         } else {
             match request {
-                Request::CreateKeys => self.create_keys().await,
-                Request::CreateFromCsr => self.create_from_csr(payload).await,
+                Request::CreateKeys => {
+                    let _permit = self.creating.acquire().await.expect("never closed");
+                    self.create_keys(payload, caller).await
+                }
+                Request::CreateFromCsr => {
+                    let _permit = self.creating.acquire().await.expect("never closed");
+                    self.create_from_csr(payload, caller).await
+                }
                 Request::RegisterThing(name) => self.register_thing(name, payload, caller).await,
             }
         };
@@ -230,13 +241,25 @@ impl Provisioning {
         }
     }
 
-    async fn create_keys(&self) -> Result<Value, Rejection> {
+    async fn create_keys(&self, payload: &[u8], caller: &Caller<'_>) -> Result<Value, Rejection> {
+        // The guide's request is an empty JSON object.
+        if !matches!(
+            serde_json::from_slice::<Value>(payload),
+            Ok(Value::Object(_))
+        ) {
+            return Err(Rejection::new(
+                400,
+                "InvalidPayload",
+                "the request is not a JSON object ({})",
+            ));
+        }
+        self.room_for_a_token()?;
         let (certificate_pem, private_key) = self
             .device_ca
             .issue_with_key()
             .map_err(|e| Rejection::new(500, "InternalFailure", e.to_string()))?;
         let certificate_id = self.registry.register_created(&certificate_pem).await?;
-        let token = self.new_token(&certificate_id, &certificate_pem);
+        let token = self.new_token(&certificate_id, &certificate_pem, caller);
         Ok(json!({
             "certificateId": certificate_id,
             "certificatePem": certificate_pem,
@@ -245,7 +268,11 @@ impl Provisioning {
         }))
     }
 
-    async fn create_from_csr(&self, payload: &[u8]) -> Result<Value, Rejection> {
+    async fn create_from_csr(
+        &self,
+        payload: &[u8],
+        caller: &Caller<'_>,
+    ) -> Result<Value, Rejection> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase", deny_unknown_fields)]
         struct CsrRequest {
@@ -258,6 +285,7 @@ impl Provisioning {
                 format!("the request is not {{\"certificateSigningRequest\"}}: {e}"),
             )
         })?;
+        self.room_for_a_token()?;
         let certificate_pem = self
             .device_ca
             .issue_for_csr(&request.certificate_signing_request)
@@ -269,7 +297,7 @@ impl Provisioning {
                 )
             })?;
         let certificate_id = self.registry.register_created(&certificate_pem).await?;
-        let token = self.new_token(&certificate_id, &certificate_pem);
+        let token = self.new_token(&certificate_id, &certificate_pem, caller);
         Ok(json!({
             "certificateId": certificate_id,
             "certificatePem": certificate_pem,
@@ -277,7 +305,27 @@ impl Provisioning {
         }))
     }
 
-    fn new_token(&self, certificate_id: &str, certificate_pem: &str) -> String {
+    /// Expired tokens go; a full store throttles.
+    fn room_for_a_token(&self) -> Result<(), Rejection> {
+        let now = self.clock.now_secs();
+        let mut tokens = self.tokens.lock().expect("token lock");
+        tokens.retain(|_, t| t.expires_at > now);
+        if tokens.len() >= MAX_TOKENS {
+            return Err(Rejection::new(
+                429,
+                "ThrottlingException",
+                "too many certificates await RegisterThing",
+            ));
+        }
+        Ok(())
+    }
+
+    fn new_token(
+        &self,
+        certificate_id: &str,
+        certificate_pem: &str,
+        caller: &Caller<'_>,
+    ) -> String {
         let mut bytes = [0u8; 32];
         // The crypto provider's random source: a token is a bearer secret.
         rustls::crypto::aws_lc_rs::default_provider()
@@ -291,6 +339,7 @@ impl Provisioning {
                 certificate_id: certificate_id.to_owned(),
                 certificate_pem: certificate_pem.to_owned(),
                 expires_at: self.clock.now_secs() + TOKEN_LIFETIME_SECS,
+                owner: caller.certificate_id.to_owned(),
             },
         );
         token
@@ -312,9 +361,21 @@ impl Provisioning {
         let request: RegisterThing = serde_json::from_slice(payload).map_err(|e| {
             Rejection::new(400, "InvalidPayload", format!("the request is not {{\"certificateOwnershipToken\", \"parameters\"}} with string parameters: {e}"))
         })?;
-        let (certificate_id, certificate_pem) = {
-            let tokens = self.tokens.lock().expect("token lock");
-            match tokens.get(&request.certificate_ownership_token) {
+        for name in request.parameters.keys() {
+            if name.starts_with("AWS::") {
+                return Err(Rejection::new(
+                    400,
+                    "InvalidParameters",
+                    format!("parameter {name} is IoT's to set"),
+                ));
+            }
+        }
+        // The token is taken for the request's time, so that two requests
+        // with one token cannot both provision; a rejection puts it back.
+        let token = request.certificate_ownership_token.clone();
+        let taken = {
+            let mut tokens = self.tokens.lock().expect("token lock");
+            match tokens.remove(&token) {
                 None => {
                     return Err(Rejection::new(
                         400,
@@ -329,9 +390,39 @@ impl Provisioning {
                         "the certificate ownership token has expired",
                     ))
                 }
-                Some(t) => (t.certificate_id.clone(), t.certificate_pem.clone()),
+                Some(t) if t.owner != caller.certificate_id => {
+                    tokens.insert(token.clone(), t);
+                    return Err(Rejection::new(
+                        400,
+                        "InvalidCertificateOwnershipToken",
+                        "the certificate ownership token was issued to another certificate",
+                    ));
+                }
+                Some(t) => t,
             }
         };
+        // RegisterThing requests beyond the bound wait here, before any work
+        // and before the hook's 5 s start: see `max_in_flight` in main.rs.
+        let outcome = {
+            let _permit = self.registering.acquire().await.expect("never closed");
+            self.register_with(name, &request.parameters, &taken, caller)
+                .await
+        };
+        if outcome.is_err() {
+            self.tokens.lock().expect("token lock").insert(token, taken);
+        }
+        outcome
+    }
+
+    async fn register_with(
+        &self,
+        name: &str,
+        device_parameters: &BTreeMap<String, String>,
+        token: &Token,
+        caller: &Caller<'_>,
+    ) -> Result<Value, Rejection> {
+        let (certificate_id, certificate_pem) =
+            (token.certificate_id.clone(), token.certificate_pem.clone());
         let template = self
             .templates
             .get(name)
@@ -343,7 +434,7 @@ impl Provisioning {
                     format!("no enabled fleet provisioning template {name}"),
                 )
             })?;
-        let mut parameters = request.parameters.clone();
+        let mut parameters = device_parameters.clone();
         if let Some(hook) = &template.pre_provisioning_hook {
             let input = json!({
                 "claimCertificateId": caller.certificate_id,
@@ -351,7 +442,7 @@ impl Provisioning {
                 "certificatePem": certificate_pem,
                 "templateArn": format!("arn:aws:iot:{}:{}:provisioningtemplate/{}", self.region, self.account_id, name),
                 "clientId": caller.client_id,
-                "parameters": request.parameters,
+                "parameters": device_parameters,
             });
             let overrides = self.call_hook(hook, input).await?;
             parameters.extend(overrides);
@@ -366,11 +457,6 @@ impl Provisioning {
         })?;
         let plan = template::evaluate(&body, &parameters)?;
         let thing_name = self.apply(&plan, &certificate_id).await?;
-        // A token provisions once.
-        self.tokens
-            .lock()
-            .expect("token lock")
-            .remove(&request.certificate_ownership_token);
         Ok(json!({
             "deviceConfiguration": Value::Object(plan.device_configuration.clone()),
             "thingName": thing_name.unwrap_or_default(),
@@ -450,6 +536,11 @@ impl Provisioning {
             None | Some(Value::Null) => {}
             Some(Value::Object(map)) => {
                 for (k, v) in map {
+                    if k.starts_with("AWS::") {
+                        return Err(Rejection::access_denied(format!(
+                            "parameter override {k} is IoT's to set"
+                        )));
+                    }
                     let v = v.as_str().ok_or_else(|| {
                         Rejection::access_denied(format!("parameter override {k} is not a string"))
                     })?;

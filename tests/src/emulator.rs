@@ -129,6 +129,9 @@ impl Emulator {
             .arg(config)
             .arg("--server-ca-out")
             .arg(&ca)
+            // RegisterThing in flight no more than the hook's execution
+            // environments: a call never queues for one inside its 5 s.
+            .args(["--max-in-flight", &HOOK_ENVIRONMENTS.to_string()])
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("emulator log"));
         for (name, url) in lambdas {
@@ -196,6 +199,12 @@ impl Drop for Emulator {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // GEOPROV_KEEP_EMULATOR_LOGS=DIR keeps every emulator's log there.
+        if let Some(dir) = std::env::var_os("GEOPROV_KEEP_EMULATOR_LOGS") {
+            if let Some(name) = self.log.file_name() {
+                let _ = std::fs::copy(&self.log, Path::new(&dir).join(name));
+            }
+        }
         // A failing test shows what the emulator saw.
         if std::thread::panicking() {
             let log = self.log();
@@ -246,12 +255,13 @@ pub const HOOK_ENVIRONMENTS: usize = 4;
 pub struct FleetRegion {
     pub region: String,
     pub table_endpoint: String,
-    pub dir: WorkDir,
     pub claim: Claim,
     pub table: String,
     pub emulator: Emulator,
     _hooks: Vec<FunctionProcess>,
     pub runtime: RuntimeEmulator,
+    // Last: the emulator's log is in it, and read when the emulator drops.
+    pub dir: WorkDir,
 }
 
 impl FleetRegion {

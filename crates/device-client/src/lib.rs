@@ -270,6 +270,13 @@ impl Device {
                 _ => None,
             })
             .await?;
+        if codes.len() != filters.len() {
+            return Err(DeviceError::Protocol(format!(
+                "SUBACK has {} codes for {} filters",
+                codes.len(),
+                filters.len()
+            )));
+        }
         for (code, filter) in codes.iter().zip(filters) {
             if *code == SubscribeReasonCode::Failure {
                 return Err(DeviceError::SubscriptionRefused((*filter).to_owned()));

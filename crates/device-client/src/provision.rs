@@ -11,9 +11,10 @@ use serde_json::{json, Value};
 
 use crate::{Device, DeviceError, Endpoint, Identity};
 
-/// How long IoT may take to answer one provisioning request (RegisterThing
-/// waits up to 5 s for the hook).
-pub const ANSWER_LIMIT: Duration = Duration::from_secs(15);
+/// How long a device waits for IoT to answer one provisioning request:
+/// RegisterThing alone may wait 5 s for the hook, and a fleet provisioning
+/// at once queues.
+pub const ANSWER_LIMIT: Duration = Duration::from_secs(30);
 
 /// What to provision.
 pub struct ProvisionRequest {
@@ -144,7 +145,14 @@ pub async fn provision(
         )
     } else {
         let op = "CreateKeysAndCertificate";
-        let body = call(&mut device, op, "$aws/certificates/create/json", Vec::new()).await?;
+        // The guide's request is an empty JSON object.
+        let body = call(
+            &mut device,
+            op,
+            "$aws/certificates/create/json",
+            b"{}".to_vec(),
+        )
+        .await?;
         (
             text(&body, "certificateId", op)?,
             text(&body, "certificatePem", op)?,
