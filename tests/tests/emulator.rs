@@ -482,6 +482,17 @@ async fn register_thing_is_rejected_for_a_denial_a_slow_hook_an_expired_token_an
     assert!(!thing_exists(&iot, "SN-REJ-SLOW").await);
     drop(slow);
 
+    // The hookTimeout fault: the hook is not called, and IoT's 5 s pass.
+    fleet.emulator.faults(json!({"hookTimeout": true}));
+    let message = assert_rejected(
+        fleet.provision("SN-REJ-SLOW", None).await,
+        "RegisterThing",
+        "AccessDenied",
+    );
+    assert!(message.contains("5 s"), "{message}");
+    assert!(fleet.audit_reasons("SN-REJ-SLOW").await.is_empty());
+    fleet.emulator.faults(json!({"hookTimeout": false}));
+
     // A certificate ownership token is good for an hour.
     let endpoint = fleet.emulator.endpoint();
     let mut device = Device::connect(&endpoint, &fleet.claim.identity, "prov-SN-REJ-TOKEN")
@@ -734,9 +745,29 @@ async fn jitp_drops_the_first_connection_then_the_certificate_is_active_with_its
         refused.err()
     );
     emulator.faults(json!({"refuseConnections": false}));
-    Device::connect(&emulator.endpoint(), &device, "SN-JITP-1")
+    let mut back = Device::connect(&emulator.endpoint(), &device, "SN-JITP-1")
         .await
         .unwrap();
+
+    // Stalled publishes: no PUBACK while the fault holds, then the publish
+    // goes through.
+    back.subscribe(&["devices/SN-JITP-1/hello"]).await.unwrap();
+    emulator.faults(json!({"stallPublishes": true}));
+    let stalled = back
+        .publish("devices/SN-JITP-1/hello", b"late".to_vec())
+        .await;
+    assert!(
+        matches!(stalled, Err(DeviceError::Timeout(..))),
+        "{stalled:?}"
+    );
+    emulator.faults(json!({"stallPublishes": false}));
+    let late = back
+        .receive(std::time::Duration::from_secs(5), |t| {
+            t == "devices/SN-JITP-1/hello"
+        })
+        .await
+        .unwrap();
+    assert_eq!(&late.payload[..], b"late");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
