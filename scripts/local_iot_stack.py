@@ -23,6 +23,7 @@ from pathlib import Path
 
 import boto3
 import yaml
+from botocore.exceptions import ClientError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from template_facts import Loader  # noqa: E402
@@ -169,11 +170,13 @@ class Stack:
             yield logical_id, self.value(resource.get("Properties", {}))
 
 
-def exists_already(error) -> bool:
-    return error.response["Error"]["Code"] in (
-        "ResourceAlreadyExistsException",
-        "ResourceAlreadyExists",
-    )
+def create_unless_exists(create, **kwargs) -> None:
+    """Calls an IoT Create* API; a resource that exists already is left as it is."""
+    try:
+        create(**kwargs)
+    except ClientError as e:
+        if e.response["Error"]["Code"] not in ("ResourceAlreadyExistsException", "ResourceAlreadyExists"):
+            raise
 
 
 def main() -> int:
@@ -190,8 +193,6 @@ def main() -> int:
     stack = Stack(template, args.region, args.account_id, given)
     iot = boto3.client("iot", region_name=args.region, endpoint_url=args.endpoint)
     made = {"thingTypes": [], "thingGroups": [], "policies": [], "attachments": [], "templates": []}
-    from botocore.exceptions import ClientError
-
     for logical_id, props in stack.made("AWS::IoT::ThingType"):
         name = stack.physical_name(logical_id)
         kwargs = {"thingTypeName": name}
@@ -201,27 +202,15 @@ def main() -> int:
                 "thingTypeDescription": type_props.get("ThingTypeDescription", ""),
                 "searchableAttributes": type_props.get("SearchableAttributes", []),
             }
-        try:
-            iot.create_thing_type(**kwargs)
-        except ClientError as e:
-            if not exists_already(e):
-                raise
+        create_unless_exists(iot.create_thing_type, **kwargs)
         made["thingTypes"].append(name)
     for logical_id, props in stack.made("AWS::IoT::ThingGroup"):
         name = stack.physical_name(logical_id)
-        try:
-            iot.create_thing_group(thingGroupName=name)
-        except ClientError as e:
-            if not exists_already(e):
-                raise
+        create_unless_exists(iot.create_thing_group, thingGroupName=name)
         made["thingGroups"].append(name)
     for logical_id, props in stack.made("AWS::IoT::Policy"):
         name = stack.physical_name(logical_id)
-        try:
-            iot.create_policy(policyName=name, policyDocument=json.dumps(props["PolicyDocument"]))
-        except ClientError as e:
-            if not exists_already(e):
-                raise
+        create_unless_exists(iot.create_policy, policyName=name, policyDocument=json.dumps(props["PolicyDocument"]))
         made["policies"].append(name)
     for logical_id, props in stack.made("AWS::IoT::PolicyPrincipalAttachment"):
         iot.attach_policy(policyName=props["PolicyName"], target=props["Principal"])

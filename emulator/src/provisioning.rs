@@ -258,8 +258,7 @@ impl Provisioning {
             .device_ca
             .issue_with_key()
             .map_err(|e| Rejection::new(500, "InternalFailure", e.to_string()))?;
-        let certificate_id = self.registry.register_created(&certificate_pem).await?;
-        let token = self.new_token(&certificate_id, &certificate_pem, caller);
+        let (certificate_id, token) = self.register_created(&certificate_pem, caller).await?;
         Ok(json!({
             "certificateId": certificate_id,
             "certificatePem": certificate_pem,
@@ -296,13 +295,23 @@ impl Provisioning {
                     "the CSR does not parse or its signature does not hold",
                 )
             })?;
-        let certificate_id = self.registry.register_created(&certificate_pem).await?;
-        let token = self.new_token(&certificate_id, &certificate_pem, caller);
+        let (certificate_id, token) = self.register_created(&certificate_pem, caller).await?;
         Ok(json!({
             "certificateId": certificate_id,
             "certificatePem": certificate_pem,
             "certificateOwnershipToken": token,
         }))
+    }
+
+    /// A created certificate registered PENDING_ACTIVATION, and its token.
+    async fn register_created(
+        &self,
+        certificate_pem: &str,
+        caller: &Caller<'_>,
+    ) -> Result<(String, String), Rejection> {
+        let certificate_id = self.registry.register_created(certificate_pem).await?;
+        let token = self.new_token(&certificate_id, certificate_pem, caller);
+        Ok((certificate_id, token))
     }
 
     /// Expired tokens go; a full store throttles.

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_iot::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_iot::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_iot::types::{
     AttributePayload, AutoRegistrationStatus, CaCertificateStatus, CertificateStatus,
 };
@@ -21,8 +21,26 @@ fn failed<E: std::error::Error>(what: &str, e: E) -> RegistryError {
     RegistryError(format!("{what}: {}", DisplayErrorContext(&e)))
 }
 
-fn not_found<E: ProvideErrorMetadata>(e: &E) -> bool {
-    e.code() == Some("ResourceNotFoundException")
+/// A describe call's answer: the resource, None when IoT says it does not
+/// exist, or the error.
+fn found<T, E, R>(
+    result: Result<T, SdkError<E, R>>,
+    operation: &str,
+) -> Result<Option<T>, RegistryError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(out) => Ok(Some(out)),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.code() == Some("ResourceNotFoundException")) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(failed(operation, e)),
+    }
 }
 
 /// A registered certificate as authentication needs it.
@@ -62,29 +80,26 @@ impl Registry {
     }
 
     pub async fn certificate(&self, id: &str) -> Result<Option<Certificate>, RegistryError> {
-        match self
+        let sent = self
             .client
             .describe_certificate()
             .certificate_id(id)
             .send()
-            .await
-        {
-            Ok(out) => {
-                let d = out
-                    .certificate_description()
-                    .ok_or_else(|| RegistryError("DescribeCertificate: no description".into()))?;
-                Ok(Some(Certificate {
-                    id: id.to_owned(),
-                    arn: d.certificate_arn().unwrap_or_default().to_owned(),
-                    status: d
-                        .status()
-                        .map(|s| s.as_str().to_owned())
-                        .unwrap_or_default(),
-                }))
-            }
-            Err(e) if e.as_service_error().is_some_and(not_found) => Ok(None),
-            Err(e) => Err(failed("DescribeCertificate", e)),
-        }
+            .await;
+        let Some(out) = found(sent, "DescribeCertificate")? else {
+            return Ok(None);
+        };
+        let d = out
+            .certificate_description()
+            .ok_or_else(|| RegistryError("DescribeCertificate: no description".into()))?;
+        Ok(Some(Certificate {
+            id: id.to_owned(),
+            arn: d.certificate_arn().unwrap_or_default().to_owned(),
+            status: d
+                .status()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default(),
+        }))
     }
 
     /// The documents of every policy attached to `principal`.
@@ -200,50 +215,36 @@ impl Registry {
     }
 
     pub async fn thing(&self, name: &str) -> Result<Option<Thing>, RegistryError> {
-        match self.client.describe_thing().thing_name(name).send().await {
-            Ok(out) => Ok(Some(Thing {
-                thing_type: out.thing_type_name().map(str::to_owned),
-                attributes: out.attributes().cloned().unwrap_or_default(),
-            })),
-            Err(e) if e.as_service_error().is_some_and(not_found) => Ok(None),
-            Err(e) => Err(failed("DescribeThing", e)),
-        }
+        let sent = self.client.describe_thing().thing_name(name).send().await;
+        Ok(found(sent, "DescribeThing")?.map(|out| Thing {
+            thing_type: out.thing_type_name().map(str::to_owned),
+            attributes: out.attributes().cloned().unwrap_or_default(),
+        }))
     }
 
     pub async fn thing_type_exists(&self, name: &str) -> Result<bool, RegistryError> {
-        match self
+        let sent = self
             .client
             .describe_thing_type()
             .thing_type_name(name)
             .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(not_found) => Ok(false),
-            Err(e) => Err(failed("DescribeThingType", e)),
-        }
+            .await;
+        Ok(found(sent, "DescribeThingType")?.is_some())
     }
 
     pub async fn thing_group_exists(&self, name: &str) -> Result<bool, RegistryError> {
-        match self
+        let sent = self
             .client
             .describe_thing_group()
             .thing_group_name(name)
             .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(not_found) => Ok(false),
-            Err(e) => Err(failed("DescribeThingGroup", e)),
-        }
+            .await;
+        Ok(found(sent, "DescribeThingGroup")?.is_some())
     }
 
     pub async fn policy_exists(&self, name: &str) -> Result<bool, RegistryError> {
-        match self.client.get_policy().policy_name(name).send().await {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(not_found) => Ok(false),
-            Err(e) => Err(failed("GetPolicy", e)),
-        }
+        let sent = self.client.get_policy().policy_name(name).send().await;
+        Ok(found(sent, "GetPolicy")?.is_some())
     }
 
     pub async fn create_thing(
