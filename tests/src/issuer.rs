@@ -57,13 +57,19 @@ pub struct CountingPca<P> {
 }
 
 impl<P: CertificateAuthority + Sync> CertificateAuthority for CountingPca<P> {
-    async fn issue(&self, csr_pem: &str, days: u32, token: &str) -> Result<String, PcaError> {
+    async fn issue(
+        &self,
+        csr_pem: &str,
+        common_name: &str,
+        days: u32,
+        token: &str,
+    ) -> Result<String, PcaError> {
         self.calls.issued.fetch_add(1, Ordering::SeqCst);
         let now = self.calls.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.calls.max_in_flight.fetch_max(now, Ordering::SeqCst);
         // Hold the slot a little, as a real ACM PCA call would.
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let result = self.inner.issue(csr_pem, days, token).await;
+        let result = self.inner.issue(csr_pem, common_name, days, token).await;
         self.calls.in_flight.fetch_sub(1, Ordering::SeqCst);
         result
     }

@@ -143,6 +143,10 @@ async fn issues_with_the_template_validity_algorithm_and_token_and_polls_while_i
     let issue = mock!(Client::issue_certificate)
         .match_requests(move |r| {
             r.template_arn() == Some(END_ENTITY_CLIENT_AUTH_TEMPLATE)
+                && r.api_passthrough()
+                    .and_then(|p| p.subject())
+                    .and_then(|s| s.common_name())
+                    == Some("SN-1")
                 && r.signing_algorithm() == Some(&SigningAlgorithm::Sha384Withecdsa)
                 && r.validity()
                     .is_some_and(|v| v.value() == 30 && v.r#type() == &ValidityPeriodType::Days)

@@ -3,17 +3,36 @@
 //!
 //! The checks run in this order, the first failure giving the code:
 //! `INVALID_CSR` (not one parsable PEM CSR), `WEAK_KEY` (anything but EC
-//! P-256/P-384 or RSA >= 2048 bits), `BAD_SIGNATURE` (no proof of possession of
-//! the key), `SUBJECT_MISMATCH` (the subject's one CN is not the serial),
-//! `CA_REQUESTED` (basicConstraints CA:TRUE or keyUsage keyCertSign). The key is
-//! checked before the signature so that a key geoprov refuses is named as such,
-//! even where the signature scheme cannot be verified at all (P-192, RSA-1024).
+//! P-256/P-384 or RSA >= 2048 bits), `WEAK_SIGNATURE` (proof of possession by
+//! anything but SHA-2 with ECDSA or PKCS#1 v1.5: SHA-1 and MD5 are refused),
+//! `BAD_SIGNATURE` (no proof of possession of the key), `SUBJECT_MISMATCH` (the
+//! subject's one CN is not the serial), `CA_REQUESTED` (basicConstraints
+//! CA:TRUE, keyUsage keyCertSign or cRLSign, in any extension request),
+//! `EXTENSION_NOT_ALLOWED` (any attribute but one single-valued
+//! extensionRequest, any subjectAltName, any extension outside the client
+//! allow-list: keyUsage, extendedKeyUsage clientAuth, basicConstraints CA:FALSE,
+//! each at most once). The key is checked before the signature so that a key
+//! geoprov refuses is named as such, even where the signature scheme cannot be
+//! verified at all (P-192, RSA-1024).
+//!
+//! Every extension request is read, not only the first: x509-parser's
+//! `requested_extensions()` stops at the first, so a second extensionRequest
+//! could otherwise carry CA:TRUE past the check. Nothing the CSR asks for is
+//! passed to ACM PCA anyway (the issuer sets subject and extensions, see
+//! `pca`); the policy refuses such CSRs so that a device asking for more than a
+//! client certificate is told so and audited.
 
 use sha2::{Digest, Sha256};
-use x509_parser::certification_request::X509CertificationRequest;
-use x509_parser::extensions::ParsedExtension;
+use x509_parser::asn1_rs::{Header, Oid};
+use x509_parser::certification_request::{X509CertificationRequest, X509CertificationRequestInfo};
+use x509_parser::cri_attributes::ExtensionRequest;
+use x509_parser::extensions::{ParsedExtension, X509Extension};
 use x509_parser::oid_registry::{
     OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
+    OID_PKCS1_SHA256WITHRSA, OID_PKCS1_SHA384WITHRSA, OID_PKCS1_SHA512WITHRSA,
+    OID_PKCS9_EXTENSION_REQUEST, OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ECDSA_WITH_SHA384,
+    OID_SIG_ECDSA_WITH_SHA512, OID_X509_EXT_BASIC_CONSTRAINTS, OID_X509_EXT_EXTENDED_KEY_USAGE,
+    OID_X509_EXT_KEY_USAGE, OID_X509_EXT_SUBJECT_ALT_NAME,
 };
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
@@ -42,6 +61,9 @@ pub struct CheckedCsr {
     pub pem: String,
     /// Lower-case hex SHA-256 of the DER: the ledger key.
     pub sha256: String,
+    /// Lower-case hex SHA-256 of the DER SubjectPublicKeyInfo: what the
+    /// registry's factory key (`publicKeySha256`) is compared with.
+    pub public_key_sha256: String,
     pub key: KeyKind,
 }
 
@@ -73,6 +95,7 @@ pub fn check(serial: &str, csr_pem: &str) -> Result<CheckedCsr, Refusal> {
     }
     let info = &csr.certification_request_info;
     let key = key_kind(&info.subject_pki)?;
+    signature_algorithm(&csr.signature_algorithm.algorithm)?;
     csr.verify_signature().map_err(|e| {
         refuse(
             ErrorCode::BadSignature,
@@ -90,30 +113,150 @@ pub fn check(serial: &str, csr_pem: &str) -> Result<CheckedCsr, Refusal> {
             format!("the subject must have exactly one CN, the serial number {serial:?}; it has {common_names:?}"),
         ));
     }
-    if let Some(extensions) = csr.requested_extensions() {
-        for extension in extensions {
-            match extension {
-                ParsedExtension::BasicConstraints(bc) if bc.ca => {
-                    return Err(refuse(
-                        ErrorCode::CaRequested,
-                        "the CSR requests basicConstraints CA:TRUE",
-                    ))
-                }
-                ParsedExtension::KeyUsage(ku) if ku.key_cert_sign() => {
-                    return Err(refuse(
-                        ErrorCode::CaRequested,
-                        "the CSR requests keyUsage keyCertSign",
-                    ))
-                }
-                _ => {}
-            }
-        }
-    }
+    check_requested_extensions(info)?;
     Ok(CheckedCsr {
         pem: encode_pem(&der),
         sha256: hex::encode(Sha256::digest(&der)),
+        public_key_sha256: hex::encode(Sha256::digest(info.subject_pki.raw)),
         key,
     })
+}
+
+/// Proof of possession by SHA-2 only.
+fn signature_algorithm(algorithm: &Oid<'_>) -> Result<(), Refusal> {
+    let accepted = [
+        OID_SIG_ECDSA_WITH_SHA256,
+        OID_SIG_ECDSA_WITH_SHA384,
+        OID_SIG_ECDSA_WITH_SHA512,
+        OID_PKCS1_SHA256WITHRSA,
+        OID_PKCS1_SHA384WITHRSA,
+        OID_PKCS1_SHA512WITHRSA,
+    ];
+    match accepted.contains(algorithm) {
+        true => Ok(()),
+        false => Err(refuse(
+            ErrorCode::WeakSignature,
+            format!("the CSR is signed with {algorithm}; sign it with SHA-256 or stronger (ECDSA or RSA PKCS#1 v1.5)"),
+        )),
+    }
+}
+
+/// Every extension of every extension request, CA rights first (so that a
+/// second request carrying CA:TRUE is named as such), then the shape: one
+/// single-valued extensionRequest, no other attribute, allow-listed
+/// extensions only, each at most once.
+fn check_requested_extensions(info: &X509CertificationRequestInfo<'_>) -> Result<(), Refusal> {
+    let mut requests: Vec<Vec<X509Extension<'_>>> = Vec::new();
+    let mut others: Vec<String> = Vec::new();
+    for attribute in info.attributes() {
+        if attribute.oid != OID_PKCS9_EXTENSION_REQUEST {
+            others.push(attribute.oid.to_id_string());
+            continue;
+        }
+        requests.push(single_extension_request(attribute.value)?);
+    }
+    let extensions = || requests.iter().flatten();
+    for extension in extensions() {
+        ca_rights(extension)?;
+    }
+    if requests.len() > 1 {
+        return Err(refuse(
+            ErrorCode::ExtensionNotAllowed,
+            format!(
+                "the CSR has {} extensionRequest attributes; at most one is allowed",
+                requests.len()
+            ),
+        ));
+    }
+    if !others.is_empty() {
+        return Err(refuse(
+            ErrorCode::ExtensionNotAllowed,
+            format!("the CSR has attributes {others:?}; only extensionRequest is allowed"),
+        ));
+    }
+    let mut seen: Vec<&Oid<'_>> = Vec::new();
+    for extension in extensions() {
+        if seen.contains(&&extension.oid) {
+            return Err(refuse(
+                ErrorCode::ExtensionNotAllowed,
+                format!("the CSR requests extension {} twice", extension.oid),
+            ));
+        }
+        seen.push(&extension.oid);
+        allowed_extension(extension)?;
+    }
+    Ok(())
+}
+
+/// The extensions of an extensionRequest attribute whose SET holds exactly
+/// one value. x509-parser reads only the first value of the SET and cuts
+/// `value` after it, so a SET whose header announces more than `value` holds
+/// has further values.
+fn single_extension_request(value: &[u8]) -> Result<Vec<X509Extension<'_>>, Refusal> {
+    let (content, header) = Header::from_der(value)
+        .map_err(|e| refuse(ErrorCode::InvalidCsr, format!("extensionRequest: {e}")))?;
+    let announced = header.length().definite().unwrap_or(usize::MAX);
+    let (rest, request) = ExtensionRequest::from_der(content)
+        .map_err(|e| refuse(ErrorCode::InvalidCsr, format!("extensionRequest: {e}")))?;
+    if announced != content.len() || !rest.is_empty() {
+        return Err(refuse(
+            ErrorCode::ExtensionNotAllowed,
+            "an extensionRequest attribute with more than one value",
+        ));
+    }
+    Ok(request.extensions)
+}
+
+/// basicConstraints CA:TRUE, keyUsage keyCertSign or cRLSign.
+fn ca_rights(extension: &X509Extension<'_>) -> Result<(), Refusal> {
+    match extension.parsed_extension() {
+        ParsedExtension::BasicConstraints(bc) if bc.ca => Err(refuse(
+            ErrorCode::CaRequested,
+            "the CSR requests basicConstraints CA:TRUE",
+        )),
+        ParsedExtension::KeyUsage(ku) if ku.key_cert_sign() || ku.crl_sign() => Err(refuse(
+            ErrorCode::CaRequested,
+            "the CSR requests keyUsage keyCertSign or cRLSign",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The extensions a client certificate's CSR may carry.
+fn allowed_extension(extension: &X509Extension<'_>) -> Result<(), Refusal> {
+    let not_allowed = |what: String| {
+        Err(refuse(
+            ErrorCode::ExtensionNotAllowed,
+            format!("the CSR requests {what}; only keyUsage, extendedKeyUsage clientAuth and basicConstraints CA:FALSE are allowed"),
+        ))
+    };
+    let oid = &extension.oid;
+    match extension.parsed_extension() {
+        ParsedExtension::ParseError { error } => Err(refuse(
+            ErrorCode::InvalidCsr,
+            format!("extension {oid} does not parse: {error}"),
+        )),
+        _ if *oid == OID_X509_EXT_SUBJECT_ALT_NAME => {
+            not_allowed("a subjectAltName (names are the issuer's to set)".into())
+        }
+        ParsedExtension::ExtendedKeyUsage(eku) if *oid == OID_X509_EXT_EXTENDED_KEY_USAGE => {
+            let only_client = eku.client_auth
+                && !(eku.any
+                    || eku.server_auth
+                    || eku.code_signing
+                    || eku.email_protection
+                    || eku.time_stamping
+                    || eku.ocsp_signing)
+                && eku.other.is_empty();
+            match only_client {
+                true => Ok(()),
+                false => not_allowed("an extendedKeyUsage other than clientAuth".into()),
+            }
+        }
+        ParsedExtension::KeyUsage(_) if *oid == OID_X509_EXT_KEY_USAGE => Ok(()),
+        ParsedExtension::BasicConstraints(_) if *oid == OID_X509_EXT_BASIC_CONSTRAINTS => Ok(()),
+        _ => not_allowed(format!("extension {oid}")),
+    }
 }
 
 fn decode_pem(csr_pem: &str) -> Result<Vec<u8>, Refusal> {

@@ -260,6 +260,7 @@ where
                     deadline.into(),
                     self.pca.issue(
                         &approved.csr.pem,
+                        serial,
                         approved.validity_days,
                         &entry.idempotency_token,
                     ),

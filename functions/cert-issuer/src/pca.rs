@@ -6,14 +6,26 @@ use std::future::Future;
 use aws_sdk_acmpca::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_acmpca::primitives::Blob;
 use aws_sdk_acmpca::types::{
-    CertificateAuthorityStatus, KeyAlgorithm, SigningAlgorithm, Validity, ValidityPeriodType,
+    ApiPassthrough, Asn1Subject, CertificateAuthorityStatus, KeyAlgorithm, SigningAlgorithm,
+    Validity, ValidityPeriodType,
 };
 use aws_sdk_acmpca::Client;
 use tokio::sync::OnceCell;
 
 /// The ACM PCA template for device (client authentication) certificates.
+///
+/// From the AWS Private CA template definitions: every EndEntityClientAuth
+/// variant fixes basicConstraints CA:FALSE, keyUsage (critical) digital
+/// signature and key encipherment, and extendedKeyUsage TLS web client
+/// authentication; the template's values override anything requested. The
+/// `_APIPassthrough` variant takes the Subject from the API first ("Passthrough
+/// from API or CSR"), so the issuer sets the subject to `CN=<serial>` itself,
+/// and it passes no other CSR extension through (unlike `_CSRPassthrough`).
+/// Every variant still copies a CSR's subjectAltName when the API sets none,
+/// which is why the CSR policy refuses any subjectAltName before a CSR gets
+/// here.
 pub const END_ENTITY_CLIENT_AUTH_TEMPLATE: &str =
-    "arn:aws:acm-pca:::template/EndEntityClientAuthCertificate/V1";
+    "arn:aws:acm-pca:::template/EndEntityClientAuthCertificate_APIPassthrough/V1";
 
 /// A certificate and its chain, as ACM PCA returns them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,10 +66,12 @@ impl PcaError {
 
 /// What the issuer needs from ACM PCA.
 pub trait CertificateAuthority {
-    /// IssueCertificate; returns the certificate ARN.
+    /// IssueCertificate for the subject `CN=<common_name>`; returns the
+    /// certificate ARN.
     fn issue(
         &self,
         csr_pem: &str,
+        common_name: &str,
         validity_days: u32,
         idempotency_token: &str,
     ) -> impl Future<Output = Result<String, PcaError>> + Send;
@@ -141,6 +155,7 @@ impl CertificateAuthority for SdkPca {
     async fn issue(
         &self,
         csr_pem: &str,
+        common_name: &str,
         validity_days: u32,
         idempotency_token: &str,
     ) -> Result<String, PcaError> {
@@ -158,6 +173,11 @@ impl CertificateAuthority for SdkPca {
             .csr(Blob::new(csr_pem.as_bytes()))
             .signing_algorithm(signing)
             .template_arn(END_ENTITY_CLIENT_AUTH_TEMPLATE)
+            .api_passthrough(
+                ApiPassthrough::builder()
+                    .subject(Asn1Subject::builder().common_name(common_name).build())
+                    .build(),
+            )
             .validity(validity)
             .idempotency_token(idempotency_token)
             .send()

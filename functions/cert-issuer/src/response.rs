@@ -18,6 +18,11 @@ pub enum ErrorCode {
     WeakKey,
     /// The CSR asks for CA rights.
     CaRequested,
+    /// Proof of possession by a hash other than SHA-2.
+    WeakSignature,
+    /// A subjectAltName, an extension outside the allow-list, a second
+    /// extension request, or an attribute other than extensionRequest.
+    ExtensionNotAllowed,
     UnknownDevice,
     DeviceBlocked,
     ValidityTooLong,
@@ -34,6 +39,8 @@ impl ErrorCode {
             ErrorCode::SubjectMismatch => "SUBJECT_MISMATCH",
             ErrorCode::WeakKey => "WEAK_KEY",
             ErrorCode::CaRequested => "CA_REQUESTED",
+            ErrorCode::WeakSignature => "WEAK_SIGNATURE",
+            ErrorCode::ExtensionNotAllowed => "EXTENSION_NOT_ALLOWED",
             ErrorCode::UnknownDevice => "UNKNOWN_DEVICE",
             ErrorCode::DeviceBlocked => "DEVICE_BLOCKED",
             ErrorCode::ValidityTooLong => "VALIDITY_TOO_LONG",

@@ -224,3 +224,293 @@ fn signed_info(pem_text: &str) -> (Vec<u8>, Vec<u8>) {
         info.subject_pki.raw.to_vec(),
     )
 }
+
+/// CSRs made by `openssl req` in a directory of their own, with a fresh
+/// P-256 key, for the subject `CN=SN-1`.
+mod by_openssl {
+    use super::*;
+    use std::path::PathBuf;
+    use std::process::Command;
+
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "geoprov-csr-{name}-{}-{}",
+                std::process::id(),
+                fastrand::u64(..)
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            let key = dir.join("key.pem");
+            run(Command::new("openssl")
+                .args(["genpkey", "-algorithm", "EC", "-pkeyopt"])
+                .args(["ec_paramgen_curve:P-256", "-out"])
+                .arg(&key));
+            Dir(dir)
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.0.join(name)
+        }
+
+        /// `openssl req -new` with the key and `args`.
+        fn req(&self, args: &[&str]) -> String {
+            let out = self.path(&format!("csr-{}.pem", fastrand::u64(..)));
+            run(Command::new("openssl")
+                .args(["req", "-new", "-key"])
+                .arg(self.path("key.pem"))
+                .args(args)
+                .arg("-out")
+                .arg(&out));
+            std::fs::read_to_string(out).unwrap()
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn run(command: &mut Command) -> Vec<u8> {
+        let output = command.output().expect("openssl runs");
+        assert!(
+            output.status.success(),
+            "{command:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output.stdout
+    }
+
+    fn subject() -> [&'static str; 2] {
+        ["-subj", "/CN=SN-1"]
+    }
+
+    #[test]
+    fn a_plain_openssl_csr_and_one_asking_for_a_client_certificate_are_accepted() {
+        let dir = Dir::new("plain");
+        assert!(check("SN-1", &dir.req(&subject())).is_ok());
+        let client = dir.req(&[
+            "-subj",
+            "/CN=SN-1",
+            "-addext",
+            "keyUsage=critical,digitalSignature,keyAgreement",
+            "-addext",
+            "extendedKeyUsage=clientAuth",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ]);
+        let checked = check("SN-1", &client).unwrap();
+        // The fingerprint is openssl's DER SubjectPublicKeyInfo, hashed.
+        let spki = run(Command::new("openssl")
+            .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+            .arg(dir.path("key.pem")));
+        use sha2::Digest;
+        assert_eq!(
+            checked.public_key_sha256,
+            hex::encode(sha2::Sha256::digest(&spki))
+        );
+    }
+
+    #[test]
+    fn subject_alternative_names_of_every_kind_are_refused() {
+        let dir = Dir::new("san");
+        for san in [
+            "subjectAltName=DNS:global.iot.example.com",
+            "subjectAltName=URI:spiffe://geoprov/device/SN-2",
+            "subjectAltName=IP:10.0.0.1",
+            "subjectAltName=email:ops@example.com",
+        ] {
+            let csr = dir.req(&["-subj", "/CN=SN-1", "-addext", san]);
+            let refusal = check("SN-1", &csr).expect_err(san);
+            assert_eq!(refusal.code, ErrorCode::ExtensionNotAllowed, "{san}");
+            assert!(refusal.message.contains("subjectAltName"), "{refusal}");
+        }
+    }
+
+    #[test]
+    fn extensions_outside_the_client_allow_list_are_refused() {
+        let dir = Dir::new("ext");
+        for extension in [
+            "extendedKeyUsage=serverAuth",
+            "extendedKeyUsage=clientAuth,codeSigning",
+            "nsComment=hello",
+            "subjectKeyIdentifier=hash",
+            "crlDistributionPoints=URI:http://example.com/crl",
+        ] {
+            let csr = dir.req(&["-subj", "/CN=SN-1", "-addext", extension]);
+            assert_eq!(
+                code_of("SN-1", &csr),
+                ErrorCode::ExtensionNotAllowed,
+                "{extension}"
+            );
+        }
+        for extension in ["keyUsage=keyCertSign", "keyUsage=digitalSignature,cRLSign"] {
+            let csr = dir.req(&["-subj", "/CN=SN-1", "-addext", extension]);
+            assert_eq!(code_of("SN-1", &csr), ErrorCode::CaRequested, "{extension}");
+        }
+    }
+
+    #[test]
+    fn attributes_other_than_one_extension_request_are_refused() {
+        let dir = Dir::new("attrs");
+        let config = dir.path("req.cnf");
+        std::fs::write(
+            &config,
+            "[req]\nprompt = no\ndistinguished_name = dn\nattributes = attrs\n\
+             [dn]\nCN = SN-1\n\
+             [attrs]\nchallengePassword = not-a-secret-1\nunstructuredName = geoprov\n",
+        )
+        .unwrap();
+        let csr = dir.req(&["-config", config.to_str().unwrap()]);
+        let refusal = check("SN-1", &csr).expect_err("attributes");
+        assert_eq!(refusal.code, ErrorCode::ExtensionNotAllowed);
+        assert!(
+            refusal.message.contains("1.2.840.113549.1.9.7"),
+            "{refusal}"
+        );
+        assert!(
+            !refusal.message.contains("not-a-secret-1"),
+            "a challenge password is never echoed"
+        );
+    }
+
+    #[test]
+    fn sha1_proofs_of_possession_are_weak_signatures() {
+        let dir = Dir::new("sha1");
+        let ecdsa_sha1 = dir.req(&["-subj", "/CN=SN-1", "-sha1"]);
+        assert_eq!(code_of("SN-1", &ecdsa_sha1), ErrorCode::WeakSignature);
+        let rsa = dir.path("rsa.pem");
+        run(Command::new("openssl")
+            .args(["genpkey", "-algorithm", "RSA", "-pkeyopt"])
+            .args(["rsa_keygen_bits:2048", "-out"])
+            .arg(&rsa));
+        let out = dir.path("rsa-sha1.pem");
+        run(Command::new("openssl")
+            .args(["req", "-new", "-sha1", "-subj", "/CN=SN-1", "-key"])
+            .arg(&rsa)
+            .arg("-out")
+            .arg(&out));
+        let rsa_sha1 = std::fs::read_to_string(out).unwrap();
+        assert_eq!(code_of("SN-1", &rsa_sha1), ErrorCode::WeakSignature);
+        let rsa_sha256 = dir.path("rsa-sha256.pem");
+        run(Command::new("openssl")
+            .args(["req", "-new", "-sha256", "-subj", "/CN=SN-1", "-key"])
+            .arg(&rsa)
+            .arg("-out")
+            .arg(&rsa_sha256));
+        assert!(check("SN-1", &std::fs::read_to_string(rsa_sha256).unwrap()).is_ok());
+    }
+
+    fn parse(der: &[u8]) -> x509_parser::certification_request::X509CertificationRequest<'_> {
+        use x509_parser::prelude::FromDer;
+        x509_parser::certification_request::X509CertificationRequest::from_der(der)
+            .unwrap()
+            .1
+    }
+
+    /// A CSR of the key and subject of `template` (an openssl CSR of the
+    /// directory's key) with `attributes` (DER Attribute values, one after
+    /// the other), signed by openssl with ecdsa-with-SHA256.
+    fn assemble(dir: &Dir, template: &str, attributes: &[u8]) -> String {
+        let der = pem::parse(template).unwrap().into_contents();
+        let csr = parse(&der);
+        let info = &csr.certification_request_info;
+        let info = tlv(
+            0x30,
+            &[
+                vec![0x02, 0x01, 0x00],
+                info.subject.as_raw().to_vec(),
+                info.subject_pki.raw.to_vec(),
+                tlv(0xa0, attributes),
+            ]
+            .concat(),
+        );
+        let info_path = dir.path("info.der");
+        std::fs::write(&info_path, &info).unwrap();
+        let signature = run(Command::new("openssl")
+            .args(["dgst", "-sha256", "-sign"])
+            .arg(dir.path("key.pem"))
+            .arg(&info_path));
+        // AlgorithmIdentifier ecdsa-with-SHA256.
+        let algorithm = [
+            0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02,
+        ];
+        let bits = tlv(0x03, &[&[0u8][..], &signature].concat());
+        let der = tlv(0x30, &[info, algorithm.to_vec(), bits].concat());
+        pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der))
+    }
+
+    /// The DER Attributes of openssl CSRs, one after the other.
+    fn attributes_of(csrs: &[&String]) -> Vec<u8> {
+        let ders: Vec<Vec<u8>> = csrs
+            .iter()
+            .map(|pem_text| pem::parse(pem_text.as_str()).unwrap().into_contents())
+            .collect();
+        ders.iter()
+            .flat_map(|der| {
+                let csr = parse(der);
+                csr.certification_request_info
+                    .attributes()
+                    .iter()
+                    .flat_map(|a| attribute(a.oid.as_bytes(), a.value))
+                    .collect::<Vec<u8>>()
+            })
+            .collect()
+    }
+
+    fn attribute(oid: &[u8], set: &[u8]) -> Vec<u8> {
+        tlv(0x30, &[tlv(0x06, oid), set.to_vec()].concat())
+    }
+
+    /// A DER tag-length-value.
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let len = content.len();
+        let mut out = vec![tag];
+        match len {
+            0..=0x7f => out.push(len as u8),
+            0x80..=0xff => out.extend([0x81, len as u8]),
+            _ => out.extend([0x82, (len >> 8) as u8, len as u8]),
+        }
+        out.extend_from_slice(content);
+        out
+    }
+
+    #[test]
+    fn a_second_extension_request_is_read_and_refused() {
+        let dir = Dir::new("two");
+        let usage = dir.req(&["-subj", "/CN=SN-1", "-addext", "keyUsage=digitalSignature"]);
+        let client = dir.req(&[
+            "-subj",
+            "/CN=SN-1",
+            "-addext",
+            "extendedKeyUsage=clientAuth",
+        ]);
+        let ca = dir.req(&["-subj", "/CN=SN-1", "-addext", "basicConstraints=CA:TRUE"]);
+        // The assembly itself is sound: one attribute is accepted.
+        assert!(check("SN-1", &assemble(&dir, &usage, &attributes_of(&[&usage]))).is_ok());
+        let two = assemble(&dir, &usage, &attributes_of(&[&usage, &client]));
+        let refusal = check("SN-1", &two).expect_err("two extension requests");
+        assert_eq!(refusal.code, ErrorCode::ExtensionNotAllowed);
+        assert!(refusal.message.contains("2 extensionRequest"), "{refusal}");
+        // CA:TRUE in the second request is found and named.
+        let hidden_ca = assemble(&dir, &usage, &attributes_of(&[&usage, &ca]));
+        assert_eq!(code_of("SN-1", &hidden_ca), ErrorCode::CaRequested);
+    }
+
+    #[test]
+    fn an_extension_request_with_two_values_is_refused() {
+        let dir = Dir::new("values");
+        let usage = dir.req(&["-subj", "/CN=SN-1", "-addext", "keyUsage=digitalSignature"]);
+        let der = pem::parse(&usage).unwrap().into_contents();
+        let csr = parse(&der);
+        let request = &csr.certification_request_info.attributes()[0];
+        assert!(request.value[1] < 0x80, "a short SET");
+        // SET { extensions, extensions }.
+        let one = &request.value[2..];
+        let set = tlv(0x31, &[one, one].concat());
+        let two_values = assemble(&dir, &usage, &attribute(request.oid.as_bytes(), &set));
+        assert_eq!(code_of("SN-1", &two_values), ErrorCode::ExtensionNotAllowed);
+    }
+}
