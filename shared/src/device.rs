@@ -207,6 +207,10 @@ pub struct DeviceProfile {
     /// Provisioning quota; `None` means the function's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_provisions: Option<u32>,
+    /// Certificates the cert issuer may mint for the device (distinct CSRs,
+    /// over every region); `None` means the issuer's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_certificates: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key_sha256: Option<PublicKeyFingerprint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -228,6 +232,7 @@ impl DeviceProfile {
             status: DeviceStatus::Allowed,
             allowed_regions: None,
             max_provisions: None,
+            max_certificates: None,
             public_key_sha256: None,
             thing_group: None,
             attributes: ThingAttributes::default(),

@@ -87,6 +87,7 @@ pub fn limits(concurrency: usize) -> Limits {
         default_validity_days: 90,
         issue_concurrency: concurrency,
         issue_deadline: Duration::from_secs(20),
+        default_max_certificates: 5,
         region: "eu-west-1".into(),
     }
 }
@@ -98,7 +99,6 @@ pub async fn issuer(
     devices: &[(&str, DeviceStatus)],
     concurrency: usize,
 ) -> (MotoIssuer, DynamoRegistry, PcaCalls) {
-    let registry = fresh_registry("issuer").await;
     let profiles: Vec<DeviceProfile> = devices
         .iter()
         .map(|(serial, status)| DeviceProfile {
@@ -106,7 +106,17 @@ pub async fn issuer(
             ..DeviceProfile::allowed(SerialNumber::try_from(*serial).unwrap())
         })
         .collect();
-    registry.put_profiles(&profiles).await.unwrap();
+    issuer_with_profiles(ca, &profiles, concurrency).await
+}
+
+/// The issuer over moto, its registry holding `profiles`.
+pub async fn issuer_with_profiles(
+    ca: &LocalCa,
+    profiles: &[DeviceProfile],
+    concurrency: usize,
+) -> (MotoIssuer, DynamoRegistry, PcaCalls) {
+    let registry = fresh_registry("issuer").await;
+    registry.put_profiles(profiles).await.unwrap();
     let sdk = sdk_config(&moto().endpoint, "eu-west-1").await;
     let pca = SdkPca::new(cert_issuer::pca_client(&sdk, PCA_REGION), &ca.arn);
     let calls = PcaCalls::default();

@@ -6,13 +6,14 @@
 
 use std::process::Command;
 
-use cert_issuer::ledger::{IssuanceLedger, IssuanceStatus};
+use aws_sdk_dynamodb::types::AttributeValue;
+use cert_issuer::ledger::{issuance_count_pk, DynamoLedger, IssuanceLedger, IssuanceStatus};
 use cert_issuer::response::{ErrorCode, ItemResponse, Response};
 use geoprov_shared::audit::Decision;
-use geoprov_shared::device::{DeviceStatus, SerialNumber};
+use geoprov_shared::device::{DeviceProfile, DeviceStatus, PublicKeyFingerprint, SerialNumber};
 use geoprov_shared::registry::DynamoRegistry;
 use geoprov_tests::certs::device_csr;
-use geoprov_tests::issuer::{issuer, local_ca, LocalCa};
+use geoprov_tests::issuer::{issuer, issuer_with_profiles, local_ca, LocalCa};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -279,4 +280,118 @@ async fn a_batch_of_200_is_answered_in_order_with_bad_items_refused_in_place() {
         calls.max_in_flight()
     );
     assert!(calls.max_in_flight() > 1, "issued concurrently");
+}
+
+fn profile(serial: &str) -> DeviceProfile {
+    DeviceProfile::allowed(SerialNumber::try_from(serial).unwrap())
+}
+
+fn csr_sha256(pem_text: &str) -> String {
+    hex::encode(Sha256::digest(der(pem_text)))
+}
+
+#[tokio::test]
+async fn the_factory_key_binds_the_certificate_and_the_ledger_records_the_allowed_regions() {
+    let ca = local_ca();
+    let factory = device_csr("SN-BOUND");
+    let bound = DeviceProfile {
+        public_key_sha256: Some(
+            PublicKeyFingerprint::try_from(hex::encode(Sha256::digest(&factory.spki_der))).unwrap(),
+        ),
+        allowed_regions: Some(["eu-west-1".try_into().unwrap()].into()),
+        ..profile("SN-BOUND")
+    };
+    let (issuer, registry, calls) = issuer_with_profiles(&ca, &[bound], 4).await;
+    let ledger = DynamoLedger::new(registry.client().clone(), registry.table());
+
+    let item = one(issuer
+        .handle(
+            json!({"serialNumber": "SN-BOUND", "csrPem": factory.pem}),
+            "r1",
+        )
+        .await);
+    openssl_verify(&ca, &issued(&item).certificate_pem);
+    let entry = ledger
+        .get(&csr_sha256(&factory.pem))
+        .await
+        .unwrap()
+        .expect("a ledger entry");
+    assert_eq!(entry.allowed_regions, Some(vec!["eu-west-1".to_owned()]));
+    assert_eq!(entry.region.as_deref(), Some("eu-west-1"));
+
+    // Another key, though a perfect CSR for the serial: refused before ACM PCA.
+    let other = device_csr("SN-BOUND");
+    let item = one(issuer
+        .handle(
+            json!({"serialNumber": "SN-BOUND", "csrPem": other.pem}),
+            "r2",
+        )
+        .await);
+    assert_eq!(item.error_code(), Some(ErrorCode::KeyMismatch));
+    assert!(ledger.get(&csr_sha256(&other.pem)).await.unwrap().is_none());
+    assert_eq!(calls.issued(), 1);
+    assert_eq!(
+        audit(&registry, "SN-BOUND").await,
+        [
+            (Decision::Allow, "ISSUED".to_owned()),
+            (Decision::Deny, "KEY_MISMATCH".to_owned())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_issuance_quota_counts_distinct_csrs_over_every_region() {
+    let ca = local_ca();
+    let limited = DeviceProfile {
+        max_certificates: Some(3),
+        ..profile("SN-QUOTA")
+    };
+    let (issuer, registry, calls) = issuer_with_profiles(&ca, &[limited], 6).await;
+    // One certificate was issued in another region already.
+    registry
+        .client()
+        .put_item()
+        .table_name(registry.table())
+        .item("pk", AttributeValue::S(issuance_count_pk("SN-QUOTA")))
+        .item("sk", AttributeValue::S("REGION#us-east-1".into()))
+        .item("count", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .unwrap();
+
+    let first = device_csr("SN-QUOTA");
+    let request = |csr: &str| json!({"serialNumber": "SN-QUOTA", "csrPem": csr});
+    let item = one(issuer.handle(request(&first.pem), "r1").await);
+    let arn = issued(&item).certificate_arn.clone();
+    // The same CSR again is the same certificate, not counted.
+    for again in 0..3 {
+        let item = one(issuer
+            .handle(request(&first.pem), &format!("again-{again}"))
+            .await);
+        assert_eq!(issued(&item).certificate_arn, arn);
+    }
+    // Six distinct CSRs at once: one unit of quota is left, and exactly one
+    // of them takes it.
+    let csrs: Vec<String> = (0..6).map(|_| device_csr("SN-QUOTA").pem).collect();
+    let batch: Vec<Value> = csrs.iter().map(|c| request(c)).collect();
+    let Response::Batch { results } = issuer.handle(json!({ "requests": batch }), "b").await else {
+        panic!("a batch answer")
+    };
+    let codes: Vec<Option<ErrorCode>> = results.iter().map(ItemResponse::error_code).collect();
+    assert_eq!(codes.iter().filter(|c| c.is_none()).count(), 1, "{codes:?}");
+    assert_eq!(
+        codes
+            .iter()
+            .filter(|c| **c == Some(ErrorCode::QuotaExceeded))
+            .count(),
+        5,
+        "{codes:?}"
+    );
+    assert_eq!(calls.issued(), 2, "ACM PCA saw only what the quota allowed");
+    let ledger = DynamoLedger::new(registry.client().clone(), registry.table());
+    let mut recorded = 0;
+    for csr in &csrs {
+        recorded += usize::from(ledger.get(&csr_sha256(csr)).await.unwrap().is_some());
+    }
+    assert_eq!(recorded, 1, "a refused CSR leaves no ledger entry");
 }

@@ -1,8 +1,9 @@
 //! What moto's ACM PCA cannot do, tested at the SDK boundary with
 //! aws-smithy-mocks: RequestInProgress while issuing, throttling (as the JSON
-//! error ACM PCA sends, through the client's own retry policy), and that the
-//! template, validity, signing algorithm and idempotency token are the ones
-//! geoprov asks for. The device registry and the ledger stay in moto.
+//! error ACM PCA sends, through the client's own retry policy), a slow CA
+//! against the invocation's deadline, the idempotency window, and that the
+//! template, subject, validity, signing algorithm and idempotency token are
+//! the ones geoprov asks for. The device registry and the ledger stay in moto.
 
 use std::time::Duration;
 
@@ -16,8 +17,10 @@ use aws_sdk_acmpca::types::{
 };
 use aws_sdk_acmpca::Client;
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
-use cert_issuer::handler::{idempotency_token, CertIssuer};
-use cert_issuer::ledger::{DynamoLedger, IssuanceLedger, IssuanceStatus};
+use cert_issuer::handler::{idempotency_token, CertIssuer, Deadline, FINISH_MARGIN};
+use cert_issuer::ledger::{
+    Begun, DynamoLedger, IssuanceLedger, IssuanceStatus, LedgerEntry, Quota,
+};
 use cert_issuer::pca::{SdkPca, END_ENTITY_CLIENT_AUTH_TEMPLATE};
 use cert_issuer::response::{ErrorCode, ItemResponse, Response};
 use geoprov_shared::device::{DeviceProfile, SerialNumber};
@@ -122,6 +125,10 @@ fn one(response: Response) -> ItemResponse {
         Response::One(item) => item,
         other => panic!("{other:?}"),
     }
+}
+
+fn item_text(item: &ItemResponse) -> String {
+    serde_json::to_string(item).unwrap()
 }
 
 fn csr_sha(pem_text: &str) -> String {
@@ -309,7 +316,7 @@ async fn still_in_progress_at_the_deadline_fails_and_a_retry_returns_the_same_ce
     };
     assert_eq!(error.code, ErrorCode::IssuanceFailed);
     assert!(
-        error.message.contains("did not issue within 700 ms"),
+        error.message.contains("did not issue in time"),
         "{}",
         error.message
     );
@@ -364,6 +371,196 @@ async fn a_ca_that_is_not_active_issues_nothing() {
         panic!("{item:?}")
     };
     assert_eq!(error.code, ErrorCode::IssuanceFailed);
-    assert!(error.message.contains("not ACTIVE"), "{}", error.message);
+    // The caller gets a short reason; the CA's ARN and ACM PCA's message
+    // stay in the log.
+    assert_eq!(error.message, "ACM PCA refused the request");
+    assert!(!item_text(&item).contains(CA_ARN));
     assert_eq!(issue.num_calls(), 0);
+}
+
+/// A fake: ACM PCA through the aws-smithy-mocks client, each IssueCertificate
+/// taking `delay` first, as a throttled or distant CA would.
+struct SlowPca {
+    inner: SdkPca,
+    delay: Duration,
+}
+
+impl cert_issuer::pca::CertificateAuthority for SlowPca {
+    async fn issue(
+        &self,
+        csr_pem: &str,
+        common_name: &str,
+        validity_days: u32,
+        idempotency_token: &str,
+    ) -> Result<String, cert_issuer::pca::PcaError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner
+            .issue(csr_pem, common_name, validity_days, idempotency_token)
+            .await
+    }
+
+    async fn fetch(
+        &self,
+        certificate_arn: &str,
+    ) -> Result<Option<cert_issuer::pca::CertificatePem>, cert_issuer::pca::PcaError> {
+        self.inner.fetch(certificate_arn).await
+    }
+}
+
+#[tokio::test]
+async fn a_batch_stops_starting_items_before_the_invocation_deadline() {
+    let registry = registry_with_sn1().await;
+    let describe = describe(
+        KeyAlgorithm::EcPrime256v1,
+        CertificateAuthorityStatus::Active,
+    );
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let issue = {
+        let counter = counter.clone();
+        mock!(Client::issue_certificate).then_output(move || {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            IssueCertificateOutput::builder()
+                .certificate_arn(format!("{CERT_ARN}{n:02}"))
+                .build()
+        })
+    };
+    let get = certificate_output(&certificate_for("SN-1"));
+    let mut limits = limits(1);
+    limits.issue_deadline = Duration::from_secs(1);
+    let issuer = CertIssuer::new(
+        SlowPca {
+            inner: mocked(&[&describe, &issue, &get]),
+            delay: Duration::from_millis(400),
+        },
+        DynamoLedger::new(registry.client().clone(), registry.table()),
+        registry.clone(),
+        limits,
+    );
+    let csrs: Vec<String> = (0..4).map(|_| device_csr("SN-1").pem).collect();
+    let requests: Vec<_> = csrs
+        .iter()
+        .map(|csr| json!({"serialNumber": "SN-1", "csrPem": csr}))
+        .collect();
+    // The Lambda context's deadline: room for one item and a little more
+    // (an item needs its 1 s issue deadline plus FINISH_MARGIN).
+    let deadline =
+        Deadline::after(Duration::from_secs(1) + FINISH_MARGIN + Duration::from_millis(300));
+    let Response::Batch { results } = issuer
+        .handle_until(json!({ "requests": requests }), "r1", Some(deadline))
+        .await
+    else {
+        panic!("a batch answer")
+    };
+    let codes: Vec<Option<ErrorCode>> = results.iter().map(ItemResponse::error_code).collect();
+    let issued = codes.iter().take_while(|c| c.is_none()).count();
+    assert!(issued >= 1, "{codes:?}");
+    assert!(
+        codes[issued..]
+            .iter()
+            .all(|c| *c == Some(ErrorCode::RetryLater)),
+        "issued items first, then RETRY_LATER: {codes:?}"
+    );
+    assert!(
+        issued < csrs.len(),
+        "the deadline stopped the batch: {codes:?}"
+    );
+    assert_eq!(issue.num_calls(), issued);
+    // What was issued is in the ledger with its ARN; what was not started
+    // left nothing, and is no audited decision.
+    let ledger = DynamoLedger::new(registry.client().clone(), registry.table());
+    for (csr, code) in csrs.iter().zip(&codes) {
+        let entry = ledger.get(&csr_sha(csr)).await.unwrap();
+        match code {
+            None => assert!(entry.unwrap().certificate_arn.is_some()),
+            Some(_) => assert!(entry.is_none()),
+        }
+    }
+    let audited = registry
+        .audit_events(&SerialNumber::try_from("SN-1").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(audited.len(), issued, "only the issued items are audited");
+}
+
+#[tokio::test]
+async fn a_pending_issuance_is_looked_up_within_the_idempotency_window_and_renewed_after_it() {
+    let registry = registry_with_sn1().await;
+    let ledger = DynamoLedger::new(registry.client().clone(), registry.table());
+    let ago = |d: Duration| {
+        (time::OffsetDateTime::now_utc() - d)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    // Two issuances whose invocations died after `begin`: one a minute ago
+    // (ACM PCA still knows its token), one ten minutes ago (it does not).
+    let (recent, old) = (device_csr("SN-1").pem, device_csr("SN-1").pem);
+    for (csr, age, token) in [
+        (&recent, Duration::from_secs(60), "recent-token"),
+        (&old, Duration::from_secs(600), "old-token"),
+    ] {
+        let entry = LedgerEntry {
+            serial_number: "SN-1".into(),
+            status: IssuanceStatus::Pending,
+            idempotency_token: token.into(),
+            certificate_arn: None,
+            certificate_serial: None,
+            not_after: None,
+            requested_at: ago(age),
+            issued_at: None,
+            region: Some("eu-west-1".into()),
+            allowed_regions: None,
+        };
+        let quota = Quota {
+            serial: "SN-1",
+            region: "eu-west-1",
+            max: 5,
+        };
+        assert_eq!(
+            ledger.begin(&csr_sha(csr), &entry, &quota).await.unwrap(),
+            Begun::Started
+        );
+    }
+    let describe = describe(
+        KeyAlgorithm::EcPrime256v1,
+        CertificateAuthorityStatus::Active,
+    );
+    // Within the window the old token is the look-up: ACM PCA answers the
+    // certificate it issued then. After it, the token must be a new one.
+    let same_token = mock!(Client::issue_certificate)
+        .match_requests(|r| r.idempotency_token() == Some("recent-token"))
+        .then_output(|| {
+            IssueCertificateOutput::builder()
+                .certificate_arn(CERT_ARN)
+                .build()
+        });
+    let new_token = mock!(Client::issue_certificate)
+        .match_requests(|r| {
+            r.idempotency_token()
+                .is_some_and(|t| t != "old-token" && t != "recent-token" && t.len() == 32)
+        })
+        .then_output(|| {
+            IssueCertificateOutput::builder()
+                .certificate_arn(format!("{CERT_ARN}ff"))
+                .build()
+        });
+    let get = certificate_output(&certificate_for("SN-1"));
+    let issuer = issuer(
+        mocked(&[&describe, &same_token, &new_token, &get]),
+        &registry,
+        Duration::from_secs(5),
+    );
+    for csr in [&recent, &old] {
+        let item = one(issuer
+            .handle(json!({"serialNumber": "SN-1", "csrPem": csr}), "r")
+            .await);
+        assert!(item.error_code().is_none(), "{item:?}");
+    }
+    assert_eq!(same_token.num_calls(), 1);
+    assert_eq!(new_token.num_calls(), 1);
+    let renewed = ledger.get(&csr_sha(&old)).await.unwrap().unwrap();
+    assert_ne!(renewed.idempotency_token, "old-token");
+    assert_eq!(
+        renewed.certificate_arn.as_deref(),
+        Some(format!("{CERT_ARN}ff").as_str())
+    );
 }

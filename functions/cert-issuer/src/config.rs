@@ -21,6 +21,9 @@ pub struct IssuerConfig {
     pub issue_concurrency: usize,
     /// How long to wait for ACM PCA to issue one certificate.
     pub issue_deadline: Duration,
+    /// Certificates per device (distinct CSRs) when its profile sets no
+    /// `maxCertificates`.
+    pub default_max_certificates: u32,
 }
 
 /// Checks an ACM PCA certificate authority ARN:
@@ -92,6 +95,14 @@ impl IssuerConfig {
                 "must be between 100 and 600000",
             ));
         }
+        let default_max_certificates: u32 = env.parse_or("DEFAULT_MAX_CERTIFICATES", 5)?;
+        if !(1..=1000).contains(&default_max_certificates) {
+            return Err(ConfigError::invalid(
+                "DEFAULT_MAX_CERTIFICATES",
+                &default_max_certificates.to_string(),
+                "must be between 1 and 1000",
+            ));
+        }
         Ok(IssuerConfig {
             pca_arn: pca_arn.to_owned(),
             pca_region,
@@ -100,6 +111,7 @@ impl IssuerConfig {
             default_validity_days,
             issue_concurrency,
             issue_deadline: Duration::from_millis(deadline_ms),
+            default_max_certificates,
         })
     }
 }

@@ -1,9 +1,19 @@
 //! One invocation: every request is checked (request, CSR policy, registry)
 //! before anything is sent to ACM PCA; checked requests are issued through
 //! the ledger, at most `issue_concurrency` at a time, and answered in order.
+//!
+//! Deadlines: an item is started only while the invocation has more than
+//! `issue_deadline + FINISH_MARGIN` left (from the Lambda context), and a
+//! started item's ACM PCA calls end by the earlier of its own deadline and
+//! the invocation's; items not started are answered `RETRY_LATER`, which is
+//! no decision about the device and is not audited. What was issued is in the
+//! ledger, so the retry returns it.
+//!
+//! Errors: the caller gets a code and a short reason; SDK messages, ARNs of
+//! the CA and the table's name go to the log only.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use geoprov_shared::audit::{AuditEvent, Decision};
 use geoprov_shared::device::{DeviceStatus, SerialNumber};
@@ -15,7 +25,7 @@ use x509_parser::prelude::FromDer;
 
 use crate::config::IssuerConfig;
 use crate::csr::{self, CheckedCsr};
-use crate::ledger::{IssuanceLedger, IssuanceStatus, LedgerEntry};
+use crate::ledger::{Begun, IssuanceLedger, IssuanceStatus, LedgerEntry, Quota};
 use crate::pca::{CertificateAuthority, CertificatePem};
 use crate::request::{self, IssueRequest, Parsed};
 use crate::response::{ErrorCode, Issued, ItemResponse, Response};
@@ -25,6 +35,52 @@ use crate::SERVICE;
 const FIRST_POLL: Duration = Duration::from_millis(100);
 const MAX_POLL: Duration = Duration::from_secs(2);
 
+/// What an item needs after ACM PCA answered: the ledger's ISSUED mark and
+/// the audit event.
+pub const FINISH_MARGIN: Duration = Duration::from_secs(2);
+
+/// ACM PCA's idempotency window: "Idempotency tokens for IssueCertificate
+/// time out after five minutes" (AWS CLI reference, acm-pca
+/// issue-certificate). Within it, the same token returns the same
+/// certificate; after it, the same token would mint another.
+pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(5 * 60);
+
+/// When the Lambda runtime ends the invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline(Instant);
+
+impl Deadline {
+    /// From the context's deadline, in milliseconds since the epoch. A
+    /// value that cannot be one (before 2001, such as the `600000` that
+    /// cargo lambda's Runtime API emulator sends) is no deadline: logged,
+    /// and the items keep only their own.
+    pub fn from_epoch_millis(deadline_ms: u64) -> Option<Self> {
+        const EPOCH_MS_2001: u64 = 1_000_000_000_000;
+        if deadline_ms < EPOCH_MS_2001 {
+            tracing::warn!(
+                deadline_ms,
+                "the invocation's deadline is not a time; ignored"
+            );
+            return None;
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Some(Deadline::after(Duration::from_millis(
+            deadline_ms.saturating_sub(now_ms),
+        )))
+    }
+
+    pub fn after(left: Duration) -> Self {
+        Deadline(Instant::now() + left)
+    }
+
+    pub fn remaining(&self) -> Duration {
+        self.0.saturating_duration_since(Instant::now())
+    }
+}
+
 /// What the issuer needs of its configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -32,7 +88,9 @@ pub struct Limits {
     pub default_validity_days: u32,
     pub issue_concurrency: usize,
     pub issue_deadline: Duration,
-    /// The region recorded in audit events.
+    /// Certificates per device when its profile sets no `maxCertificates`.
+    pub default_max_certificates: u32,
+    /// The region recorded in audit events and counted in.
     pub region: String,
 }
 
@@ -43,6 +101,7 @@ impl Limits {
             default_validity_days: config.default_validity_days,
             issue_concurrency: config.issue_concurrency,
             issue_deadline: config.issue_deadline,
+            default_max_certificates: config.default_max_certificates,
             region: region.to_owned(),
         }
     }
@@ -61,6 +120,8 @@ struct Approved {
     serial: SerialNumber,
     csr: CheckedCsr,
     validity_days: u32,
+    max_certificates: u32,
+    allowed_regions: Option<Vec<String>>,
 }
 
 /// The idempotency token of an issuance: derived from the serial and the CSR,
@@ -85,15 +146,32 @@ where
         }
     }
 
-    /// Answers one invocation. Never fails: every problem is an error item.
+    /// Answers one invocation with no deadline of its own (a test, a
+    /// one-shot): see [`Self::handle_until`].
     pub async fn handle(&self, payload: Value, request_id: &str) -> Response {
+        self.handle_until(payload, request_id, None).await
+    }
+
+    /// Answers one invocation that ends at `deadline`. Never fails: every
+    /// problem is an error item.
+    pub async fn handle_until(
+        &self,
+        payload: Value,
+        request_id: &str,
+        deadline: Option<Deadline>,
+    ) -> Response {
         let started = Instant::now();
         let response = match request::parse(payload) {
-            Parsed::One(item) => Response::One(self.answer(item, request_id, 0).await),
+            Parsed::One(item) => {
+                Response::One(Box::pin(self.answer_in_time(item, request_id, 0, deadline)).await)
+            }
             Parsed::Batch(items) => {
                 use futures::StreamExt;
                 let results = futures::stream::iter(items.into_iter().enumerate())
-                    .map(|(index, item)| self.answer(item, request_id, index))
+                    // Boxed: one item's future is deep enough on its own.
+                    .map(|(index, item)| {
+                        Box::pin(self.answer_in_time(item, request_id, index, deadline))
+                    })
                     .buffered(self.limits.issue_concurrency)
                     .collect()
                     .await;
@@ -108,11 +186,41 @@ where
         response
     }
 
+    /// Starts the item only if it can finish before the invocation's
+    /// deadline; `RETRY_LATER` otherwise.
+    async fn answer_in_time(
+        &self,
+        item: Result<IssueRequest, ItemResponse>,
+        request_id: &str,
+        index: usize,
+        deadline: Option<Deadline>,
+    ) -> ItemResponse {
+        let needed = self.limits.issue_deadline + FINISH_MARGIN;
+        let item_deadline = match deadline {
+            None => Instant::now() + self.limits.issue_deadline,
+            Some(deadline) if deadline.remaining() <= needed => {
+                let serial = match &item {
+                    Ok(request) => Some(request.serial_number.as_str()),
+                    Err(_) => None,
+                };
+                return ItemResponse::refused(
+                    serial,
+                    ErrorCode::RetryLater,
+                    "not started: the invocation's time ran out; send it again",
+                );
+            }
+            Some(deadline) => (Instant::now() + self.limits.issue_deadline)
+                .min(deadline.0.checked_sub(FINISH_MARGIN).unwrap_or(deadline.0)),
+        };
+        self.answer(item, request_id, index, item_deadline).await
+    }
+
     async fn answer(
         &self,
         item: Result<IssueRequest, ItemResponse>,
         request_id: &str,
         index: usize,
+        deadline: Instant,
     ) -> ItemResponse {
         let request = match item {
             Ok(request) => request,
@@ -123,7 +231,7 @@ where
         };
         let serial = request.serial_number.clone();
         let response = match self.approve(request).await {
-            Ok(approved) => self.issue(approved).await,
+            Ok(approved) => self.issue(approved, deadline).await,
             Err(refusal) => refusal,
         };
         match &response {
@@ -178,79 +286,112 @@ where
         }
         let csr = csr::check(serial.as_str(), &request.csr_pem)
             .map_err(|refusal| refuse(refusal.code, refusal.message))?;
-        match self.registry.device(&serial).await {
-            Ok(None) => Err(refuse(
-                ErrorCode::UnknownDevice,
-                format!("{serial} is not in the device registry"),
-            )),
-            Ok(Some(record)) if record.profile.status != DeviceStatus::Allowed => Err(refuse(
+        let record = match self.registry.device(&serial).await {
+            Ok(Some(record)) => record,
+            Ok(None) => {
+                return Err(refuse(
+                    ErrorCode::UnknownDevice,
+                    format!("{serial} is not in the device registry"),
+                ))
+            }
+            // Fail closed: without the registry nothing is issued.
+            Err(e) => {
+                return Err(self.failed(raw_serial, "the device registry could not be read", e))
+            }
+        };
+        let profile = &record.profile;
+        if profile.status != DeviceStatus::Allowed {
+            return Err(refuse(
                 ErrorCode::DeviceBlocked,
-                format!("{serial} is {}", record.profile.status.as_str()),
-            )),
-            Ok(Some(record)) if record.block.is_some() => Err(refuse(
+                format!("{serial} is {}", profile.status.as_str()),
+            ));
+        }
+        if record.block.is_some() {
+            return Err(refuse(
                 ErrorCode::DeviceBlocked,
                 format!("{serial} is blocked by an operator"),
-            )),
-            Ok(Some(_)) => Ok(Approved {
-                serial,
-                csr,
-                validity_days,
-            }),
-            // Fail closed: without the registry nothing is issued.
-            Err(e) => Err(refuse(
-                ErrorCode::IssuanceFailed,
-                format!("the device registry could not be read: {e}"),
-            )),
+            ));
         }
+        if let Some(factory) = &profile.public_key_sha256 {
+            if factory.as_str() != csr.public_key_sha256 {
+                return Err(refuse(
+                    ErrorCode::KeyMismatch,
+                    format!("the CSR's public key is not the factory key recorded for {serial}"),
+                ));
+            }
+        }
+        Ok(Approved {
+            max_certificates: profile
+                .max_certificates
+                .unwrap_or(self.limits.default_max_certificates),
+            allowed_regions: profile
+                .allowed_regions
+                .as_ref()
+                .map(|regions| regions.iter().map(|r| r.as_str().to_owned()).collect()),
+            serial,
+            csr,
+            validity_days,
+        })
+    }
+
+    /// `ISSUANCE_FAILED` with a short `reason` for the caller; the detail
+    /// (SDK messages, ARNs, table names) goes to the log only.
+    fn failed(&self, serial: &str, reason: &str, detail: impl std::fmt::Display) -> ItemResponse {
+        tracing::error!(serial_number = %serial, reason, detail = %detail, "issuance failed");
+        ItemResponse::refused(Some(serial), ErrorCode::IssuanceFailed, reason)
     }
 
     /// Issues through the ledger: the same CSR always gets the same
     /// certificate.
-    async fn issue(&self, approved: Approved) -> ItemResponse {
+    async fn issue(&self, approved: Approved, deadline: Instant) -> ItemResponse {
         let serial = approved.serial.as_str();
-        let failed = |message: String| {
-            ItemResponse::refused(Some(serial), ErrorCode::IssuanceFailed, message)
-        };
+        let failed =
+            |reason: &str, detail: &dyn std::fmt::Display| self.failed(serial, reason, detail);
         let sha = &approved.csr.sha256;
-        let token = idempotency_token(serial, sha);
-        let entry = match self.ledger.get(sha).await {
-            Ok(entry) => entry,
-            Err(e) => return failed(format!("the issuance ledger could not be read: {e}")),
+        let pending = LedgerEntry {
+            serial_number: serial.to_owned(),
+            status: IssuanceStatus::Pending,
+            idempotency_token: idempotency_token(serial, sha),
+            certificate_arn: None,
+            certificate_serial: None,
+            not_after: None,
+            requested_at: geoprov_shared::clock::now_rfc3339(),
+            issued_at: None,
+            region: Some(self.limits.region.clone()),
+            allowed_regions: approved.allowed_regions.clone(),
         };
-        let deadline = Instant::now() + self.limits.issue_deadline;
-        let (mut entry, started_here) = match entry {
-            Some(entry) => (entry, false),
-            None => {
-                let pending = LedgerEntry {
-                    serial_number: serial.to_owned(),
-                    status: IssuanceStatus::Pending,
-                    idempotency_token: token.clone(),
-                    certificate_arn: None,
-                    certificate_serial: None,
-                    not_after: None,
-                    requested_at: geoprov_shared::clock::now_rfc3339(),
-                    issued_at: None,
-                };
-                match self.ledger.begin(sha, &pending).await {
-                    Ok(true) => (pending, true),
-                    // Another invocation began this issuance first: follow it.
-                    Ok(false) => match self.ledger.get(sha).await {
-                        Ok(Some(entry)) => (entry, false),
-                        Ok(None) => return failed("the issuance ledger lost the entry".into()),
-                        Err(e) => return failed(format!("the issuance ledger: {e}")),
-                    },
-                    Err(e) => {
-                        return failed(format!("the issuance ledger could not be written: {e}"))
-                    }
-                }
+        let quota = Quota {
+            serial,
+            region: &self.limits.region,
+            max: approved.max_certificates,
+        };
+        let started_here = match self.ledger.begin(sha, &pending, &quota).await {
+            Ok(Begun::Started) => true,
+            Ok(Begun::Recorded) => false,
+            Ok(Begun::QuotaExceeded { used }) => {
+                return ItemResponse::refused(
+                    Some(serial),
+                    ErrorCode::QuotaExceeded,
+                    format!(
+                        "{serial} has certificates for {used} CSRs, its limit is {}",
+                        quota.max
+                    ),
+                )
             }
+            Err(e) => return failed("the issuance ledger could not be written", &e),
         };
-        if !started_here && entry.certificate_arn.is_none() && !self.is_stale(&entry) {
-            // Another invocation is issuing this CSR: wait for its ARN rather
-            // than ask ACM PCA a second time.
-            entry = match self.wait_for_arn(sha, entry, deadline).await {
+        let mut entry = match started_here {
+            true => pending,
+            false => match self.ledger.get(sha).await {
+                Ok(Some(entry)) => entry,
+                Ok(None) => return failed("the issuance ledger lost the entry", &sha),
+                Err(e) => return failed("the issuance ledger could not be read", &e),
+            },
+        };
+        if !started_here && entry.certificate_arn.is_none() {
+            entry = match self.follow(sha, entry, deadline).await {
                 Ok(entry) => entry,
-                Err(message) => return failed(message),
+                Err((reason, detail)) => return failed(reason, &detail),
             };
         }
         let arn = match entry.certificate_arn {
@@ -268,26 +409,33 @@ where
                 .await;
                 let arn = match issued {
                     Ok(Ok(arn)) => arn,
-                    Ok(Err(e)) => return failed(format!("ACM PCA refused: {e}")),
-                    Err(_) => return failed(self.timed_out("IssueCertificate")),
+                    Ok(Err(e)) => return failed("ACM PCA refused the request", &e),
+                    Err(_) => return self.timed_out(serial, "IssueCertificate"),
                 };
                 match self.ledger.set_arn(sha, &arn).await {
                     Ok(recorded) => recorded,
                     Err(e) => {
-                        return failed(format!(
-                            "issued {arn} but the ledger could not record it: {e}"
-                        ))
+                        return failed(
+                            "issued, but not recorded; the same request later returns it",
+                            &format!("{arn}: {e}"),
+                        )
                     }
                 }
             }
         };
         let pem = match self.fetch_until(&arn, deadline).await {
-            Ok(pem) => pem,
-            Err(message) => return failed(message),
+            Ok(Some(pem)) => pem,
+            Ok(None) => return self.timed_out(serial, "GetCertificate: RequestInProgress"),
+            Err(e) => return failed("ACM PCA refused the request", &e),
         };
         let (certificate_serial, not_after) = match certificate_facts(&pem.certificate) {
             Ok(facts) => facts,
-            Err(message) => return failed(format!("ACM PCA returned {arn}: {message}")),
+            Err(message) => {
+                return failed(
+                    "ACM PCA returned no usable certificate",
+                    &format!("{arn}: {message}"),
+                )
+            }
         };
         if entry.status != IssuanceStatus::Issued {
             if let Err(e) = self
@@ -307,17 +455,57 @@ where
         })
     }
 
-    /// A PENDING issuance older than the deadline: its invocation is gone.
-    /// Issuing again with the same idempotency token gets the same
-    /// certificate from ACM PCA.
-    fn is_stale(&self, entry: &LedgerEntry) -> bool {
-        use time::format_description::well_known::Rfc3339;
-        time::OffsetDateTime::parse(&entry.requested_at, &Rfc3339)
-            .map(|requested| {
-                let age = time::OffsetDateTime::now_utc() - requested;
-                age > self.limits.issue_deadline
-            })
-            .unwrap_or(true)
+    /// An entry another invocation began, still without its ARN:
+    /// - while that invocation may still be running, wait for its ARN;
+    /// - once it must be gone but within ACM PCA's idempotency window, issue
+    ///   with its token: ACM PCA returns the certificate it issued, if any
+    ///   (the look-up);
+    /// - after the window the token would mint another certificate, so the
+    ///   entry takes a new token first (a conditional write: one invocation
+    ///   wins, the others follow it), and a possibly issued, never recorded,
+    ///   never delivered certificate is reported for the CA's audit report.
+    async fn follow(
+        &self,
+        sha: &str,
+        entry: LedgerEntry,
+        deadline: Instant,
+    ) -> Result<LedgerEntry, (&'static str, String)> {
+        let age = age_of(&entry);
+        if age <= self.limits.issue_deadline + FINISH_MARGIN {
+            return self.wait_for_arn(sha, entry, deadline).await;
+        }
+        if age <= IDEMPOTENCY_WINDOW {
+            return Ok(entry);
+        }
+        let token = fresh_token();
+        match self
+            .ledger
+            .renew_token(sha, &entry.idempotency_token, &token)
+            .await
+        {
+            Ok(true) => {
+                tracing::warn!(
+                    serial_number = %entry.serial_number,
+                    csr_sha256 = %sha,
+                    requested_at = %entry.requested_at,
+                    "a PENDING issuance outlived ACM PCA's idempotency window; issuing under a new token (look for an unrecorded certificate of this subject in the CA's audit report)"
+                );
+                MetricLine::new(SERVICE)
+                    .metric("StalePendingIssuance", 1.0, Unit::Count)
+                    .emit();
+                Ok(LedgerEntry {
+                    idempotency_token: token,
+                    requested_at: geoprov_shared::clock::now_rfc3339(),
+                    ..entry
+                })
+            }
+            Ok(false) => match self.ledger.get(sha).await {
+                Ok(Some(entry)) => self.wait_for_arn(sha, entry, deadline).await,
+                Ok(None) => Err(("the issuance ledger lost the entry", sha.to_owned())),
+                Err(e) => Err(("the issuance ledger could not be read", e.to_string())),
+            },
+            Err(e) => Err(("the issuance ledger could not be written", e.to_string())),
+        }
     }
 
     /// Reads the ledger until the issuance has its ARN, or until `deadline`
@@ -327,41 +515,44 @@ where
         sha: &str,
         mut entry: LedgerEntry,
         deadline: Instant,
-    ) -> Result<LedgerEntry, String> {
+    ) -> Result<LedgerEntry, (&'static str, String)> {
         let mut wait = FIRST_POLL;
         while entry.certificate_arn.is_none() && Instant::now() + wait < deadline {
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(MAX_POLL);
             entry = match self.ledger.get(sha).await {
                 Ok(Some(entry)) => entry,
-                Ok(None) => return Err("the issuance ledger lost the entry".into()),
-                Err(e) => return Err(format!("the issuance ledger: {e}")),
+                Ok(None) => return Err(("the issuance ledger lost the entry", sha.to_owned())),
+                Err(e) => return Err(("the issuance ledger could not be read", e.to_string())),
             };
         }
         Ok(entry)
     }
 
-    fn timed_out(&self, operation: &str) -> String {
-        format!(
-            "ACM PCA did not issue within {} ms ({operation}); the same request later returns the same certificate",
-            self.limits.issue_deadline.as_millis()
-        )
+    fn timed_out(&self, serial: &str, operation: &str) -> ItemResponse {
+        let reason = format!(
+            "ACM PCA did not issue in time ({operation}); the same request later returns the same certificate"
+        );
+        self.failed(serial, &reason, operation)
     }
 
     /// Polls GetCertificate with doubling waits while ACM PCA says
-    /// RequestInProgress, until the deadline.
-    async fn fetch_until(&self, arn: &str, deadline: Instant) -> Result<CertificatePem, String> {
+    /// RequestInProgress, until the deadline (then `None`).
+    async fn fetch_until(
+        &self,
+        arn: &str,
+        deadline: Instant,
+    ) -> Result<Option<CertificatePem>, crate::pca::PcaError> {
         let mut wait = FIRST_POLL;
         loop {
             match tokio::time::timeout_at(deadline.into(), self.pca.fetch(arn)).await {
-                Ok(Ok(Some(pem))) => return Ok(pem),
+                Ok(Ok(Some(pem))) => return Ok(Some(pem)),
                 Ok(Ok(None)) => {}
-                Ok(Err(e)) => return Err(format!("ACM PCA refused: {e}")),
-                Err(_) => return Err(self.timed_out("GetCertificate")),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(None),
             }
-            let now = Instant::now();
-            if now + wait >= deadline {
-                return Err(self.timed_out("GetCertificate: RequestInProgress"));
+            if Instant::now() + wait >= deadline {
+                return Ok(None);
             }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(MAX_POLL);
@@ -450,6 +641,22 @@ where
                 .emit();
         }
     }
+}
+
+/// How long ago the entry was requested; an unreadable time counts as old.
+fn age_of(entry: &LedgerEntry) -> Duration {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::parse(&entry.requested_at, &Rfc3339)
+        .ok()
+        .and_then(|requested| Duration::try_from(time::OffsetDateTime::now_utc() - requested).ok())
+        .unwrap_or(Duration::MAX)
+}
+
+/// A random idempotency token, for an issuance past ACM PCA's window.
+fn fresh_token() -> String {
+    (0..32)
+        .map(|_| char::from_digit(fastrand::u32(..16), 16).unwrap_or('0'))
+        .collect()
 }
 
 /// The AWS IoT certificate id of a PEM certificate: SHA-256 of its DER, hex.

@@ -19,6 +19,25 @@ pub const SERVICE: &str = "cert-issuer";
 /// with jittered exponential backoff (the SDK's standard mode).
 pub const PCA_MAX_ATTEMPTS: u32 = 5;
 
+/// Bounds of one DynamoDB attempt and of one DynamoDB operation (retries
+/// included): a ledger or registry call that hangs fails the item, never the
+/// invocation.
+pub const DYNAMODB_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+pub const DYNAMODB_OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// A DynamoDB client whose every call is bounded.
+pub fn dynamodb_client(sdk: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::config::Builder::from(sdk)
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(DYNAMODB_ATTEMPT_TIMEOUT)
+                .operation_timeout(DYNAMODB_OPERATION_TIMEOUT)
+                .build(),
+        )
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
 /// The retry policy of the ACM PCA client.
 pub fn pca_retry_config() -> aws_sdk_acmpca::config::retry::RetryConfig {
     aws_sdk_acmpca::config::retry::RetryConfig::standard()

@@ -2,7 +2,7 @@
 //! every event to the issuer.
 
 use cert_issuer::config::IssuerConfig;
-use cert_issuer::handler::{CertIssuer, Limits};
+use cert_issuer::handler::{CertIssuer, Deadline, Limits};
 use cert_issuer::ledger::DynamoLedger;
 use cert_issuer::pca::SdkPca;
 use geoprov_shared::config::Env;
@@ -20,7 +20,7 @@ async fn main() -> Result<(), Error> {
     })?;
     let sdk = aws::load_sdk_config().await;
     let region = env.required("AWS_REGION")?.to_owned();
-    let dynamodb = aws::dynamodb_client(&sdk);
+    let dynamodb = cert_issuer::dynamodb_client(&sdk);
     let pca = SdkPca::new(
         cert_issuer::pca_client(&sdk, config.pca_region.as_str()),
         &config.pca_arn,
@@ -34,9 +34,10 @@ async fn main() -> Result<(), Error> {
 
     let issuer = &issuer;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let deadline = Deadline::from_epoch_millis(event.context.deadline);
         Ok::<_, Error>(
             issuer
-                .handle(event.payload, &event.context.request_id)
+                .handle_until(event.payload, &event.context.request_id, deadline)
                 .await,
         )
     }))

@@ -26,6 +26,12 @@ pub enum ErrorCode {
     UnknownDevice,
     DeviceBlocked,
     ValidityTooLong,
+    /// The CSR's key is not the factory key recorded for the device.
+    KeyMismatch,
+    /// The device has certificates for as many CSRs as it may.
+    QuotaExceeded,
+    /// Not started before the invocation's time ran out: send it again.
+    RetryLater,
     /// ACM PCA refused, or did not issue within the deadline.
     IssuanceFailed,
 }
@@ -44,6 +50,9 @@ impl ErrorCode {
             ErrorCode::UnknownDevice => "UNKNOWN_DEVICE",
             ErrorCode::DeviceBlocked => "DEVICE_BLOCKED",
             ErrorCode::ValidityTooLong => "VALIDITY_TOO_LONG",
+            ErrorCode::KeyMismatch => "KEY_MISMATCH",
+            ErrorCode::QuotaExceeded => "QUOTA_EXCEEDED",
+            ErrorCode::RetryLater => "RETRY_LATER",
             ErrorCode::IssuanceFailed => "ISSUANCE_FAILED",
         }
     }
