@@ -38,7 +38,31 @@ pub struct Env {
     read: RefCell<BTreeSet<String>>,
 }
 
+/// The provisioning client-id prefix when none is configured.
+pub const DEFAULT_CLIENT_ID_PREFIX: &str = "prov-";
+
 impl Env {
+    /// `PROVISIONING_CLIENT_ID_PREFIX`: a provisioning connection's client id
+    /// is this prefix and the serial. 1-32 characters of `[A-Za-z0-9:_-]`;
+    /// an empty prefix would make the provisioning client id the device's
+    /// own, which a claim-key holder could then take over.
+    pub fn provisioning_client_id_prefix(&self) -> Result<String, ConfigError> {
+        const NAME: &str = "PROVISIONING_CLIENT_ID_PREFIX";
+        let prefix = self.optional(NAME).unwrap_or(DEFAULT_CLIENT_ID_PREFIX);
+        let ok = (1..=32).contains(&prefix.len())
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b':'));
+        match ok {
+            true => Ok(prefix.to_owned()),
+            false => Err(ConfigError::invalid(
+                NAME,
+                prefix,
+                "must be 1-32 characters of [A-Za-z0-9:_-]",
+            )),
+        }
+    }
+
     pub fn from_process() -> Self {
         Env {
             vars: std::env::vars().collect(),

@@ -89,6 +89,7 @@ pub fn limits(concurrency: usize) -> Limits {
         issue_deadline: Duration::from_secs(20),
         default_max_certificates: 5,
         region: "eu-west-1".into(),
+        client_id_prefix: "prov-".into(),
     }
 }
 

@@ -395,3 +395,88 @@ async fn the_issuance_quota_counts_distinct_csrs_over_every_region() {
     }
     assert_eq!(recorded, 1, "a refused CSR leaves no ledger entry");
 }
+
+/// The SubjectPublicKeyInfo DER and the CN of a PEM certificate or CSR.
+fn key_and_cn(pem_text: &str) -> (Vec<u8>, String) {
+    let der = der(pem_text);
+    match pem::parse(pem_text).unwrap().tag() {
+        "CERTIFICATE" => {
+            let (_, cert) = X509Certificate::from_der(&der).unwrap();
+            let cn = cert.subject().iter_common_name().next().unwrap();
+            (
+                cert.public_key().raw.to_vec(),
+                cn.as_str().unwrap().to_owned(),
+            )
+        }
+        _ => {
+            let (_, csr) =
+                x509_parser::certification_request::X509CertificationRequest::from_der(&der)
+                    .unwrap();
+            let info = csr.certification_request_info;
+            let cn = info.subject.iter_common_name().next().unwrap();
+            (
+                info.subject_pki.raw.to_vec(),
+                cn.as_str().unwrap().to_owned(),
+            )
+        }
+    }
+}
+
+#[tokio::test]
+async fn as_iots_certificate_provider_the_issuer_signs_the_csr_once_within_iots_5_seconds() {
+    let ca = local_ca();
+    let (issuer, registry, calls) =
+        issuer(&ca, &[("SN-JITP-0001", DeviceStatus::Allowed)], 4).await;
+    let sample: Value = serde_json::from_slice(
+        &std::fs::read(
+            geoprov_tests::workspace_root().join("events/cert-issuer/certificate-provider.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let csr = sample["certificateSigningRequest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let started = std::time::Instant::now();
+    let answer = issuer
+        .provide(sample.clone(), "p1")
+        .await
+        .expect("a certificate");
+    let took = started.elapsed();
+    // IoT waits 5 s for a certificate provider: this is its contract, not a
+    // benchmark (moto on loopback answers in milliseconds).
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+    openssl_verify(&ca, &answer.certificate_pem);
+    assert_eq!(key_and_cn(&answer.certificate_pem), key_and_cn(&csr));
+
+    // The same CSR again: the same certificate, from the ledger.
+    let again = issuer.provide(sample.clone(), "p2").await.expect("again");
+    assert_eq!(again.certificate_pem, answer.certificate_pem);
+    assert_eq!(calls.issued(), 1);
+
+    // A CSR the policy refuses, and a client id outside the convention.
+    let mut wrong_cn = sample.clone();
+    wrong_cn["certificateSigningRequest"] = json!(device_csr("SN-OTHER").pem);
+    let refusal = issuer.provide(wrong_cn, "p3").await.unwrap_err();
+    assert_eq!(refusal.code, "SUBJECT_MISMATCH");
+    let mut device_client = sample.clone();
+    device_client["clientId"] = json!("SN-JITP-0001");
+    let refusal = issuer.provide(device_client, "p4").await.unwrap_err();
+    assert_eq!(refusal.code, "INVALID_REQUEST");
+    let refusal = issuer
+        .provide(json!({"certificateSigningRequest": 7}), "p5")
+        .await
+        .unwrap_err();
+    assert_eq!(refusal.code, "INVALID_REQUEST");
+    assert_eq!(calls.issued(), 1);
+    assert_eq!(
+        audit(&registry, "SN-JITP-0001").await,
+        [
+            (Decision::Allow, "ISSUED".to_owned()),
+            (Decision::Allow, "ISSUED".to_owned()),
+            (Decision::Deny, "SUBJECT_MISMATCH".to_owned()),
+        ]
+    );
+}

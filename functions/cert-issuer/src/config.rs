@@ -24,6 +24,8 @@ pub struct IssuerConfig {
     /// Certificates per device (distinct CSRs) when its profile sets no
     /// `maxCertificates`.
     pub default_max_certificates: u32,
+    /// How a provisioning client id names its serial (certificate provider).
+    pub client_id_prefix: String,
 }
 
 /// Checks an ACM PCA certificate authority ARN:
@@ -103,6 +105,7 @@ impl IssuerConfig {
                 "must be between 1 and 1000",
             ));
         }
+        let client_id_prefix = env.provisioning_client_id_prefix()?;
         Ok(IssuerConfig {
             pca_arn: pca_arn.to_owned(),
             pca_region,
@@ -112,6 +115,7 @@ impl IssuerConfig {
             issue_concurrency,
             issue_deadline: Duration::from_millis(deadline_ms),
             default_max_certificates,
+            client_id_prefix,
         })
     }
 }

@@ -27,6 +27,7 @@ use crate::config::IssuerConfig;
 use crate::csr::{self, CheckedCsr};
 use crate::ledger::{Begun, IssuanceLedger, IssuanceStatus, LedgerEntry, Quota};
 use crate::pca::{CertificateAuthority, CertificatePem};
+use crate::provider::{self, ProviderAnswer, ProviderEvent, ProviderRefusal};
 use crate::request::{self, IssueRequest, Parsed};
 use crate::response::{ErrorCode, Issued, ItemResponse, Response};
 use crate::SERVICE;
@@ -38,6 +39,11 @@ const MAX_POLL: Duration = Duration::from_secs(2);
 /// What an item needs after ACM PCA answered: the ledger's ISSUED mark and
 /// the audit event.
 pub const FINISH_MARGIN: Duration = Duration::from_secs(2);
+
+/// What a certificate-provider answer may take of IoT's 5 s: ACM PCA's
+/// IssueCertificate and GetCertificate; the ledger, the audit event and the
+/// runtime take the rest.
+pub const PROVIDER_ISSUE_BUDGET: Duration = Duration::from_millis(3500);
 
 /// ACM PCA's idempotency window: "Idempotency tokens for IssueCertificate
 /// time out after five minutes" (AWS CLI reference, acm-pca
@@ -92,6 +98,9 @@ pub struct Limits {
     pub default_max_certificates: u32,
     /// The region recorded in audit events and counted in.
     pub region: String,
+    /// `PROVISIONING_CLIENT_ID_PREFIX`: how IoT's certificate-provider event
+    /// names the serial.
+    pub client_id_prefix: String,
 }
 
 impl Limits {
@@ -103,6 +112,7 @@ impl Limits {
             issue_deadline: config.issue_deadline,
             default_max_certificates: config.default_max_certificates,
             region: region.to_owned(),
+            client_id_prefix: config.client_id_prefix.clone(),
         }
     }
 }
@@ -182,8 +192,58 @@ where
                 Response::One(refusal)
             }
         };
-        self.emit_metrics(&response, started.elapsed());
+        let items: Vec<&ItemResponse> = match &response {
+            Response::One(item) => vec![item],
+            Response::Batch { results } => results.iter().collect(),
+        };
+        self.emit_metrics(&items, started.elapsed());
         response
+    }
+
+    /// Answers IoT's certificate-provider event: the issuer's checks, quota
+    /// and ledger for the serial the client id names, within IoT's budget.
+    pub async fn provide(
+        &self,
+        payload: Value,
+        request_id: &str,
+    ) -> Result<ProviderAnswer, ProviderRefusal> {
+        let started = Instant::now();
+        let item = match serde_json::from_value::<ProviderEvent>(payload) {
+            Err(e) => Err(ItemResponse::refused(
+                None,
+                ErrorCode::InvalidRequest,
+                format!("not a certificate-provider event: {e}"),
+            )),
+            Ok(event) => {
+                match provider::serial_from_client_id(
+                    &event.client_id,
+                    &self.limits.client_id_prefix,
+                ) {
+                    Some(serial) => Ok(IssueRequest {
+                        serial_number: serial.to_owned(),
+                        csr_pem: event.certificate_signing_request,
+                        validity_days: None,
+                    }),
+                    None => Err(ItemResponse::refused(
+                        None,
+                        ErrorCode::InvalidRequest,
+                        "the client id does not follow the provisioning client-id convention",
+                    )),
+                }
+            }
+        };
+        let budget = self.limits.issue_deadline.min(PROVIDER_ISSUE_BUDGET);
+        let item = Box::pin(self.answer(item, request_id, 0, Instant::now() + budget)).await;
+        self.emit_metrics(&[&item], started.elapsed());
+        match item {
+            ItemResponse::Issued(issued) => Ok(ProviderAnswer {
+                certificate_pem: issued.certificate_pem,
+            }),
+            ItemResponse::Refused { error, .. } => Err(ProviderRefusal {
+                code: error.code.as_str(),
+                message: error.message,
+            }),
+        }
     }
 
     /// Starts the item only if it can finish before the invocation's
@@ -615,11 +675,7 @@ where
         }
     }
 
-    fn emit_metrics(&self, response: &Response, elapsed: Duration) {
-        let items: Vec<&ItemResponse> = match response {
-            Response::One(item) => vec![item],
-            Response::Batch { results } => results.iter().collect(),
-        };
+    fn emit_metrics(&self, items: &[&ItemResponse], elapsed: Duration) {
         let issued = items.iter().filter(|i| i.error_code().is_none()).count();
         MetricLine::new(SERVICE)
             .metric("CertificatesIssued", issued as f64, Unit::Count)

@@ -2,13 +2,16 @@
 //!
 //! `csr` is the pure CSR policy; `pca` (ACM PCA) and `ledger` (the issuance
 //! ledger in DynamoDB) are the adapters behind small traits; `handler` checks
-//! every request before anything reaches ACM PCA and issues through the ledger.
+//! every request before anything reaches ACM PCA and issues through the ledger;
+//! `provider` reads IoT's certificate-provider event, answered by the same
+//! checks and ledger.
 
 pub mod config;
 pub mod csr;
 pub mod handler;
 pub mod ledger;
 pub mod pca;
+pub mod provider;
 pub mod request;
 pub mod response;
 

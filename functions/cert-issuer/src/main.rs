@@ -5,6 +5,7 @@ use cert_issuer::config::IssuerConfig;
 use cert_issuer::handler::{CertIssuer, Deadline, Limits};
 use cert_issuer::ledger::DynamoLedger;
 use cert_issuer::pca::SdkPca;
+use cert_issuer::provider::is_provider_event;
 use geoprov_shared::config::Env;
 use geoprov_shared::registry::DynamoRegistry;
 use geoprov_shared::{aws, telemetry};
@@ -34,12 +35,17 @@ async fn main() -> Result<(), Error> {
 
     let issuer = &issuer;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let request_id = &event.context.request_id;
+        if is_provider_event(&event.payload) {
+            // A refusal is a function error: IoT rejects the request.
+            let answer = issuer.provide(event.payload, request_id).await?;
+            return Ok::<_, Error>(serde_json::to_value(answer)?);
+        }
         let deadline = Deadline::from_epoch_millis(event.context.deadline);
-        Ok::<_, Error>(
-            issuer
-                .handle_until(event.payload, &event.context.request_id, deadline)
-                .await,
-        )
+        let response = issuer
+            .handle_until(event.payload, request_id, deadline)
+            .await;
+        Ok(serde_json::to_value(response)?)
     }))
     .await
 }

@@ -16,7 +16,7 @@ use crate::rules::Policy;
 pub const MAX_DEADLINE_MS: u64 = 4200;
 pub const DEFAULT_DEADLINE_MS: u64 = 3000;
 pub const DEFAULT_MAX_PROVISIONS: u32 = 3;
-pub const DEFAULT_CLIENT_ID_PREFIX: &str = "prov-";
+pub use geoprov_shared::config::DEFAULT_CLIENT_ID_PREFIX;
 pub const DEFAULT_THING_GROUP: &str = "geoprov-devices";
 pub const DEFAULT_DEVICE_SETTABLE_PARAMETERS: &str = "SerialNumber";
 pub const DEFAULT_ATTRIBUTE_PARAMETERS: &str = "model,firmware";
@@ -123,23 +123,7 @@ impl HookConfig {
             tracing::error!("no claim certificate is trusted: every provisioning is denied");
         }
 
-        let prefix = env
-            .optional("PROVISIONING_CLIENT_ID_PREFIX")
-            .unwrap_or(DEFAULT_CLIENT_ID_PREFIX)
-            .to_owned();
-        // An empty prefix would make the provisioning client id the
-        // device's own, which a claim-key holder could then take over.
-        let prefix_ok = (1..=32).contains(&prefix.len())
-            && prefix
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b':'));
-        if !prefix_ok {
-            return Err(ConfigError::invalid(
-                "PROVISIONING_CLIENT_ID_PREFIX",
-                &prefix,
-                "must be 1-32 characters of [A-Za-z0-9:_-]",
-            ));
-        }
+        let prefix = env.provisioning_client_id_prefix()?;
 
         let require_factory_key = env.flag_or("REQUIRE_FACTORY_KEY", true)?;
         if !require_factory_key {
