@@ -10,7 +10,7 @@ conditional transactions all pass their checks. DynamoDB serialises writes to
 an item; serving requests in order gives the tests that guarantee, while the
 clients still race (reads and writes of concurrent invocations interleave).
 
-Four corrections to moto, to AWS's documented behaviour:
+Five corrections to moto, to AWS's documented behaviour:
 - IoT identifies a certificate by the SHA-256 of its DER; moto by default
   hashes the PEM text unless `use_valid_cert` is on.
 - Route 53: a DELETE names one record set by name, type and set identifier.
@@ -25,6 +25,9 @@ Four corrections to moto, to AWS's documented behaviour:
 - IoT lists CA certificates (ListCACertificates), which geoprov-iot-emu asks
   to find the CA of a certificate it has not seen (JITP); moto 5.2.5 has no
   such action.
+- IoT's DescribeCertificate answers the caCertificateId of a certificate
+  registered under a CA (CertificateDescription); moto 5.2.5 keeps it but
+  leaves it out of the description, and the JITR activation checks it.
 """
 import os
 import sys
@@ -127,6 +130,15 @@ def _patch_iot_ca_certificate():
         ]
         return ActionResult({"certificates": certificates})
 
+    original_certificate_description = iot_models.FakeCertificate.to_description_dict
+
+    def certificate_description(self):
+        description = original_certificate_description(self)
+        if getattr(self, "ca_certificate_id", None):
+            description["caCertificateId"] = self.ca_certificate_id
+        return description
+
+    iot_models.FakeCertificate.to_description_dict = certificate_description
     iot_responses.IoTResponse.list_ca_certificates = list_ca_certificates
     iot_models.FakeCaCertificate.to_description_dict = to_description_dict
     iot_responses.IoTResponse.register_ca_certificate = register_ca_certificate

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use aws_sdk_iot::Client as IotClient;
 use geoprov_device::provision::{provision, ProvisionError, Provisioned};
 use geoprov_device::{Device, DeviceError, Identity};
+use geoprov_tests::certs::{device_ca, DeviceCa};
 use geoprov_tests::emulator::{
     certificate_id, factory_key, geoprov, invoke_url, iot_stack, setup_claim, Emulator, FactoryKey,
     FleetRegion, WorkDir,
@@ -555,37 +556,11 @@ async fn register_thing_is_rejected_for_a_denial_a_slow_hook_an_expired_token_an
     );
 }
 
-/// A CA registered with auto-registration naming the JITP template, and a
-/// device certificate it signed.
-struct JitpCa {
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    pem: String,
-}
-
-fn jitp_ca() -> JitpCa {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "geoprov test device CA");
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
-    let pem = params.self_signed(&key).unwrap().pem();
-    JitpCa {
-        issuer: rcgen::Issuer::new(params, key),
-        pem,
-    }
-}
-
-fn jitp_device(ca: &JitpCa, serial: &str) -> Identity {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, serial);
+fn jitp_device(ca: &DeviceCa, serial: &str) -> Identity {
+    let signed = ca.sign(serial);
     Identity {
-        certificate_pem: params.signed_by(&key, &ca.issuer).unwrap().pem(),
-        private_key_pem: key.serialize_pem(),
+        certificate_pem: signed.certificate_pem,
+        private_key_pem: signed.private_key_pem,
     }
 }
 
@@ -600,7 +575,7 @@ async fn jitp_drops_the_first_connection_then_the_certificate_is_active_with_its
         &config,
     );
     let iot = IotClient::new(&sdk_config(&moto().endpoint, region).await);
-    let ca = jitp_ca();
+    let ca = device_ca();
     let registered = iot
         .register_ca_certificate()
         .ca_certificate(&ca.pem)

@@ -44,9 +44,7 @@ pub struct HookConfig {
 impl HookConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let table_name = env.required("TABLE_NAME")?.to_owned();
-        let region_raw = env.required("AWS_REGION")?;
-        let region = RegionName::try_from(region_raw)
-            .map_err(|e| ConfigError::invalid("AWS_REGION", region_raw, e.0))?;
+        let devices = DeviceRuleSettings::from_env(env)?;
         let deadline_ms: u64 = env.parse_or("HOOK_DEADLINE_MS", DEFAULT_DEADLINE_MS)?;
         if !(1..=MAX_DEADLINE_MS).contains(&deadline_ms) {
             return Err(ConfigError::invalid(
@@ -95,15 +93,6 @@ impl HookConfig {
                 ),
             ));
         }
-        let default_max_provisions: u32 =
-            env.parse_or("DEFAULT_MAX_PROVISIONS", DEFAULT_MAX_PROVISIONS)?;
-        if default_max_provisions == 0 {
-            return Err(ConfigError::invalid(
-                "DEFAULT_MAX_PROVISIONS",
-                "0",
-                "must be at least 1 (block a device in the registry instead)",
-            ));
-        }
 
         let trusted: BTreeSet<String> = env
             .list("TRUSTED_CLAIM_CERTIFICATE_IDS")
@@ -124,20 +113,6 @@ impl HookConfig {
         }
 
         let prefix = env.provisioning_client_id_prefix()?;
-
-        let require_factory_key = env.flag_or("REQUIRE_FACTORY_KEY", true)?;
-        if !require_factory_key {
-            tracing::warn!(
-                "REQUIRE_FACTORY_KEY is false: a device without a factory key in the registry \
-                 can be provisioned by anyone holding the claim key"
-            );
-        }
-
-        let group_raw = env
-            .optional("DEFAULT_THING_GROUP")
-            .unwrap_or(DEFAULT_THING_GROUP);
-        let default_thing_group = ThingGroupName::try_from(group_raw.to_owned())
-            .map_err(|e| ConfigError::invalid("DEFAULT_THING_GROUP", group_raw, e.0))?;
 
         let settable = names(
             env,
@@ -169,16 +144,77 @@ impl HookConfig {
             deadline,
             lambda_timeout,
             policy: Policy {
-                region,
+                region: devices.region,
                 trusted_claim_certificate_ids: trusted,
                 client_id_prefix: prefix,
-                require_factory_key,
-                default_max_provisions,
-                default_thing_group,
+                require_factory_key: devices.require_factory_key,
+                default_max_provisions: devices.default_max_provisions,
+                default_thing_group: devices.default_thing_group,
                 device_settable_parameters: settable,
                 attribute_parameters: attributes,
             },
         })
+    }
+}
+
+/// What the device rules ([`Policy::device_rules`]) need, whoever applies
+/// them: `AWS_REGION`, `REQUIRE_FACTORY_KEY`, `DEFAULT_MAX_PROVISIONS`,
+/// `DEFAULT_THING_GROUP`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRuleSettings {
+    pub region: RegionName,
+    pub require_factory_key: bool,
+    pub default_max_provisions: u32,
+    pub default_thing_group: ThingGroupName,
+}
+
+impl DeviceRuleSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let region_raw = env.required("AWS_REGION")?;
+        let region = RegionName::try_from(region_raw)
+            .map_err(|e| ConfigError::invalid("AWS_REGION", region_raw, e.0))?;
+        let default_max_provisions: u32 =
+            env.parse_or("DEFAULT_MAX_PROVISIONS", DEFAULT_MAX_PROVISIONS)?;
+        if default_max_provisions == 0 {
+            return Err(ConfigError::invalid(
+                "DEFAULT_MAX_PROVISIONS",
+                "0",
+                "must be at least 1 (block a device in the registry instead)",
+            ));
+        }
+        let require_factory_key = env.flag_or("REQUIRE_FACTORY_KEY", true)?;
+        if !require_factory_key {
+            tracing::warn!(
+                "REQUIRE_FACTORY_KEY is false: a device without a factory key in the registry \
+                 can be provisioned by anyone holding the claim key"
+            );
+        }
+        let group_raw = env
+            .optional("DEFAULT_THING_GROUP")
+            .unwrap_or(DEFAULT_THING_GROUP);
+        let default_thing_group = ThingGroupName::try_from(group_raw.to_owned())
+            .map_err(|e| ConfigError::invalid("DEFAULT_THING_GROUP", group_raw, e.0))?;
+        Ok(DeviceRuleSettings {
+            region,
+            require_factory_key,
+            default_max_provisions,
+            default_thing_group,
+        })
+    }
+
+    /// The policy of a caller that applies only the device rules (no claim
+    /// is trusted, no parameter is set by a device).
+    pub fn device_only_policy(&self) -> Policy {
+        Policy {
+            region: self.region.clone(),
+            trusted_claim_certificate_ids: BTreeSet::new(),
+            client_id_prefix: DEFAULT_CLIENT_ID_PREFIX.to_owned(),
+            require_factory_key: self.require_factory_key,
+            default_max_provisions: self.default_max_provisions,
+            default_thing_group: self.default_thing_group.clone(),
+            device_settable_parameters: BTreeSet::from(["SerialNumber".to_owned()]),
+            attribute_parameters: BTreeSet::new(),
+        }
     }
 }
 

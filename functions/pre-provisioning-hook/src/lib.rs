@@ -10,7 +10,7 @@ pub mod handler;
 pub mod request;
 pub mod rules;
 
-pub use config::HookConfig;
+pub use config::{DeviceRuleSettings, HookConfig};
 pub use handler::{HookDecision, ProvisioningHook};
 pub use request::{HookRequest, HookResponse, ProvisioningClaim};
 pub use rules::{Policy, Reason};

@@ -13,7 +13,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use geoprov_shared::device::{DeviceRecord, DeviceStatus, RegionName, ThingGroupName};
+use geoprov_shared::device::{
+    DeviceRecord, DeviceStatus, RegionName, SerialNumber, ThingGroupName,
+};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -178,11 +180,37 @@ impl Policy {
         device: Option<&DeviceRecord>,
     ) -> Result<Grant, Denial> {
         self.check_claim(claim)?;
+        let grant = self.device_rules(
+            &claim.serial,
+            &claim.certificate_id,
+            &claim.certificate_pem,
+            device,
+        )?;
+        let expected_client_id = format!("{}{}", self.client_id_prefix, claim.serial);
+        if claim.client_id != expected_client_id {
+            return Err(Denial::new(
+                Reason::ClientIdMismatch,
+                format!("clientId is not {expected_client_id}"),
+            ));
+        }
+        Ok(grant)
+    }
 
+    /// The rules about the device and its certificate, whoever asks (the
+    /// hook for a claim, the JITR activation for an auto-registered
+    /// certificate): registered, not blocked by the manifest or by an
+    /// operator, region allowed, quota summed over every region, factory key.
+    pub fn device_rules(
+        &self,
+        serial: &SerialNumber,
+        certificate_id: &str,
+        certificate_pem: &str,
+        device: Option<&DeviceRecord>,
+    ) -> Result<Grant, Denial> {
         let device = device.ok_or_else(|| {
             Denial::new(
                 Reason::UnknownDevice,
-                format!("{} is not in the registry", claim.serial),
+                format!("{serial} is not in the registry"),
             )
         })?;
         let profile = &device.profile;
@@ -190,15 +218,15 @@ impl Policy {
         if profile.status != DeviceStatus::Allowed {
             return Err(Denial::new(
                 Reason::DeviceBlocked,
-                format!("{} is {}", claim.serial, profile.status.as_str()),
+                format!("{serial} is {}", profile.status.as_str()),
             ));
         }
         if let Some(block) = &device.block {
             return Err(Denial::new(
                 Reason::DeviceBlocked,
                 format!(
-                    "{} is blocked by an operator since {}: {}",
-                    claim.serial, block.blocked_at, block.reason
+                    "{serial} is blocked by an operator since {}: {}",
+                    block.blocked_at, block.reason
                 ),
             ));
         }
@@ -207,7 +235,7 @@ impl Policy {
             if !allowed.contains(&self.region) {
                 return Err(Denial::new(
                     Reason::RegionNotAllowed,
-                    format!("{} may not be provisioned in {}", claim.serial, self.region),
+                    format!("{serial} may not be provisioned in {}", self.region),
                 ));
             }
         }
@@ -216,14 +244,13 @@ impl Policy {
         let quota = profile
             .max_provisions
             .unwrap_or(self.default_max_provisions);
-        let kind = if provisioned.has_certificate(&claim.certificate_id) {
+        let kind = if provisioned.has_certificate(certificate_id) {
             GrantKind::Retry
         } else if provisioned.total() >= quota {
             return Err(Denial::new(
                 Reason::QuotaExceeded,
                 format!(
-                    "{} has used {} of {} provisionings in all regions",
-                    claim.serial,
+                    "{serial} has used {} of {} provisionings in all regions",
                     provisioned.total(),
                     quota
                 ),
@@ -236,7 +263,7 @@ impl Policy {
 
         match &profile.public_key_sha256 {
             Some(expected) => {
-                let actual = spki_sha256(&claim.certificate_pem).map_err(|e| {
+                let actual = spki_sha256(certificate_pem).map_err(|e| {
                     Denial::new(Reason::KeyMismatch, format!("certificatePem: {e}"))
                 })?;
                 if actual != expected.as_str() {
@@ -249,21 +276,10 @@ impl Policy {
             None if self.require_factory_key => {
                 return Err(Denial::new(
                     Reason::NoFactoryKey,
-                    format!(
-                        "{} has no factory key (publicKeySha256) in the registry",
-                        claim.serial
-                    ),
+                    format!("{serial} has no factory key (publicKeySha256) in the registry"),
                 ));
             }
             None => {}
-        }
-
-        let expected_client_id = format!("{}{}", self.client_id_prefix, claim.serial);
-        if claim.client_id != expected_client_id {
-            return Err(Denial::new(
-                Reason::ClientIdMismatch,
-                format!("clientId is not {expected_client_id}"),
-            ));
         }
 
         Ok(Grant {
