@@ -9,8 +9,9 @@ and provisioning templates by logical id, each unique across the templates.
 - "actions": for each function (by its BuildProperties.Binary), every IAM
   action its policies may grant (both ways of every Fn::If);
 - "provisioningTemplates": the provisioning template bodies (the fleet
-  template and the JITP registration template) with their !Sub variables
-  filled in, as JSON text;
+  template) with their !Sub variables filled in, as JSON text;
+- "topicRules": each AWS::IoT::TopicRule by logical id: its SQL and the
+  binaries of the functions its Lambda actions invoke;
 - "environment": for each function, the names of its environment variables;
 - "environmentValues": for each function, the variables set to a literal
   string, with their values; "timeouts": each function's Timeout;
@@ -481,6 +482,16 @@ def read(path, facts):
             merge_unique(facts, "iotPolicies", logical_id, statements, label)
         elif kind == "AWS::CloudWatch::Alarm":
             merge_unique(facts, "alarms", logical_id, properties, label)
+        elif kind == "AWS::IoT::TopicRule":
+            payload = properties["TopicRulePayload"]
+            functions = []
+            for action in payload.get("Actions", []):
+                arn = (action.get("Lambda") or {}).get("FunctionArn")
+                if isinstance(arn, dict) and "Fn::GetAtt" in arn:
+                    target = template["Resources"][arn["Fn::GetAtt"][0]]
+                    functions.append(target["Metadata"]["BuildProperties"]["Binary"])
+            merge_unique(facts, "topicRules", logical_id,
+                         {"sql": payload["Sql"], "functions": functions}, label)
     facts["healthResources"] += health_resources(label, template, template["Resources"])
     check_policies(label, template, facts)
 
@@ -494,6 +505,7 @@ def main(paths):
         "timeouts": {},
         "iotPolicies": {},
         "alarms": {},
+        "topicRules": {},
         "provisioningTemplates": {},
         "parameters": {},
         "thingTypes": {},

@@ -149,11 +149,11 @@ enum SetupCommand {
         out_dir: PathBuf,
     },
     /// Fetch an ACM Private CA's certificate and register it in every
-    /// region (SNI_ONLY, ACTIVE, auto-registration on, registrationConfig
-    /// naming the region's JITP template), or, where it is registered, set
-    /// those right. Run it after the regional stacks, which create the
-    /// templates. Prints the CA certificate id per region and whether it was
-    /// created, repaired or left (JSON).
+    /// region for JITR (SNI_ONLY, ACTIVE, auto-registration on, no
+    /// provisioning template: the regional stack's topic rule sends each
+    /// auto-registered certificate to device-activation), or, where it is
+    /// registered, set those right. Prints the CA certificate id per region
+    /// and whether it was created, repaired or left (JSON).
     Ca {
         /// The CA's ARN (arn:aws:acm-pca:REGION:ACCOUNT:certificate-authority/ID).
         #[arg(long)]
@@ -164,11 +164,6 @@ enum SetupCommand {
         /// Comma-separated.
         #[arg(long, value_delimiter = ',', required = true)]
         regions: Vec<String>,
-        /// The JITP provisioning template each region's registration names:
-        /// by default the one each regional stack makes, the same name in
-        /// every region; `{region}` in it stands for the region.
-        #[arg(long, default_value = setup::JITP_TEMPLATE)]
-        template_name: String,
     },
 }
 
@@ -437,17 +432,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             pca_arn,
             pca_region,
             regions,
-            template_name,
         }) => {
             let sdk = aws::load_sdk_config().await;
-            let setup = setup::ca(
-                &sdk,
-                &pca_arn,
-                pca_region.as_deref(),
-                &regions,
-                &template_name,
-            )
-            .await?;
+            let setup = setup::ca(&sdk, &pca_arn, pca_region.as_deref(), &regions).await?;
             print_json(&setup);
             return Ok(());
         }

@@ -24,11 +24,6 @@ const CLAIM_CERTIFICATE: &str = "claim.pem";
 const CLAIM_KEY: &str = "claim.key";
 const IOT: &str = "IoT";
 const PCA: &str = "ACM PCA";
-/// The JITP provisioning template the regional stack makes (template.yaml's
-/// JitpProvisioningTemplate), the same name in every region.
-pub const JITP_TEMPLATE: &str = "geoprov-jitp";
-/// What `{region}` in `--template-name` stands for.
-const REGION_PLACEHOLDER: &str = "{region}";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -56,11 +51,6 @@ pub enum SetupError {
     PcaArn { arn: String, reason: String },
     #[error("--pca-region {0:?} is not a region name like eu-west-1")]
     PcaRegion(String),
-    #[error(
-        "--template-name {name:?}: an IoT provisioning template name is 1-36 characters \
-         of [A-Za-z0-9_-]{region_note}"
-    )]
-    TemplateName { name: String, region_note: String },
     #[error("{service} {operation} in {region}: {message}")]
     Aws {
         service: &'static str,
@@ -145,8 +135,6 @@ pub struct CaSetup {
 pub struct RegisteredCa {
     pub certificate_id: String,
     pub certificate_arn: String,
-    /// The JITP provisioning template its registrationConfig names.
-    pub template_name: String,
     pub outcome: CaOutcome,
     /// What this run set right on a registration it found.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -208,28 +196,6 @@ impl PcaArn {
         Ok(PcaArn {
             arn: arn.to_owned(),
             region: region.to_owned(),
-        })
-    }
-}
-
-/// The provisioning template name for `region`: `{region}` in `pattern`
-/// replaced, checked against IoT's rule for template names.
-pub fn template_name(pattern: &str, region: &str) -> Result<String, SetupError> {
-    let name = pattern.replace(REGION_PLACEHOLDER, region);
-    let valid = (1..=36).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if valid {
-        Ok(name)
-    } else {
-        Err(SetupError::TemplateName {
-            region_note: if name == pattern {
-                String::new()
-            } else {
-                format!(" ({name:?} in {region})")
-            },
-            name: pattern.to_owned(),
         })
     }
 }
@@ -480,15 +446,16 @@ async fn ensure_claim_active(
 }
 
 /// Fetches the CA certificate of an ACM Private CA and makes it registered in
-/// every region as JITP needs it: SNI_ONLY, ACTIVE, auto-registration on,
-/// registrationConfig naming the region's JITP provisioning template.
-/// Everything is checked before the first call.
+/// every region as JITR needs it: SNI_ONLY, ACTIVE, auto-registration on, and
+/// no provisioning template (a template would be JITP, which activates every
+/// certificate the CA signed without asking the registry; the regional
+/// stack's topic rule sends the registration event to device-activation
+/// instead). Everything is checked before the first call.
 pub async fn ca(
     sdk: &SdkConfig,
     pca_arn: &str,
     pca_region: Option<&str>,
     regions: &[String],
-    template_pattern: &str,
 ) -> Result<CaSetup, SetupError> {
     let pca = PcaArn::parse(pca_arn)?;
     let pca_region = match pca_region {
@@ -499,23 +466,12 @@ pub async fn ca(
         None => pca.region.clone(),
     };
     let regions = parse_regions(regions)?;
-    let templates = regions
-        .iter()
-        .map(|region| Ok((region.clone(), template_name(template_pattern, region)?)))
-        .collect::<Result<Vec<_>, SetupError>>()?;
 
     let pem_text = pca_certificate(sdk, &pca, &pca_region).await?;
     let id = certificate_id(&pem_text, &format!("the certificate of {}", pca.arn))?;
     let mut registered = BTreeMap::new();
-    for (region, template) in templates {
-        let certificate = ensure_ca(
-            &iot_client(sdk, &region),
-            &region,
-            &id,
-            &pem_text,
-            &template,
-        )
-        .await?;
+    for region in regions {
+        let certificate = ensure_ca(&iot_client(sdk, &region), &region, &id, &pem_text).await?;
         registered.insert(region, certificate);
     }
     Ok(CaSetup {
@@ -575,10 +531,9 @@ async fn ensure_ca(
     region: &str,
     id: &str,
     pem_text: &str,
-    template: &str,
 ) -> Result<RegisteredCa, SetupError> {
     if let Some(found) = describe_ca(client, region, id).await? {
-        return repair_ca(client, region, id, &found, template).await;
+        return repair_ca(client, region, id, &found).await;
     }
     const REGISTER: &str = "RegisterCACertificate";
     let registered = client
@@ -587,11 +542,6 @@ async fn ensure_ca(
         .certificate_mode(CertificateMode::SniOnly)
         .set_as_active(true)
         .allow_auto_registration(true)
-        .registration_config(
-            RegistrationConfig::builder()
-                .template_name(template)
-                .build(),
-        )
         .send()
         .await;
     match registered {
@@ -605,7 +555,6 @@ async fn ensure_ca(
             Ok(RegisteredCa {
                 certificate_id,
                 certificate_arn,
-                template_name: template.to_owned(),
                 outcome: CaOutcome::Created,
                 repaired: Vec::new(),
             })
@@ -625,21 +574,21 @@ async fn ensure_ca(
                         "ResourceAlreadyExists, yet DescribeCACertificate finds no {id}"
                     ),
                 })?;
-            repair_ca(client, region, id, &found, template).await
+            repair_ca(client, region, id, &found).await
         }
         Err(e) => Err(aws_error(IOT, region, REGISTER, e)),
     }
 }
 
 /// Sets right, in one UpdateCACertificate, whatever of status,
-/// auto-registration and template name a found registration has wrong;
+/// auto-registration and registration config a found registration has wrong
+/// (a template left from JITP is replaced by an empty registration config);
 /// sends nothing when all three are right.
 async fn repair_ca(
     client: &Client,
     region: &str,
     id: &str,
     found: &DescribeCaCertificateOutput,
-    template: &str,
 ) -> Result<RegisteredCa, SetupError> {
     const DESCRIBE: &str = "DescribeCACertificate";
     let description = found
@@ -660,13 +609,10 @@ async fn repair_ca(
         update = update.new_auto_registration_status(AutoRegistrationStatus::Enable);
         repaired.push("autoRegistrationStatus");
     }
-    if found.registration_config().and_then(|c| c.template_name()) != Some(template) {
-        update = update.registration_config(
-            RegistrationConfig::builder()
-                .template_name(template)
-                .build(),
-        );
-        repaired.push("registrationConfig.templateName");
+    let config = found.registration_config();
+    if config.is_some_and(|c| c.template_name().is_some() || c.template_body().is_some()) {
+        update = update.registration_config(RegistrationConfig::builder().build());
+        repaired.push("registrationConfig");
     }
     if !repaired.is_empty() {
         update
@@ -677,7 +623,6 @@ async fn repair_ca(
     Ok(RegisteredCa {
         certificate_id: id.to_owned(),
         certificate_arn,
-        template_name: template.to_owned(),
         outcome: if repaired.is_empty() {
             CaOutcome::Left
         } else {
@@ -744,21 +689,5 @@ mod tests {
             let err = PcaArn::parse(arn).expect_err(arn).to_string();
             assert!(err.contains(why), "{arn}: {err}");
         }
-    }
-
-    #[test]
-    fn the_template_name_is_made_per_region_and_checked() {
-        assert_eq!(
-            template_name("geoprov-jitp-{region}", "ap-southeast-2").unwrap(),
-            "geoprov-jitp-ap-southeast-2"
-        );
-        assert_eq!(template_name("fixed", "eu-west-1").unwrap(), "fixed");
-        let err = template_name("jitp {region}", "eu-west-1")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("\"jitp eu-west-1\" in eu-west-1"), "{err}");
-        let long = "a-very-long-provisioning-template-{region}";
-        assert!(template_name(long, "eu-west-1").is_err());
-        assert!(template_name("", "eu-west-1").is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! binary tests and by the IAM coverage test, which records what each
 //! function asks of AWS.
 
+pub mod activation;
 pub mod failover;
 pub mod hook;
 pub mod issuer;

@@ -19,10 +19,11 @@ use geoprov_tests::{iam, samples, template_facts, unique_table, RECORDING_VARIAB
 use serde_json::Value;
 
 /// The access key each function's requests are signed with.
-const FUNCTIONS: [(&str, &str); 3] = [
+const FUNCTIONS: [(&str, &str); 4] = [
     ("pre-provisioning-hook", "GEOPROVHOOK"),
     ("endpoint-failover", "GEOPROVFAILOVER"),
     ("cert-issuer", "GEOPROVISSUER"),
+    ("device-activation", "GEOPROVACTIVATION"),
 ];
 
 fn header<'a>(request: &'a Value, name: &str) -> Option<&'a str> {
@@ -142,6 +143,9 @@ fn rest_operation(request: &Value, service: &str) -> String {
             _ => format!("UNMAPPED {method} {url}"),
         };
     }
+    if service == "iot" {
+        return iot_operation(method, url);
+    }
     let path = url.split("/2013-04-01/").nth(1).unwrap_or(url);
     let path = path
         .split('?')
@@ -155,6 +159,30 @@ fn rest_operation(request: &Value, service: &str) -> String {
         ("GET", ["change", _]) => "GetChange".into(),
         _ => format!("UNMAPPED {method} {path}"),
     }
+}
+
+/// The operation of an IoT (REST-JSON) request, from its method and path
+/// (the AWS IoT API reference's request syntax).
+fn iot_operation(method: &str, url: &str) -> String {
+    let path = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.find('/').map(|i| &rest[i..]))
+        .unwrap_or(url);
+    let path = path.split('?').next().unwrap_or_default();
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let operation = match (method, parts.as_slice()) {
+        ("GET", ["certificates", _]) => "DescribeCertificate",
+        ("PUT", ["certificates", _]) => "UpdateCertificate",
+        ("GET", ["things", _]) => "DescribeThing",
+        ("POST", ["things", _]) => "CreateThing",
+        ("PATCH", ["things", _]) => "UpdateThing",
+        ("PUT", ["thing-groups", "addThingToThingGroup"]) => "AddThingToThingGroup",
+        ("PUT", ["target-policies", _]) => "AttachPolicy",
+        ("PUT", ["things", _, "principals"]) => "AttachThingPrincipal",
+        _ => return format!("UNMAPPED {method} {path}"),
+    };
+    operation.to_owned()
 }
 
 fn granted() -> BTreeMap<String, BTreeSet<String>> {
@@ -185,6 +213,7 @@ async fn every_function_is_granted_exactly_the_aws_actions_it_performs() {
     samples::hook::run(FUNCTIONS[0].1).await;
     samples::failover::run(FUNCTIONS[1].1).await;
     samples::issuer::run(FUNCTIONS[2].1).await;
+    samples::activation::run(FUNCTIONS[3].1).await;
 
     let mut performed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut items: BTreeMap<String, BTreeSet<Need>> = BTreeMap::new();

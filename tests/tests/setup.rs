@@ -1,6 +1,6 @@
 //! `geoprov setup claim` and `geoprov setup ca` against moto's IoT in two
 //! regions: registered in both, ACTIVE, idempotent, the claim key private;
-//! the CA fetched from moto's ACM PCA, registered for JITP and repaired.
+//! the CA fetched from moto's ACM PCA, registered for JITR (no template) and repaired.
 //!
 //! moto ids a certificate as AWS IoT does (SHA-256 of its DER), and keeps a
 //! CA's auto-registration status and certificate mode: corrections of the
@@ -382,9 +382,8 @@ async fn ca_registration(
     )
 }
 
-fn jitp_ready(
-    template: &str,
-) -> (
+/// Ready for JITR: active, auto-registration on, SNI only, no template.
+fn jitr_ready() -> (
     CaCertificateStatus,
     AutoRegistrationStatus,
     CertificateMode,
@@ -394,29 +393,27 @@ fn jitp_ready(
         CaCertificateStatus::Active,
         AutoRegistrationStatus::Enable,
         CertificateMode::SniOnly,
-        Some(template.to_owned()),
+        None,
     )
 }
 
 #[tokio::test]
-async fn pca_certificate_is_registered_for_jitp_in_both_regions_and_a_rerun_leaves_it() {
+async fn pca_certificate_is_registered_for_jitr_in_both_regions_and_a_rerun_leaves_it() {
     let (arn, id) = local_ca();
     let args = ["--pca-arn", &arn, "--regions", "us-east-1,eu-west-1"];
 
     let first = setup_ca(&args);
     assert_eq!(first["pcaArn"], arn.as_str());
     for region in REGIONS {
-        let template = "geoprov-jitp";
         let entry = &first["regions"][region];
         assert_eq!(entry["certificateId"], id.as_str(), "{first:#}");
         assert_eq!(entry["outcome"], "created", "{region}");
-        assert_eq!(entry["templateName"], template);
         assert!(entry.get("repaired").is_none(), "{entry}");
         assert!(entry["certificateArn"]
             .as_str()
             .unwrap()
             .contains(&format!(":iot:{region}:")));
-        assert_eq!(ca_registration(region, &id).await, jitp_ready(template));
+        assert_eq!(ca_registration(region, &id).await, jitr_ready());
     }
 
     let registrations = recorded_ca_registrations(&id);
@@ -433,9 +430,11 @@ async fn pca_certificate_is_registered_for_jitp_in_both_regions_and_a_rerun_leav
             request.url
         );
         assert_eq!(request.body["certificateMode"], "SNI_ONLY");
-        assert_eq!(
-            request.body["registrationConfig"],
-            json!({"templateName": "geoprov-jitp"})
+        // No template: JITP would activate whatever the CA signed.
+        assert!(
+            request.body.get("registrationConfig").is_none(),
+            "{:?}",
+            request.body
         );
     }
 
@@ -458,7 +457,7 @@ async fn pca_certificate_is_registered_for_jitp_in_both_regions_and_a_rerun_leav
 }
 
 #[tokio::test]
-async fn a_rerun_repairs_auto_registration_status_and_template_and_registers_a_new_region() {
+async fn a_rerun_repairs_auto_registration_status_and_a_jitp_template_and_registers_a_new_region() {
     let (arn, id) = local_ca();
     setup_ca(&["--pca-arn", &arn, "--regions", "us-east-1,eu-west-1"]);
     iot("us-east-1")
@@ -469,8 +468,7 @@ async fn a_rerun_repairs_auto_registration_status_and_template_and_registers_a_n
         .send()
         .await
         .expect("disable auto-registration");
-    // As the former `setup ca --template-body-file` left it: an inline
-    // template, no template name, and the CA deactivated besides.
+    // As a JITP setup left it: a template, and the CA deactivated besides.
     iot("eu-west-1")
         .await
         .update_ca_certificate()
@@ -478,13 +476,12 @@ async fn a_rerun_repairs_auto_registration_status_and_template_and_registers_a_n
         .new_status(CaCertificateStatus::Inactive)
         .registration_config(
             RegistrationConfig::builder()
-                .template_body(r#"{"Resources":{}}"#)
-                .role_arn("arn:aws:iam::123456789012:role/old-jitp")
+                .template_name("geoprov-jitp")
                 .build(),
         )
         .send()
         .await
-        .expect("deactivate, inline template");
+        .expect("deactivate, JITP template");
     assert_eq!(
         ca_registration("us-east-1", &id).await.1,
         AutoRegistrationStatus::Disable,
@@ -503,7 +500,7 @@ async fn a_rerun_repairs_auto_registration_status_and_template_and_registers_a_n
     assert_eq!(entry("eu-west-1")["outcome"], "repaired", "{repaired:#}");
     assert_eq!(
         entry("eu-west-1")["repaired"],
-        json!(["status", "registrationConfig.templateName"])
+        json!(["status", "registrationConfig"])
     );
     assert_eq!(entry("ap-northeast-1")["outcome"], "created");
     for region in ["us-east-1", "eu-west-1", "ap-northeast-1"] {
@@ -514,7 +511,7 @@ async fn a_rerun_repairs_auto_registration_status_and_template_and_registers_a_n
             (
                 CaCertificateStatus::Active,
                 AutoRegistrationStatus::Enable,
-                Some("geoprov-jitp".to_owned())
+                None
             ),
             "{region}"
         );
@@ -532,10 +529,7 @@ async fn a_rerun_repairs_auto_registration_status_and_template_and_registers_a_n
     assert!(!us.url.contains("newStatus"), "{}", us.url);
     let eu = repairs.iter().find(|r| r.signed_for("eu-west-1")).unwrap();
     assert!(eu.url.contains("newStatus=ACTIVE"), "{}", eu.url);
-    assert_eq!(
-        eu.body["registrationConfig"],
-        json!({"templateName": "geoprov-jitp"})
-    );
+    assert_eq!(eu.body["registrationConfig"], json!({}));
 
     let again = setup_ca(&["--pca-arn", &arn, "--regions", regions]);
     for region in ["us-east-1", "eu-west-1", "ap-northeast-1"] {
@@ -545,7 +539,7 @@ async fn a_rerun_repairs_auto_registration_status_and_template_and_registers_a_n
 }
 
 #[tokio::test]
-async fn the_template_name_and_the_pca_region_can_be_given() {
+async fn the_pca_region_can_be_given() {
     let (arn, id) = local_ca();
     // The CA is not in the region given: ACM PCA's error, nothing registered.
     let out = geoprov().run(&[
@@ -574,21 +568,13 @@ async fn the_template_name_and_the_pca_region_can_be_given() {
         PCA_REGION,
         "--regions",
         "us-east-1",
-        "--template-name",
-        "fleet-jitp-{region}",
     ]);
-    assert_eq!(
-        setup["regions"]["us-east-1"]["templateName"],
-        "fleet-jitp-us-east-1"
-    );
-    assert_eq!(
-        ca_registration("us-east-1", &id).await,
-        jitp_ready("fleet-jitp-us-east-1")
-    );
+    assert_eq!(setup["regions"]["us-east-1"]["outcome"], "created");
+    assert_eq!(ca_registration("us-east-1", &id).await, jitr_ready());
 }
 
 #[test]
-fn setup_ca_refuses_a_bad_arn_or_template_name_before_any_call() {
+fn setup_ca_refuses_a_bad_arn_or_region_before_any_call() {
     // Nothing listens here: a call would fail otherwise than the refusal.
     let unreachable = Geoprov::new(aws_env(
         &format!("http://127.0.0.1:{}", free_port()),
@@ -614,10 +600,6 @@ fn setup_ca_refuses_a_bad_arn_or_template_name_before_any_call() {
         (
             vec!["--pca-arn", good, "--pca-region", "Europe"],
             "--pca-region",
-        ),
-        (
-            vec!["--pca-arn", good, "--template-name", "jitp/{region}"],
-            "\"jitp/us-east-1\" in us-east-1",
         ),
     ] {
         let args = [&["setup", "ca", "--regions", "us-east-1"][..], &args].concat();

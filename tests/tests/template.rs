@@ -48,7 +48,8 @@ fn provisioning_templates_are_json_and_reference_only_what_they_declare() {
     let templates = facts["provisioningTemplates"].as_object().unwrap();
     assert_eq!(
         templates.keys().collect::<Vec<_>>(),
-        ["FleetProvisioningTemplate", "JitpProvisioningTemplate"]
+        ["FleetProvisioningTemplate"],
+        "no JITP template: it would activate whatever the CA signed"
     );
     for (name, text) in templates {
         let body: Value = serde_json::from_str(text.as_str().unwrap())
@@ -179,6 +180,9 @@ fn every_function_gets_exactly_the_environment_it_reads() {
         ("DEFAULT_VALIDITY_DAYS", "365"),
         ("ISSUE_CONCURRENCY", "8"),
         ("ISSUE_DEADLINE_MS", "20000"),
+        ("DEFAULT_MAX_CERTIFICATES", "5"),
+        ("DEVICE_POLICY_NAME", "geoprov-DevicePolicy"),
+        ("THING_TYPE_NAME", "geoprov-device"),
     ];
 
     let env = Env::from_pairs(all);
@@ -192,6 +196,25 @@ fn every_function_gets_exactly_the_environment_it_reads() {
     let env = Env::from_pairs(all);
     cert_issuer::config::IssuerConfig::from_env(&env).unwrap();
     assert_eq!(read_by(&env), names(&facts, "cert-issuer"));
+
+    let env = Env::from_pairs(all);
+    device_activation::config::ActivationConfig::from_env(&env).unwrap();
+    assert_eq!(read_by(&env), names(&facts, "device-activation"));
+}
+
+/// JITR: the only way an auto-registered certificate becomes ACTIVE is the
+/// rule that hands IoT's registration event to device-activation.
+#[test]
+fn auto_registered_certificates_go_to_device_activation() {
+    let facts = facts();
+    let rules = facts["topicRules"].as_object().unwrap();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    let rule = &rules["JitrRule"];
+    assert_eq!(
+        rule["sql"],
+        "SELECT * FROM '$aws/events/certificates/registered/+'"
+    );
+    assert_eq!(rule["functions"], serde_json::json!(["device-activation"]));
 }
 
 /// The AllowedPattern of a parameter that holds region names.
@@ -348,7 +371,7 @@ fn every_thing_has_the_thing_type_and_no_more_attributes_than_it_allows() {
         );
     }
     let bodies = provisioning_bodies(&facts);
-    assert_eq!(bodies.len(), 2);
+    assert_eq!(bodies.len(), 1);
     for (template, body) in &bodies {
         let things = things(body);
         assert_eq!(things.len(), 1, "{template}: one thing");
@@ -428,10 +451,7 @@ fn every_thing_group_a_template_names_exists_in_the_stack() {
             }
         }
     }
-    assert_eq!(
-        named, 2,
-        "each template adds its thing to the default group"
-    );
+    assert_eq!(named, 1, "the template adds its thing to the default group");
     // Any other group comes from the manifest through the hook's
     // ThingGroupName override; `geoprov registry import --regions` creates it
     // in every region before the profile is written (tests/tests/cli.rs).
@@ -609,9 +629,8 @@ fn the_hooks_timeout_in_its_environment_is_its_lambda_timeout() {
     assert_eq!(declared, timeout_s * 1000);
 }
 
-/// Both provisioning template bodies, evaluated as geoprov-iot-emu (and IoT)
-/// evaluates them: the fleet one with the sample allow's parameters and
-/// overrides, the JITP one with what IoT takes from a certificate's subject.
+/// The fleet provisioning template body, evaluated as geoprov-iot-emu (and
+/// IoT) evaluates it, with the sample allow's parameters and overrides.
 #[test]
 fn the_provisioning_templates_evaluate_to_a_typed_thing_in_the_default_or_manifest_group() {
     use geoprov_iot_emu::template::{evaluate, PolicySpec};
@@ -655,17 +674,4 @@ fn the_provisioning_templates_evaluate_to_a_typed_thing_in_the_default_or_manife
             .code,
         "InvalidParameters"
     );
-
-    let subject = BTreeMap::from([
-        (
-            "AWS::IoT::Certificate::CommonName".to_owned(),
-            "SN-JITP-1".to_owned(),
-        ),
-        ("AWS::IoT::Certificate::Id".to_owned(), "d".repeat(64)),
-    ]);
-    let jitp = evaluate(&body("JitpProvisioningTemplate"), &subject).unwrap();
-    let thing = jitp.thing.unwrap();
-    assert_eq!(thing.name, "SN-JITP-1");
-    assert_eq!(thing.groups, ["geoprov-devices"]);
-    assert_eq!(thing.attributes["region"], "eu-west-1");
 }

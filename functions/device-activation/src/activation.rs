@@ -30,8 +30,10 @@ pub const AUDIT_KIND: &str = "JITR_ACTIVATION";
 /// Commits tried when the device changes between read and write.
 const MAX_COMMIT_ATTEMPTS: usize = 3;
 
-/// What an event came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What an event came to; the function's answer, e.g.
+/// `{"outcome": "DENIED", "reason": "REGION_NOT_ALLOWED", "detail": ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Activation {
     /// Committed now, thing made, certificate ACTIVE.
     Activated { serial: String },

@@ -34,7 +34,7 @@ async fn main() -> Result<(), Error> {
         let outcome = activator
             .handle(event.payload, &event.context.request_id)
             .await?;
-        Ok::<_, Error>(serde_json::json!({ "outcome": format!("{outcome:?}") }))
+        Ok::<_, Error>(serde_json::to_value(outcome)?)
     }))
     .await
 }
