@@ -1,8 +1,10 @@
 """The IoT part of the regional stack (template.yaml), made in moto as
 CloudFormation would make it in one region, for local runs and tests:
 thing types, thing groups, IoT policies and their attachments are created
-through moto's IoT API; the provisioning templates, which moto does not
-implement, are written to the configuration file geoprov-iot-emu reads.
+through moto's IoT API; the provisioning templates and topic rules, which
+moto does not implement, are written to the configuration file
+geoprov-iot-emu reads (a rule's Lambda actions by function name: the name its
+`--lambda NAME=URL` gives).
 
     local_iot_stack.py --endpoint URL --region R --out emu.json \
         [--parameter Name=Value ...]
@@ -10,7 +12,7 @@ implement, are written to the configuration file geoprov-iot-emu reads.
 Parameters not given take the template's defaults, and conditions are
 evaluated from them, so `--parameter ClaimCertificateId=<id>` makes the
 fleet template, the claim policy and its attachment, and
-`--parameter PcaArn=<arn>` makes the JITP template. A resource's physical
+`--parameter PcaArn=<arn>` makes the JITR rule. A resource's physical
 name is its name property, else `geoprov-<LogicalId>` (the stack is named
 geoprov); a function's ARN ends in its logical id. Prints what it made (JSON).
 """
@@ -192,7 +194,7 @@ def main() -> int:
     template = yaml.load(Path(args.template).read_text(), Loader=Loader)
     stack = Stack(template, args.region, args.account_id, given)
     iot = boto3.client("iot", region_name=args.region, endpoint_url=args.endpoint)
-    made = {"thingTypes": [], "thingGroups": [], "policies": [], "attachments": [], "templates": []}
+    made = {"thingTypes": [], "thingGroups": [], "policies": [], "attachments": [], "templates": [], "rules": []}
     for logical_id, props in stack.made("AWS::IoT::ThingType"):
         name = stack.physical_name(logical_id)
         kwargs = {"thingTypeName": name}
@@ -231,7 +233,19 @@ def main() -> int:
             }
         templates.append(entry)
         made["templates"].append(props["TemplateName"])
-    Path(args.out).write_text(json.dumps({"templates": templates}, indent=2))
+    rules = []
+    for logical_id, props in stack.made("AWS::IoT::TopicRule"):
+        payload = props["TopicRulePayload"]
+        if payload.get("RuleDisabled"):
+            continue
+        functions = [
+            action["Lambda"]["FunctionArn"].rsplit(":", 1)[1]
+            for action in payload.get("Actions", [])
+            if "Lambda" in action
+        ]
+        rules.append({"ruleName": logical_id, "sql": payload["Sql"], "functions": functions})
+        made["rules"].append(logical_id)
+    Path(args.out).write_text(json.dumps({"templates": templates, "rules": rules}, indent=2))
     print(json.dumps(made))
     return 0
 

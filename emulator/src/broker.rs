@@ -52,6 +52,7 @@ use crate::faults::{Clock, Faults};
 use crate::policy::{self, Action, ConnectionContext};
 use crate::provisioning::{self, Caller, Provisioning};
 use crate::registry::{Certificate, Registry};
+use crate::rules::Rules;
 use crate::topics::matches;
 
 /// IoT's largest MQTT message.
@@ -98,6 +99,7 @@ pub struct Broker {
     arn_prefix: String,
     registry: Registry,
     provisioning: Provisioning,
+    rules: Rules,
     faults: Arc<Faults>,
     clock: Arc<Clock>,
     tls: TlsAcceptor,
@@ -129,6 +131,7 @@ impl Broker {
     pub fn new(
         registry: Registry,
         provisioning: Provisioning,
+        rules: Rules,
         faults: Arc<Faults>,
         clock: Arc<Clock>,
         tls: Arc<rustls::ServerConfig>,
@@ -140,6 +143,7 @@ impl Broker {
             ),
             registry,
             provisioning,
+            rules,
             faults,
             clock,
             tls: TlsAcceptor::from(tls),
@@ -597,6 +601,10 @@ impl Broker {
             .provision_just_in_time(&job.ca, &job.certificate_id, &job.subject)
             .await
         {
+            Ok(None) if job.ca.template_name.is_none() => tracing::info!(
+                certificate_id = job.certificate_id,
+                "JITR: registered PENDING_ACTIVATION, the event published"
+            ),
             Ok(thing) => tracing::info!(
                 certificate_id = job.certificate_id,
                 thing = thing.unwrap_or_default(),
@@ -614,6 +622,10 @@ impl Broker {
     /// Delivers a message to every matching subscription whose connection
     /// may receive it (once per connection), or only to `only` when given.
     fn route(&self, topic: &str, payload: Bytes, qos: QoS, only: Option<u64>) {
+        // An answer to one connection is no published message: no rule sees it.
+        if only.is_none() {
+            self.rules.dispatch(topic, &payload);
+        }
         let subscriptions = self.subscriptions.lock().expect("subscriptions lock");
         let mut chosen: BTreeMap<u64, (QoS, &Subscription)> = BTreeMap::new();
         for s in subscriptions.iter() {

@@ -1,9 +1,9 @@
 //! geoprov-iot-emu: one region of AWS IoT Core's data plane, as far as
 //! provisioning needs it, on loopback: MQTT 3.1.1 over TLS with client
 //! certificates (`broker`, `tls`), policy evaluation (`policy`), the fleet
-//! provisioning MQTT API with the pre-provisioning hook and JITP
-//! (`provisioning`, `template`), and an admin API for outage tests
-//! (`faults`). The registry it reads and writes is moto's IoT (`registry`).
+//! provisioning MQTT API with the pre-provisioning hook, JITP and JITR
+//! (`provisioning`, `template`), IoT rules with Lambda actions (`rules`), and
+//! an admin API for outage tests (`faults`). The registry it reads and writes is moto's IoT (`registry`).
 //!
 //! Each module cites the pages of the AWS IoT Core developer guide it
 //! follows; where the guide is silent the emulator is strict.
@@ -13,6 +13,7 @@ pub mod faults;
 pub mod policy;
 pub mod provisioning;
 pub mod registry;
+pub mod rules;
 pub mod template;
 pub mod tls;
 pub mod topics;

@@ -12,6 +12,7 @@ use geoprov_iot_emu::broker::Broker;
 use geoprov_iot_emu::faults::{serve_admin, Clock, Faults};
 use geoprov_iot_emu::provisioning::{EmulatorConfig, Provisioning};
 use geoprov_iot_emu::registry::Registry;
+use geoprov_iot_emu::rules::Rules;
 use geoprov_iot_emu::tls::{server_config, LocalCa};
 
 /// One region of AWS IoT Core's data plane for provisioning. The registry is
@@ -35,12 +36,14 @@ struct Args {
     /// The admin API's listener; loopback only.
     #[arg(long, default_value = "127.0.0.1:0")]
     admin_listen: SocketAddr,
-    /// The region's provisioning templates (JSON: {"templates": [...]}), as
-    /// scripts/local_iot_stack.py writes them from template.yaml.
+    /// The region's provisioning templates and topic rules (JSON:
+    /// {"templates": [...], "rules": [...]}), as scripts/local_iot_stack.py
+    /// writes them from template.yaml.
     #[arg(long)]
     config: PathBuf,
-    /// Where a pre-provisioning hook's function is invoked:
-    /// FUNCTION_NAME=URL of a Lambda Invoke API (repeat for several).
+    /// Where a pre-provisioning hook's or a rule action's function is
+    /// invoked: FUNCTION_NAME=URL of a Lambda Invoke API (repeat for
+    /// several). Every rule's functions need one.
     #[arg(long = "lambda")]
     lambdas: Vec<String>,
     /// Certificate creations, and RegisterThing requests, served at once in
@@ -89,6 +92,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(&args.server_ca_out, server_ca.pem())?;
     let tls = server_config(&server_ca, &args.domains)?;
     let device_ca = LocalCa::new(&format!("geoprov-iot-emu {} device CA", args.region))?;
+    let rules = Rules::new(&config.rules, lambdas.clone())?;
     let provisioning = Provisioning::new(
         args.region.clone(),
         args.account_id.clone(),
@@ -103,6 +107,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let broker = Arc::new(Broker::new(
         registry,
         provisioning,
+        rules,
         faults.clone(),
         clock.clone(),
         tls,

@@ -59,11 +59,14 @@ pub struct HookConfig {
     pub payload_version: String,
 }
 
-/// The emulator's configuration file: the region's provisioning templates.
+/// The emulator's configuration file: the region's provisioning templates
+/// and topic rules.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EmulatorConfig {
     pub templates: Vec<TemplateConfig>,
+    #[serde(default)]
+    pub rules: Vec<crate::rules::RuleConfig>,
 }
 
 /// A rejection: the `/rejected` payload.
@@ -725,20 +728,18 @@ impl Provisioning {
         Ok(plan.thing.as_ref().map(|t| t.name.clone()))
     }
 
-    /// JITP: the CA's template for a certificate just auto-registered.
+    /// JITP: the CA's template for a certificate just auto-registered. A CA
+    /// that names no template is JITR: the registration event is all IoT
+    /// does, and the certificate stays PENDING_ACTIVATION (`Ok(None)`).
     pub async fn provision_just_in_time(
         &self,
         ca: &CaCertificate,
         certificate_id: &str,
         subject: &BTreeMap<String, String>,
     ) -> Result<Option<String>, Rejection> {
-        let name = ca.template_name.as_deref().ok_or_else(|| {
-            Rejection::new(
-                404,
-                "ResourceNotFound",
-                "the CA names no provisioning template",
-            )
-        })?;
+        let Some(name) = ca.template_name.as_deref() else {
+            return Ok(None);
+        };
         let template = self
             .templates
             .get(name)

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use aws_sdk_iot::Client as IotClient;
 use geoprov_device::provision::{provision, ProvisionError, Provisioned};
 use geoprov_device::{Device, DeviceError, Identity};
-use geoprov_tests::certs::{device_ca, DeviceCa};
+use geoprov_tests::certs::device_ca;
 use geoprov_tests::emulator::{
     certificate_id, factory_key, geoprov, invoke_url, iot_stack, setup_claim, Emulator, FactoryKey,
     FleetRegion, WorkDir,
@@ -51,6 +51,25 @@ async fn certificate_status(iot: &IotClient, id: &str) -> String {
 }
 
 /// A self-signed certificate IoT has never seen.
+/// The reasons audited for `serial`, once there is one: activation runs
+/// after IoT drops the connection, as an asynchronous invocation.
+async fn audit_reasons_until(region: &str, table: &str, serial: &str) -> Vec<String> {
+    let config = sdk_config(&moto().endpoint, region).await;
+    let registry = geoprov_shared::registry::DynamoRegistry::new(
+        aws_sdk_dynamodb::Client::new(&config),
+        table,
+    );
+    let serial = geoprov_shared::device::SerialNumber::try_from(serial).unwrap();
+    for _ in 0..100 {
+        let events = registry.audit_events(&serial).await.unwrap();
+        if !events.is_empty() {
+            return events.into_iter().map(|e| e.reason).collect();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("nothing audited for {serial}");
+}
+
 fn stranger() -> Identity {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -556,18 +575,13 @@ async fn register_thing_is_rejected_for_a_denial_a_slow_hook_an_expired_token_an
     );
 }
 
-fn jitp_device(ca: &DeviceCa, serial: &str) -> Identity {
-    let signed = ca.sign(serial);
-    Identity {
-        certificate_pem: signed.certificate_pem,
-        private_key_pem: signed.private_key_pem,
-    }
-}
-
+/// JITR through the emulator: the stack's topic rule hands IoT's
+/// registration event to the real device-activation binary, which applies
+/// the registry's device rules before anything is activated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jitp_drops_the_first_connection_then_the_certificate_is_active_with_its_thing() {
+async fn jitr_activates_a_certificate_only_where_the_registry_allows_then_it_connects() {
     let region = "ap-northeast-1";
-    let dir = WorkDir::new("jitp");
+    let dir = WorkDir::new("jitr");
     let config = dir.path().join("emulator.json");
     iot_stack(
         region,
@@ -576,22 +590,74 @@ async fn jitp_drops_the_first_connection_then_the_certificate_is_active_with_its
     );
     let iot = IotClient::new(&sdk_config(&moto().endpoint, region).await);
     let ca = device_ca();
+    // As `geoprov setup ca` registers it: auto-registration, no template.
     let registered = iot
         .register_ca_certificate()
         .ca_certificate(&ca.pem)
         .set_as_active(true)
         .allow_auto_registration(true)
         .certificate_mode(aws_sdk_iot::types::CertificateMode::SniOnly)
-        .registration_config(
-            aws_sdk_iot::types::RegistrationConfig::builder()
-                .template_name("geoprov-jitp")
-                .build(),
-        )
         .send()
         .await
         .unwrap();
     let ca_id = registered.certificate_id().unwrap().to_owned();
-    let emulator = Emulator::start(region, &config, &[], dir.path());
+    let allowed = ca.sign("SN-JITR-1");
+    let elsewhere = ca.sign("SN-JITR-EU");
+    let blocked = ca.sign("SN-JITR-BLOCKED");
+    let table = geoprov_tests::unique_table("jitr");
+    let cli = geoprov(region, &table, &moto().endpoint);
+    cli.ok(&["registry", "create-table"]);
+    let manifest = dir.path().join("manifest.jsonl");
+    let lines = [
+        json!({"serialNumber": "SN-JITR-1", "allowedRegions": [region], "publicKeySha256": allowed.spki_sha256}),
+        json!({"serialNumber": "SN-JITR-EU", "allowedRegions": ["eu-west-1"], "publicKeySha256": elsewhere.spki_sha256}),
+        json!({"serialNumber": "SN-JITR-BLOCKED", "status": "BLOCKED", "publicKeySha256": blocked.spki_sha256}),
+    ];
+    let text: Vec<String> = lines.iter().map(Value::to_string).collect();
+    std::fs::write(&manifest, text.join("\n") + "\n").unwrap();
+    cli.ok(&["registry", "import", manifest.to_str().unwrap()]);
+    let runtime = geoprov_tests::lambda::RuntimeEmulator::start();
+    let mut env = geoprov_tests::aws_env(&moto().endpoint, region);
+    for (k, v) in [
+        ("TABLE_NAME", table.as_str()),
+        ("DEVICE_POLICY_NAME", "geoprov-DevicePolicy"),
+        ("THING_TYPE_NAME", "geoprov-device"),
+        ("DEFAULT_THING_GROUP", "geoprov-devices"),
+    ] {
+        env.insert(k.into(), v.into());
+    }
+    let _activation =
+        runtime.run_function(&geoprov_tests::workspace_binary("device-activation"), &env);
+    let emulator = Emulator::start(
+        region,
+        &config,
+        &[("DeviceActivationFunction", invoke_url(&runtime))],
+        dir.path(),
+    );
+
+    // Pinned to eu-west-1, or blocked: dropped on every connect, never
+    // activated here, each connect's event denied and audited.
+    for (signed, serial, reason) in [
+        (&elsewhere, "SN-JITR-EU", "REGION_NOT_ALLOWED"),
+        (&blocked, "SN-JITR-BLOCKED", "DEVICE_BLOCKED"),
+    ] {
+        let device = Identity {
+            certificate_pem: signed.certificate_pem.clone(),
+            private_key_pem: signed.private_key_pem.clone(),
+        };
+        let refused = Device::connect_retrying(&emulator.endpoint(), &device, serial, 3).await;
+        assert!(refused.is_err(), "{serial} connected");
+        let id = certificate_id(&signed.certificate_pem);
+        assert_eq!(certificate_status(&iot, &id).await, "PENDING_ACTIVATION");
+        assert!(iot
+            .describe_thing()
+            .thing_name(serial)
+            .send()
+            .await
+            .is_err());
+        let reasons = audit_reasons_until(region, &table, serial).await;
+        assert!(reasons.iter().all(|r| r == reason), "{serial}: {reasons:?}");
+    }
 
     // An observer that may see every event.
     let observer = stranger();
@@ -625,9 +691,12 @@ async fn jitp_drops_the_first_connection_then_the_certificate_is_active_with_its
         .await
         .unwrap();
 
-    let device = jitp_device(&ca, "SN-JITP-1");
+    let device = Identity {
+        certificate_pem: allowed.certificate_pem.clone(),
+        private_key_pem: allowed.private_key_pem.clone(),
+    };
     let id = certificate_id(&device.certificate_pem);
-    let first = Device::connect(&emulator.endpoint(), &device, "SN-JITP-1").await;
+    let first = Device::connect(&emulator.endpoint(), &device, "SN-JITR-1").await;
     assert!(
         matches!(first, Err(DeviceError::ConnectRefused)),
         "{:?}",
@@ -649,14 +718,14 @@ async fn jitp_drops_the_first_connection_then_the_certificate_is_active_with_its
     assert_eq!(event["certificateStatus"], "PENDING_ACTIVATION");
 
     let (mut connected, attempts) =
-        Device::connect_retrying(&emulator.endpoint(), &device, "SN-JITP-1", 6)
+        Device::connect_retrying(&emulator.endpoint(), &device, "SN-JITR-1", 6)
             .await
             .unwrap();
     assert!((1..=6).contains(&attempts), "{attempts}");
     assert_eq!(certificate_status(&iot, &id).await, "ACTIVE");
     let thing = iot
         .describe_thing()
-        .thing_name("SN-JITP-1")
+        .thing_name("SN-JITR-1")
         .send()
         .await
         .unwrap();
@@ -669,18 +738,18 @@ async fn jitp_drops_the_first_connection_then_the_certificate_is_active_with_its
         .send()
         .await
         .unwrap();
-    assert_eq!(things.things(), ["SN-JITP-1".to_owned()]);
+    assert_eq!(things.things(), ["SN-JITR-1".to_owned()]);
     connected
-        .subscribe(&["devices/SN-JITP-1/hello"])
+        .subscribe(&["devices/SN-JITR-1/hello"])
         .await
         .unwrap();
     connected
-        .publish("devices/SN-JITP-1/hello", b"up".to_vec())
+        .publish("devices/SN-JITR-1/hello", b"up".to_vec())
         .await
         .unwrap();
     connected
         .receive(std::time::Duration::from_secs(5), |t| {
-            t == "devices/SN-JITP-1/hello"
+            t == "devices/SN-JITR-1/hello"
         })
         .await
         .unwrap();
@@ -689,7 +758,7 @@ async fn jitp_drops_the_first_connection_then_the_certificate_is_active_with_its
     // Lifecycle events of the device's session.
     let connected_event = watcher
         .receive(std::time::Duration::from_secs(5), |t| {
-            t == "$aws/events/presence/connected/SN-JITP-1"
+            t == "$aws/events/presence/connected/SN-JITR-1"
         })
         .await
         .unwrap()
@@ -699,7 +768,7 @@ async fn jitp_drops_the_first_connection_then_the_certificate_is_active_with_its
     assert_eq!(connected_event["eventType"], "connected");
     let gone = watcher
         .receive(std::time::Duration::from_secs(5), |t| {
-            t == "$aws/events/presence/disconnected/SN-JITP-1"
+            t == "$aws/events/presence/disconnected/SN-JITR-1"
         })
         .await
         .unwrap()
@@ -710,7 +779,7 @@ async fn jitp_drops_the_first_connection_then_the_certificate_is_active_with_its
 
     // Faults for outage tests: refused connections.
     emulator.faults(json!({"refuseConnections": true}));
-    let refused = Device::connect(&emulator.endpoint(), &device, "SN-JITP-1").await;
+    let refused = Device::connect(&emulator.endpoint(), &device, "SN-JITR-1").await;
     assert!(
         matches!(
             refused,
@@ -720,16 +789,16 @@ async fn jitp_drops_the_first_connection_then_the_certificate_is_active_with_its
         refused.err()
     );
     emulator.faults(json!({"refuseConnections": false}));
-    let mut back = Device::connect(&emulator.endpoint(), &device, "SN-JITP-1")
+    let mut back = Device::connect(&emulator.endpoint(), &device, "SN-JITR-1")
         .await
         .unwrap();
 
     // Stalled publishes: no PUBACK while the fault holds, then the publish
     // goes through.
-    back.subscribe(&["devices/SN-JITP-1/hello"]).await.unwrap();
+    back.subscribe(&["devices/SN-JITR-1/hello"]).await.unwrap();
     emulator.faults(json!({"stallPublishes": true}));
     let stalled = back
-        .publish("devices/SN-JITP-1/hello", b"late".to_vec())
+        .publish("devices/SN-JITR-1/hello", b"late".to_vec())
         .await;
     assert!(
         matches!(stalled, Err(DeviceError::Timeout(..))),
@@ -738,7 +807,7 @@ async fn jitp_drops_the_first_connection_then_the_certificate_is_active_with_its
     emulator.faults(json!({"stallPublishes": false}));
     let late = back
         .receive(std::time::Duration::from_secs(5), |t| {
-            t == "devices/SN-JITP-1/hello"
+            t == "devices/SN-JITR-1/hello"
         })
         .await
         .unwrap();
