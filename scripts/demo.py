@@ -1,11 +1,12 @@
 """make demo: geoprov's whole control plane on this machine, two regions.
 
 moto plays AWS (us-east-1, eu-west-1, and eu-central-1 for the CA) on
-127.0.0.1; the three functions run as Lambda runs them, each behind
+127.0.0.1; the four functions run as Lambda runs them, each behind
 cargo-lambda's Runtime API emulator, configured through their environment as
 template.yaml configures them; one geoprov-iot-emu per region plays IoT's
-data plane (MQTT with mutual TLS, the fleet provisioning API, JITP), in front
-of the regional stack's IoT resources made in moto by local_iot_stack.py.
+data plane (MQTT with mutual TLS, the fleet provisioning API, JITR through the
+stack's topic rule), in front of the regional stack's IoT resources made in
+moto by local_iot_stack.py.
 Devices are `geoprov device`. The scenario:
 
 1. stand up: a geoprov table per region, a hosted zone, each region's health
@@ -20,10 +21,12 @@ Devices are `geoprov device`. The scenario:
    made by IoT, half with CSRs of their factory keys; IoT calls the region's
    hook), then connects with its new certificate; an attacker with the claim
    key tries to provision as others;
-3. JITP: devices send CSRs to the cert issuer; every certificate is verified
+3. JITR: devices send CSRs of their own keys (their factory keys, where the
+   manifest records one) to the cert issuer; every certificate is verified
    against the CA; the CA is registered in both regions (`geoprov setup ca`)
-   and some devices connect with those certificates (dropped once, then
-   provisioned by the JITP template);
+   and some devices connect with those certificates (dropped once; the
+   registration event reaches device-activation, which applies the registry's
+   device rules and activates; then they connect);
 4. outage: us-east-1 goes down (its emulator refuses connections), and
    Route 53's API with it. The failover cannot write a record, yet North
    America resolves to eu-west-1 through health alone (the data plane), and a
@@ -69,9 +72,10 @@ RECORD = f"global.iot.{ZONE}"
 TABLE = "geoprov"
 NA_COUNTRIES = ("US", "CA", "MX")
 EU_COUNTRIES = ("DE", "FR", "IE", "ES")
-# The hook's function name in the emulators' configuration (template.yaml's
-# logical id, as local_iot_stack.py names functions).
+# The functions' names in the emulators' configuration (template.yaml's
+# logical ids, as local_iot_stack.py names functions).
 HOOK_FUNCTION = "PreProvisioningHookFunction"
+ACTIVATION_FUNCTION = "DeviceActivationFunction"
 DEVICES_DIR = ROOT / "target/demo-devices"
 CLAIM_DIR = ROOT / "target/demo-claim"
 
@@ -196,8 +200,8 @@ class Demo:
             print("\n2. provisioning, each device in the region its location resolves to")
             self.provision(first, "wave 1")
             self.attacker(first)
-            print("\n3. JITP: CSRs to the cert issuer")
-            self.jitp([d for d in first if self.report["devices"][d["serialNumber"]]["reason"] == "ALLOWED"])
+            print("\n3. JITR: CSRs to the cert issuer")
+            self.jitr([d for d in first if self.report["devices"][d["serialNumber"]]["reason"] == "ALLOWED"])
             print("\n4. outage: us-east-1 down, and Route 53's API with it")
             self.down.add("us-east-1")
             self.set_faults("us-east-1", {"refuseConnections": True})
@@ -324,13 +328,19 @@ class Demo:
         self.issuer = self.start_function(procs, "cert-issuer", self.env["eu-west-1"] | {
             "PCA_ARN": ca["certificateAuthorityArn"], "PCA_REGION": PCA_REGION,
             "MAX_VALIDITY_DAYS": "365", "DEFAULT_VALIDITY_DAYS": "365"})
+        # JITR, as the hook: the same device rules and REQUIRE_FACTORY_KEY.
+        self.activations = {r: self.start_function(procs, "device-activation", self.env[r] | {
+            "DEVICE_POLICY_NAME": "geoprov-DevicePolicy", "THING_TYPE_NAME": "geoprov-device",
+            "DEFAULT_THING_GROUP": "geoprov-devices", "DEFAULT_MAX_PROVISIONS": "3",
+            "REQUIRE_FACTORY_KEY": "false"}, log_name=f"device-activation-{r}") for r in REGIONS}
         self.emulators = {r: self.start_emulator(procs, moto, r) for r in REGIONS}
         self.iot = {r: boto3.client("iot", endpoint_url=moto, region_name=r, aws_access_key_id="testing",
                                     aws_secret_access_key="testing") for r in REGIONS}
 
     def start_emulator(self, procs, moto: str, region: str) -> dict:
         """The regional stack's IoT resources in moto, and geoprov-iot-emu in
-        front of them, its pre-provisioning hook the region's."""
+        front of them, its pre-provisioning hook and its JITR rule's function
+        the region's."""
         config = ROOT / f"target/demo-emulator-{region}.json"
         made = subprocess.run(
             [sys.executable, str(ROOT / "scripts/local_iot_stack.py"), "--endpoint", moto, "--region", region,
@@ -342,7 +352,9 @@ class Demo:
         proc = procs.start(
             [self.binary("geoprov-iot-emu"), "--region", region, "--domain", RECORD, "--config", str(config),
              "--server-ca-out", str(ca),
-             "--lambda", f"{HOOK_FUNCTION}=http://127.0.0.1:{self.hooks[region]}/2015-03-31/functions/_/invocations"],
+             "--lambda", f"{HOOK_FUNCTION}=http://127.0.0.1:{self.hooks[region]}/2015-03-31/functions/_/invocations",
+             "--lambda",
+             f"{ACTIVATION_FUNCTION}=http://127.0.0.1:{self.activations[region]}/2015-03-31/functions/_/invocations"],
             env=aws_env(moto, region), stdout=subprocess.PIPE, stderr=log, text=True)
         ready = json.loads(proc.stdout.readline())
         print(f"  {region}: geoprov-iot-emu on {ready['mqtt']} (SNI {RECORD}); stack IoT resources "
@@ -473,11 +485,12 @@ class Demo:
         for step in self.report["attacker"]:
             print(f"    {step['attempt']:<45} {'ALLOWED' if step['allowed'] else 'refused'}: {step['reason']}")
 
-    def jitp(self, devices: list[dict]) -> None:
-        chosen = devices[: self.args.jitp]
+    def jitr(self, devices: list[dict]) -> None:
+        chosen = devices[: self.args.jitr]
         requests, keys = [], {}
         for device in chosen:
-            key = new_key()
+            # The issuer binds a recorded factory key: a device asks with it.
+            key = device["key"] if "publicKeySha256" in device["profile"] else new_key()
             keys[device["serialNumber"]] = key
             csr = (x509.CertificateSigningRequestBuilder()
                    .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device["serialNumber"])]))
@@ -507,29 +520,29 @@ class Demo:
         self.report["certificates"] = {"requested": len(requests), "issued": sum("certificatePem" in r for r in results),
                                        "verified": verified, "batchSeconds": round(elapsed, 2)}
 
-        # The CA in both regions, auto-registration naming the JITP template;
+        # The CA in both regions, auto-registration and no template (JITR);
         # then devices connect with their issued certificates.
         setup = local_aws.geoprov(self.env["us-east-1"], "setup", "ca", "--pca-arn", self.pca_arn,
                                   "--pca-region", PCA_REGION, "--regions", ",".join(REGIONS))
-        print(f"  CA registered for JITP: {setup}")
+        print(f"  CA registered for JITR: {setup}")
         connections = []
-        for device, request, result in list(zip(chosen, requests, results))[: self.args.jitp_connect]:
+        for device, request, result in list(zip(chosen, requests, results))[: self.args.jitr_connect]:
             serial = device["serialNumber"]
             if "certificatePem" not in result:
                 continue
-            certificate = DEVICES_DIR / f"{serial}.jitp.pem"
+            certificate = DEVICES_DIR / f"{serial}.jitr.pem"
             certificate.write_text(result["certificatePem"])
-            key = self.factory_key_file(f"{serial}.jitp", keys[serial])
+            key = self.factory_key_file(f"{serial}.jitr", keys[serial])
             region = self.resolve(device["country"])
             ok, report = self.device_cli(region, "connect", "--cert", str(certificate), "--key", key,
-                                         "--client-id", serial, "--attempts", "6")
+                                         "--client-id", serial, "--attempts", "8")
             connected = ok and report.get("receive") == "allowed" and report.get("attempts", 0) >= 2
-            self.expect(connected, f"{serial}: JITP connection in {region}: {report}")
+            self.expect(connected, f"{serial}: JITR connection in {region}: {report}")
             connections.append({"serial": serial, "region": region, "connected": connected,
                                 "attempts": report.get("attempts") if ok else None})
-        self.report["jitpConnections"] = connections
-        print(f"  JITP: {sum(c['connected'] for c in connections)} of {len(connections)} devices connected "
-              f"with issued certificates (each dropped once, then provisioned by the JITP template)")
+        self.report["jitrConnections"] = connections
+        print(f"  JITR: {sum(c['connected'] for c in connections)} of {len(connections)} devices connected "
+              f"with issued certificates (each dropped once, then activated by device-activation)")
 
     def set_alarm(self, region: str, state: str) -> None:
         self.cloudwatch[region].set_alarm_state(AlarmName=f"geoprov-health-{region}", StateValue=state,
@@ -627,9 +640,9 @@ class Demo:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=200)
-    parser.add_argument("--jitp", type=int, default=50)
-    parser.add_argument("--jitp-connect", type=int, default=5,
-                        help="how many JITP devices connect with their issued certificates")
+    parser.add_argument("--jitr", type=int, default=50)
+    parser.add_argument("--jitr-connect", type=int, default=5,
+                        help="how many JITR devices connect with their issued certificates")
     parser.add_argument("--profile", default="release", choices=["release", "debug"])
     parser.add_argument("--report", default=str(ROOT / "target/demo-report.json"))
     parser.add_argument("--seed", type=int, default=7)

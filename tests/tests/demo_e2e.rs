@@ -1,8 +1,8 @@
 //! End to end: `scripts/demo.py`, the scenario of `make demo`, smaller (40
-//! devices, 10 JITP certificates, 3 of them connecting) and with the debug
-//! binaries `make test` builds. Two regions, the three real functions under
+//! devices, 10 JITR certificates, 3 of them connecting) and with the debug
+//! binaries `make test` builds. Two regions, the four real functions under
 //! the Runtime API emulator, one geoprov-iot-emu per region, moto for AWS,
-//! devices over MQTT with mutual TLS: stand up, provision by location, JITP,
+//! devices over MQTT with mutual TLS: stand up, provision by location, JITR,
 //! an outage of us-east-1 with Route 53's API down, its recovery, and a
 //! drain. The script checks every decision against the manifest; this test
 //! checks its exit status and its report.
@@ -20,9 +20,9 @@ fn the_two_region_scenario_meets_every_expectation() {
         .args([
             "--devices",
             "40",
-            "--jitp",
+            "--jitr",
             "10",
-            "--jitp-connect",
+            "--jitr-connect",
             "3",
             "--profile",
             "debug",
@@ -68,9 +68,9 @@ fn the_two_region_scenario_meets_every_expectation() {
     assert!(devices
         .values()
         .any(|d| d["csr"] == false && d["allowed"] == true));
-    let jitp = report["jitpConnections"].as_array().unwrap();
-    assert_eq!(jitp.len(), 3);
-    for connection in jitp {
+    let jitr = report["jitrConnections"].as_array().unwrap();
+    assert_eq!(jitr.len(), 3);
+    for connection in jitr {
         assert_eq!(connection["connected"], true, "{connection}");
     }
 
