@@ -309,6 +309,9 @@ class Demo:
 
         ca = local_aws.geoprov(aws_env(moto, PCA_REGION), "pca", "create-local-ca")
         self.ca_pem = ca["certificatePem"]
+        # Its IoT id (the SHA-256 of its DER), as `geoprov setup ca` prints it.
+        self.ca_id = hashlib.sha256(x509.load_pem_x509_certificate(self.ca_pem.encode())
+                                    .public_bytes(serialization.Encoding.DER)).hexdigest()
         print(f"  local root CA in {PCA_REGION}: {ca['certificateAuthorityArn'].rsplit('/', 1)[1]}")
         # The claim: one certificate, registered in both regions.
         shutil.rmtree(CLAIM_DIR, ignore_errors=True)
@@ -332,7 +335,8 @@ class Demo:
         self.activations = {r: self.start_function(procs, "device-activation", self.env[r] | {
             "DEVICE_POLICY_NAME": "geoprov-DevicePolicy", "THING_TYPE_NAME": "geoprov-device",
             "DEFAULT_THING_GROUP": "geoprov-devices", "DEFAULT_MAX_PROVISIONS": "3",
-            "REQUIRE_FACTORY_KEY": "false"}, log_name=f"device-activation-{r}") for r in REGIONS}
+            "REQUIRE_FACTORY_KEY": "false", "FLEET_CA_CERTIFICATE_IDS": self.ca_id},
+            log_name=f"device-activation-{r}") for r in REGIONS}
         self.emulators = {r: self.start_emulator(procs, moto, r) for r in REGIONS}
         self.iot = {r: boto3.client("iot", endpoint_url=moto, region_name=r, aws_access_key_id="testing",
                                     aws_secret_access_key="testing") for r in REGIONS}

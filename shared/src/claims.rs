@@ -61,6 +61,32 @@ pub fn trusted_ids(claims: &[TrustedClaim], now: OffsetDateTime) -> BTreeSet<Str
         .collect()
 }
 
+/// The claim certificates trusted at `now`: the bootstrap list (the
+/// stack's `TRUSTED_CLAIM_CERTIFICATE_IDS`) less the ones the table has
+/// retired, and, when the table was read (`table` is `Some`), the ones it
+/// trusts now. Never more trust than was granted.
+pub fn effective_trust(
+    bootstrap: &BTreeSet<String>,
+    claims: &[TrustedClaim],
+    table_read: bool,
+    now: OffsetDateTime,
+) -> BTreeSet<String> {
+    let retired: BTreeSet<&str> = claims
+        .iter()
+        .filter(|c| c.retired_at.is_some())
+        .map(|c| c.certificate_id.as_str())
+        .collect();
+    let mut trusted: BTreeSet<String> = bootstrap
+        .iter()
+        .filter(|id| !retired.contains(id.as_str()))
+        .cloned()
+        .collect();
+    if table_read {
+        trusted.extend(trusted_ids(claims, now));
+    }
+    trusted
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

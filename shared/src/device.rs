@@ -305,6 +305,13 @@ impl Provisionings {
             .is_some_and(|state| state.fenced_certificate_ids.contains(certificate_id))
     }
 
+    /// Whether `certificate_id` was provisioned in `region`.
+    pub fn has_certificate_in(&self, region: &RegionName, certificate_id: &str) -> bool {
+        self.regions
+            .get(region)
+            .is_some_and(|state| state.provisioned_certificate_ids.contains(certificate_id))
+    }
+
     /// Whether `certificate_id` was provisioned in any region.
     pub fn has_certificate(&self, certificate_id: &str) -> bool {
         self.regions

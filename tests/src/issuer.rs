@@ -15,6 +15,9 @@ use std::time::Duration;
 use crate::cli::Geoprov;
 use crate::{aws_env, fresh_registry, moto, sdk_config};
 
+/// The claim certificate the issuer's certificate provider trusts in tests.
+pub const CLAIM_ID: &str = "5a1c0c7a4b7e9f3f0d51e7f1c3b2a9d8e6f4c2b1a0998877665544332211aabb";
+
 /// The region of the local CA: outside the provisioning regions, as in production.
 pub const PCA_REGION: &str = "eu-central-1";
 
@@ -90,6 +93,8 @@ pub fn limits(concurrency: usize) -> Limits {
         default_max_certificates: 5,
         region: "eu-west-1".into(),
         client_id_prefix: "prov-".into(),
+        trusted_claim_certificate_ids: [CLAIM_ID.to_owned()].into(),
+        require_factory_key: true,
     }
 }
 

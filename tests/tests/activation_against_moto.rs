@@ -32,26 +32,41 @@ struct Region {
 
 async fn region(name: &'static str, ca: &DeviceCa) -> Region {
     let iot = IotClient::new(&sdk_config(&moto().endpoint, name).await);
-    iot.create_thing_type()
-        .thing_type_name(THING_TYPE)
-        .send()
-        .await
-        .unwrap();
-    iot.create_thing_group()
-        .thing_group_name(GROUP)
-        .send()
-        .await
-        .unwrap();
-    iot.create_policy()
-        .policy_name(POLICY)
-        .policy_document(
-            json!({"Version": "2012-10-17", "Statement": [
-                {"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}]})
-            .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
+    // The tests of this binary share moto: the stack's resources may exist.
+    let made = |result: Result<(), String>| {
+        if let Err(e) = result {
+            assert!(e.contains("AlreadyExists"), "{e}");
+        }
+    };
+    made(
+        iot.create_thing_type()
+            .thing_type_name(THING_TYPE)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{e:?}")),
+    );
+    made(
+        iot.create_thing_group()
+            .thing_group_name(GROUP)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{e:?}")),
+    );
+    made(
+        iot.create_policy()
+            .policy_name(POLICY)
+            .policy_document(
+                json!({"Version": "2012-10-17", "Statement": [
+                    {"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}]})
+                .to_string(),
+            )
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{e:?}")),
+    );
     let registered = iot
         .register_ca_certificate()
         .ca_certificate(&ca.pem)
@@ -82,6 +97,7 @@ impl Region {
             SdkRegistrar::new(self.iot.clone()),
             THING_TYPE,
             POLICY,
+            [self.ca_id.clone()].into(),
         )
     }
 
@@ -340,4 +356,112 @@ async fn a_certificate_is_activated_only_where_and_while_the_registry_allows_it(
         }
     );
     assert_eq!(eu.status(&blocked).await, "ACTIVE");
+}
+
+#[tokio::test]
+async fn a_failover_is_activated_without_quota_and_audited_and_other_cas_are_not_ours() {
+    let ca = device_ca();
+    let (eu, us) = (
+        region("eu-west-1", &ca).await,
+        region("us-east-1", &ca).await,
+    );
+    let registry = fresh_registry("activation-failover").await;
+    let roaming = ca.sign("SN-ROAMING");
+    let grouped = ca.sign("SN-GROUPED");
+    registry
+        .put_profiles(&[
+            profile("SN-ROAMING", &roaming),
+            DeviceProfile {
+                thing_group: Some("no-such-group".try_into().unwrap()),
+                ..profile("SN-GROUPED", &grouped)
+            },
+        ])
+        .await
+        .unwrap();
+
+    // Activated in eu-west-1, then its region fails and DNS moves it to
+    // us-east-1: the same certificate registers there and is activated,
+    // with no second unit of quota, and the decision audited there too.
+    let event = eu.auto_register(&ca, &roaming).await;
+    let first = eu.activator(&registry).handle(event, "r1").await.unwrap();
+    assert_eq!(
+        first,
+        Activation::Activated {
+            serial: "SN-ROAMING".into()
+        }
+    );
+    let event = us.auto_register(&ca, &roaming).await;
+    let second = us.activator(&registry).handle(event, "r2").await.unwrap();
+    assert_eq!(
+        second,
+        Activation::Completed {
+            serial: "SN-ROAMING".into()
+        }
+    );
+    assert_eq!(us.status(&roaming).await, "ACTIVE");
+    let record = registry
+        .device(&SerialNumber::try_from("SN-ROAMING").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.provisioning.total(), 1);
+    let regions: Vec<String> = registry
+        .audit_events(&SerialNumber::try_from("SN-ROAMING").unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| format!("{} {}", e.region, e.reason))
+        .collect();
+    assert_eq!(regions, ["eu-west-1 ALLOWED", "us-east-1 ALLOWED"]);
+
+    // A group that does not exist would fail every run after the commit:
+    // refused before it, no quota used.
+    let event = eu.auto_register(&ca, &grouped).await;
+    let outcome = eu.activator(&registry).handle(event, "r3").await.unwrap();
+    assert!(
+        matches!(
+            outcome,
+            Activation::Denied {
+                reason: Reason::InternalError,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(eu.status(&grouped).await, "PENDING_ACTIVATION");
+    let record = registry
+        .device(&SerialNumber::try_from("SN-GROUPED").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.provisioning.total(), 0);
+
+    // Another CA of the account, with auto-registration: not the fleet's,
+    // so its certificates are not this function's to activate.
+    let other = device_ca();
+    let other_eu = region_with_ca_only("eu-west-1", &other).await;
+    let stranger = other.sign("SN-ROAMING");
+    let event = other_eu.auto_register(&other, &stranger).await;
+    let outcome = eu.activator(&registry).handle(event, "r4").await.unwrap();
+    assert!(matches!(outcome, Activation::Ignored { .. }), "{outcome:?}");
+    assert_eq!(other_eu.status(&stranger).await, "PENDING_ACTIVATION");
+}
+
+/// A second CA registered in a region whose stack resources exist already.
+async fn region_with_ca_only(name: &'static str, ca: &DeviceCa) -> Region {
+    let iot = IotClient::new(&sdk_config(&moto().endpoint, name).await);
+    let registered = iot
+        .register_ca_certificate()
+        .ca_certificate(&ca.pem)
+        .set_as_active(true)
+        .allow_auto_registration(true)
+        .certificate_mode(CertificateMode::SniOnly)
+        .send()
+        .await
+        .unwrap();
+    Region {
+        name,
+        iot,
+        ca_id: registered.certificate_id().unwrap().to_owned(),
+    }
 }

@@ -623,6 +623,7 @@ async fn jitr_activates_a_certificate_only_where_the_registry_allows_then_it_con
         ("DEVICE_POLICY_NAME", "geoprov-DevicePolicy"),
         ("THING_TYPE_NAME", "geoprov-device"),
         ("DEFAULT_THING_GROUP", "geoprov-devices"),
+        ("FLEET_CA_CERTIFICATE_IDS", ca_id.as_str()),
     ] {
         env.insert(k.into(), v.into());
     }

@@ -178,6 +178,7 @@ fn iot_operation(method: &str, url: &str) -> String {
         ("POST", ["things", _]) => "CreateThing",
         ("PATCH", ["things", _]) => "UpdateThing",
         ("PUT", ["thing-groups", "addThingToThingGroup"]) => "AddThingToThingGroup",
+        ("GET", ["thing-groups", _]) => "DescribeThingGroup",
         ("PUT", ["target-policies", _]) => "AttachPolicy",
         ("PUT", ["things", _, "principals"]) => "AttachThingPrincipal",
         _ => return format!("UNMAPPED {method} {path}"),

@@ -425,8 +425,6 @@ fn key_and_cn(pem_text: &str) -> (Vec<u8>, String) {
 #[tokio::test]
 async fn as_iots_certificate_provider_the_issuer_signs_the_csr_once_within_iots_5_seconds() {
     let ca = local_ca();
-    let (issuer, registry, calls) =
-        issuer(&ca, &[("SN-JITP-0001", DeviceStatus::Allowed)], 4).await;
     let sample: Value = serde_json::from_slice(
         &std::fs::read(
             geoprov_tests::workspace_root().join("events/cert-issuer/certificate-provider.json"),
@@ -438,6 +436,19 @@ async fn as_iots_certificate_provider_the_issuer_signs_the_csr_once_within_iots_
         .as_str()
         .unwrap()
         .to_owned();
+    let serial = "SN-JITP-0005";
+    let factory = cert_issuer::csr::check(serial, &csr)
+        .unwrap()
+        .public_key_sha256;
+    let profiles = [
+        DeviceProfile {
+            public_key_sha256: Some(PublicKeyFingerprint::try_from(factory).unwrap()),
+            ..profile(serial)
+        },
+        profile("SN-NOKEY"),
+    ];
+    let (issuer, registry, calls) = issuer_with_profiles(&ca, &profiles, 4).await;
+    assert_eq!(sample["principalId"], geoprov_tests::issuer::CLAIM_ID);
 
     let started = std::time::Instant::now();
     let answer = issuer
@@ -456,27 +467,56 @@ async fn as_iots_certificate_provider_the_issuer_signs_the_csr_once_within_iots_
     assert_eq!(again.certificate_pem, answer.certificate_pem);
     assert_eq!(calls.issued(), 1);
 
-    // A CSR the policy refuses, and a client id outside the convention.
-    let mut wrong_cn = sample.clone();
-    wrong_cn["certificateSigningRequest"] = json!(device_csr("SN-OTHER").pem);
-    let refusal = issuer.provide(wrong_cn, "p3").await.unwrap_err();
-    assert_eq!(refusal.code, "SUBJECT_MISMATCH");
-    let mut device_client = sample.clone();
-    device_client["clientId"] = json!("SN-JITP-0001");
-    let refusal = issuer.provide(device_client, "p4").await.unwrap_err();
-    assert_eq!(refusal.code, "INVALID_REQUEST");
-    let refusal = issuer
-        .provide(json!({"certificateSigningRequest": 7}), "p5")
-        .await
-        .unwrap_err();
-    assert_eq!(refusal.code, "INVALID_REQUEST");
+    // Refused: a CSR the policy refuses; a client id outside the
+    // convention; a claim certificate the hook does not trust; a device
+    // with no factory key on record (anyone may hold the claim key).
+    let refused = |change: &dyn Fn(&mut Value)| {
+        let mut event = sample.clone();
+        change(&mut event);
+        event
+    };
+    for (event, code) in [
+        (
+            refused(&|e| e["certificateSigningRequest"] = json!(device_csr("SN-OTHER").pem)),
+            "SUBJECT_MISMATCH",
+        ),
+        (
+            refused(&|e| e["clientId"] = json!(serial)),
+            "INVALID_REQUEST",
+        ),
+        (
+            refused(&|e| e["principalId"] = json!("0".repeat(64))),
+            "UNTRUSTED_CLAIM",
+        ),
+        (
+            refused(&|e| {
+                e["clientId"] = json!("prov-SN-NOKEY");
+                e["certificateSigningRequest"] = json!(device_csr("SN-NOKEY").pem);
+            }),
+            "NO_FACTORY_KEY",
+        ),
+        (json!({"certificateSigningRequest": 7}), "INVALID_REQUEST"),
+    ] {
+        let refusal = issuer.provide(event, "p3").await.unwrap_err();
+        assert_eq!(refusal.code, code);
+    }
     assert_eq!(calls.issued(), 1);
+    let events = registry
+        .audit_events(&SerialNumber::try_from(serial).unwrap())
+        .await
+        .unwrap();
+    let reasons: Vec<&str> = events.iter().map(|e| e.reason.as_str()).collect();
     assert_eq!(
-        audit(&registry, "SN-JITP-0001").await,
-        [
-            (Decision::Allow, "ISSUED".to_owned()),
-            (Decision::Allow, "ISSUED".to_owned()),
-            (Decision::Deny, "SUBJECT_MISMATCH".to_owned()),
-        ]
+        reasons,
+        ["ISSUED", "ISSUED", "SUBJECT_MISMATCH", "UNTRUSTED_CLAIM"]
+    );
+    // The audit names the connection: its client id and claim certificate.
+    assert!(events
+        .iter()
+        .all(|e| e.client_id.as_deref() == Some("prov-SN-JITP-0005")));
+    assert_eq!(events[3].claim_certificate_id, Some("0".repeat(64)));
+    assert_eq!(
+        audit(&registry, "SN-NOKEY").await,
+        [(Decision::Deny, "NO_FACTORY_KEY".to_owned())]
     );
 }

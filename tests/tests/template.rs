@@ -183,6 +183,10 @@ fn every_function_gets_exactly_the_environment_it_reads() {
         ("DEFAULT_MAX_CERTIFICATES", "5"),
         ("DEVICE_POLICY_NAME", "geoprov-DevicePolicy"),
         ("THING_TYPE_NAME", "geoprov-device"),
+        (
+            "FLEET_CA_CERTIFICATE_IDS",
+            "4810b18d69b82a05d630d511f510d8a6f4a858209783fd2b140588c66354cea0",
+        ),
     ];
 
     let env = Env::from_pairs(all);

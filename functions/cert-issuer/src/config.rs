@@ -26,6 +26,13 @@ pub struct IssuerConfig {
     pub default_max_certificates: u32,
     /// How a provisioning client id names its serial (certificate provider).
     pub client_id_prefix: String,
+    /// `TRUSTED_CLAIM_CERTIFICATE_IDS`, the hook's bootstrap list: the claim
+    /// certificates whose connections may have certificates made by the
+    /// certificate provider (besides those the table trusts).
+    pub trusted_claim_certificate_ids: std::collections::BTreeSet<String>,
+    /// `REQUIRE_FACTORY_KEY`, the hook's: a certificate-provider request for
+    /// a device with no factory key on record is refused.
+    pub require_factory_key: bool,
 }
 
 /// Checks an ACM PCA certificate authority ARN:
@@ -106,6 +113,12 @@ impl IssuerConfig {
             ));
         }
         let client_id_prefix = env.provisioning_client_id_prefix()?;
+        let trusted_claim_certificate_ids = env
+            .list("TRUSTED_CLAIM_CERTIFICATE_IDS")
+            .into_iter()
+            .filter(|id| !id.trim().is_empty())
+            .collect();
+        let require_factory_key = env.flag_or("REQUIRE_FACTORY_KEY", true)?;
         Ok(IssuerConfig {
             pca_arn: pca_arn.to_owned(),
             pca_region,
@@ -116,6 +129,8 @@ impl IssuerConfig {
             issue_deadline: Duration::from_millis(deadline_ms),
             default_max_certificates,
             client_id_prefix,
+            trusted_claim_certificate_ids,
+            require_factory_key,
         })
     }
 }

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use geoprov_shared::audit::{AuditEvent, Decision};
+use geoprov_shared::claims::effective_trust;
 use geoprov_shared::device::{DeviceStatus, SerialNumber};
 use geoprov_shared::registry::{AuditLog, DeviceRegistry};
 use geoprov_shared::telemetry::{MetricLine, Unit};
@@ -36,13 +37,27 @@ use crate::SERVICE;
 const FIRST_POLL: Duration = Duration::from_millis(100);
 const MAX_POLL: Duration = Duration::from_secs(2);
 
-/// What an item needs after ACM PCA answered: the ledger's ISSUED mark and
-/// the audit event.
+/// What an item needs after its deadline: the audit event (at most
+/// [`AUDIT_WRITE_TIMEOUT`]) and the answer.
 pub const FINISH_MARGIN: Duration = Duration::from_secs(2);
 
-/// What a certificate-provider answer may take of IoT's 5 s: ACM PCA's
-/// IssueCertificate and GetCertificate; the ledger, the audit event and the
-/// runtime take the rest.
+/// The longest an audit write may hold an answer.
+pub const AUDIT_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Who asks, beyond the request. IoT's certificate-provider event says which
+/// connection (its client id and claim certificate), which the audit
+/// records; a claim holder must show a factory key where one is required.
+#[derive(Debug, Clone, Default)]
+struct Caller {
+    client_id: Option<String>,
+    claim_certificate_id: Option<String>,
+    require_factory_key: bool,
+}
+
+/// What a certificate-provider answer may take of IoT's 5 s for everything
+/// but the audit event: the trusted claims, the registry, the ledger, ACM
+/// PCA; the audit event ([`AUDIT_WRITE_TIMEOUT`]) and the runtime take the
+/// rest.
 pub const PROVIDER_ISSUE_BUDGET: Duration = Duration::from_millis(3500);
 
 /// ACM PCA's idempotency window: "Idempotency tokens for IssueCertificate
@@ -96,6 +111,10 @@ pub struct Limits {
     pub issue_deadline: Duration,
     /// Certificates per device when its profile sets no `maxCertificates`.
     pub default_max_certificates: u32,
+    /// The hook's bootstrap trust, for certificate-provider requests.
+    pub trusted_claim_certificate_ids: std::collections::BTreeSet<String>,
+    /// The hook's `REQUIRE_FACTORY_KEY`, for certificate-provider requests.
+    pub require_factory_key: bool,
     /// The region recorded in audit events and counted in.
     pub region: String,
     /// `PROVISIONING_CLIENT_ID_PREFIX`: how IoT's certificate-provider event
@@ -111,6 +130,8 @@ impl Limits {
             issue_concurrency: config.issue_concurrency,
             issue_deadline: config.issue_deadline,
             default_max_certificates: config.default_max_certificates,
+            trusted_claim_certificate_ids: config.trusted_claim_certificate_ids.clone(),
+            require_factory_key: config.require_factory_key,
             region: region.to_owned(),
             client_id_prefix: config.client_id_prefix.clone(),
         }
@@ -188,7 +209,8 @@ where
                 Response::Batch { results }
             }
             Parsed::Invalid(refusal) => {
-                self.audit_refusal(None, &refusal, request_id, 0).await;
+                self.audit_refusal(&refusal, &Caller::default(), (request_id, 0))
+                    .await;
                 Response::One(refusal)
             }
         };
@@ -201,13 +223,21 @@ where
     }
 
     /// Answers IoT's certificate-provider event: the issuer's checks, quota
-    /// and ledger for the serial the client id names, within IoT's budget.
+    /// and ledger for the serial the client id names, for a connection of a
+    /// claim certificate the hook trusts, within IoT's budget. Anyone may
+    /// hold the claim key, so where `REQUIRE_FACTORY_KEY` holds the device
+    /// must have a factory key on record, and the CSR's key must be it.
     pub async fn provide(
         &self,
         payload: Value,
         request_id: &str,
     ) -> Result<ProviderAnswer, ProviderRefusal> {
         let started = Instant::now();
+        let deadline = started + self.limits.issue_deadline.min(PROVIDER_ISSUE_BUDGET);
+        let mut caller = Caller {
+            require_factory_key: self.limits.require_factory_key,
+            ..Caller::default()
+        };
         let item = match serde_json::from_value::<ProviderEvent>(payload) {
             Err(e) => Err(ItemResponse::refused(
                 None,
@@ -215,25 +245,32 @@ where
                 format!("not a certificate-provider event: {e}"),
             )),
             Ok(event) => {
-                match provider::serial_from_client_id(
+                caller.client_id = Some(event.client_id.clone());
+                caller.claim_certificate_id = Some(event.principal_id.clone());
+                let serial = provider::serial_from_client_id(
                     &event.client_id,
                     &self.limits.client_id_prefix,
-                ) {
-                    Some(serial) => Ok(IssueRequest {
-                        serial_number: serial.to_owned(),
-                        csr_pem: event.certificate_signing_request,
-                        validity_days: None,
-                    }),
+                );
+                match serial {
                     None => Err(ItemResponse::refused(
                         None,
                         ErrorCode::InvalidRequest,
                         "the client id does not follow the provisioning client-id convention",
                     )),
+                    Some(serial) => match self.claim_trusted(&event.principal_id, deadline).await {
+                        Err(refusal) => {
+                            Err(ItemResponse::refused(Some(serial), refusal.0, refusal.1))
+                        }
+                        Ok(()) => Ok(IssueRequest {
+                            serial_number: serial.to_owned(),
+                            csr_pem: event.certificate_signing_request,
+                            validity_days: None,
+                        }),
+                    },
                 }
             }
         };
-        let budget = self.limits.issue_deadline.min(PROVIDER_ISSUE_BUDGET);
-        let item = Box::pin(self.answer(item, request_id, 0, Instant::now() + budget)).await;
+        let item = Box::pin(self.answer(item, request_id, 0, deadline, &caller)).await;
         self.emit_metrics(&[&item], started.elapsed());
         match item {
             ItemResponse::Issued(issued) => Ok(ProviderAnswer {
@@ -243,6 +280,46 @@ where
                 code: error.code.as_str(),
                 message: error.message,
             }),
+        }
+    }
+
+    /// Whether the hook trusts the claim certificate now: the bootstrap list
+    /// and the table's trusted claim certificates, as the hook reads them.
+    /// Fail closed: without the table, nothing.
+    async fn claim_trusted(
+        &self,
+        claim_certificate_id: &str,
+        deadline: Instant,
+    ) -> Result<(), (ErrorCode, String)> {
+        let claims = tokio::time::timeout_at(deadline.into(), self.registry.trusted_claims()).await;
+        let claims = match claims {
+            Ok(Ok(claims)) => claims,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "trusted claim certificates not read");
+                return Err((
+                    ErrorCode::IssuanceFailed,
+                    "the trusted claim certificates could not be read".into(),
+                ));
+            }
+            Err(_) => {
+                return Err((
+                    ErrorCode::IssuanceFailed,
+                    "the trusted claim certificates could not be read in time".into(),
+                ))
+            }
+        };
+        let trusted = effective_trust(
+            &self.limits.trusted_claim_certificate_ids,
+            &claims,
+            true,
+            time::OffsetDateTime::now_utc(),
+        );
+        match trusted.contains(claim_certificate_id) {
+            true => Ok(()),
+            false => Err((
+                ErrorCode::UntrustedClaim,
+                "the connection's claim certificate is not trusted here".into(),
+            )),
         }
     }
 
@@ -272,31 +349,42 @@ where
             Some(deadline) => (Instant::now() + self.limits.issue_deadline)
                 .min(deadline.0.checked_sub(FINISH_MARGIN).unwrap_or(deadline.0)),
         };
-        self.answer(item, request_id, index, item_deadline).await
+        self.answer(item, request_id, index, item_deadline, &Caller::default())
+            .await
     }
 
+    /// Checks and issues one request, every step of it by `deadline`, then
+    /// audits the answer (within [`AUDIT_WRITE_TIMEOUT`]).
     async fn answer(
         &self,
         item: Result<IssueRequest, ItemResponse>,
         request_id: &str,
         index: usize,
         deadline: Instant,
+        caller: &Caller,
     ) -> ItemResponse {
+        let at = (request_id, index);
         let request = match item {
             Ok(request) => request,
             Err(refusal) => {
-                self.audit_refusal(None, &refusal, request_id, index).await;
+                self.audit_refusal(&refusal, caller, at).await;
                 return refusal;
             }
         };
         let serial = request.serial_number.clone();
-        let response = match self.approve(request).await {
-            Ok(approved) => self.issue(approved, deadline).await,
-            Err(refusal) => refusal,
+        let work = async {
+            match self.approve(request, caller).await {
+                Ok(approved) => self.issue(approved, deadline).await,
+                Err(refusal) => refusal,
+            }
+        };
+        let response = match tokio::time::timeout_at(deadline.into(), work).await {
+            Ok(response) => response,
+            Err(_) => self.timed_out(&serial, "the request's deadline"),
         };
         match &response {
             ItemResponse::Issued(issued) => {
-                self.audit_issued(issued, request_id, index).await;
+                self.audit_issued(issued, caller, at).await;
                 tracing::info!(
                     serial_number = %serial,
                     certificate_arn = %issued.certificate_arn,
@@ -305,8 +393,7 @@ where
                 );
             }
             refusal => {
-                self.audit_refusal(Some(&serial), refusal, request_id, index)
-                    .await;
+                self.audit_refusal(refusal, caller, at).await;
                 if let ItemResponse::Refused { error, .. } = refusal {
                     tracing::info!(
                         serial_number = %serial,
@@ -321,7 +408,11 @@ where
     }
 
     /// Every check that comes before ACM PCA.
-    async fn approve(&self, request: IssueRequest) -> Result<Approved, ItemResponse> {
+    async fn approve(
+        &self,
+        request: IssueRequest,
+        caller: &Caller,
+    ) -> Result<Approved, ItemResponse> {
         let raw_serial = request.serial_number.as_str();
         let refuse = |code, message: String| ItemResponse::refused(Some(raw_serial), code, message);
         let serial = SerialNumber::try_from(raw_serial)
@@ -372,13 +463,20 @@ where
                 format!("{serial} is blocked by an operator"),
             ));
         }
-        if let Some(factory) = &profile.public_key_sha256 {
-            if factory.as_str() != csr.public_key_sha256 {
+        match &profile.public_key_sha256 {
+            Some(factory) if factory.as_str() != csr.public_key_sha256 => {
                 return Err(refuse(
                     ErrorCode::KeyMismatch,
                     format!("the CSR's public key is not the factory key recorded for {serial}"),
                 ));
             }
+            None if caller.require_factory_key => {
+                return Err(refuse(
+                    ErrorCode::NoFactoryKey,
+                    format!("{serial} has no factory key (publicKeySha256) in the registry"),
+                ));
+            }
+            _ => {}
         }
         Ok(Approved {
             max_certificates: profile
@@ -619,60 +717,81 @@ where
         }
     }
 
-    async fn audit_issued(&self, issued: &Issued, request_id: &str, index: usize) {
-        let certificate_id = certificate_id(&issued.certificate_pem);
+    async fn audit_issued(&self, issued: &Issued, caller: &Caller, at: (&str, usize)) {
+        let event = self.audit_event(
+            Some(&issued.serial_number),
+            Decision::Allow,
+            "ISSUED",
+            format!("{} until {}", issued.certificate_arn, issued.not_after),
+            caller,
+            at,
+        );
         let event = AuditEvent {
-            kind: "CERTIFICATE_ISSUANCE".into(),
-            serial_number: Some(issued.serial_number.clone()),
-            decision: Decision::Allow,
-            reason: "ISSUED".into(),
-            detail: format!("{} until {}", issued.certificate_arn, issued.not_after),
-            region: self.limits.region.clone(),
-            certificate_id,
-            claim_certificate_id: None,
-            client_id: None,
-            request_id: format!("{request_id}/{index}"),
-            time: geoprov_shared::clock::now_rfc3339(),
+            certificate_id: certificate_id(&issued.certificate_pem),
+            ..event
         };
         self.append(event).await;
     }
 
-    async fn audit_refusal(
-        &self,
-        serial: Option<&str>,
-        refusal: &ItemResponse,
-        request_id: &str,
-        index: usize,
-    ) {
-        let ItemResponse::Refused { error, .. } = refusal else {
+    async fn audit_refusal(&self, refusal: &ItemResponse, caller: &Caller, at: (&str, usize)) {
+        let ItemResponse::Refused {
+            error,
+            serial_number,
+        } = refusal
+        else {
             return;
         };
-        // Only a well-formed serial is attributed to a device.
-        let serial = serial.filter(|s| SerialNumber::try_from(*s).is_ok());
-        let event = AuditEvent {
-            kind: "CERTIFICATE_ISSUANCE".into(),
-            serial_number: serial.map(str::to_owned),
-            decision: Decision::Deny,
-            reason: error.code.as_str().into(),
-            detail: error.message.clone(),
-            region: self.limits.region.clone(),
-            certificate_id: None,
-            claim_certificate_id: None,
-            client_id: None,
-            request_id: format!("{request_id}/{index}"),
-            time: geoprov_shared::clock::now_rfc3339(),
-        };
+        let event = self.audit_event(
+            serial_number.as_deref(),
+            Decision::Deny,
+            error.code.as_str(),
+            error.message.clone(),
+            caller,
+            at,
+        );
         self.append(event).await;
     }
 
+    fn audit_event(
+        &self,
+        serial: Option<&str>,
+        decision: Decision,
+        reason: &str,
+        detail: String,
+        caller: &Caller,
+        (request_id, index): (&str, usize),
+    ) -> AuditEvent {
+        // Only a well-formed serial is attributed to a device.
+        let serial = serial.filter(|s| SerialNumber::try_from(*s).is_ok());
+        AuditEvent {
+            kind: "CERTIFICATE_ISSUANCE".into(),
+            serial_number: serial.map(str::to_owned),
+            decision,
+            reason: reason.into(),
+            detail,
+            region: self.limits.region.clone(),
+            certificate_id: None,
+            claim_certificate_id: caller.claim_certificate_id.clone(),
+            client_id: caller.client_id.clone(),
+            request_id: format!("{request_id}/{index}"),
+            time: geoprov_shared::clock::now_rfc3339(),
+        }
+    }
+
+    /// Best effort within [`AUDIT_WRITE_TIMEOUT`]; the log line and the
+    /// `AuditWriteFailed` metric stand in when the table does not answer.
     async fn append(&self, event: AuditEvent) {
         let event = event.bounded();
-        if let Err(e) = self.registry.append(&event).await {
-            tracing::error!(error = %e, reason = %event.reason, "audit event not written");
-            MetricLine::new(SERVICE)
-                .metric("AuditWriteFailed", 1.0, Unit::Count)
-                .emit();
-        }
+        let written = tokio::time::timeout(AUDIT_WRITE_TIMEOUT, self.registry.append(&event)).await;
+        let failure = match written {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {} ms", AUDIT_WRITE_TIMEOUT.as_millis()),
+        };
+        tracing::error!(error = %failure, reason = %event.reason, "audit event not written");
+        MetricLine::new(SERVICE)
+            .metric("AuditWriteFailed", 1.0, Unit::Count)
+            .emit();
     }
 
     fn emit_metrics(&self, items: &[&ItemResponse], elapsed: Duration) {

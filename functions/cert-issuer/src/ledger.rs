@@ -261,7 +261,13 @@ impl DynamoLedger {
             if failed(0) {
                 return Ok(Some(Begun::Recorded));
             }
-            if failed(1) {
+            // The count moved, or another transaction on these items was
+            // in flight (TransactionConflict): read again.
+            let conflict = cancelled
+                .cancellation_reasons()
+                .iter()
+                .any(|r| r.code() == Some("TransactionConflict"));
+            if failed(1) || conflict {
                 return Ok(None);
             }
         }

@@ -32,6 +32,12 @@ pub enum ErrorCode {
     QuotaExceeded,
     /// Not started before the invocation's time ran out: send it again.
     RetryLater,
+    /// Certificate provider: the connection's claim certificate is not one
+    /// the hook trusts.
+    UntrustedClaim,
+    /// Certificate provider: the device has no factory key on record and
+    /// `REQUIRE_FACTORY_KEY` holds.
+    NoFactoryKey,
     /// ACM PCA refused, or did not issue within the deadline.
     IssuanceFailed,
 }
@@ -53,6 +59,8 @@ impl ErrorCode {
             ErrorCode::KeyMismatch => "KEY_MISMATCH",
             ErrorCode::QuotaExceeded => "QUOTA_EXCEEDED",
             ErrorCode::RetryLater => "RETRY_LATER",
+            ErrorCode::UntrustedClaim => "UNTRUSTED_CLAIM",
+            ErrorCode::NoFactoryKey => "NO_FACTORY_KEY",
             ErrorCode::IssuanceFailed => "ISSUANCE_FAILED",
         }
     }

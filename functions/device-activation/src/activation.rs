@@ -8,7 +8,7 @@
 //! safe to run again: a committed certificate is a retry (no quota, no
 //! second audit event) whose IoT steps are idempotent.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use geoprov_shared::audit::{AuditEvent, Decision};
 use geoprov_shared::clock::now_rfc3339;
@@ -63,6 +63,7 @@ pub struct Activator<R, I> {
     iot: I,
     thing_type: String,
     device_policy: String,
+    fleet_ca_ids: BTreeSet<String>,
 }
 
 impl<R, I> Activator<R, I>
@@ -76,6 +77,7 @@ where
         iot: I,
         thing_type: impl Into<String>,
         device_policy: impl Into<String>,
+        fleet_ca_ids: BTreeSet<String>,
     ) -> Self {
         Activator {
             policy,
@@ -83,6 +85,7 @@ where
             iot,
             thing_type: thing_type.into(),
             device_policy: device_policy.into(),
+            fleet_ca_ids,
         }
     }
 
@@ -122,6 +125,11 @@ where
             Ok(event) => event,
             Err(e) => return ignored(e.to_string()),
         };
+        // The rule hears every CA with auto-registration in the account:
+        // only the fleet's is this function's to decide.
+        if !self.fleet_ca_ids.contains(&event.ca_certificate_id) {
+            return ignored("the event's CA is not a fleet CA".into());
+        }
         if event.certificate_status != PENDING_ACTIVATION {
             return ignored(format!(
                 "the event's status is {}",
@@ -151,20 +159,25 @@ where
         };
         for _ in 0..MAX_COMMIT_ATTEMPTS {
             let device = self.registry.device(&serial).await?;
-            let grant = match self.policy.device_rules(
+            let ruled = self.policy.device_rules(
                 &serial,
                 &certificate.id,
                 &certificate.pem,
                 device.as_ref(),
-            ) {
-                Ok(grant) => grant,
-                Err(denial) => {
-                    let event = self.event(Some(&serial), &certificate, &denial, request_id);
-                    self.audit(&event).await?;
-                    return Ok(denied(denial));
+            );
+            let (grant, device) = match (ruled, device) {
+                (Ok(grant), Some(device)) => (grant, device),
+                (Err(denial), _) => {
+                    return self.deny(&serial, &certificate, denial, request_id).await
+                }
+                (Ok(_), None) => {
+                    let denial = Denial::new(
+                        Reason::UnknownDevice,
+                        format!("{serial} is not in the registry"),
+                    );
+                    return self.deny(&serial, &certificate, denial, request_id).await;
                 }
             };
-            let device = device.expect("the device rules need the device");
             let plan = ThingPlan {
                 thing_name: serial.to_string(),
                 thing_type: self.thing_type.clone(),
@@ -176,7 +189,29 @@ where
                     .unwrap_or_else(|| self.policy.default_thing_group.to_string()),
                 policy_name: self.device_policy.clone(),
             };
+            // What would fail every run after the commit is refused before it.
+            if !self.iot.thing_group_exists(&plan.thing_group).await? {
+                let denial = Denial::new(
+                    Reason::InternalError,
+                    format!("the thing group {} does not exist here", plan.thing_group),
+                );
+                return self.deny(&serial, &certificate, denial, request_id).await;
+            }
             let GrantKind::New { region_limit } = grant.kind else {
+                // Provisioned before. Here: a run again after a failure,
+                // already audited. In another region: a failover, no quota,
+                // but a decision of this region, audited here.
+                if !device
+                    .provisioning
+                    .has_certificate_in(&self.policy.region, &certificate.id)
+                {
+                    let failover = Denial::new(
+                        Reason::Allowed,
+                        "provisioned in another region before; activated here, no quota used",
+                    );
+                    self.audit(&self.event(Some(&serial), &certificate, &failover, request_id))
+                        .await?;
+                }
                 self.iot.activate(&certificate, &plan).await?;
                 return Ok(Activation::Completed {
                     serial: serial.to_string(),
@@ -204,6 +239,18 @@ where
             }
         }
         Err(ActivationError::Contended)
+    }
+
+    async fn deny(
+        &self,
+        serial: &SerialNumber,
+        certificate: &RegisteredCertificate,
+        denial: Denial,
+        request_id: &str,
+    ) -> Result<Activation, ActivationError> {
+        self.audit(&self.event(Some(serial), certificate, &denial, request_id))
+            .await?;
+        Ok(denied(denial))
     }
 
     fn event(

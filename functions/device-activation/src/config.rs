@@ -1,5 +1,7 @@
 //! The activation's configuration, read once at cold start.
 
+use std::collections::BTreeSet;
+
 use geoprov_shared::config::{ConfigError, Env};
 use pre_provisioning_hook::DeviceRuleSettings;
 
@@ -12,6 +14,11 @@ pub struct ActivationConfig {
     pub device_policy: String,
     /// `THING_TYPE_NAME`: the type of every device thing.
     pub thing_type: String,
+    /// `FLEET_CA_CERTIFICATE_IDS`: the CA certificates (by IoT id, the
+    /// SHA-256 of their DER, as `geoprov setup ca` prints them) whose
+    /// auto-registered certificates this function decides; an event under any
+    /// other CA in the account is ignored. Empty: every event is ignored.
+    pub fleet_ca_ids: BTreeSet<String>,
     /// The hook's device rules, as the hook reads them.
     pub devices: DeviceRuleSettings,
 }
@@ -33,7 +40,27 @@ impl ActivationConfig {
                 )),
             }
         };
+        let fleet_ca_ids: BTreeSet<String> = env
+            .list("FLEET_CA_CERTIFICATE_IDS")
+            .into_iter()
+            .map(|id| id.trim().to_ascii_lowercase())
+            .filter(|id| !id.is_empty())
+            .collect();
+        if let Some(bad) = fleet_ca_ids
+            .iter()
+            .find(|id| id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(ConfigError::invalid(
+                "FLEET_CA_CERTIFICATE_IDS",
+                bad,
+                "each must be a CA certificate id: 64 hex characters",
+            ));
+        }
+        if fleet_ca_ids.is_empty() {
+            tracing::error!("FLEET_CA_CERTIFICATE_IDS is empty: no certificate is ever activated");
+        }
         Ok(ActivationConfig {
+            fleet_ca_ids,
             table_name: env.required("TABLE_NAME")?.to_owned(),
             device_policy: name("DEVICE_POLICY_NAME")?,
             thing_type: name("THING_TYPE_NAME")?,
@@ -53,13 +80,23 @@ mod tests {
             ("AWS_REGION", "eu-west-1"),
             ("DEVICE_POLICY_NAME", "geoprov-DevicePolicy"),
             ("THING_TYPE_NAME", "geoprov-device"),
+            ("FLEET_CA_CERTIFICATE_IDS", "AB"),
         ];
-        let config = ActivationConfig::from_env(&Env::from_pairs(base)).unwrap();
+        let refused = ActivationConfig::from_env(&Env::from_pairs(base));
+        assert!(refused
+            .unwrap_err()
+            .to_string()
+            .contains("FLEET_CA_CERTIFICATE_IDS"));
+        let mut base = base.to_vec();
+        let id = "AB".repeat(32);
+        base[4] = ("FLEET_CA_CERTIFICATE_IDS", &id);
+        let config = ActivationConfig::from_env(&Env::from_pairs(base.clone())).unwrap();
+        assert_eq!(config.fleet_ca_ids, BTreeSet::from(["ab".repeat(32)]));
         assert_eq!(config.devices.region.as_str(), "eu-west-1");
         assert!(config.devices.require_factory_key);
         let missing = ActivationConfig::from_env(&Env::from_pairs(base[..3].to_vec()));
         assert!(missing.unwrap_err().to_string().contains("THING_TYPE_NAME"));
-        let mut bad = base.to_vec();
+        let mut bad = base.clone();
         bad[2] = ("DEVICE_POLICY_NAME", "a policy");
         let bad = ActivationConfig::from_env(&Env::from_pairs(bad));
         assert!(bad.unwrap_err().to_string().contains("DEVICE_POLICY_NAME"));

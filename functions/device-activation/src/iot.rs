@@ -53,6 +53,13 @@ pub trait DeviceRegistrar: Send + Sync {
         certificate_id: &str,
     ) -> impl Future<Output = Result<Option<RegisteredCertificate>, IotError>> + Send;
 
+    /// Whether the thing group exists (IoT adds a thing only to one that
+    /// does).
+    fn thing_group_exists(
+        &self,
+        group: &str,
+    ) -> impl Future<Output = Result<bool, IotError>> + Send;
+
     /// The thing (created, or its type and attributes updated), its group,
     /// the policy and the principal attached, and last the certificate
     /// ACTIVE. Every step may run again.
@@ -114,6 +121,20 @@ impl DeviceRegistrar for SdkRegistrar {
                 .ok_or_else(|| missing("certificatePem"))?
                 .to_owned(),
         }))
+    }
+
+    async fn thing_group_exists(&self, group: &str) -> Result<bool, IotError> {
+        match self
+            .client
+            .describe_thing_group()
+            .thing_group_name(group)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if not_found(&e) => Ok(false),
+            Err(e) => Err(failed("DescribeThingGroup", e)),
+        }
     }
 
     async fn activate(

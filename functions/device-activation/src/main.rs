@@ -27,6 +27,7 @@ async fn main() -> Result<(), Error> {
         SdkRegistrar::new(aws_sdk_iot::Client::new(&sdk)),
         config.thing_type,
         config.device_policy,
+        config.fleet_ca_ids,
     );
 
     let activator = &activator;

@@ -1,12 +1,12 @@
 //! One invocation of the hook: parse, decide within the deadline, record the
 //! provisioning and its audit event, emit the log line and the metric.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use geoprov_shared::audit::{AuditEvent, Decision};
-use geoprov_shared::claims::{is_certificate_id, trusted_ids, TrustedClaim};
+use geoprov_shared::claims::{effective_trust, is_certificate_id, TrustedClaim};
 use geoprov_shared::clock::now_rfc3339;
 use geoprov_shared::registry::{
     AuditLog, CommitOutcome, DeviceRegistry, ProvisioningCommit, RegistryError, Settled,
@@ -163,21 +163,12 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
                 }
             },
         };
-        let retired: BTreeSet<&str> = claims
-            .iter()
-            .filter(|c| c.retired_at.is_some())
-            .map(|c| c.certificate_id.as_str())
-            .collect();
-        let mut trusted: BTreeSet<String> = self
-            .policy
-            .trusted_claim_certificate_ids
-            .iter()
-            .filter(|id| !retired.contains(id.as_str()))
-            .cloned()
-            .collect();
-        if fresh {
-            trusted.extend(trusted_ids(&claims, time::OffsetDateTime::now_utc()));
-        }
+        let trusted = effective_trust(
+            &self.policy.trusted_claim_certificate_ids,
+            &claims,
+            fresh,
+            time::OffsetDateTime::now_utc(),
+        );
         if trusted == self.policy.trusted_claim_certificate_ids {
             return std::borrow::Cow::Borrowed(&self.policy);
         }
