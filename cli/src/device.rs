@@ -1,6 +1,6 @@
 //! `geoprov device`: a reference device. `provision` runs fleet provisioning
 //! by claim and writes the device's certificate and key (mode 0600);
-//! `connect` connects with a device certificate, retrying after JITP's first
+//! `connect` connects with a device certificate, retrying after JITR's first
 //! drop, and reports what the policy allowed.
 
 use std::collections::BTreeMap;
@@ -104,7 +104,7 @@ pub struct ConnectArgs {
     /// provisioned for.
     #[arg(long)]
     client_id: String,
-    /// Connection attempts: a JITP certificate is dropped on its first.
+    /// Connection attempts: a JITR certificate is dropped on its first.
     #[arg(long, default_value_t = 5)]
     attempts: u32,
 }

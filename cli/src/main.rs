@@ -89,7 +89,7 @@ enum DeviceCommand {
     /// 0600) to --out-dir. Prints thingName, certificateId, region and
     /// deviceConfiguration (JSON).
     Provision(device::ProvisionArgs),
-    /// Connect with a device certificate (retrying after JITP's first drop),
+    /// Connect with a device certificate (retrying after JITR's first drop),
     /// subscribe to and publish on devices/<client id>/hello, and print what
     /// the policy allowed of each step (JSON).
     Connect(device::ConnectArgs),

@@ -23,7 +23,7 @@ Five corrections to moto, to AWS's documented behaviour:
   DescribeCACertificate answers neither field; AWS's description has both
   (autoRegistrationStatus ENABLE|DISABLE, certificateMode DEFAULT|SNI_ONLY).
 - IoT lists CA certificates (ListCACertificates), which geoprov-iot-emu asks
-  to find the CA of a certificate it has not seen (JITP); moto 5.2.5 has no
+  to find the CA of a certificate it has not seen (JITP, JITR); moto 5.2.5 has no
   such action.
 - IoT's DescribeCertificate answers the caCertificateId of a certificate
   registered under a CA (CertificateDescription); moto 5.2.5 keeps it but

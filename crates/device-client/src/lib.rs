@@ -182,7 +182,7 @@ impl Device {
     }
 
     /// Connects, retrying with backoff (250 ms doubling, at most 4 s) while
-    /// the broker refuses the connection, up to `attempts` attempts: a JITP
+    /// the broker refuses the connection, up to `attempts` attempts: a JITR
     /// certificate's first connection registers it and is dropped. Returns
     /// the device and the attempts it took.
     pub async fn connect_retrying(

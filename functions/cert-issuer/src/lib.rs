@@ -1,4 +1,4 @@
-//! cert-issuer: mints JITP device certificates from ACM Private CA.
+//! cert-issuer: mints device certificates from ACM Private CA (JITR devices, and IoT certificate-provider requests).
 //!
 //! `csr` is the pure CSR policy; `pca` (ACM PCA) and `ledger` (the issuance
 //! ledger in DynamoDB) are the adapters behind small traits; `handler` checks
