@@ -239,6 +239,21 @@ pub fn hook_environment(region: &str, table: &str, claim_id: &str) -> BTreeMap<S
     env
 }
 
+/// A certificate's status as IoT (moto) describes it.
+pub async fn certificate_status(iot: &IotClient, id: &str) -> String {
+    iot.describe_certificate()
+        .certificate_id(id)
+        .send()
+        .await
+        .unwrap()
+        .certificate_description()
+        .unwrap()
+        .status()
+        .unwrap()
+        .as_str()
+        .to_owned()
+}
+
 /// The Invoke API URL of the function behind a Runtime API emulator.
 pub fn invoke_url(runtime: &crate::lambda::RuntimeEmulator) -> String {
     format!(

@@ -157,6 +157,20 @@ pub async fn fresh_registry(prefix: &str) -> DynamoRegistry {
     DynamoRegistry::new(client, name)
 }
 
+/// The decisions and reasons of a device's audit events, oldest first.
+pub async fn audit_decisions(
+    registry: &DynamoRegistry,
+    serial: &str,
+) -> Vec<(geoprov_shared::audit::Decision, String)> {
+    registry
+        .audit_events(&geoprov_shared::device::SerialNumber::try_from(serial).unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.decision, e.reason))
+        .collect()
+}
+
 /// A workspace binary built by `cargo build --workspace` (the Makefile's
 /// `test` target builds them before running the tests).
 pub fn workspace_binary(name: &str) -> PathBuf {

@@ -13,8 +13,8 @@ use geoprov_shared::device::{
 };
 use geoprov_shared::registry::{DeviceRegistry, DynamoRegistry};
 use geoprov_tests::certs::{device_ca, DeviceCa, SignedDevice};
-use geoprov_tests::emulator::certificate_id;
-use geoprov_tests::{fresh_registry, moto, sdk_config};
+use geoprov_tests::emulator::{certificate_id, certificate_status};
+use geoprov_tests::{audit_decisions, fresh_registry, moto, sdk_config};
 use pre_provisioning_hook::{DeviceRuleSettings, Reason};
 use serde_json::{json, Value};
 
@@ -67,20 +67,7 @@ async fn region(name: &'static str, ca: &DeviceCa) -> Region {
             .map(|_| ())
             .map_err(|e| format!("{e:?}")),
     );
-    let registered = iot
-        .register_ca_certificate()
-        .ca_certificate(&ca.pem)
-        .set_as_active(true)
-        .allow_auto_registration(true)
-        .certificate_mode(CertificateMode::SniOnly)
-        .send()
-        .await
-        .unwrap();
-    Region {
-        name,
-        iot,
-        ca_id: registered.certificate_id().unwrap().to_owned(),
-    }
+    with_ca(name, iot, ca).await
 }
 
 impl Region {
@@ -141,18 +128,7 @@ impl Region {
     }
 
     async fn status(&self, device: &SignedDevice) -> String {
-        self.iot
-            .describe_certificate()
-            .certificate_id(certificate_id(&device.certificate_pem))
-            .send()
-            .await
-            .unwrap()
-            .certificate_description()
-            .unwrap()
-            .status()
-            .unwrap()
-            .as_str()
-            .to_owned()
+        certificate_status(&self.iot, &certificate_id(&device.certificate_pem)).await
     }
 
     async fn thing_exists(&self, name: &str) -> bool {
@@ -172,16 +148,6 @@ fn profile(serial: &str, device: &SignedDevice) -> DeviceProfile {
         ),
         ..DeviceProfile::allowed(SerialNumber::try_from(serial).unwrap())
     }
-}
-
-async fn audit(registry: &DynamoRegistry, serial: &str) -> Vec<(Decision, String)> {
-    registry
-        .audit_events(&SerialNumber::try_from(serial).unwrap())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.decision, e.reason))
-        .collect()
 }
 
 #[tokio::test]
@@ -319,7 +285,7 @@ async fn a_certificate_is_activated_only_where_and_while_the_registry_allows_it(
     let replay = eu.activator(&registry).handle(event, "r4").await.unwrap();
     assert!(matches!(replay, Activation::Ignored { .. }), "{replay:?}");
     assert_eq!(
-        audit(&registry, "SN-PINNED").await,
+        audit_decisions(&registry, "SN-PINNED").await,
         [
             (Decision::Deny, "REGION_NOT_ALLOWED".to_owned()),
             (Decision::Deny, "REGION_NOT_ALLOWED".to_owned()),
@@ -450,6 +416,12 @@ async fn a_failover_is_activated_without_quota_and_audited_and_other_cas_are_not
 /// A second CA registered in a region whose stack resources exist already.
 async fn region_with_ca_only(name: &'static str, ca: &DeviceCa) -> Region {
     let iot = IotClient::new(&sdk_config(&moto().endpoint, name).await);
+    with_ca(name, iot, ca).await
+}
+
+/// `ca` registered in the region for auto-registration, with no template,
+/// as `geoprov setup ca` registers the fleet CA.
+async fn with_ca(name: &'static str, iot: IotClient, ca: &DeviceCa) -> Region {
     let registered = iot
         .register_ca_certificate()
         .ca_certificate(&ca.pem)

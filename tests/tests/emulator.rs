@@ -10,8 +10,8 @@ use geoprov_device::provision::{provision, ProvisionError, Provisioned};
 use geoprov_device::{Device, DeviceError, Identity};
 use geoprov_tests::certs::device_ca;
 use geoprov_tests::emulator::{
-    certificate_id, factory_key, geoprov, invoke_url, iot_stack, setup_claim, Emulator, FactoryKey,
-    FleetRegion, WorkDir,
+    certificate_id, certificate_status, factory_key, geoprov, invoke_url, iot_stack, setup_claim,
+    Emulator, FactoryKey, FleetRegion, WorkDir,
 };
 use geoprov_tests::{moto, sdk_config};
 use serde_json::{json, Value};
@@ -34,20 +34,6 @@ fn assert_rejected(
 
 async fn thing_exists(iot: &IotClient, name: &str) -> bool {
     iot.describe_thing().thing_name(name).send().await.is_ok()
-}
-
-async fn certificate_status(iot: &IotClient, id: &str) -> String {
-    iot.describe_certificate()
-        .certificate_id(id)
-        .send()
-        .await
-        .unwrap()
-        .certificate_description()
-        .unwrap()
-        .status()
-        .unwrap()
-        .as_str()
-        .to_owned()
 }
 
 /// A self-signed certificate IoT has never seen.

@@ -11,7 +11,7 @@ use cert_issuer::ledger::{issuance_count_pk, DynamoLedger, IssuanceLedger, Issua
 use cert_issuer::response::{ErrorCode, ItemResponse, Response};
 use geoprov_shared::audit::Decision;
 use geoprov_shared::device::{DeviceProfile, DeviceStatus, PublicKeyFingerprint, SerialNumber};
-use geoprov_shared::registry::DynamoRegistry;
+use geoprov_tests::audit_decisions;
 use geoprov_tests::certs::device_csr;
 use geoprov_tests::issuer::{issuer, issuer_with_profiles, local_ca, LocalCa};
 use serde_json::{json, Value};
@@ -54,16 +54,6 @@ fn openssl_verify(ca: &LocalCa, certificate_pem: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-async fn audit(registry: &DynamoRegistry, serial: &str) -> Vec<(Decision, String)> {
-    registry
-        .audit_events(&SerialNumber::try_from(serial).unwrap())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.decision, e.reason))
-        .collect()
 }
 
 #[tokio::test]
@@ -129,7 +119,7 @@ async fn issues_a_certificate_that_verifies_against_the_ca_and_carries_the_csr()
     );
     assert_eq!(entry.not_after.as_deref(), Some(not_after.as_str()));
     assert_eq!(
-        audit(&registry, "SN-1").await,
+        audit_decisions(&registry, "SN-1").await,
         [(Decision::Allow, "ISSUED".to_owned())]
     );
     let events = registry
@@ -219,7 +209,7 @@ async fn unknown_and_blocked_devices_get_nothing_from_the_ca() {
             "{serial}: no ledger entry"
         );
         assert_eq!(
-            audit(&registry, serial).await,
+            audit_decisions(&registry, serial).await,
             [(Decision::Deny, code.as_str().to_owned())]
         );
     }
@@ -331,7 +321,7 @@ async fn the_factory_key_binds_the_certificate_and_the_ledger_records_the_allowe
     assert!(ledger.get(&csr_sha256(&other.pem)).await.unwrap().is_none());
     assert_eq!(calls.issued(), 1);
     assert_eq!(
-        audit(&registry, "SN-BOUND").await,
+        audit_decisions(&registry, "SN-BOUND").await,
         [
             (Decision::Allow, "ISSUED".to_owned()),
             (Decision::Deny, "KEY_MISMATCH".to_owned())
@@ -516,7 +506,7 @@ async fn as_iots_certificate_provider_the_issuer_signs_the_csr_once_within_iots_
         .all(|e| e.client_id.as_deref() == Some("prov-SN-JITP-0005")));
     assert_eq!(events[3].claim_certificate_id, Some("0".repeat(64)));
     assert_eq!(
-        audit(&registry, "SN-NOKEY").await,
+        audit_decisions(&registry, "SN-NOKEY").await,
         [(Decision::Deny, "NO_FACTORY_KEY".to_owned())]
     );
 }

@@ -131,22 +131,10 @@ pub async fn run(function_key: &str) {
         assert!(function.exited().is_none(), "the function exited on {name}");
     }
 
-    let status = |serial: &'static str| {
-        let iot = iot.clone();
+    let status = |serial: &str| {
         let id = crate::emulator::certificate_id(&read(&format!("{serial}.pem")));
-        async move {
-            iot.describe_certificate()
-                .certificate_id(id)
-                .send()
-                .await
-                .unwrap()
-                .certificate_description()
-                .unwrap()
-                .status()
-                .unwrap()
-                .as_str()
-                .to_owned()
-        }
+        let iot = iot.clone();
+        async move { crate::emulator::certificate_status(&iot, &id).await }
     };
     assert_eq!(status("SN-JITR-0001").await, "ACTIVE");
     assert_eq!(status("SN-JITR-0002").await, "PENDING_ACTIVATION");
