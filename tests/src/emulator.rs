@@ -239,6 +239,42 @@ pub fn hook_environment(region: &str, table: &str, claim_id: &str) -> BTreeMap<S
     env
 }
 
+/// Whether an IoT create call made the resource or found it made: the
+/// tests of one binary share moto.
+pub fn made_or_exists<T, E: std::fmt::Debug>(result: Result<T, E>) {
+    if let Err(e) = result {
+        let e = format!("{e:?}");
+        assert!(e.contains("AlreadyExists"), "{e}");
+    }
+}
+
+/// What device activation needs of the regional stack in moto's IoT: the
+/// thing type, the default group and the device policy (made unless they
+/// exist).
+pub async fn activation_resources(iot: &IotClient, thing_type: &str, group: &str, policy: &str) {
+    made_or_exists(
+        iot.create_thing_type()
+            .thing_type_name(thing_type)
+            .send()
+            .await,
+    );
+    made_or_exists(
+        iot.create_thing_group()
+            .thing_group_name(group)
+            .send()
+            .await,
+    );
+    made_or_exists(
+        iot.create_policy()
+            .policy_name(policy)
+            .policy_document(
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:Connect","Resource":"*"}]}"#,
+            )
+            .send()
+            .await,
+    );
+}
+
 /// A certificate's status as IoT (moto) describes it.
 pub async fn certificate_status(iot: &IotClient, id: &str) -> String {
     iot.describe_certificate()

@@ -13,7 +13,7 @@ use geoprov_shared::device::{
 };
 use geoprov_shared::registry::{DeviceRegistry, DynamoRegistry};
 use geoprov_tests::certs::{device_ca, DeviceCa, SignedDevice};
-use geoprov_tests::emulator::{certificate_id, certificate_status};
+use geoprov_tests::emulator::{activation_resources, certificate_id, certificate_status};
 use geoprov_tests::{audit_decisions, fresh_registry, moto, sdk_config};
 use pre_provisioning_hook::{DeviceRuleSettings, Reason};
 use serde_json::{json, Value};
@@ -32,41 +32,7 @@ struct Region {
 
 async fn region(name: &'static str, ca: &DeviceCa) -> Region {
     let iot = IotClient::new(&sdk_config(&moto().endpoint, name).await);
-    // The tests of this binary share moto: the stack's resources may exist.
-    let made = |result: Result<(), String>| {
-        if let Err(e) = result {
-            assert!(e.contains("AlreadyExists"), "{e}");
-        }
-    };
-    made(
-        iot.create_thing_type()
-            .thing_type_name(THING_TYPE)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("{e:?}")),
-    );
-    made(
-        iot.create_thing_group()
-            .thing_group_name(GROUP)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("{e:?}")),
-    );
-    made(
-        iot.create_policy()
-            .policy_name(POLICY)
-            .policy_document(
-                json!({"Version": "2012-10-17", "Statement": [
-                    {"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}]})
-                .to_string(),
-            )
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("{e:?}")),
-    );
+    activation_resources(&iot, THING_TYPE, GROUP, POLICY).await;
     with_ca(name, iot, ca).await
 }
 

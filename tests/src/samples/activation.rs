@@ -41,48 +41,23 @@ pub async fn run(function_key: &str) {
     // The regional stack's IoT resources, the CA registered for JITR, and
     // what IoT does on each device's first connect.
     let iot = aws_sdk_iot::Client::new(&sdk_config(&moto().endpoint, region).await);
-    let ignore_exists = |result: Result<(), String>| {
-        if let Err(e) = result {
-            assert!(e.contains("AlreadyExists"), "{e}");
-        }
-    };
-    ignore_exists(
-        iot.create_thing_type()
-            .thing_type_name(&env_of["THING_TYPE_NAME"])
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("{e:?}")),
-    );
-    ignore_exists(
-        iot.create_thing_group()
-            .thing_group_name(&env_of["DEFAULT_THING_GROUP"])
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("{e:?}")),
-    );
-    ignore_exists(
-        iot.create_policy()
-            .policy_name(&env_of["DEVICE_POLICY_NAME"])
-            .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:Connect","Resource":"*"}]}"#)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("{e:?}")),
-    );
+    crate::emulator::activation_resources(
+        &iot,
+        &env_of["THING_TYPE_NAME"],
+        &env_of["DEFAULT_THING_GROUP"],
+        &env_of["DEVICE_POLICY_NAME"],
+    )
+    .await;
     let read = |name: &str| std::fs::read_to_string(fixtures.join(name)).unwrap();
     let ca = read("ca.pem");
-    ignore_exists(
+    crate::emulator::made_or_exists(
         iot.register_ca_certificate()
             .ca_certificate(&ca)
             .set_as_active(true)
             .allow_auto_registration(true)
             .certificate_mode(CertificateMode::SniOnly)
             .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("{e:?}")),
+            .await,
     );
     for serial in ["SN-JITR-0001", "SN-JITR-0002", "SN-JITR-0003"] {
         iot.register_certificate()
