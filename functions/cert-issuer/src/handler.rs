@@ -37,12 +37,14 @@ use crate::SERVICE;
 const FIRST_POLL: Duration = Duration::from_millis(100);
 const MAX_POLL: Duration = Duration::from_secs(2);
 
-/// What an item needs after its deadline: the audit event (at most
-/// [`AUDIT_WRITE_TIMEOUT`]) and the answer.
-pub const FINISH_MARGIN: Duration = Duration::from_secs(2);
+/// What a batch item needs after its deadline: the audit event (one
+/// DynamoDB operation, at most [`crate::DYNAMODB_OPERATION_TIMEOUT`]) and
+/// the answer.
+pub const FINISH_MARGIN: Duration = Duration::from_secs(6);
 
-/// The longest an audit write may hold an answer.
-pub const AUDIT_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest an audit write may hold a certificate-provider answer, which
+/// IoT waits 5 s for.
+pub const PROVIDER_AUDIT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Who asks, beyond the request. IoT's certificate-provider event says which
 /// connection (its client id and claim certificate), which the audit
@@ -52,12 +54,14 @@ struct Caller {
     client_id: Option<String>,
     claim_certificate_id: Option<String>,
     require_factory_key: bool,
+    /// A bound of the audit write tighter than the DynamoDB client's.
+    audit_limit: Option<Duration>,
 }
 
 /// What a certificate-provider answer may take of IoT's 5 s for everything
 /// but the audit event: the trusted claims, the registry, the ledger, ACM
-/// PCA; the audit event ([`AUDIT_WRITE_TIMEOUT`]) and the runtime take the
-/// rest.
+/// PCA; the audit event ([`PROVIDER_AUDIT_TIMEOUT`]) and the runtime take
+/// the rest.
 pub const PROVIDER_ISSUE_BUDGET: Duration = Duration::from_millis(3500);
 
 /// ACM PCA's idempotency window: "Idempotency tokens for IssueCertificate
@@ -236,6 +240,7 @@ where
         let deadline = started + self.limits.issue_deadline.min(PROVIDER_ISSUE_BUDGET);
         let mut caller = Caller {
             require_factory_key: self.limits.require_factory_key,
+            audit_limit: Some(PROVIDER_AUDIT_TIMEOUT),
             ..Caller::default()
         };
         let item = match serde_json::from_value::<ProviderEvent>(payload) {
@@ -354,7 +359,7 @@ where
     }
 
     /// Checks and issues one request, every step of it by `deadline`, then
-    /// audits the answer (within [`AUDIT_WRITE_TIMEOUT`]).
+    /// audits the answer.
     async fn answer(
         &self,
         item: Result<IssueRequest, ItemResponse>,
@@ -730,7 +735,7 @@ where
             certificate_id: certificate_id(&issued.certificate_pem),
             ..event
         };
-        self.append(event).await;
+        self.append(event, caller.audit_limit).await;
     }
 
     async fn audit_refusal(&self, refusal: &ItemResponse, caller: &Caller, at: (&str, usize)) {
@@ -749,7 +754,7 @@ where
             caller,
             at,
         );
-        self.append(event).await;
+        self.append(event, caller.audit_limit).await;
     }
 
     fn audit_event(
@@ -778,15 +783,17 @@ where
         }
     }
 
-    /// Best effort within [`AUDIT_WRITE_TIMEOUT`]; the log line and the
-    /// `AuditWriteFailed` metric stand in when the table does not answer.
-    async fn append(&self, event: AuditEvent) {
+    /// Best effort within the caller's limit, if any (the DynamoDB client
+    /// bounds it otherwise); the log line and the `AuditWriteFailed` metric
+    /// stand in when the table does not answer.
+    async fn append(&self, event: AuditEvent, limit: Option<Duration>) {
         let event = event.bounded();
-        let written = tokio::time::timeout(AUDIT_WRITE_TIMEOUT, self.registry.append(&event)).await;
+        let limit = limit.unwrap_or(crate::DYNAMODB_OPERATION_TIMEOUT * 2);
+        let written = tokio::time::timeout(limit, self.registry.append(&event)).await;
         let failure = match written {
             Ok(Ok(())) => return,
             Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer within {} ms", AUDIT_WRITE_TIMEOUT.as_millis()),
+            Err(_) => format!("no answer within {} ms", limit.as_millis()),
         };
         tracing::error!(error = %failure, reason = %event.reason, "audit event not written");
         MetricLine::new(SERVICE)

@@ -25,8 +25,8 @@ pub const PCA_MAX_ATTEMPTS: u32 = 5;
 /// Bounds of one DynamoDB attempt and of one DynamoDB operation (retries
 /// included): a ledger or registry call that hangs fails the item, never the
 /// invocation.
-pub const DYNAMODB_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
-pub const DYNAMODB_OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+pub const DYNAMODB_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+pub const DYNAMODB_OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A DynamoDB client whose every call is bounded.
 pub fn dynamodb_client(sdk: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
