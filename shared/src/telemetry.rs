@@ -43,6 +43,8 @@ impl Unit {
 #[derive(Debug, Clone)]
 pub struct MetricLine {
     service: String,
+    /// Whether `service` is a dimension of the metrics (a log field always).
+    service_dimension: bool,
     dimensions: Vec<(String, String)>,
     metrics: Vec<(String, f64, Unit)>,
     properties: Map<String, Value>,
@@ -53,10 +55,19 @@ impl MetricLine {
     pub fn new(service: &str) -> Self {
         MetricLine {
             service: service.to_owned(),
+            service_dimension: true,
             dimensions: Vec::new(),
             metrics: Vec::new(),
             properties: Map::new(),
         }
+    }
+
+    /// Leaves `service` out of the dimensions (it stays a log field): for a
+    /// metric an alarm names by its other dimensions alone, such as the
+    /// canary's `CanarySuccess` by `Region`.
+    pub fn without_service_dimension(mut self) -> Self {
+        self.service_dimension = false;
+        self
     }
 
     pub fn dimension(mut self, name: &str, value: &str) -> Self {
@@ -76,7 +87,10 @@ impl MetricLine {
 
     /// The EMF document, stamped with `timestamp_ms`.
     pub fn render(&self, timestamp_ms: i64) -> Value {
-        let mut dimension_names = vec![Value::from("service")];
+        let mut dimension_names = Vec::new();
+        if self.service_dimension {
+            dimension_names.push(Value::from("service"));
+        }
         dimension_names.extend(self.dimensions.iter().map(|(n, _)| Value::from(n.as_str())));
         let mut doc = self.properties.clone();
         doc.insert("service".into(), Value::from(self.service.as_str()));
@@ -131,6 +145,22 @@ mod tests {
             json!([{"Name": "ProvisioningDecision", "Unit": "Count"}])
         );
         assert_eq!(doc["_aws"]["Timestamp"], 1_700_000_000_000i64);
+    }
+
+    #[test]
+    fn a_line_without_the_service_dimension_keeps_service_as_a_field() {
+        let doc = MetricLine::new("region-canary")
+            .without_service_dimension()
+            .dimension("Region", "eu-west-1")
+            .metric("CanarySuccess", 1.0, Unit::Count)
+            .render(1);
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Region"]])
+        );
+        assert_eq!(doc["service"], "region-canary");
+        assert_eq!(doc["Region"], "eu-west-1");
+        assert_eq!(doc["CanarySuccess"], 1.0);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use geoprov_shared::config::{ConfigError, Env};
-use geoprov_shared::device::{RegionName, ThingGroupName};
+use geoprov_shared::device::{RegionName, SerialNumber, ThingGroupName};
 
 use crate::handler::{AUDIT_WRITE_TIMEOUT, SETTLE_TIMEOUT};
 use crate::rules::Policy;
@@ -39,6 +39,8 @@ pub struct HookConfig {
     /// `DEFAULT_MAX_PROVISIONS`, `DEFAULT_THING_GROUP`,
     /// `DEVICE_SETTABLE_PARAMETERS`, `THING_ATTRIBUTE_PARAMETERS`.
     pub policy: Policy,
+    /// `CANARY_SERIAL`: the region canary's reserved serial, if any.
+    pub canary_serial: Option<SerialNumber>,
 }
 
 impl HookConfig {
@@ -139,7 +141,16 @@ impl HookConfig {
             ));
         }
 
+        let canary_serial = match env.optional("CANARY_SERIAL").map(str::trim) {
+            None | Some("") => None,
+            Some(raw) => Some(
+                SerialNumber::try_from(raw)
+                    .map_err(|e| ConfigError::invalid("CANARY_SERIAL", raw, e.0))?,
+            ),
+        };
+
         Ok(HookConfig {
+            canary_serial,
             table_name,
             deadline,
             lambda_timeout,

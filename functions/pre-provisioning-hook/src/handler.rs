@@ -15,7 +15,8 @@ use geoprov_shared::telemetry::{take_cold_start, MetricLine, Unit};
 use serde_json::Value;
 
 use crate::request::{parse_claim, HookResponse, ProvisioningClaim, RequestIdentifiers};
-use crate::rules::{Denial, GrantKind, Policy, Reason, Verdict};
+use crate::rules::{Denial, Grant, GrantKind, Policy, Reason, Verdict};
+use geoprov_shared::device::{DeviceRecord, SerialNumber};
 use crate::SERVICE;
 
 /// How long a denial's audit write may take once the decision is made; it
@@ -50,6 +51,10 @@ pub struct ProvisioningHook<R> {
     claim_cache_ttl: Duration,
     /// The table's claim certificates, and when they were read.
     claims: Mutex<Option<(Instant, Vec<TrustedClaim>)>>,
+    /// The region canary's reserved serial: allowed by the same rules, with
+    /// a factory key required, but never committed (no quota) nor audited
+    /// as a device.
+    canary_serial: Option<SerialNumber>,
 }
 
 /// What one invocation answered, and why.
@@ -71,6 +76,8 @@ const SETTLED_COMMITTED: &str =
 const NEW_PROVISIONING: &str = "every rule passed";
 /// The audit detail of an allowed IoT retry.
 const RETRY: &str = "retry of a provisioned certificate";
+/// The log detail of the region canary's provisioning.
+const CANARY: &str = "the region canary's probe: every rule passed; not committed, not audited";
 
 /// A commit sent and not answered yet: what the deadline must settle.
 struct PendingCommit {
@@ -92,6 +99,8 @@ struct Outcome {
     /// The commit's outcome is unknown (it failed without an answer): settle
     /// it, outside the deadline, as a denial for this reason and cause.
     settle: Option<(Reason, String)>,
+    /// The region canary's allowed probe: no audit event, its own metric.
+    canary: bool,
     /// The audit event to append, when it was made already (a settlement's
     /// denial: appended again under the same key, it cannot be a second
     /// event).
@@ -108,6 +117,7 @@ impl Outcome {
             overshoot: None,
             settle: None,
             event: None,
+            canary: false,
         }
     }
 
@@ -120,6 +130,7 @@ impl Outcome {
             overshoot: None,
             settle: None,
             event: None,
+            canary: false,
         }
     }
 }
@@ -132,7 +143,14 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
             deadline,
             claim_cache_ttl: CLAIM_CACHE_TTL,
             claims: Mutex::new(None),
+            canary_serial: None,
         }
+    }
+
+    /// The region canary's reserved serial (`CANARY_SERIAL`), if any.
+    pub fn with_canary_serial(mut self, serial: Option<SerialNumber>) -> Self {
+        self.canary_serial = serial;
+        self
     }
 
     /// Another time to keep the table's claim certificates (tests).
@@ -258,13 +276,21 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
             },
             reason = reason.code(),
             detail = outcome.detail,
+            canary = outcome.canary,
             audit_written,
             latency_ms,
             "provisioning decision"
         );
+        // The canary's probes are counted apart, so device decisions stay
+        // device decisions.
+        let counted = if outcome.canary {
+            "CanaryProvisioning"
+        } else {
+            "ProvisioningDecision"
+        };
         let mut metric = MetricLine::new(SERVICE)
             .dimension("Reason", reason.code())
-            .metric("ProvisioningDecision", 1.0, Unit::Count)
+            .metric(counted, 1.0, Unit::Count)
             .metric("DecisionLatency", latency_ms, Unit::Milliseconds)
             .property("requestId", request_id)
             .property("coldStart", cold_start);
@@ -419,6 +445,9 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
                 }
                 Verdict::Allow(grant) => grant,
             };
+            if self.canary_serial.as_ref() == Some(&claim.serial) {
+                return Ok(self.canary_outcome(grant, device.as_ref()));
+            }
             let GrantKind::New { region_limit } = grant.kind else {
                 return Ok(Outcome::allowed(grant.parameter_overrides, RETRY, false));
             };
@@ -476,6 +505,24 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
         Err(RegistryError::Unavailable(format!(
             "device state changed on each of {MAX_COMMIT_ATTEMPTS} attempts"
         )))
+    }
+
+    /// The region canary's probe, allowed by every rule: it needs a factory
+    /// key whatever `REQUIRE_FACTORY_KEY` says (the claim key is public, the
+    /// canary's provisioning key is not), and is neither committed nor
+    /// audited: the canary deletes its thing and certificate afterwards.
+    fn canary_outcome(&self, grant: Grant, device: Option<&DeviceRecord>) -> Outcome {
+        let keyed = device.is_some_and(|d| d.profile.public_key_sha256.is_some());
+        if !keyed {
+            return Outcome::denied(Denial::new(
+                Reason::NoFactoryKey,
+                "the canary serial has no factory key (publicKeySha256) in the registry",
+            ));
+        }
+        Outcome {
+            canary: true,
+            ..Outcome::allowed(grant.parameter_overrides, CANARY, true)
+        }
     }
 
     fn audit_event(

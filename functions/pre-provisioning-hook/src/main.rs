@@ -19,7 +19,8 @@ async fn main() -> Result<(), Error> {
     let attempt = (config.deadline / 3).max(std::time::Duration::from_millis(100));
     let sdk = aws::load_sdk_config_with_timeouts(attempt, config.deadline).await;
     let registry = DynamoRegistry::new(aws::dynamodb_client(&sdk), config.table_name);
-    let hook = ProvisioningHook::new(config.policy, registry, config.deadline);
+    let hook = ProvisioningHook::new(config.policy, registry, config.deadline)
+        .with_canary_serial(config.canary_serial);
 
     let hook = &hook;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

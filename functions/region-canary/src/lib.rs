@@ -1,0 +1,48 @@
+//! The MQTT canary of one region. Every run connects to this region's IoT
+//! endpoint with SNI = the global name and a canary device certificate,
+//! exactly as a device that the global name led here would; does a publish
+//! and subscribe round trip on `canary/<region>/<run id>`; optionally
+//! provisions by claim with the reserved canary serial and deletes what
+//! that made; and emits `CanarySuccess` (0/1) with the latencies, dimension
+//! `Region`. The region's health alarm reads `CanarySuccess`, and the global
+//! stack's Route 53 health check reads the alarm.
+//!
+//! - [`config`]: the environment;
+//! - [`material`]: the canary's certificate, keys and trusted CA from SSM
+//!   SecureString parameters, cached;
+//! - [`probe`]: the steps within one budget, and their report;
+//! - [`cleanup`]: deleting the probe's thing and certificates in IoT;
+//! - [`canary`]: one scheduled run, as the function makes it.
+
+pub mod canary;
+pub mod cleanup;
+pub mod config;
+pub mod material;
+pub mod probe;
+
+/// The `service` field of every log line and metric.
+pub const SERVICE: &str = "region-canary";
+
+/// The canary's IoT policy, made by `geoprov setup canary` in each region.
+pub const POLICY_NAME: &str = "geoprov-canary";
+
+/// The canary's thing, and its MQTT client id, in `region`.
+pub fn thing_name(region: &str) -> String {
+    format!("geoprov-canary-{region}")
+}
+
+/// The reserved serial the canary provisions in `region`: the hook's
+/// `CANARY_SERIAL` there.
+pub fn provisioning_serial(region: &str) -> String {
+    format!("geoprov-canary-{region}-probe")
+}
+
+/// Where `geoprov setup canary` keeps the canary's material for `region`.
+pub fn parameter_path(region: &str) -> String {
+    format!("/geoprov/canary/{region}")
+}
+
+/// The topic of one run's round trip.
+pub fn topic(region: &str, run_id: &str) -> String {
+    format!("canary/{region}/{run_id}")
+}

@@ -1,0 +1,39 @@
+//! Lambda entry point: configuration and clients once at cold start, then a
+//! probe on every scheduled event (the event's content does not matter).
+
+use geoprov_shared::config::Env;
+use geoprov_shared::{aws, telemetry};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use region_canary::canary::Canary;
+use region_canary::cleanup::SdkThingRemover;
+use region_canary::config::CanaryConfig;
+use region_canary::material::MaterialCache;
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init_function_logging();
+    let config = CanaryConfig::from_env(&Env::from_process()).inspect_err(|e| {
+        tracing::error!(error = %e, "invalid configuration");
+    })?;
+    // Every AWS call is bounded well inside the run's budget.
+    let sdk = aws::load_sdk_config_with_timeouts(
+        std::time::Duration::from_secs(2),
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    let iot = aws_sdk_iot::Client::new(&sdk);
+    let material = MaterialCache::new(
+        aws_sdk_ssm::Client::new(&sdk),
+        config.parameter_path.clone(),
+    );
+    let canary = Canary::new(config, material, iot.clone(), SdkThingRemover::new(iot));
+
+    let canary = &canary;
+    lambda_runtime::run(service_fn(move |_event: LambdaEvent<Value>| async move {
+        // A failed probe is the answer, not a function error: the metric
+        // line carries it to the alarm.
+        Ok::<_, Error>(serde_json::to_value(canary.run_once().await)?)
+    }))
+    .await
+}
