@@ -41,7 +41,7 @@ pca=arn:aws:acm-pca:eu-central-1:123456789012:certificate-authority/11111111-222
 "$sam" build --config-env us-east-1 --template-file template.yaml \
     --build-dir "$root/.aws-sam/build" \
     --parameter-overrides "Architecture=$arch PcaArn=$pca"
-check "$root/.aws-sam/build" PreProvisioningHookFunction CertIssuerFunction DeviceActivationFunction
+check "$root/.aws-sam/build" PreProvisioningHookFunction CertIssuerFunction DeviceActivationFunction RegionCanaryFunction
 
 # The global stack, with env `global`'s (its template, Regions for the local
 # Fn::ForEach expansion); a cache of its own, since a build prunes the cache

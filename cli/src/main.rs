@@ -4,6 +4,7 @@
 //! It uses the standard AWS configuration chain, so `AWS_ENDPOINT_URL` points
 //! it at a local emulator.
 
+mod canary;
 mod claims;
 mod device;
 mod dns;
@@ -79,6 +80,41 @@ enum Command {
     /// region's IoT, once; prints the ids samconfig names.
     #[command(subcommand)]
     Setup(SetupCommand),
+    /// The region canary's probe, from here.
+    #[command(subcommand)]
+    Canary(CanaryCommand),
+}
+
+#[derive(Subcommand)]
+enum CanaryCommand {
+    /// Run the region canary's probe once, as the function does: connect to
+    /// the region's endpoint with SNI = the global name and the canary's
+    /// certificate (from SSM, as `geoprov setup canary` stored it), the
+    /// publish/subscribe round trip, and with --provision-template the
+    /// fleet-provisioning round trip with the reserved serial. Prints each
+    /// step's outcome and latency (a table on stderr, the report as JSON);
+    /// exits non-zero when a step failed.
+    Run {
+        #[arg(long)]
+        region: String,
+        /// The global name (SNI).
+        #[arg(long)]
+        server_name: String,
+        /// host[:port] of the region's endpoint; by default IoT's
+        /// iot:Data-ATS endpoint, port 8883.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// By default /geoprov/canary/REGION.
+        #[arg(long)]
+        parameter_path: Option<String>,
+        /// The fleet provisioning template: probe provisioning too.
+        #[arg(long)]
+        provision_template: Option<String>,
+        #[arg(long, default_value = "prov-")]
+        client_id_prefix: String,
+        #[arg(long, default_value_t = 20_000)]
+        budget_ms: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -164,6 +200,27 @@ enum SetupCommand {
         /// Comma-separated.
         #[arg(long, value_delimiter = ',', required = true)]
         regions: Vec<String>,
+    },
+    /// Make, in every region, what the region canary connects with: the
+    /// policy geoprov-canary, the thing geoprov-canary-REGION, a certificate
+    /// attached to both, and SSM parameters under /geoprov/canary/REGION
+    /// (keys as SecureString, never printed). With --claim-dir (where
+    /// `setup claim` wrote claim.pem and claim.key) also the claim and a
+    /// provisioning key, whose hash is registered in --table for the
+    /// reserved serial geoprov-canary-REGION-probe. Prints what each region
+    /// has (JSON). Runs before the stacks; rerunning keeps the certificate.
+    Canary {
+        /// Comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        regions: Vec<String>,
+        /// The CA certificates (PEM) the endpoint's server certificate
+        /// chains to, as devices ship them.
+        #[arg(long)]
+        server_ca_file: PathBuf,
+        #[arg(long)]
+        claim_dir: Option<PathBuf>,
+        #[arg(long, env = "TABLE_NAME")]
+        table: Option<String>,
     },
 }
 
@@ -354,6 +411,8 @@ enum CliError {
     },
     #[error("{0}")]
     Device(#[from] device::DeviceCommandError),
+    #[error("{0}")]
+    Canary(#[from] canary::CanaryError),
     #[error("{option} {value:?} is not {expected}")]
     Location {
         option: &'static str,
@@ -437,6 +496,70 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let setup = setup::ca(&sdk, &pca_arn, pca_region.as_deref(), &regions).await?;
             print_json(&setup);
             return Ok(());
+        }
+        Command::Setup(SetupCommand::Canary {
+            regions,
+            server_ca_file,
+            claim_dir,
+            table,
+        }) => {
+            let sdk = aws::load_sdk_config().await;
+            let registry = table.map(|t| DynamoRegistry::new(aws::dynamodb_client(&sdk), t));
+            let done = canary::setup(
+                &sdk,
+                &regions,
+                &server_ca_file,
+                claim_dir.as_deref(),
+                registry.as_ref(),
+            )
+            .await?;
+            print_json(&done);
+            return Ok(());
+        }
+        Command::Canary(CanaryCommand::Run {
+            region,
+            server_name,
+            endpoint,
+            parameter_path,
+            provision_template,
+            client_id_prefix,
+            budget_ms,
+        }) => {
+            let sdk = aws::load_sdk_config().await;
+            let report = canary::run(
+                &sdk,
+                canary::RunArgs {
+                    region: &region,
+                    server_name: &server_name,
+                    endpoint: endpoint.as_deref(),
+                    parameter_path: parameter_path.as_deref(),
+                    provisioning_template: provision_template.as_deref(),
+                    client_id_prefix: &client_id_prefix,
+                    budget_ms,
+                },
+            )
+            .await?;
+            for step in &report.steps {
+                eprintln!(
+                    "{:<10} {:<4} {:>10.1} ms  {}",
+                    step.step.as_str(),
+                    if step.ok { "ok" } else { "FAIL" },
+                    step.latency_ms,
+                    step.error.as_deref().unwrap_or("")
+                );
+            }
+            print_json(&report);
+            return match report.failed_step {
+                None => Ok(()),
+                Some(step) => Err(canary::CanaryError::Failed {
+                    step: step.as_str().into(),
+                    error: report
+                        .step(step)
+                        .and_then(|s| s.error.clone())
+                        .unwrap_or_default(),
+                }
+                .into()),
+            };
         }
         command => command,
     };
@@ -573,7 +696,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             print_json(&ca);
             Ok(())
         }
-        Command::Failover(_) | Command::Dns(_) | Command::Setup(_) | Command::Device(_) => {
+        Command::Failover(_)
+        | Command::Dns(_)
+        | Command::Setup(_)
+        | Command::Device(_)
+        | Command::Canary(_) => {
             unreachable!("handled without DynamoDB above")
         }
     }

@@ -67,6 +67,14 @@ impl<R: ThingRemover> Canary<R> {
     /// Runs the probe once and reports it: the EMF line on stdout and one
     /// log line per step.
     pub async fn run_once(&self) -> Report {
+        let report = self.probe_once().await;
+        report.log();
+        report.metric_line().emit();
+        report
+    }
+
+    /// Runs the probe once.
+    pub async fn probe_once(&self) -> Report {
         let started = Instant::now();
         let region = self.config.region.as_str();
         let run_id = probe::run_id();
@@ -75,7 +83,7 @@ impl<R: ThingRemover> Canary<R> {
             let target = self.target().await?;
             Ok::<_, String>((material, target))
         };
-        let report = match tokio::time::timeout(self.config.budget, setup).await {
+        match tokio::time::timeout(self.config.budget, setup).await {
             Ok(Ok((material, target))) => {
                 let input = ProbeInput {
                     region,
@@ -97,9 +105,6 @@ impl<R: ThingRemover> Canary<R> {
                 started.elapsed(),
                 "the material and the endpoint were not read within the budget".into(),
             ),
-        };
-        report.log();
-        report.metric_line().emit();
-        report
+        }
     }
 }
