@@ -20,8 +20,10 @@ and provisioning templates by logical id, each unique across the templates.
 - "healthResources": every Route 53 health check and CloudWatch alarm, with
   its logical id as written (for one made by Fn::ForEach, the key with its
   placeholders) and the loops that make it: identifier, collection, and the
-  collection parameter's Type and AllowedPattern;
+  collection parameter's Type and AllowedPattern, and its properties;
 - "parameters": for each template, the names of its parameters;
+  "parameterDefinitions", "mappings", "outputs": each template's sections
+  as written;
 - "thingTypes": each AWS::IoT::ThingType by name, with its searchable
   attributes; "thingGroups": the name of each AWS::IoT::ThingGroup;
 - "grants": for each function, every Allow statement its policies may hold
@@ -427,7 +429,13 @@ def health_resources(label, template, section, loops=()):
             found += health_resources(label, template, body, loops + (loop,))
         elif isinstance(value, dict) and value.get("Type") in HEALTH_TYPES:
             found.append(
-                {"template": label, "logicalId": key, "type": value["Type"], "loops": list(loops)}
+                {
+                    "template": label,
+                    "logicalId": key,
+                    "type": value["Type"],
+                    "loops": list(loops),
+                    "properties": value.get("Properties", {}),
+                }
             )
     return found
 
@@ -444,6 +452,9 @@ def read(path, facts):
         template = yaml.load(f, Loader=Loader)
     facts["templates"].append(label)
     facts["parameters"][label] = sorted(template.get("Parameters") or {})
+    facts["parameterDefinitions"][label] = template.get("Parameters") or {}
+    facts["mappings"][label] = template.get("Mappings") or {}
+    facts["outputs"][label] = template.get("Outputs") or {}
     for logical_id, resource in template["Resources"].items():
         if logical_id.startswith(FOREACH):
             continue
@@ -512,6 +523,9 @@ def main(paths):
         "thingGroups": [],
         "grants": {},
         "healthResources": [],
+        "parameterDefinitions": {},
+        "mappings": {},
+        "outputs": {},
         "policyStatements": 0,
         "policyProblems": [],
     }

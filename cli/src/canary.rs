@@ -89,7 +89,8 @@ fn ssm_client(sdk: &SdkConfig, region: &str) -> aws_sdk_ssm::Client {
 
 /// The canary's policy in `region` of `account`: nothing a device could use.
 pub fn policy_document(partition: &str, region: &str, account: &str) -> String {
-    let arn = |kind: &str, rest: &str| format!("arn:{partition}:iot:{region}:{account}:{kind}/{rest}");
+    let arn =
+        |kind: &str, rest: &str| format!("arn:{partition}:iot:{region}:{account}:{kind}/{rest}");
     serde_json::json!({
         "Version": "2012-10-17",
         "Statement": [
@@ -178,10 +179,8 @@ async fn setup_region(
     let ssm = ssm_client(sdk, region);
     let path = region_canary::parameter_path(region);
     let at = |name: &str| format!("{path}/{name}");
-    let existing: BTreeMap<String, String> = material::read_ssm(&ssm, &path)
-        .await?
-        .into_iter()
-        .collect();
+    let existing: BTreeMap<String, String> =
+        material::read_ssm(&ssm, &path).await?.into_iter().collect();
 
     let thing = region_canary::thing_name(region);
     match iot.create_thing().thing_name(&thing).send().await {
@@ -251,7 +250,8 @@ async fn setup_region(
             (pem.to_owned(), true)
         }
     };
-    let certificate_id = crate::setup::certificate_id(&certificate_pem, &at(material::CERTIFICATE))?;
+    let certificate_id =
+        crate::setup::certificate_id(&certificate_pem, &at(material::CERTIFICATE))?;
     let certificate_arn = format!("arn:{partition}:iot:{region}:{account}:cert/{certificate_id}");
     // Both are idempotent: a rerun completes a setup cut off before them.
     iot.attach_policy()
@@ -270,8 +270,22 @@ async fn setup_region(
 
     let mut provisioning_serial = None;
     if let (Some((claim_pem, claim_key)), Some(registry)) = (claim, registry) {
-        put(&ssm, region, at(material::CLAIM_CERTIFICATE), claim_pem, false).await?;
-        put(&ssm, region, at(material::CLAIM_PRIVATE_KEY), claim_key, true).await?;
+        put(
+            &ssm,
+            region,
+            at(material::CLAIM_CERTIFICATE),
+            claim_pem,
+            false,
+        )
+        .await?;
+        put(
+            &ssm,
+            region,
+            at(material::CLAIM_PRIVATE_KEY),
+            claim_key,
+            true,
+        )
+        .await?;
         let key_pem = match existing.get(&at(material::PROVISIONING_KEY)) {
             Some(pem) => pem.clone(),
             None => {
@@ -284,15 +298,16 @@ async fn setup_region(
         };
         let key = rcgen::KeyPair::from_pem(&key_pem)
             .map_err(|_| CanaryError::ProvisioningKey(at(material::PROVISIONING_KEY)))?;
-        let spki = hex::encode(Sha256::digest(rcgen::PublicKeyData::subject_public_key_info(
-            &key,
-        )));
+        let spki = hex::encode(Sha256::digest(
+            rcgen::PublicKeyData::subject_public_key_info(&key),
+        ));
         let serial_text = region_canary::provisioning_serial(region);
         let serial = SerialNumber::try_from(serial_text.as_str())
             .map_err(|e| CanaryError::ProvisioningKey(e.0))?;
         let mut profile = DeviceProfile::allowed(serial);
-        profile.allowed_regions = Some(BTreeSet::from([RegionName::try_from(region)
-            .map_err(|e| CanaryError::ProvisioningKey(e.0))?]));
+        profile.allowed_regions = Some(BTreeSet::from([
+            RegionName::try_from(region).map_err(|e| CanaryError::ProvisioningKey(e.0))?
+        ]));
         profile.public_key_sha256 = Some(
             PublicKeyFingerprint::try_from(spki).map_err(|e| CanaryError::ProvisioningKey(e.0))?,
         );
@@ -345,10 +360,7 @@ pub async fn run(sdk: &SdkConfig, args: RunArgs<'_>) -> Result<Report, CanaryErr
     }
     let config = CanaryConfig::from_env(&Env::from_pairs(pairs))?;
     let iot = iot_client(sdk, args.region);
-    let material = MaterialCache::new(
-        ssm_client(sdk, args.region),
-        config.parameter_path.clone(),
-    );
+    let material = MaterialCache::new(ssm_client(sdk, args.region), config.parameter_path.clone());
     let canary = Canary::new(config, material, iot.clone(), SdkThingRemover::new(iot));
     Ok(canary.probe_once().await)
 }

@@ -233,6 +233,8 @@ pub fn hook_environment(region: &str, table: &str, claim_id: &str) -> BTreeMap<S
         ("DEVICE_SETTABLE_PARAMETERS", "SerialNumber"),
         ("THING_ATTRIBUTE_PARAMETERS", "model,firmware"),
         ("TRUSTED_CLAIM_CERTIFICATE_IDS", claim_id),
+        // As the template sets it when the canary provisions.
+        ("CANARY_SERIAL", &region_canary::provisioning_serial(region)),
     ] {
         env.insert(k.into(), v.into());
     }

@@ -14,6 +14,7 @@ use aws_sdk_dynamodb::config::Credentials;
 use geoprov_shared::registry::DynamoRegistry;
 use geoprov_shared::table;
 
+pub mod canary;
 pub mod certs;
 pub mod cli;
 pub mod emulator;

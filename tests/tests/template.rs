@@ -204,6 +204,145 @@ fn every_function_gets_exactly_the_environment_it_reads() {
     let env = Env::from_pairs(all);
     device_activation::config::ActivationConfig::from_env(&env).unwrap();
     assert_eq!(read_by(&env), names(&facts, "device-activation"));
+
+    let canary = [
+        ("AWS_REGION", "eu-west-1"),
+        ("CANARY_SERVER_NAME", "global.iot.example.com"),
+        ("CANARY_ENDPOINT", "a-ats.iot.eu-west-1.amazonaws.com"),
+        ("CANARY_PARAMETER_PATH", "/geoprov/canary/eu-west-1"),
+        ("CANARY_BUDGET_MS", "20000"),
+        ("CANARY_PROVISIONING", "true"),
+        ("CANARY_TEMPLATE_NAME", "geoprov-fleet"),
+        ("CANARY_SERIAL", "geoprov-canary-eu-west-1-probe"),
+        ("PROVISIONING_CLIENT_ID_PREFIX", "prov-"),
+    ];
+    let env = Env::from_pairs(canary);
+    region_canary::config::CanaryConfig::from_env(&env).unwrap();
+    assert_eq!(read_by(&env), names(&facts, "region-canary"));
+}
+
+/// The canary's budget and cleanup end inside its Lambda timeout, and it
+/// uses the hook's template and serial.
+#[test]
+fn the_canary_finishes_inside_its_timeout_and_probes_the_serial_the_hook_reserves() {
+    let facts = facts();
+    let values = &facts["environmentValues"]["region-canary"];
+    let budget_ms: u64 = values["CANARY_BUDGET_MS"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let timeout_s = facts["timeouts"]["region-canary"].as_u64().unwrap();
+    let cleanup_ms = region_canary::probe::CLEANUP_LIMIT.as_millis() as u64;
+    assert!(
+        budget_ms + cleanup_ms + 5_000 <= timeout_s * 1000,
+        "budget {budget_ms} ms + cleanup {cleanup_ms} ms + 5 s margin > timeout {timeout_s} s"
+    );
+    assert_eq!(values["CANARY_TEMPLATE_NAME"], "geoprov-fleet");
+    // The hook's CANARY_SERIAL is an Fn::If; both name the same serial.
+    let template = std::fs::read_to_string(workspace_root().join("template.yaml")).unwrap();
+    let serial = "geoprov-canary-${AWS::Region}-probe";
+    assert_eq!(
+        template.matches(serial).count(),
+        3,
+        "the hook's and the canary's CANARY_SERIAL, and the canary's cleanup grant"
+    );
+    assert_eq!(
+        region_canary::provisioning_serial("eu-west-1"),
+        serial.replace("${AWS::Region}", "eu-west-1")
+    );
+}
+
+/// The health path: the canary's `CanarySuccess` by Region -> the region's
+/// alarm (missing data breaching) -> the global stack's CLOUDWATCH_METRIC
+/// health check on that alarm, by region and name (insufficient data
+/// unhealthy) -> its id as an output, which the failover's configuration
+/// gives the records.
+#[test]
+fn each_region_s_canary_alarm_feeds_its_route53_health_check() {
+    let facts = facts();
+    let alarm = &facts["alarms"]["RegionHealthAlarm"];
+    assert_eq!(alarm["Namespace"], "geoprov");
+    assert_eq!(alarm["MetricName"], "CanarySuccess");
+    assert_eq!(
+        alarm["Dimensions"],
+        json!([{"Name": "Region", "Value": {"Ref": "AWS::Region"}}]),
+        "the canary's metric line has the Region dimension alone"
+    );
+    assert_eq!(alarm["Statistic"], "Minimum");
+    assert_eq!(alarm["Period"], 60);
+    assert_eq!(alarm["ComparisonOperator"], "LessThanThreshold");
+    assert_eq!(alarm["Threshold"], 1);
+    assert_eq!(alarm["TreatMissingData"], "breaching");
+    assert_eq!(
+        alarm["AlarmName"],
+        json!({"Fn::Sub": "geoprov-health-${AWS::Region}"})
+    );
+    // The canary's metric line is what the alarm names.
+    let line = region_canary::probe::Report::new("eu-west-1", "r")
+        .metric_line()
+        .render(0);
+    assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], "geoprov");
+    assert_eq!(
+        line["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+        json!([["Region"]])
+    );
+    assert_eq!(line["CanarySuccess"], 0.0);
+
+    // Every window recovers more strictly than it fails.
+    let windows = facts["mappings"]["template.yaml"]["HealthAlarmWindows"]
+        .as_object()
+        .unwrap();
+    let allowed = &facts["parameterDefinitions"]["template.yaml"]["HealthAlarmWindow"];
+    assert_eq!(
+        allowed["AllowedValues"].as_array().unwrap().len(),
+        windows.len()
+    );
+    for (name, window) in windows {
+        let m = window["Datapoints"].as_u64().unwrap();
+        let n = window["Periods"].as_u64().unwrap();
+        assert_eq!(name, &format!("{m}-of-{n}"));
+        assert!(
+            n - m + 1 > m,
+            "{name}: recovers after {} good minutes",
+            n - m + 1
+        );
+        assert!(allowed["AllowedValues"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(name)));
+    }
+
+    let checks: Vec<&Value> = facts["healthResources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["template"] == "global.yaml" && r["type"] == "AWS::Route53::HealthCheck")
+        .collect();
+    assert_eq!(
+        checks.len(),
+        1,
+        "one health check per region, by Fn::ForEach"
+    );
+    let check = checks[0];
+    assert_eq!(check["loops"][0]["collection"], json!({"Ref": "Regions"}));
+    let config = &check["properties"]["HealthCheckConfig"];
+    assert_eq!(config["Type"], "CLOUDWATCH_METRIC");
+    assert_eq!(config["InsufficientDataHealthStatus"], "Unhealthy");
+    assert_eq!(
+        config["AlarmIdentifier"],
+        json!({"Region": {"Ref": "RegionName"}, "Name": {"Fn::Sub": "geoprov-health-${RegionName}"}})
+    );
+    // No TCP check beside it (see the README: it adds no signal the canary
+    // lacks, and a CALCULATED parent would let it mask the canary).
+    assert!(config.get("FullyQualifiedDomainName").is_none());
+
+    let output = &facts["outputs"]["global.yaml"]["Fn::ForEach::HealthCheckIdPerRegion"];
+    assert_eq!(output[1], json!({"Ref": "Regions"}));
+    assert_eq!(
+        output[2]["HealthCheckId&{RegionName}"]["Value"],
+        json!({"Fn::GetAtt": [{"Fn::Sub": "HealthCheck&{RegionName}"}, "HealthCheckId"]})
+    );
 }
 
 /// JITR: the only way an auto-registered certificate becomes ACTIVE is the

@@ -16,8 +16,8 @@ use serde_json::Value;
 
 use crate::request::{parse_claim, HookResponse, ProvisioningClaim, RequestIdentifiers};
 use crate::rules::{Denial, Grant, GrantKind, Policy, Reason, Verdict};
-use geoprov_shared::device::{DeviceRecord, SerialNumber};
 use crate::SERVICE;
+use geoprov_shared::device::{DeviceRecord, SerialNumber};
 
 /// How long a denial's audit write may take once the decision is made; it
 /// keeps the answer to IoT within its 5 s even at the longest deadline.

@@ -7,8 +7,8 @@ use std::time::Duration;
 use aws_sdk_iot::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_iot::types::CertificateStatus;
 
-pub use crate::probe::CLEANUP_LIMIT;
 use crate::probe::ThingRemover;
+pub use crate::probe::CLEANUP_LIMIT;
 
 /// The pause before trying again a delete that found an attachment still
 /// there: IoT detaches asynchronously.
@@ -70,7 +70,44 @@ impl SdkThingRemover {
         }
     }
 
-    async fn delete_certificate(&self, id: &str) -> Result<(), String> {
+    /// Detaches the certificate's policies, sets it INACTIVE and deletes it.
+    /// (Without forceDelete: its policies are detached one by one, as every
+    /// IoT reference lists them.)
+    async fn delete_certificate(&self, arn: &str, id: &str) -> Result<(), String> {
+        let mut token = None;
+        let mut policies = Vec::new();
+        loop {
+            let page = match self
+                .iot
+                .list_attached_policies()
+                .target(arn)
+                .set_marker(token)
+                .send()
+                .await
+            {
+                Ok(page) => page,
+                Err(e) if code_of(&e) == Some("ResourceNotFoundException") => return Ok(()),
+                Err(e) => return Err(error("ListAttachedPolicies", e)),
+            };
+            policies.extend(
+                page.policies()
+                    .iter()
+                    .filter_map(|p| p.policy_name().map(str::to_owned)),
+            );
+            token = page.next_marker().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        for policy in &policies {
+            self.iot
+                .detach_policy()
+                .policy_name(policy)
+                .target(arn)
+                .send()
+                .await
+                .map_err(|e| error("DetachPolicy", e))?;
+        }
         match self
             .iot
             .update_certificate()
@@ -84,17 +121,18 @@ impl SdkThingRemover {
             Err(e) => return Err(error("UpdateCertificate", e)),
         }
         loop {
-            // forceDelete: its policy attachments go with it.
             match self
                 .iot
                 .delete_certificate()
                 .certificate_id(id)
-                .force_delete(true)
                 .send()
                 .await
             {
-                Ok(_) => return Ok(()),
-                Err(e) if code_of(&e) == Some("ResourceNotFoundException") => return Ok(()),
+                Ok(_) => {
+                    tracing::info!(certificate_id = id, "canary probe certificate deleted");
+                    return Ok(());
+                }
+                // Still attached: the detach has not propagated yet.
                 Err(e) if code_of(&e) == Some("DeleteConflictException") => {
                     tokio::time::sleep(RETRY_PAUSE).await
                 }
@@ -109,6 +147,7 @@ impl ThingRemover for SdkThingRemover {
         let Some(principals) = self.principals(thing).await? else {
             return Ok(0);
         };
+        tracing::info!(thing, principals = ?principals, "canary probe thing's principals");
         let mut deleted = 0;
         for principal in &principals {
             self.iot
@@ -119,7 +158,7 @@ impl ThingRemover for SdkThingRemover {
                 .await
                 .map_err(|e| error("DetachThingPrincipal", e))?;
             if let Some(id) = certificate_id(principal) {
-                self.delete_certificate(id).await?;
+                self.delete_certificate(principal, id).await?;
                 deleted += 1;
             }
         }
@@ -152,7 +191,10 @@ mod tests {
             certificate_id("arn:aws:iot:eu-west-1:123456789012:cert/abc"),
             Some("abc")
         );
-        assert_eq!(certificate_id("arn:aws:iot:eu-west-1:123456789012:cert/"), None);
+        assert_eq!(
+            certificate_id("arn:aws:iot:eu-west-1:123456789012:cert/"),
+            None
+        );
         assert_eq!(
             certificate_id("arn:aws:cognito-identity:eu-west-1:1:identitypool/x"),
             None

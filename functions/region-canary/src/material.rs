@@ -173,13 +173,20 @@ mod tests {
     use super::*;
 
     fn pair(name: &str, value: &str) -> (String, String) {
-        (format!("/geoprov/canary/eu-west-1/{name}"), value.to_owned())
+        (
+            format!("/geoprov/canary/eu-west-1/{name}"),
+            value.to_owned(),
+        )
     }
 
     #[test]
     fn the_device_identity_and_ca_are_required_and_provisioning_is_all_or_nothing() {
         let path = "/geoprov/canary/eu-west-1";
-        let base = vec![pair(CERTIFICATE, "c"), pair(PRIVATE_KEY, "k"), pair(CA, "ca")];
+        let base = vec![
+            pair(CERTIFICATE, "c"),
+            pair(PRIVATE_KEY, "k"),
+            pair(CA, "ca"),
+        ];
         let material = assemble(path, base.clone()).unwrap();
         assert_eq!(material.device.certificate_pem, "c");
         assert!(material.provisioning.is_none());
@@ -216,7 +223,13 @@ mod tests {
             ],
         )
         .unwrap_err();
-        assert!(matches!(e, MaterialError::Missing { name: CERTIFICATE, .. }));
+        assert!(matches!(
+            e,
+            MaterialError::Missing {
+                name: CERTIFICATE,
+                ..
+            }
+        ));
     }
 
     #[test]

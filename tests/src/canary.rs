@@ -1,0 +1,114 @@
+//! The region canary against a region of the emulator: the fleet region
+//! (claim, stack, table, hook, emulator), `geoprov setup canary` as an
+//! operator runs it, and the real `region-canary` binary under a Runtime API
+//! emulator of its own.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::emulator::{geoprov, FleetRegion, GLOBAL_NAME};
+use crate::lambda::{FunctionProcess, RuntimeEmulator};
+use crate::{aws_env, moto, workspace_binary};
+
+/// A region with the canary set up.
+pub struct CanaryRegion {
+    pub fleet: FleetRegion,
+    /// What `geoprov setup canary` printed for the region.
+    pub setup: Value,
+}
+
+impl CanaryRegion {
+    /// A fleet region with an empty manifest, and the canary set up in it
+    /// with the claim (so that it can provision).
+    pub fn start(region: &str) -> Self {
+        let fleet = FleetRegion::start(region, &[]);
+        let ca_file = fleet.dir.path().join("server-ca.pem");
+        std::fs::write(&ca_file, &fleet.emulator.server_ca_pem).unwrap();
+        let setup = geoprov(region, &fleet.table, &fleet.table_endpoint).ok(&[
+            "setup",
+            "canary",
+            "--regions",
+            region,
+            "--server-ca-file",
+            ca_file.to_str().unwrap(),
+            "--claim-dir",
+            fleet.dir.path().to_str().unwrap(),
+        ]);
+        CanaryRegion { fleet, setup }
+    }
+
+    /// The function's environment as the template sets it, against this
+    /// region's emulator, with `budget_ms`; `endpoint` false leaves
+    /// CANARY_ENDPOINT unset (IoT's DescribeEndpoint names it).
+    pub fn environment(&self, budget_ms: u64, endpoint: bool) -> BTreeMap<String, String> {
+        let region = &self.fleet.region;
+        let mut env = aws_env(&moto().endpoint, region);
+        for (k, v) in [
+            ("CANARY_SERVER_NAME", GLOBAL_NAME.to_owned()),
+            (
+                "CANARY_PARAMETER_PATH",
+                region_canary::parameter_path(region),
+            ),
+            ("CANARY_BUDGET_MS", budget_ms.to_string()),
+            ("CANARY_PROVISIONING", "true".into()),
+            ("CANARY_TEMPLATE_NAME", "geoprov-fleet".into()),
+            ("CANARY_SERIAL", region_canary::provisioning_serial(region)),
+            ("PROVISIONING_CLIENT_ID_PREFIX", "prov-".into()),
+        ] {
+            env.insert(k.into(), v);
+        }
+        if endpoint {
+            env.insert(
+                "CANARY_ENDPOINT".into(),
+                self.fleet.emulator.mqtt.to_string(),
+            );
+        }
+        env
+    }
+
+    /// The real binary with `env`, behind a Runtime API emulator of its own.
+    pub fn function(&self, env: &BTreeMap<String, String>) -> CanaryFunction {
+        let runtime = RuntimeEmulator::start();
+        let process = runtime.run_function(&workspace_binary("region-canary"), env);
+        CanaryFunction { runtime, process }
+    }
+}
+
+/// The canary function, running.
+pub struct CanaryFunction {
+    pub runtime: RuntimeEmulator,
+    pub process: FunctionProcess,
+}
+
+impl CanaryFunction {
+    /// One scheduled run: its report.
+    pub fn run(&self) -> Value {
+        self.runtime.invoke(&scheduled_event())
+    }
+
+    /// The EMF lines the function has printed.
+    pub fn metric_lines(&self) -> Vec<Value> {
+        self.process
+            .output()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v.get("_aws").is_some())
+            .collect()
+    }
+}
+
+/// EventBridge's scheduled event, as the Schedule event source sends it.
+pub fn scheduled_event() -> Value {
+    serde_json::json!({
+        "version": "0",
+        "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": "2026-11-30T12:00:00Z",
+        "region": "eu-west-1",
+        "resources": ["arn:aws:events:eu-west-1:123456789012:rule/geoprov-canary"],
+        "detail": {}
+    })
+}

@@ -1,0 +1,265 @@
+//! The region canary against the emulator, with the real `region-canary`
+//! and `pre-provisioning-hook` binaries: every step succeeds and the metric
+//! line says `CanarySuccess 1`; the provisioning probe leaves no thing,
+//! certificate, audit event or quota use behind; with the emulator refusing
+//! connections, stalling publishes or timing the hook out, the run reports
+//! 0 within its budget and names the step; `geoprov canary run` does the
+//! same probe from a laptop.
+
+use std::time::Duration;
+
+use geoprov_shared::device::SerialNumber;
+use geoprov_shared::registry::{DeviceRegistry, DynamoRegistry};
+use geoprov_tests::canary::CanaryRegion;
+use geoprov_tests::emulator::{geoprov, GLOBAL_NAME};
+use geoprov_tests::{moto, sdk_config};
+
+use serde_json::{json, Value};
+
+// Each test has a region of its own: the canary's SSM path, thing and
+// probe serial are per region, and the tests of this binary share moto.
+const REGION: &str = "eu-west-1";
+const FAULT_REGION: &str = "eu-central-1";
+
+fn steps(report: &Value) -> Vec<(String, bool)> {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["step"].as_str().unwrap().to_owned(), s["ok"] == true))
+        .collect()
+}
+
+/// The certificates in IoT whose key hashes to `spki_sha256` (the tests of
+/// this binary share moto, so a count would race).
+async fn certificates_of_key(region: &CanaryRegion, spki_sha256: &str) -> Vec<String> {
+    let iot = region.fleet.iot().await;
+    let mut found = Vec::new();
+    let mut marker = None;
+    loop {
+        let page = iot
+            .list_certificates()
+            .set_marker(marker)
+            .send()
+            .await
+            .unwrap();
+        for certificate in page.certificates() {
+            let id = certificate.certificate_id().unwrap();
+            let Ok(described) = iot.describe_certificate().certificate_id(id).send().await else {
+                continue;
+            };
+            let pem = described
+                .certificate_description()
+                .and_then(|d| d.certificate_pem())
+                .unwrap_or_default();
+            if pre_provisioning_hook::rules::spki_sha256(pem).as_deref() == Ok(spki_sha256) {
+                found.push(id.to_owned());
+            }
+        }
+        marker = page.next_marker().map(str::to_owned);
+        if marker.is_none() {
+            return found;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_canary_connects_round_trips_and_provisions_and_leaves_nothing_behind() {
+    let region = CanaryRegion::start(REGION);
+    let serial = region_canary::provisioning_serial(REGION);
+    assert_eq!(region.setup[REGION]["provisioningSerial"], serial.as_str());
+    assert_eq!(region.setup[REGION]["certificateCreated"], true);
+
+    let function = region.function(&region.environment(20_000, true));
+    for run in 0..2 {
+        let report = function.run();
+        assert_eq!(report["success"], true, "run {run}: {report:#}");
+        assert_eq!(
+            steps(&report),
+            [
+                "resolve",
+                "connect",
+                "subscribe",
+                "publish",
+                "echo",
+                "provision",
+                "cleanup"
+            ]
+            .map(|s| (s.to_owned(), true))
+            .to_vec(),
+            "{report:#}"
+        );
+    }
+    let lines = function.metric_lines();
+    assert_eq!(lines.len(), 2, "one metric line a run");
+    for line in &lines {
+        assert_eq!(line["CanarySuccess"], 1.0, "{line}");
+        assert_eq!(line["Region"], REGION);
+        assert_eq!(
+            line["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Region"]])
+        );
+        for metric in ["ConnectLatency", "RoundTripLatency", "ProvisionLatency"] {
+            assert!(line[metric].as_f64().unwrap() > 0.0, "{metric}: {line}");
+        }
+    }
+    // No key in the log.
+    let log = function.process.output();
+    assert!(!log.contains("PRIVATE KEY"), "a key in the function's log");
+
+    // Nothing behind: no thing, no certificate, no audit event, no quota.
+    let iot = region.fleet.iot().await;
+    let thing = iot.describe_thing().thing_name(&serial).send().await;
+    assert!(thing.is_err(), "the probe's thing is left: {thing:?}");
+    assert!(region.fleet.audit_reasons(&serial).await.is_empty());
+    let config = sdk_config(&region.fleet.table_endpoint, REGION).await;
+    let registry = DynamoRegistry::new(aws_sdk_dynamodb::Client::new(&config), &region.fleet.table);
+    let record = registry
+        .device(&SerialNumber::try_from(serial.as_str()).unwrap())
+        .await
+        .unwrap()
+        .expect("setup canary registered the serial");
+    assert_eq!(record.provisioning.total(), 0, "the probe used quota");
+    let key = record
+        .profile
+        .public_key_sha256
+        .expect("the provisioning key's hash");
+    assert_eq!(
+        certificates_of_key(&region, key.as_str()).await,
+        Vec::<String>::new(),
+        "a probe certificate is left"
+    );
+    // The canary's own thing stays, with its certificate.
+    iot.describe_thing()
+        .thing_name(region_canary::thing_name(REGION))
+        .send()
+        .await
+        .unwrap();
+
+    // Anyone holding the claim key may try the reserved serial: without
+    // the canary's provisioning key it is refused, and audited.
+    let attacker = region.fleet.provision(&serial, None).await;
+    assert!(attacker.is_err(), "{attacker:?}");
+    let reasons: Vec<String> = region
+        .fleet
+        .audit_reasons(&serial)
+        .await
+        .into_iter()
+        .map(|(reason, _)| reason)
+        .collect();
+    assert_eq!(reasons, ["KEY_MISMATCH"]);
+
+    // The same probe from a laptop.
+    let cli = geoprov(REGION, &region.fleet.table, &region.fleet.table_endpoint);
+    let out = cli.run(&[
+        "canary",
+        "run",
+        "--region",
+        REGION,
+        "--server-name",
+        GLOBAL_NAME,
+        "--endpoint",
+        &region.fleet.emulator.mqtt.to_string(),
+        "--provision-template",
+        "geoprov-fleet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["success"], true, "{report:#}");
+    let table = String::from_utf8_lossy(&out.stderr);
+    for step in ["connect", "echo", "provision", "cleanup"] {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with(step) && l.contains(" ok ")),
+            "{table}"
+        );
+    }
+    assert!(
+        !table.contains("PRIVATE KEY")
+            && !String::from_utf8_lossy(&out.stdout).contains("PRIVATE KEY")
+    );
+}
+
+/// Runs the canary with `fault` set, and checks it failed at `step` within
+/// its budget.
+fn fails_at(region: &CanaryRegion, budget_ms: u64, fault: &str, step: &str) -> Value {
+    region.fleet.emulator.faults(json!({fault: true}));
+    let function = region.function(&region.environment(budget_ms, true));
+    let started = std::time::Instant::now();
+    let report = function.run();
+    let took = started.elapsed();
+    region.fleet.emulator.faults(json!({fault: false}));
+    assert_eq!(report["success"], false, "{fault}: {report:#}");
+    assert_eq!(report["failedStep"], step, "{fault}: {report:#}");
+    // The budget, the cleanup's bound when provisioning ran, and the
+    // invocation's own overhead.
+    let cleanup = if step == "provision" {
+        region_canary::probe::CLEANUP_LIMIT
+    } else {
+        Duration::ZERO
+    };
+    assert!(
+        took <= Duration::from_millis(budget_ms) + cleanup + Duration::from_secs(2),
+        "{fault}: the run took {took:?}"
+    );
+    let lines = function.metric_lines();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["CanarySuccess"], 0.0);
+    assert_eq!(lines[0]["failedStep"], step);
+    report
+}
+
+#[tokio::test]
+async fn under_each_fault_the_canary_reports_zero_within_its_budget_and_names_the_step() {
+    let _ = moto();
+    let region = CanaryRegion::start(FAULT_REGION);
+
+    let refused = fails_at(&region, 5_000, "refuseConnections", "connect");
+    let connect = &refused["steps"][1];
+    assert_eq!(connect["step"], "connect");
+    // The emulator closes the connection at the handshake.
+    assert!(
+        connect["error"].as_str().unwrap().contains("TLS"),
+        "{connect}"
+    );
+
+    let stalled = fails_at(&region, 4_000, "stallPublishes", "publish");
+    let publish = stalled["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "publish")
+        .unwrap();
+    assert!(
+        publish["error"].as_str().unwrap().contains("budget"),
+        "{publish}"
+    );
+
+    let hook = fails_at(&region, 15_000, "hookTimeout", "provision");
+    let provision = hook["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "provision")
+        .unwrap();
+    assert!(
+        provision["error"]
+            .as_str()
+            .unwrap()
+            .contains("RegisterThing"),
+        "{provision}"
+    );
+    // Even then the cleanup ran and the serial was not audited.
+    let cleanup = hook["steps"].as_array().unwrap().last().unwrap();
+    assert_eq!(cleanup["step"], "cleanup");
+    assert_eq!(cleanup["ok"], true, "{cleanup}");
+
+    // Healthy again once the faults are gone.
+    let function = region.function(&region.environment(20_000, true));
+    assert_eq!(function.run()["success"], true);
+}
