@@ -3,6 +3,7 @@
 //! function asks of AWS.
 
 pub mod activation;
+pub mod canary;
 pub mod failover;
 pub mod hook;
 pub mod issuer;

@@ -19,11 +19,12 @@ use geoprov_tests::{iam, samples, template_facts, unique_table, RECORDING_VARIAB
 use serde_json::Value;
 
 /// The access key each function's requests are signed with.
-const FUNCTIONS: [(&str, &str); 4] = [
+const FUNCTIONS: [(&str, &str); 5] = [
     ("pre-provisioning-hook", "GEOPROVHOOK"),
     ("endpoint-failover", "GEOPROVFAILOVER"),
     ("cert-issuer", "GEOPROVISSUER"),
     ("device-activation", "GEOPROVACTIVATION"),
+    ("region-canary", "GEOPROVCANARY"),
 ];
 
 fn header<'a>(request: &'a Value, name: &str) -> Option<&'a str> {
@@ -181,6 +182,13 @@ fn iot_operation(method: &str, url: &str) -> String {
         ("GET", ["thing-groups", _]) => "DescribeThingGroup",
         ("PUT", ["target-policies", _]) => "AttachPolicy",
         ("PUT", ["things", _, "principals"]) => "AttachThingPrincipal",
+        ("GET", ["things", _, "principals"]) => "ListThingPrincipals",
+        ("DELETE", ["things", _, "principals"]) => "DetachThingPrincipal",
+        ("DELETE", ["things", _]) => "DeleteThing",
+        ("DELETE", ["certificates", _]) => "DeleteCertificate",
+        ("POST", ["attached-policies", ..]) => "ListAttachedPolicies",
+        ("POST", ["target-policies", _]) => "DetachPolicy",
+        ("GET", ["endpoint"]) => "DescribeEndpoint",
         _ => return format!("UNMAPPED {method} {path}"),
     };
     operation.to_owned()
@@ -215,6 +223,7 @@ async fn every_function_is_granted_exactly_the_aws_actions_it_performs() {
     samples::failover::run(FUNCTIONS[1].1).await;
     samples::issuer::run(FUNCTIONS[2].1).await;
     samples::activation::run(FUNCTIONS[3].1).await;
+    samples::canary::run(FUNCTIONS[4].1).await;
 
     let mut performed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut items: BTreeMap<String, BTreeSet<Need>> = BTreeMap::new();
