@@ -743,3 +743,94 @@ async fn a_commit_that_fails_without_an_answer_is_settled_to_one_outcome() {
         }
     }
 }
+
+const CANARY: &str = "geoprov-canary-eu-west-1-probe";
+
+fn canary_hook(profiles: Vec<DeviceProfile>) -> ProvisioningHook<MemoryRegistry> {
+    hook_with(profiles).with_canary_serial(Some(serial(CANARY)))
+}
+
+#[tokio::test]
+async fn the_canary_serial_is_allowed_again_and_again_without_quota_or_audit() {
+    let mut canary = profile(CANARY);
+    canary.max_provisions = Some(1);
+    let hook = canary_hook(vec![canary, profile("SN-1")]);
+    for (i, certificate) in ["cert-a", "cert-b", "cert-c"].iter().enumerate() {
+        let decision = hook
+            .handle(request(CANARY, certificate), &format!("req-{i}"))
+            .await;
+        assert_eq!(decision.reason, Reason::Allowed, "probe {i}");
+        assert!(decision.response.allow_provisioning);
+        assert_eq!(decision.response.parameter_overrides["Region"], "eu-west-1");
+    }
+    assert_eq!(
+        hook.registry()
+            .record(&serial(CANARY))
+            .unwrap()
+            .provisioning
+            .total(),
+        0
+    );
+    assert!(hook.registry().audit_events().is_empty());
+    // A device is still a device.
+    hook.handle(request("SN-1", "cert-d"), "req-d").await;
+    assert_eq!(reasons(&hook.registry().audit_events()), ["ALLOWED"]);
+}
+
+#[tokio::test]
+async fn the_canary_serial_is_denied_and_audited_without_its_key_or_its_region() {
+    // Anyone holds the claim key: another key is KEY_MISMATCH.
+    let mut other_key = DeviceProfile::allowed(serial(CANARY));
+    other_key.public_key_sha256 = Some(PublicKeyFingerprint::try_from("ab".repeat(32)).unwrap());
+    let hook = canary_hook(vec![other_key]);
+    let decision = hook.handle(request(CANARY, "cert-a"), "req-1").await;
+    assert_eq!(decision.reason, Reason::KeyMismatch);
+    assert_eq!(reasons(&hook.registry().audit_events()), ["KEY_MISMATCH"]);
+
+    // No factory key: denied even where REQUIRE_FACTORY_KEY is off.
+    let mut policy = policy();
+    policy.require_factory_key = false;
+    let hook = ProvisioningHook::new(
+        policy,
+        MemoryRegistry::with_profiles(vec![DeviceProfile::allowed(serial(CANARY))]),
+        Duration::from_secs(2),
+    )
+    .with_canary_serial(Some(serial(CANARY)));
+    let decision = hook.handle(request(CANARY, "cert-a"), "req-1").await;
+    assert_eq!(decision.reason, Reason::NoFactoryKey);
+    assert_eq!(reasons(&hook.registry().audit_events()), ["NO_FACTORY_KEY"]);
+
+    // Another region's canary serial is allowed there only.
+    let mut elsewhere = profile(CANARY);
+    elsewhere.allowed_regions = Some([region("us-east-1")].into());
+    let hook = canary_hook(vec![elsewhere]);
+    let decision = hook.handle(request(CANARY, "cert-a"), "req-1").await;
+    assert_eq!(decision.reason, Reason::RegionNotAllowed);
+
+    // Unregistered: UNKNOWN_DEVICE, audited.
+    let hook = canary_hook(vec![]);
+    let decision = hook.handle(request(CANARY, "cert-a"), "req-1").await;
+    assert_eq!(decision.reason, Reason::UnknownDevice);
+    assert_eq!(reasons(&hook.registry().audit_events()), ["UNKNOWN_DEVICE"]);
+}
+
+#[test]
+fn canary_serial_is_read_from_the_environment() {
+    let claim = sample()["claimCertificateId"].as_str().unwrap().to_owned();
+    let base = [
+        ("TABLE_NAME", "geoprov"),
+        ("AWS_REGION", "eu-west-1"),
+        ("LAMBDA_TIMEOUT_MS", "4000"),
+        ("TRUSTED_CLAIM_CERTIFICATE_IDS", claim.as_str()),
+    ];
+    let config = HookConfig::from_env(&Env::from_pairs(base)).unwrap();
+    assert_eq!(config.canary_serial, None);
+    let mut with = base.to_vec();
+    with.push(("CANARY_SERIAL", CANARY));
+    let config = HookConfig::from_env(&Env::from_pairs(with.clone())).unwrap();
+    assert_eq!(config.canary_serial, Some(serial(CANARY)));
+    with.pop();
+    with.push(("CANARY_SERIAL", "not a serial"));
+    let e = HookConfig::from_env(&Env::from_pairs(with)).unwrap_err();
+    assert!(e.to_string().contains("CANARY_SERIAL"), "{e}");
+}
