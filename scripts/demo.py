@@ -28,12 +28,17 @@ Devices are `geoprov device`. The scenario:
    registration event reaches device-activation, which applies the registry's
    device rules and activates; then they connect);
 4. outage: us-east-1 goes down (its emulator refuses connections), and
-   Route 53's API with it. The failover cannot write a record, yet North
-   America resolves to eu-west-1 through health alone (the data plane), and a
-   new wave of North American devices provisions there. When the API is back,
-   the failover takes us-east-1 out of the chains;
-5. recovery: us-east-1 is healthy again; the failover holds it out for the
-   failback interval, then puts it back;
+   Route 53's API with it. Each region's canary (the real region-canary
+   binary, one run a "minute") fails to connect; its CanarySuccess 0 goes to
+   the region's health alarm, which turns ALARM after 2 of 5 minutes (the
+   template's default window), and the Route 53 health check reads the
+   alarm. The failover cannot write a record, yet North America resolves to
+   eu-west-1 through health alone (the data plane), and a new wave of North
+   American devices provisions there. When the API is back, the failover
+   takes us-east-1 out of the chains;
+5. recovery: us-east-1 serves again; the canary succeeds, and the alarm is
+   OK only after 4 good minutes in a row (N-M+1); the failover holds it out
+   for the failback interval, then puts it back;
 6. drain: an operator drains eu-west-1, then undrains it.
 
 Every decision is checked against what the manifest says it must be, and the
@@ -76,6 +81,8 @@ EU_COUNTRIES = ("DE", "FR", "IE", "ES")
 # logical ids, as local_iot_stack.py names functions).
 HOOK_FUNCTION = "PreProvisioningHookFunction"
 ACTIVATION_FUNCTION = "DeviceActivationFunction"
+# The health alarm's M of N, the template's default HealthAlarmWindow.
+CANARY_WINDOW = (2, 5)
 DEVICES_DIR = ROOT / "target/demo-devices"
 CLAIM_DIR = ROOT / "target/demo-claim"
 
@@ -169,7 +176,7 @@ class Demo:
     def __init__(self, args):
         self.args = args
         self.failures: list[str] = []
-        self.report: dict = {"devices": {}, "dns": [], "certificates": {}}
+        self.report: dict = {"devices": {}, "dns": [], "certificates": {}, "canary": {}}
         self.rng = random.Random(args.seed)
 
     def expect(self, ok: bool, what: str) -> None:
@@ -203,9 +210,8 @@ class Demo:
             print("\n3. JITR: CSRs to the cert issuer")
             self.jitr([d for d in first if self.report["devices"][d["serialNumber"]]["reason"] == "ALLOWED"])
             print("\n4. outage: us-east-1 down, and Route 53's API with it")
-            self.down.add("us-east-1")
             self.set_faults("us-east-1", {"refuseConnections": True})
-            self.set_alarm("us-east-1", "ALARM")
+            self.report["canary"]["outage"] = self.canary_until("us-east-1", "ALARM")
             self.dns_step("ALARM us-east-1", self.failover_without_api, self.alarm_event("us-east-1", "ALARM"),
                           via="data plane", expect=("eu-west-1", "eu-west-1"), api_down=True)
             self.provision(late, "wave 2 (NA, during outage)")
@@ -215,9 +221,8 @@ class Demo:
                           via="control plane", expect=("eu-west-1", "eu-west-1"))
 
             print("\n5. recovery: us-east-1 healthy again")
-            self.down.discard("us-east-1")
             self.set_faults("us-east-1", {"refuseConnections": False})
-            self.set_alarm("us-east-1", "OK")
+            self.report["canary"]["recovery"] = self.canary_until("us-east-1", "OK")
             self.dns_step("OK us-east-1 (1 of 2)", self.failover, self.alarm_event("us-east-1", "OK"),
                           via="control plane", expect=("eu-west-1", "eu-west-1"))
             self.dns_step("OK us-east-1 (2 of 2)", self.failover, self.alarm_event("us-east-1", "OK"),
@@ -250,6 +255,7 @@ class Demo:
         self.zone_id = zone["HostedZone"]["Id"].split("/")[-1]
         # Each region's health alarm (fed by its canary in AWS), and the
         # Route 53 health check that reads it: the data plane's signal.
+        self.alarm_state = {r: "OK" for r in REGIONS}
         self.cloudwatch = {r: boto3.client("cloudwatch", endpoint_url=moto, region_name=r,
                                            aws_access_key_id="testing", aws_secret_access_key="testing")
                            for r in REGIONS}
@@ -257,7 +263,7 @@ class Demo:
             self.cloudwatch[region].put_metric_alarm(
                 AlarmName=f"geoprov-health-{region}", Namespace="geoprov", MetricName="CanarySuccess",
                 Dimensions=[{"Name": "Region", "Value": region}], Statistic="Minimum", Period=60,
-                EvaluationPeriods=3, DatapointsToAlarm=2, Threshold=1, ComparisonOperator="LessThanThreshold",
+                EvaluationPeriods=CANARY_WINDOW[1], DatapointsToAlarm=CANARY_WINDOW[0], Threshold=1, ComparisonOperator="LessThanThreshold",
                 TreatMissingData="breaching")
             self.set_alarm(region, "OK")
         self.checks = {r: self.route53.create_health_check(
@@ -265,7 +271,6 @@ class Demo:
             HealthCheckConfig={"Type": "CLOUDWATCH_METRIC", "InsufficientDataHealthStatus": "Unhealthy",
                                "AlarmIdentifier": {"Region": r, "Name": f"geoprov-health-{r}"}},
         )["HealthCheck"]["Id"] for r in REGIONS}
-        self.down: set[str] = set()
         config = {
             "hostedZoneId": self.zone_id, "recordName": RECORD, "ttl": 60,
             "regions": {r: {"endpoint": endpoint(r), "healthCheckId": self.checks[r],
@@ -326,7 +331,8 @@ class Demo:
         # recorded key is still checked.
         self.hooks = {r: self.start_function(procs, "pre-provisioning-hook", self.env[r] | {
             "TRUSTED_CLAIM_CERTIFICATE_IDS": self.claim_id, "HOOK_DEADLINE_MS": "4000",
-            "LAMBDA_TIMEOUT_MS": "5000", "DEFAULT_MAX_PROVISIONS": "3", "REQUIRE_FACTORY_KEY": "false"},
+            "LAMBDA_TIMEOUT_MS": "5000", "DEFAULT_MAX_PROVISIONS": "3", "REQUIRE_FACTORY_KEY": "false",
+            "CANARY_SERIAL": f"geoprov-canary-{r}-probe"},
             log_name=f"pre-provisioning-hook-{r}") for r in REGIONS}
         self.issuer = self.start_function(procs, "cert-issuer", self.env["eu-west-1"] | {
             "PCA_ARN": ca["certificateAuthorityArn"], "PCA_REGION": PCA_REGION,
@@ -340,6 +346,66 @@ class Demo:
         self.emulators = {r: self.start_emulator(procs, moto, r) for r in REGIONS}
         self.iot = {r: boto3.client("iot", endpoint_url=moto, region_name=r, aws_access_key_id="testing",
                                     aws_secret_access_key="testing") for r in REGIONS}
+        self.start_canaries(procs)
+
+    def start_canaries(self, procs) -> None:
+        """`geoprov setup canary` in each region (its emulator's server CA as
+        the CA devices ship, the claim for the provisioning probe), and the
+        real region-canary binary per region."""
+        self.canaries = {}
+        for r in REGIONS:
+            local_aws.geoprov(self.env[r], "setup", "canary", "--regions", r, "--server-ca-file",
+                              self.emulators[r]["ca"], "--claim-dir", str(CLAIM_DIR))
+            self.canaries[r] = self.start_function(procs, "region-canary", self.env[r] | {
+                "CANARY_SERVER_NAME": RECORD, "CANARY_ENDPOINT": self.emulators[r]["mqtt"],
+                "CANARY_BUDGET_MS": "5000", "CANARY_PROVISIONING": "true", "CANARY_TEMPLATE_NAME": "geoprov-fleet",
+                "CANARY_SERIAL": f"geoprov-canary-{r}-probe", "PROVISIONING_CLIENT_ID_PREFIX": "prov-"},
+                log_name=f"region-canary-{r}")
+        # The alarms start OK, as after a window of good minutes.
+        self.canary_points = {r: [1] * CANARY_WINDOW[1] for r in REGIONS}
+        for r in REGIONS:
+            state, report = self.canary_minute(r)
+            self.expect(report["success"] and state == "OK", f"{r}: the canary failed at stand-up: {report}")
+            print(f"  {r}: canary connected, echoed and provisioned in {report['elapsedMs']:.0f} ms; alarm {state}")
+
+    @property
+    def down(self) -> set[str]:
+        """The regions whose health alarm is in ALARM: their Route 53 health
+        checks (which read the alarms) are unhealthy."""
+        return {r for r in REGIONS if self.alarm_state[r] == "ALARM"}
+
+    def canary_minute(self, region: str) -> tuple[str, dict]:
+        """One scheduled run of the region's canary, then what CloudWatch does
+        with its EMF line. moto extracts no metric from a log and evaluates no
+        alarm, so the demo does both as CloudWatch would: it puts the line's
+        CanarySuccess, and sets the alarm from M of the last N minutes
+        breaching (below 1). The outage and recovery steps then send the
+        state change to the failover, as EventBridge would. Returns the alarm
+        state and the report."""
+        report = invoke(self.canaries[region], self.schedule_event())
+        success = 1.0 if report.get("success") else 0.0
+        self.cloudwatch[region].put_metric_data(Namespace="geoprov", MetricData=[{
+            "MetricName": "CanarySuccess", "Dimensions": [{"Name": "Region", "Value": region}],
+            "Value": success, "Unit": "Count"}])
+        points = self.canary_points[region]
+        points.append(success)
+        m, n = CANARY_WINDOW
+        state = "ALARM" if sum(p < 1 for p in points[-n:]) >= m else "OK"
+        if state != self.alarm_state[region]:
+            self.set_alarm(region, state)
+        return state, report
+
+    def canary_until(self, region: str, wanted: str) -> list[dict]:
+        """Canary minutes until the region's alarm is `wanted`."""
+        minutes = []
+        while self.alarm_state[region] != wanted and len(minutes) < 2 * CANARY_WINDOW[1]:
+            state, report = self.canary_minute(region)
+            minutes.append({"success": bool(report.get("success")), "failedStep": report.get("failedStep"),
+                            "alarm": state, "elapsedMs": round(report.get("elapsedMs", 0), 1)})
+            outcome = "ok" if report.get("success") else f"failed at {report.get('failedStep')}"
+            print(f"  canary minute {len(minutes)} in {region}: {outcome} -> alarm {state}")
+        self.expect(self.alarm_state[region] == wanted, f"{region}: the alarm never became {wanted}")
+        return minutes
 
     def start_emulator(self, procs, moto: str, region: str) -> dict:
         """The regional stack's IoT resources in moto, and geoprov-iot-emu in
@@ -549,6 +615,7 @@ class Demo:
               f"with issued certificates (each dropped once, then activated by device-activation)")
 
     def set_alarm(self, region: str, state: str) -> None:
+        self.alarm_state[region] = state
         self.cloudwatch[region].set_alarm_state(AlarmName=f"geoprov-health-{region}", StateValue=state,
                                                 StateReason="geoprov demo")
 

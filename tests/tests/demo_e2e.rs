@@ -144,6 +144,34 @@ fn the_two_region_scenario_meets_every_expectation() {
     );
     assert_eq!(report["dns"][4]["held"], serde_json::json!(["us-east-1"]));
 
+    // The outage was the canary's to find: 2 failed minutes (connect
+    // refused) turned the alarm ALARM; the recovery took 4 good minutes in a
+    // row (the window 2 of 5: N-M+1) before it was OK.
+    let minutes = |phase: &str| -> Vec<(bool, Option<String>, String)> {
+        report["canary"][phase]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["success"].as_bool().unwrap(),
+                    m["failedStep"].as_str().map(str::to_owned),
+                    m["alarm"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let failed = (false, Some("connect".to_owned()), "OK".to_owned());
+    assert_eq!(
+        minutes("outage"),
+        [failed.clone(), (false, Some("connect".into()), "ALARM".into())]
+    );
+    let good = |alarm: &str| (true, None, alarm.to_owned());
+    assert_eq!(
+        minutes("recovery"),
+        [good("ALARM"), good("ALARM"), good("ALARM"), good("OK")]
+    );
+
     // EU-pinned devices only ever in eu-west-1; wave 2 in eu-west-1.
     for (serial, device) in report["devices"].as_object().unwrap() {
         if device["kind"].as_str().unwrap().starts_with("eu") {
