@@ -20,7 +20,7 @@ export AWS_DEFAULT_REGION ?= $(AWS_REGION)
 export GEOPROV_PYTHON := $(abspath $(PYTHON))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: help venv build test lint lint-template sam-build demo demo-hook bench-hook bench-failover bench-issuer bench-emulator clean
+.PHONY: help venv build test lint lint-template sam-build demo demo-hook bench-hook bench-failover bench-issuer bench-emulator bench-canary clean
 
 help:
 	@echo "make demo        the whole control plane, two regions, on this machine (release binaries, moto)"
@@ -32,6 +32,7 @@ help:
 	@echo "make bench-hook  cold start, warm latency, RSS and size: Rust hook vs Python/boto3 hook"
 	@echo "make bench-failover  record tree planning and answers per second (250 locations x 5 regions); ALARM-to-tree time in moto"
 	@echo "make bench-issuer    CSR validations per second; a 500-CSR batch at concurrency 1, 8 and 32 in moto"
+	@echo "make bench-canary    the region canary: cold start, and p50/p99 of 100 warm runs against geoprov-iot-emu"
 	@echo "make bench-emulator  fleet provisionings per second through one geoprov-iot-emu with the real hook; p50/p99 connect-to-provisioned"
 
 venv: $(VENV)/.installed
@@ -100,6 +101,10 @@ bench-failover: venv
 bench-emulator: venv
 	cargo build --workspace --release
 	cargo bench --workspace --bench emulator
+
+bench-canary: venv
+	cargo build --workspace --release
+	cargo bench -p geoprov-tests --bench canary
 
 bench-issuer: venv
 	cargo build --workspace --release
