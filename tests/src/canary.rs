@@ -98,17 +98,9 @@ impl CanaryFunction {
     }
 }
 
-/// EventBridge's scheduled event, as the Schedule event source sends it.
+/// EventBridge's scheduled event, as the Schedule event source sends it
+/// (`events/region-canary/schedule.json`).
 pub fn scheduled_event() -> Value {
-    serde_json::json!({
-        "version": "0",
-        "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": "123456789012",
-        "time": "2026-11-30T12:00:00Z",
-        "region": "eu-west-1",
-        "resources": ["arn:aws:events:eu-west-1:123456789012:rule/geoprov-canary"],
-        "detail": {}
-    })
+    let path = crate::workspace_root().join("events/region-canary/schedule.json");
+    serde_json::from_slice(&std::fs::read(path).expect("the sample event")).expect("JSON")
 }
