@@ -83,21 +83,41 @@ async fn main() {
     let with = warm(&region, true);
     let without = warm(&region, false);
 
-    println!("\nregion-canary (release) against geoprov-iot-emu (release), moto, loopback TLS, 2 cores");
+    println!(
+        "\nregion-canary (release) against geoprov-iot-emu (release), moto, loopback TLS, 2 cores"
+    );
     println!("\n| measure (ms) | runs | p50 | p99 | max |\n|---|---:|---:|---:|---:|");
-    row("cold start: spawn to first report (init + SSM read + probe with provisioning)", cold);
+    row(
+        "cold start: spawn to first report (init + SSM read + probe with provisioning)",
+        cold,
+    );
     row("  of which the first probe itself (elapsedMs)", cold_probe);
     let elapsed = |reports: &[Value]| -> Vec<f64> {
-        reports.iter().map(|r| r["elapsedMs"].as_f64().unwrap()).collect()
+        reports
+            .iter()
+            .map(|r| r["elapsedMs"].as_f64().unwrap())
+            .collect()
     };
-    row("warm run, connect + round trip (elapsedMs)", elapsed(&without));
-    row("warm run, + provisioning and cleanup (elapsedMs)", elapsed(&with));
+    row(
+        "warm run, connect + round trip (elapsedMs)",
+        elapsed(&without),
+    );
+    row(
+        "warm run, + provisioning and cleanup (elapsedMs)",
+        elapsed(&with),
+    );
     row("  connect (TCP, TLS, CONNACK)", field(&with, "connect"));
     row("  round trip (PUBLISH to echo)", {
         let publish = field(&with, "publish");
         let echo = field(&with, "echo");
         publish.iter().zip(&echo).map(|(p, e)| p + e).collect()
     });
-    row("  provision (claim connect, CSR, RegisterThing with the hook)", field(&with, "provision"));
-    row("  cleanup (detach, delete certificate and thing in moto)", field(&with, "cleanup"));
+    row(
+        "  provision (claim connect, CSR, RegisterThing with the hook)",
+        field(&with, "provision"),
+    );
+    row(
+        "  cleanup (detach, delete certificate and thing in moto)",
+        field(&with, "cleanup"),
+    );
 }

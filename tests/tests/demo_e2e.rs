@@ -164,7 +164,10 @@ fn the_two_region_scenario_meets_every_expectation() {
     let failed = (false, Some("connect".to_owned()), "OK".to_owned());
     assert_eq!(
         minutes("outage"),
-        [failed.clone(), (false, Some("connect".into()), "ALARM".into())]
+        [
+            failed.clone(),
+            (false, Some("connect".into()), "ALARM".into())
+        ]
     );
     let good = |alarm: &str| (true, None, alarm.to_owned());
     assert_eq!(
