@@ -8,8 +8,10 @@
 //! SecureString). With `--claim-dir` it adds the claim and a provisioning
 //! key, whose SPKI hash it registers for the reserved serial
 //! `geoprov-canary-<region>-probe`, allowed in that region only. Keys go to
-//! SSM only, never to stdout or a file. Rerunning it keeps the certificate
-//! and the provisioning key, and sets everything else right.
+//! SSM only, never to stdout or a file. Rerunning it keeps the certificate,
+//! the provisioning key and an existing policy (a changed document needs a
+//! new policy version), and sets the attachments, the CA and the claim
+//! parameters right.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -87,7 +89,9 @@ fn ssm_client(sdk: &SdkConfig, region: &str) -> aws_sdk_ssm::Client {
     )
 }
 
-/// The canary's policy in `region` of `account`: nothing a device could use.
+/// The canary's policy in `region` of `account`: connect with a client id
+/// of its own per run (`geoprov-canary-<region>-<run id>`), and its topics;
+/// nothing a device could use.
 pub fn policy_document(partition: &str, region: &str, account: &str) -> String {
     let arn =
         |kind: &str, rest: &str| format!("arn:{partition}:iot:{region}:{account}:{kind}/{rest}");
@@ -95,7 +99,7 @@ pub fn policy_document(partition: &str, region: &str, account: &str) -> String {
         "Version": "2012-10-17",
         "Statement": [
             {"Effect": "Allow", "Action": "iot:Connect",
-             "Resource": arn("client", &region_canary::thing_name(region))},
+             "Resource": arn("client", &format!("{}-*", region_canary::thing_name(region)))},
             {"Effect": "Allow", "Action": ["iot:Publish", "iot:Receive"],
              "Resource": arn("topic", &format!("canary/{region}/*"))},
             {"Effect": "Allow", "Action": "iot:Subscribe",

@@ -141,12 +141,24 @@ impl HookConfig {
             ));
         }
 
+        // Only the region canary's own serial: a device's serial here would
+        // provision without quota or audit.
         let canary_serial = match env.optional("CANARY_SERIAL").map(str::trim) {
             None | Some("") => None,
-            Some(raw) => Some(
-                SerialNumber::try_from(raw)
-                    .map_err(|e| ConfigError::invalid("CANARY_SERIAL", raw, e.0))?,
-            ),
+            Some(raw) => {
+                let expected = format!("geoprov-canary-{}-probe", devices.region);
+                if raw != expected {
+                    return Err(ConfigError::invalid(
+                        "CANARY_SERIAL",
+                        raw,
+                        format!("must be {expected}, the region canary's reserved serial"),
+                    ));
+                }
+                Some(
+                    SerialNumber::try_from(raw)
+                        .map_err(|e| ConfigError::invalid("CANARY_SERIAL", raw, e.0))?,
+                )
+            }
         };
 
         Ok(HookConfig {

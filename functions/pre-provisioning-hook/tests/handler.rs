@@ -778,6 +778,49 @@ async fn the_canary_serial_is_allowed_again_and_again_without_quota_or_audit() {
 }
 
 #[tokio::test]
+async fn provisionings_of_the_canary_serial_from_before_count_for_nothing() {
+    // A probe run while the hook did not know the serial committed like a
+    // device's, up to the quota.
+    let mut canary = profile(CANARY);
+    canary.max_provisions = Some(1);
+    let registry = MemoryRegistry::with_profiles(vec![canary]);
+    let read = registry.record(&serial(CANARY)).unwrap();
+    let commit = ProvisioningCommit {
+        serial: serial(CANARY),
+        certificate_id: "cert-0".into(),
+        region: region("eu-west-1"),
+        region_limit: 1,
+        profile_version: read.profile.version.clone(),
+        guard: read.provisioning.guard.clone(),
+        at: "2026-11-30T12:00:00Z".into(),
+    };
+    let audit = AuditEvent {
+        kind: "PROVISIONING_DECISION".into(),
+        serial_number: Some(CANARY.into()),
+        decision: Decision::Allow,
+        reason: "ALLOWED".into(),
+        detail: "before CANARY_SERIAL".into(),
+        region: "eu-west-1".into(),
+        certificate_id: Some("cert-0".into()),
+        claim_certificate_id: None,
+        client_id: None,
+        request_id: "req-0".into(),
+        time: "2026-11-30T12:00:00Z".into(),
+    };
+    assert_eq!(
+        registry.record_provisioning(&commit, &audit).await.unwrap(),
+        CommitOutcome::Committed
+    );
+    assert_eq!(count_in(&registry, CANARY, "eu-west-1"), 1);
+    let hook = ProvisioningHook::new(policy(), registry, Duration::from_secs(2))
+        .with_canary_serial(Some(serial(CANARY)));
+    let decision = hook.handle(request(CANARY, "cert-1"), "req-1").await;
+    assert_eq!(decision.reason, Reason::Allowed);
+    assert_eq!(count_in(hook.registry(), CANARY, "eu-west-1"), 1);
+    assert!(!decision.audit_written, "the probe has no audit event");
+}
+
+#[tokio::test]
 async fn the_canary_serial_is_denied_and_audited_without_its_key_or_its_region() {
     // Anyone holds the claim key: another key is KEY_MISMATCH.
     let mut other_key = DeviceProfile::allowed(serial(CANARY));
@@ -829,8 +872,12 @@ fn canary_serial_is_read_from_the_environment() {
     with.push(("CANARY_SERIAL", CANARY));
     let config = HookConfig::from_env(&Env::from_pairs(with.clone())).unwrap();
     assert_eq!(config.canary_serial, Some(serial(CANARY)));
-    with.pop();
-    with.push(("CANARY_SERIAL", "not a serial"));
-    let e = HookConfig::from_env(&Env::from_pairs(with)).unwrap_err();
-    assert!(e.to_string().contains("CANARY_SERIAL"), "{e}");
+    // Only this region's canary serial: a device's would provision
+    // without quota or audit.
+    for wrong in ["not a serial", "SN-1", "geoprov-canary-us-east-1-probe"] {
+        with.pop();
+        with.push(("CANARY_SERIAL", wrong));
+        let e = HookConfig::from_env(&Env::from_pairs(with.clone())).unwrap_err();
+        assert!(e.to_string().contains("CANARY_SERIAL"), "{wrong}: {e}");
+    }
 }

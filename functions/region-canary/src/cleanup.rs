@@ -70,25 +70,34 @@ impl SdkThingRemover {
         }
     }
 
-    /// Detaches the certificate's policies, sets it INACTIVE and deletes it.
-    /// (Without forceDelete: its policies are detached one by one, as every
-    /// IoT reference lists them.)
-    async fn delete_certificate(&self, arn: &str, id: &str) -> Result<(), String> {
+    /// Sets the certificate INACTIVE first, while the thing still names it,
+    /// so that an interrupted cleanup never leaves an active certificate
+    /// nothing points to; then detaches its policies. (Without forceDelete:
+    /// the policies are detached one by one.)
+    async fn retire_certificate(&self, arn: &str, id: &str) -> Result<bool, String> {
+        match self
+            .iot
+            .update_certificate()
+            .certificate_id(id)
+            .new_status(CertificateStatus::Inactive)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if code_of(&e) == Some("ResourceNotFoundException") => return Ok(false),
+            Err(e) => return Err(error("UpdateCertificate", e)),
+        }
         let mut token = None;
         let mut policies = Vec::new();
         loop {
-            let page = match self
+            let page = self
                 .iot
                 .list_attached_policies()
                 .target(arn)
                 .set_marker(token)
                 .send()
                 .await
-            {
-                Ok(page) => page,
-                Err(e) if code_of(&e) == Some("ResourceNotFoundException") => return Ok(()),
-                Err(e) => return Err(error("ListAttachedPolicies", e)),
-            };
+                .map_err(|e| error("ListAttachedPolicies", e))?;
             policies.extend(
                 page.policies()
                     .iter()
@@ -108,18 +117,10 @@ impl SdkThingRemover {
                 .await
                 .map_err(|e| error("DetachPolicy", e))?;
         }
-        match self
-            .iot
-            .update_certificate()
-            .certificate_id(id)
-            .new_status(CertificateStatus::Inactive)
-            .send()
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if code_of(&e) == Some("ResourceNotFoundException") => return Ok(()),
-            Err(e) => return Err(error("UpdateCertificate", e)),
-        }
+        Ok(true)
+    }
+
+    async fn delete_certificate(&self, id: &str) -> Result<(), String> {
         loop {
             match self
                 .iot
@@ -132,6 +133,7 @@ impl SdkThingRemover {
                     tracing::info!(certificate_id = id, "canary probe certificate deleted");
                     return Ok(());
                 }
+                Err(e) if code_of(&e) == Some("ResourceNotFoundException") => return Ok(()),
                 // Still attached: the detach has not propagated yet.
                 Err(e) if code_of(&e) == Some("DeleteConflictException") => {
                     tokio::time::sleep(RETRY_PAUSE).await
@@ -150,6 +152,11 @@ impl ThingRemover for SdkThingRemover {
         tracing::info!(thing, principals = ?principals, "canary probe thing's principals");
         let mut deleted = 0;
         for principal in &principals {
+            let id = certificate_id(principal);
+            let exists = match id {
+                Some(id) => self.retire_certificate(principal, id).await?,
+                None => false,
+            };
             self.iot
                 .detach_thing_principal()
                 .thing_name(thing)
@@ -157,8 +164,8 @@ impl ThingRemover for SdkThingRemover {
                 .send()
                 .await
                 .map_err(|e| error("DetachThingPrincipal", e))?;
-            if let Some(id) = certificate_id(principal) {
-                self.delete_certificate(principal, id).await?;
+            if let (Some(id), true) = (id, exists) {
+                self.delete_certificate(id).await?;
                 deleted += 1;
             }
         }

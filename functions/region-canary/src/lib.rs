@@ -26,9 +26,15 @@ pub const SERVICE: &str = "region-canary";
 /// The canary's IoT policy, made by `geoprov setup canary` in each region.
 pub const POLICY_NAME: &str = "geoprov-canary";
 
-/// The canary's thing, and its MQTT client id, in `region`.
+/// The canary's thing in `region`.
 pub fn thing_name(region: &str) -> String {
     format!("geoprov-canary-{region}")
+}
+
+/// The canary's MQTT client id for one run: the thing name and the run id,
+/// which its policy allows (`client/geoprov-canary-<region>-*`).
+pub fn client_id(region: &str, run_id: &str) -> String {
+    format!("geoprov-canary-{region}-{run_id}")
 }
 
 /// The reserved serial the canary provisions in `region`: the hook's

@@ -10,9 +10,10 @@
 //! | `claim-certificate`, `claim-private-key` | the claim, for the provisioning probe |
 //! | `provisioning-key` | the key whose SPKI hash the registry holds for the canary serial |
 //!
-//! Read once and kept for [`MATERIAL_TTL`]; when a read fails later, the
-//! material read before stands, so an SSM outage does not look like an IoT
-//! one.
+//! Read once and kept for [`MATERIAL_TTL`]; when SSM fails to answer later,
+//! the material read before stands (tried again after [`RETRY_AFTER`]), so
+//! an SSM outage does not look like an IoT one. Parameters deleted on
+//! purpose end the canary's runs: no fallback.
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,8 @@ pub const PROVISIONING_KEY: &str = "provisioning-key";
 
 /// How long material read is kept before it is read again.
 pub const MATERIAL_TTL: Duration = Duration::from_secs(15 * 60);
+/// After a failed read, how long the last read stands before the next try.
+pub const RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// What the canary connects and provisions with.
 #[derive(Clone)]
@@ -154,16 +157,24 @@ impl MaterialCache {
         let read = read_ssm(&self.ssm, &self.path)
             .await
             .and_then(|values| assemble(&self.path, values));
-        match (read, kept.as_ref()) {
+        match (read, kept.take()) {
             (Ok(material), _) => {
                 *kept = Some((Instant::now(), material.clone()));
                 Ok(material)
             }
-            (Err(e), Some((_, stale))) => {
+            // SSM did not answer: the last read stands, and is read again
+            // after RETRY_AFTER (not on every run, which would spend each
+            // run's budget on SSM).
+            (Err(e @ MaterialError::Read { .. }), Some((_, stale))) => {
                 tracing::warn!(error = %e, "canary material not read again; the last read stands");
-                Ok(stale.clone())
+                let read_at = Instant::now()
+                    .checked_sub(MATERIAL_TTL.saturating_sub(RETRY_AFTER))
+                    .unwrap_or_else(Instant::now);
+                *kept = Some((read_at, stale.clone()));
+                Ok(stale)
             }
-            (Err(e), None) => Err(e),
+            // Deleted on purpose (a revoked canary): no fallback.
+            (Err(e), _) => Err(e),
         }
     }
 }

@@ -272,18 +272,24 @@ fn take<T>(report: &mut Report, step: Step, outcome: (Result<T, String>, Duratio
 pub async fn run<R: ThingRemover>(input: ProbeInput<'_>, remover: &R) -> Report {
     let started = Instant::now();
     let mut report = Report::new(input.region, input.run_id);
-    probe(&input, started + input.budget, &mut report, remover).await;
+    probe(&input, started + input.budget, &mut report).await;
+    // With the provisioning probe on, the serial's thing and certificates
+    // go whatever the run did, those of earlier runs included (a run that
+    // failed before provisioning may follow one cut off after it).
+    if let Some(probe) = input.provisioning {
+        let cleaned = bounded(
+            Instant::now() + CLEANUP_LIMIT,
+            remover.remove(probe.serial.as_str()),
+        )
+        .await;
+        take(&mut report, Step::Cleanup, cleaned);
+    }
     report.success = report.failed_step.is_none();
     report.elapsed_ms = millis(started.elapsed());
     report
 }
 
-async fn probe<R: ThingRemover>(
-    input: &ProbeInput<'_>,
-    deadline: Instant,
-    report: &mut Report,
-    remover: &R,
-) {
+async fn probe(input: &ProbeInput<'_>, deadline: Instant, report: &mut Report) {
     let target = (input.target.host.clone(), input.target.port);
     let resolved = bounded(deadline, async {
         tokio::net::lookup_host(target)
@@ -301,7 +307,9 @@ async fn probe<R: ThingRemover>(
         address,
         ca_pem: input.material.ca_pem.clone(),
     };
-    let client_id = crate::thing_name(input.region);
+    // A client id of its own per run: two probes at once (the schedule and
+    // `geoprov canary run`) never take each other's session.
+    let client_id = crate::client_id(input.region, input.run_id);
     let connected = bounded(
         deadline,
         Device::connect(&endpoint, &input.material.device, &client_id),
@@ -335,7 +343,8 @@ async fn probe<R: ThingRemover>(
     if take(report, Step::Echo, echoed).is_none() {
         return;
     }
-    let _ = tokio::time::timeout(DISCONNECT_LIMIT, device.disconnect()).await;
+    let left = deadline.saturating_duration_since(Instant::now());
+    let _ = tokio::time::timeout(DISCONNECT_LIMIT.min(left), device.disconnect()).await;
 
     let Some(probe) = input.provisioning else {
         return;
@@ -366,15 +375,6 @@ async fn probe<R: ThingRemover>(
     })
     .await;
     take(report, Step::Provision, provisioned);
-    // Whatever provisioning did, the serial's thing and certificates go,
-    // those of earlier runs that could not clean up included.
-    let started = Instant::now();
-    let cleaned = bounded(
-        started + CLEANUP_LIMIT,
-        remover.remove(probe.serial.as_str()),
-    )
-    .await;
-    take(report, Step::Cleanup, cleaned);
 }
 
 #[cfg(test)]

@@ -24,6 +24,10 @@ pub async fn run(function_key: &str) {
     env.insert("AWS_ACCESS_KEY_ID".into(), function_key.into());
     let function = region.function(&env);
     let report = function.run();
+    // What this checks is that the endpoint came from DescribeEndpoint and
+    // the probe went on to it; where it fails (resolve here, connect on a
+    // machine with DNS) depends on the machine.
     assert_eq!(report["success"], false, "{report:#}");
+    assert_ne!(report["failedStep"], "setup", "{report:#}");
     assert_eq!(report["steps"][0]["step"], "resolve", "{report:#}");
 }
