@@ -824,13 +824,20 @@ async fn two_hundred_devices_provision_at_once_across_two_regions_as_the_manifes
             line
         })
         .collect();
-    // The tables in a moto of their own: one moto serves one request at a
-    // time, and the hooks' reads would otherwise queue behind every IoT call
-    // of 200 devices (in AWS, DynamoDB and IoT do not share a queue).
-    let tables = geoprov_tests::launch_moto(None);
+    // Each region's table in a moto of its own: one moto serves one request
+    // at a time, and copies a whole table for each item of a transaction,
+    // so the hooks' calls would otherwise queue behind every IoT call of 200
+    // devices, and behind the other region's hooks, past their 3 s deadline
+    // on a loaded 2-core machine (in AWS, DynamoDB and IoT do not share a
+    // queue, and each region has its own replica).
+    let tables: Vec<_> = regions
+        .iter()
+        .map(|_| geoprov_tests::launch_moto(None))
+        .collect();
     let fleets: Vec<std::sync::Arc<FleetRegion>> = regions
         .iter()
-        .map(|r| {
+        .zip(&tables)
+        .map(|(r, tables)| {
             std::sync::Arc::new(FleetRegion::start_with(
                 r,
                 &manifest,
