@@ -31,6 +31,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::iot::iot_client;
+use crate::setup::{read, CLAIM_CERTIFICATE, CLAIM_KEY};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CanaryError {
@@ -131,17 +132,6 @@ async fn put(
     Ok(())
 }
 
-fn read_file(path: &Path) -> Result<String, CanaryError> {
-    std::fs::read_to_string(path).map_err(|source| {
-        crate::setup::SetupError::File {
-            action: "read",
-            path: path.to_path_buf(),
-            source,
-        }
-        .into()
-    })
-}
-
 /// `geoprov setup canary`.
 pub async fn setup(
     sdk: &SdkConfig,
@@ -151,15 +141,15 @@ pub async fn setup(
     registry: Option<&DynamoRegistry>,
 ) -> Result<BTreeMap<String, RegionCanary>, CanaryError> {
     let regions = crate::setup::parse_regions(regions)?;
-    let ca_pem = read_file(server_ca_file)?;
+    let ca_pem = read(server_ca_file)?;
     let claim = match claim_dir {
         Some(dir) => {
             if registry.is_none() {
                 return Err(CanaryError::TableNeeded);
             }
             Some((
-                read_file(&dir.join("claim.pem"))?,
-                read_file(&dir.join("claim.key"))?,
+                read(&dir.join(CLAIM_CERTIFICATE))?,
+                read(&dir.join(CLAIM_KEY))?,
             ))
         }
         None => None,

@@ -20,8 +20,8 @@ use sha2::{Digest, Sha256};
 
 use crate::iot::iot_client;
 
-const CLAIM_CERTIFICATE: &str = "claim.pem";
-const CLAIM_KEY: &str = "claim.key";
+pub(crate) const CLAIM_CERTIFICATE: &str = "claim.pem";
+pub(crate) const CLAIM_KEY: &str = "claim.key";
 const IOT: &str = "IoT";
 const PCA: &str = "ACM PCA";
 
@@ -235,7 +235,7 @@ pub fn certificate_id(pem_text: &str, origin: &str) -> Result<String, SetupError
     Ok(hex::encode(Sha256::digest(block.contents())))
 }
 
-fn read(path: &Path) -> Result<String, SetupError> {
+pub(crate) fn read(path: &Path) -> Result<String, SetupError> {
     std::fs::read_to_string(path).map_err(|source| SetupError::File {
         action: "read",
         path: path.to_path_buf(),

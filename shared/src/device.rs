@@ -18,6 +18,13 @@ pub fn is_thing_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-'))
 }
 
+/// The region canary's reserved serial in `region`: the one serial the hook
+/// allows without quota or audit (with its factory key), and the thing the
+/// canary's provisioning probe makes and deletes.
+pub fn canary_serial(region: &str) -> String {
+    format!("geoprov-canary-{region}-probe")
+}
+
 /// A string newtype that exists only in valid form: serde, `TryFrom` and
 /// `Display` all go through `check`, which may also normalise the value.
 macro_rules! validated_string {

@@ -146,7 +146,7 @@ impl HookConfig {
         let canary_serial = match env.optional("CANARY_SERIAL").map(str::trim) {
             None | Some("") => None,
             Some(raw) => {
-                let expected = format!("geoprov-canary-{}-probe", devices.region);
+                let expected = geoprov_shared::device::canary_serial(devices.region.as_str());
                 if raw != expected {
                     return Err(ConfigError::invalid(
                         "CANARY_SERIAL",

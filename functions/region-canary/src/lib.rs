@@ -40,7 +40,7 @@ pub fn client_id(region: &str, run_id: &str) -> String {
 /// The reserved serial the canary provisions in `region`: the hook's
 /// `CANARY_SERIAL` there.
 pub fn provisioning_serial(region: &str) -> String {
-    format!("geoprov-canary-{region}-probe")
+    geoprov_shared::device::canary_serial(region)
 }
 
 /// Where `geoprov setup canary` keeps the canary's material for `region`.
