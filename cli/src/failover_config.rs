@@ -87,7 +87,7 @@ pub async fn validate(file: &Path, check_regions: bool) -> Result<Validated, Cli
     let checked = check(file)?;
     let domain_configurations = match check_regions {
         true => {
-            let sdk = geoprov_shared::aws::load_sdk_config().await;
+            let sdk = geoprov_shared::aws::load_sdk_config().await?;
             Some(served_in_every_region(&sdk, &checked.config).await?)
         }
         false => None,
@@ -228,7 +228,7 @@ pub fn destination(to: &str) -> Result<ConfigSource, CliError> {
 pub async fn put(file: &Path, to: &str) -> Result<Stored, CliError> {
     let checked = check(file)?;
     let source = destination(to)?;
-    let sdk: SdkConfig = geoprov_shared::aws::load_sdk_config().await;
+    let sdk: SdkConfig = geoprov_shared::aws::load_sdk_config().await?;
     let domain_configurations = served_in_every_region(&sdk, &checked.config).await?;
     config_store::put(&source, &checked.text, &sdk)
         .await

@@ -347,6 +347,8 @@ enum RegistryCommand {
 enum CliError {
     #[error("{0}")]
     Registry(#[from] RegistryError),
+    #[error("{0}")]
+    Http(#[from] geoprov_shared::aws::HttpSetupError),
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -469,7 +471,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 subdivision.as_deref(),
             )?;
             let unhealthy: BTreeSet<String> = unhealthy.into_iter().collect();
-            let sdk = aws::load_sdk_config().await;
+            let sdk = aws::load_sdk_config().await?;
             let resolution = dns::resolve(&sdk, &zone_id, &name, &client, &unhealthy).await?;
             print_json(&resolution);
             return Ok(());
@@ -483,7 +485,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             return Ok(());
         }
         Command::Setup(SetupCommand::Claim { regions, out_dir }) => {
-            let sdk = aws::load_sdk_config().await;
+            let sdk = aws::load_sdk_config().await?;
             print_json(&setup::claim(&sdk, &regions, &out_dir).await?);
             return Ok(());
         }
@@ -492,7 +494,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             pca_region,
             regions,
         }) => {
-            let sdk = aws::load_sdk_config().await;
+            let sdk = aws::load_sdk_config().await?;
             let setup = setup::ca(&sdk, &pca_arn, pca_region.as_deref(), &regions).await?;
             print_json(&setup);
             return Ok(());
@@ -503,7 +505,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             claim_dir,
             table,
         }) => {
-            let sdk = aws::load_sdk_config().await;
+            let sdk = aws::load_sdk_config().await?;
             let registry = table.map(|t| DynamoRegistry::new(aws::dynamodb_client(&sdk), t));
             let done = canary::setup(
                 &sdk,
@@ -525,7 +527,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             client_id_prefix,
             budget_ms,
         }) => {
-            let sdk = aws::load_sdk_config().await;
+            let sdk = aws::load_sdk_config().await?;
             let report = canary::run(
                 &sdk,
                 canary::RunArgs {
@@ -563,7 +565,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         command => command,
     };
-    let sdk = aws::load_sdk_config().await;
+    let sdk = aws::load_sdk_config().await?;
     let client = aws::dynamodb_client(&sdk);
     match command {
         Command::Registry(RegistryCommand::CreateTable { table }) => {

@@ -80,7 +80,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         lambdas.insert(name.to_owned(), url.to_owned());
     }
 
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    let sdk = geoprov_shared::aws::loader(geoprov_shared::aws::process_http_client()?)
         .region(aws_config::Region::new(args.region.clone()))
         .load()
         .await;

@@ -340,7 +340,7 @@ impl Provisioning {
     ) -> String {
         let mut bytes = [0u8; 32];
         // The crypto provider's random source: a token is a bearer secret.
-        rustls::crypto::aws_lc_rs::default_provider()
+        rustls::crypto::ring::default_provider()
             .secure_random
             .fill(&mut bytes)
             .expect("the system random source works");

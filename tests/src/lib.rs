@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
 use geoprov_shared::registry::DynamoRegistry;
 use geoprov_shared::table;
@@ -123,7 +123,8 @@ pub fn aws_env(endpoint: &str, region: &str) -> BTreeMap<String, String> {
 /// get from their environment, given explicitly so tests do not mutate the
 /// process environment.
 pub async fn sdk_config(endpoint: &str, region: &str) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
+    let http = geoprov_shared::aws::process_http_client().expect("the HTTP client builds");
+    geoprov_shared::aws::loader(http)
         .region(Region::new(region.to_owned()))
         .endpoint_url(endpoint)
         .credentials_provider(Credentials::new(

@@ -119,7 +119,7 @@ fn tls_config(
     let key = PrivateKeyDer::from_pem_slice(identity.private_key_pem.as_bytes()).map_err(|_| {
         DeviceError::Material("the private key is not PEM PKCS#8, PKCS#1 or SEC1".into())
     })?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| material(&e))?

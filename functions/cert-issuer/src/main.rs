@@ -12,14 +12,14 @@ use geoprov_shared::{aws, telemetry};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     telemetry::init_function_logging();
     let env = Env::from_process();
     let config = IssuerConfig::from_env(&env).inspect_err(|e| {
         tracing::error!(error = %e, "invalid configuration");
     })?;
-    let sdk = aws::load_sdk_config().await;
+    let sdk = aws::load_sdk_config().await?;
     let region = env.required("AWS_REGION")?.to_owned();
     let dynamodb = cert_issuer::dynamodb_client(&sdk);
     let pca = SdkPca::new(

@@ -10,7 +10,7 @@ use geoprov_shared::{aws, telemetry};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     telemetry::init_function_logging();
     let config = ActivationConfig::from_env(&Env::from_process()).inspect_err(|e| {
@@ -20,7 +20,7 @@ async fn main() -> Result<(), Error> {
         std::time::Duration::from_secs(2),
         std::time::Duration::from_secs(10),
     )
-    .await;
+    .await?;
     let activator = Activator::new(
         config.devices.device_only_policy(),
         DynamoRegistry::new(aws::dynamodb_client(&sdk), config.table_name),

@@ -12,13 +12,14 @@ use geoprov_shared::{aws, telemetry};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     telemetry::init_function_logging();
     let settings = FunctionConfig::from_env(&Env::from_process()).inspect_err(|e| {
         tracing::error!(error = %e, "invalid configuration");
     })?;
-    let sdk = aws::load_sdk_config_with_timeouts(SDK_ATTEMPT_TIMEOUT, SDK_OPERATION_TIMEOUT).await;
+    let sdk =
+        aws::load_sdk_config_with_timeouts(SDK_ATTEMPT_TIMEOUT, SDK_OPERATION_TIMEOUT).await?;
     let config = config_store::load(&settings.source, &sdk)
         .await
         .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;

@@ -8,7 +8,7 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 use pre_provisioning_hook::{HookConfig, ProvisioningHook};
 use serde_json::Value;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     telemetry::init_function_logging();
     let config = HookConfig::from_env(&Env::from_process()).inspect_err(|e| {
@@ -17,7 +17,7 @@ async fn main() -> Result<(), Error> {
     // Every DynamoDB attempt is bounded well inside the deadline, so a slow
     // attempt is retried, or given up, before the deadline settles it.
     let attempt = (config.deadline / 3).max(std::time::Duration::from_millis(100));
-    let sdk = aws::load_sdk_config_with_timeouts(attempt, config.deadline).await;
+    let sdk = aws::load_sdk_config_with_timeouts(attempt, config.deadline).await?;
     let registry = DynamoRegistry::new(aws::dynamodb_client(&sdk), config.table_name);
     let hook = ProvisioningHook::new(config.policy, registry, config.deadline)
         .with_canary_serial(config.canary_serial);

@@ -10,7 +10,7 @@ use region_canary::config::CanaryConfig;
 use region_canary::material::MaterialCache;
 use serde_json::Value;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     telemetry::init_function_logging();
     let config = CanaryConfig::from_env(&Env::from_process()).inspect_err(|e| {
@@ -21,7 +21,7 @@ async fn main() -> Result<(), Error> {
         std::time::Duration::from_secs(2),
         std::time::Duration::from_secs(5),
     )
-    .await;
+    .await?;
     let iot = aws_sdk_iot::Client::new(&sdk);
     let material = MaterialCache::new(
         aws_sdk_ssm::Client::new(&sdk),
