@@ -15,6 +15,7 @@ and provisioning templates by logical id, each unique across the templates.
 - "environment": for each function, the names of its environment variables;
 - "environmentValues": for each function, the variables set to a literal
   string, with their values; "timeouts": each function's Timeout;
+  "memorySizes": each function's MemorySize;
 - "iotPolicies": each AWS::IoT::Policy's statements, actions and resources
   (as text, `${Name}` for a Ref); "alarms": each alarm's properties;
 - "healthResources": every Route 53 health check and CloudWatch alarm, with
@@ -469,6 +470,7 @@ def read(path, facts):
             literal = {k: v for k, v in variables.items() if isinstance(v, str)}
             merge_unique(facts, "environmentValues", binary, literal, label)
             merge_unique(facts, "timeouts", binary, properties.get("Timeout"), label)
+            merge_unique(facts, "memorySizes", binary, properties.get("MemorySize"), label)
         elif kind == "AWS::IoT::ProvisioningTemplate":
             body = sub_text(properties["TemplateBody"], template["Resources"])
             merge_unique(facts, "provisioningTemplates", logical_id, body, label)
@@ -514,6 +516,7 @@ def main(paths):
         "environment": {},
         "environmentValues": {},
         "timeouts": {},
+        "memorySizes": {},
         "iotPolicies": {},
         "alarms": {},
         "topicRules": {},

@@ -15,11 +15,56 @@ pub fn take_cold_start() -> bool {
     COLD_START.swap(false, Ordering::Relaxed)
 }
 
-/// Logging for a Lambda function: JSON when `AWS_LAMBDA_LOG_FORMAT=JSON`
-/// (SAM `LoggingConfig: {LogFormat: JSON}`), with a span per invocation that
-/// carries the request id.
+/// Logging for a Lambda function, as `lambda_runtime`'s default subscriber
+/// has it: JSON when `AWS_LAMBDA_LOG_FORMAT=JSON` (SAM `LoggingConfig:
+/// {LogFormat: JSON}`), no timestamp (Lambda adds one), no target, and the
+/// runtime's span per invocation carries the request id.
+///
+/// The level is `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, else INFO. `RUST_LOG`
+/// may also name levels by target (`info,aws_smithy_runtime=debug`); it is
+/// read by `tracing_subscriber::filter::Targets`, not `EnvFilter`, so a
+/// function does not carry a regex engine (span-field filters are not
+/// supported). A value that does not parse leaves INFO.
 pub fn init_function_logging() {
-    lambda_runtime::tracing::init_default_subscriber();
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
+    let filter = log_filter(
+        std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().as_deref(),
+        std::env::var("RUST_LOG").ok().as_deref(),
+    );
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let layer = tracing_subscriber::fmt::layer()
+        .with_target(false)
+        .without_time()
+        .with_writer(std::io::stdout);
+    let layer = match json {
+        true => layer.json().with_filter(filter).boxed(),
+        false => layer.with_filter(filter).boxed(),
+    };
+    // A second initialisation (a test) keeps the first.
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+}
+
+/// The filter of `init_function_logging`.
+fn log_filter(
+    lambda_level: Option<&str>,
+    rust_log: Option<&str>,
+) -> tracing_subscriber::filter::Targets {
+    use std::str::FromStr;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+
+    let default = || Targets::new().with_default(LevelFilter::INFO);
+    if let Some(level) = lambda_level {
+        return LevelFilter::from_str(level)
+            .map(|l| Targets::new().with_default(l))
+            .unwrap_or_else(|_| default());
+    }
+    match rust_log {
+        Some(directives) => Targets::from_str(directives).unwrap_or_else(|_| default()),
+        None => default(),
+    }
 }
 
 /// A CloudWatch metric unit.
@@ -125,6 +170,29 @@ impl MetricLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_level_comes_from_lambda_then_rust_log_then_info() {
+        use tracing::Level;
+        use tracing_subscriber::filter::LevelFilter;
+        let at = |f: &tracing_subscriber::filter::Targets, target: &str, level: Level| {
+            f.would_enable(target, &level)
+        };
+        let f = log_filter(None, None);
+        assert!(at(&f, "geoprov", Level::INFO) && !at(&f, "geoprov", Level::DEBUG));
+        let f = log_filter(Some("debug"), Some("error"));
+        assert!(at(&f, "geoprov", Level::DEBUG));
+        let f = log_filter(Some("WARN"), None);
+        assert!(!at(&f, "geoprov", Level::INFO) && at(&f, "geoprov", Level::WARN));
+        let f = log_filter(None, Some("warn,aws_smithy_runtime=debug"));
+        assert!(at(&f, "aws_smithy_runtime::client", Level::DEBUG));
+        assert!(!at(&f, "hyper", Level::INFO));
+        // What does not parse leaves INFO, never silence.
+        let f = log_filter(Some("loud"), None);
+        assert_eq!(f.default_level(), Some(LevelFilter::INFO));
+        let f = log_filter(None, Some("=[{"));
+        assert_eq!(f.default_level(), Some(LevelFilter::INFO));
+    }
 
     #[test]
     fn renders_an_emf_document_with_service_and_dimensions() {

@@ -4,12 +4,13 @@ read and conditional write as geoprov's Rust hook (two consistent Queries at
 once, the device's profile and block and its provisionings in every region;
 one TransactWriteItems: the profile's version and status, no block, this
 region's count under the quota, and the audit event). It runs its own Runtime API loop, as a custom runtime
-would, so both contenders are driven the same way."""
+would, on one kept-alive connection as Lambda's runtime interface client
+does, so both contenders are driven the same way."""
 import datetime
+import http.client
 import json
 from concurrent.futures import ThreadPoolExecutor
 import os
-import urllib.request
 
 import boto3
 
@@ -91,15 +92,17 @@ def handler(event, request_id):
 
 
 def main():
-    api = os.environ["AWS_LAMBDA_RUNTIME_API"]
-    base = api if api.startswith("http") else f"http://{api}"
+    api = os.environ["AWS_LAMBDA_RUNTIME_API"].removeprefix("http://")
+    runtime = http.client.HTTPConnection(api)
     while True:
-        with urllib.request.urlopen(f"{base}/2018-06-01/runtime/invocation/next") as resp:
-            request_id = resp.headers["Lambda-Runtime-Aws-Request-Id"]
-            event = json.loads(resp.read())
+        runtime.request("GET", "/2018-06-01/runtime/invocation/next")
+        resp = runtime.getresponse()
+        request_id = resp.headers["Lambda-Runtime-Aws-Request-Id"]
+        event = json.loads(resp.read())
         body = json.dumps(handler(event, request_id)).encode()
-        urllib.request.urlopen(urllib.request.Request(
-            f"{base}/2018-06-01/runtime/invocation/{request_id}/response", data=body, method="POST"))
+        runtime.request("POST", f"/2018-06-01/runtime/invocation/{request_id}/response", body=body,
+                        headers={"Content-Type": "application/json"})
+        runtime.getresponse().read()
 
 
 if __name__ == "__main__":

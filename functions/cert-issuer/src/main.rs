@@ -19,7 +19,9 @@ async fn main() -> Result<(), Error> {
     let config = IssuerConfig::from_env(&env).inspect_err(|e| {
         tracing::error!(error = %e, "invalid configuration");
     })?;
-    let sdk = aws::load_sdk_config().await?;
+    let sdk = aws::load_sdk_config()
+        .await
+        .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
     let region = env.required("AWS_REGION")?.to_owned();
     let dynamodb = cert_issuer::dynamodb_client(&sdk);
     let pca = SdkPca::new(

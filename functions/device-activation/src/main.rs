@@ -20,7 +20,8 @@ async fn main() -> Result<(), Error> {
         std::time::Duration::from_secs(2),
         std::time::Duration::from_secs(10),
     )
-    .await?;
+    .await
+    .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
     let activator = Activator::new(
         config.devices.device_only_policy(),
         DynamoRegistry::new(aws::dynamodb_client(&sdk), config.table_name),

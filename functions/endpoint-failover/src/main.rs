@@ -18,8 +18,9 @@ async fn main() -> Result<(), Error> {
     let settings = FunctionConfig::from_env(&Env::from_process()).inspect_err(|e| {
         tracing::error!(error = %e, "invalid configuration");
     })?;
-    let sdk =
-        aws::load_sdk_config_with_timeouts(SDK_ATTEMPT_TIMEOUT, SDK_OPERATION_TIMEOUT).await?;
+    let sdk = aws::load_sdk_config_with_timeouts(SDK_ATTEMPT_TIMEOUT, SDK_OPERATION_TIMEOUT)
+        .await
+        .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
     let config = config_store::load(&settings.source, &sdk)
         .await
         .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;

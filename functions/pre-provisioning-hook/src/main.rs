@@ -17,7 +17,9 @@ async fn main() -> Result<(), Error> {
     // Every DynamoDB attempt is bounded well inside the deadline, so a slow
     // attempt is retried, or given up, before the deadline settles it.
     let attempt = (config.deadline / 3).max(std::time::Duration::from_millis(100));
-    let sdk = aws::load_sdk_config_with_timeouts(attempt, config.deadline).await?;
+    let sdk = aws::load_sdk_config_with_timeouts(attempt, config.deadline)
+        .await
+        .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
     let registry = DynamoRegistry::new(aws::dynamodb_client(&sdk), config.table_name);
     let hook = ProvisioningHook::new(config.policy, registry, config.deadline)
         .with_canary_serial(config.canary_serial);

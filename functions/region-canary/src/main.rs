@@ -21,7 +21,8 @@ async fn main() -> Result<(), Error> {
         std::time::Duration::from_secs(2),
         std::time::Duration::from_secs(5),
     )
-    .await?;
+    .await
+    .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
     let iot = aws_sdk_iot::Client::new(&sdk);
     let material = MaterialCache::new(
         aws_sdk_ssm::Client::new(&sdk),
