@@ -28,10 +28,10 @@ help:
 	@echo "make test        build everything and run every test (unit, moto, real binaries)"
 	@echo "make lint        cargo fmt --check and clippy -D warnings"
 	@echo "make lint-template  sam validate --lint, cfn-lint and checkov on template.yaml and global.yaml"
-	@echo "make sam-build   sam build of both stacks (the three bootstrap binaries)"
-	@echo "make bench-hook  cold start, warm latency, RSS and size: Rust hook vs Python/boto3 hook"
-	@echo "make bench-failover  record tree planning and answers per second (250 locations x 5 regions); ALARM-to-tree time in moto"
-	@echo "make bench-issuer    CSR validations per second; a 500-CSR batch at concurrency 1, 8 and 32 in moto"
+	@echo "make sam-build   sam build of both stacks (the five bootstrap binaries)"
+	@echo "make bench-hook  the hook's own cost over HTTPS and HTTP (instant DynamoDB stub): cold start, CPU, p50/p99, RSS, size, vs a Python/boto3 hook; Lambda estimate"
+	@echo "make bench-failover  cold start and init CPU over HTTPS; record tree planning (250 locations x 5 regions); ALARM-to-tree time in moto"
+	@echo "make bench-issuer    cold start and init CPU over HTTPS, a batch's CPU; CSR validations per second; a 500-CSR batch in moto"
 	@echo "make bench-canary    the region canary: cold start, and p50/p99 of 100 warm runs against geoprov-iot-emu"
 	@echo "make bench-emulator  fleet provisionings per second through one geoprov-iot-emu with the real hook; p50/p99 connect-to-provisioned"
 
@@ -95,6 +95,7 @@ bench-hook: venv
 
 bench-failover: venv
 	cargo build --workspace --release
+	$(PYTHON) bench/coldstart.py failover
 	cargo bench -p geoprov-tests --bench failover_planner
 	cargo bench -p geoprov-tests --bench failover_e2e
 
@@ -108,6 +109,7 @@ bench-canary: venv
 
 bench-issuer: venv
 	cargo build --workspace --release
+	$(PYTHON) bench/coldstart.py issuer
 	cargo bench -p geoprov-tests --bench issuer
 
 clean:

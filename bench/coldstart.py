@@ -3,14 +3,19 @@ against instant stubs of the AWS APIs it calls (bench/lambda_bench.py), under
 a keep-alive Runtime API emulator; the Lambda estimate at its MemorySize.
 
     coldstart.py failover   init reads FAILOVER_CONFIG from SSM (ssm:...), then
-                            a `status` event (the failover's state in DynamoDB)
+                            a `status` event: the failover's state (DynamoDB),
+                            the records (Route 53) and the alarms (CloudWatch)
     coldstart.py issuer     no AWS call in init; then one CSR: the registry,
                             the ledger (DynamoDB) and ACM PCA (Describe, Issue,
                             GetCertificate; the stub signs the CSR with a CA
                             made at run time)
 
 Per function: BENCH_COLD_STARTS processes (default 15), each spawned, taken
-through init and its first invocation, then killed. Prints a table and writes
+through init and its first invocation, then killed. For the issuer, then one
+batch of BENCH_BATCH fresh CSRs (default 200) at ISSUE_CONCURRENCY 8 in one
+warm process: its wall time and CPU, which is what decides the issuer's tokio
+runtime (current-thread, or multi-thread if a batch needed it). BENCH_BINARY
+names another build of the function to compare. Prints tables and writes
 bench/results/coldstart-<function>.json.
 """
 from __future__ import annotations
@@ -29,12 +34,16 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "bench"))
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from lambda_bench import (MEMORY_SIZES, LocalCa, Stub, StubError, cold_starts,  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from cryptography.x509.oid import NameOID  # noqa: E402
+from lambda_bench import (MEMORY_SIZES, LocalCa, RuntimeApi, Stub, StubError, cold_starts,  # noqa: E402
+                          cpu_ns, peak_rss_mib,
                           dynamodb_answer, lambda_estimate, registry_snapshot,
                           template_facts)
 from local_aws import aws_env  # noqa: E402
 
 COLD = int(os.environ.get("BENCH_COLD_STARTS", "15"))
+BATCH = int(os.environ.get("BENCH_BATCH", "200"))
 RESULTS = ROOT / "bench/results"
 REGION = "eu-west-1"
 TABLE = "geoprov-bench"
@@ -65,9 +74,26 @@ def failover() -> tuple[str, dict, dict, dict]:
                                   "Version": 1, "DataType": "text"}}
         raise StubError("ParameterNotFound", f"SSM {operation} {body.get('Name')}")
 
+    def route53_and_cloudwatch(method: str, path: str, body: bytes):
+        if method == "GET" and path.startswith(f"/2013-04-01/hostedzone/{config['hostedZoneId']}/rrset"):
+            return 200, (b'<?xml version="1.0" encoding="UTF-8"?>'
+                         b'<ListResourceRecordSetsResponse xmlns="https://route53.amazonaws.com/doc/2013-04-01/">'
+                         b'<ResourceRecordSets/><IsTruncated>false</IsTruncated><MaxItems>300</MaxItems>'
+                         b'</ListResourceRecordSetsResponse>'), "text/xml"
+        if method == "POST" and b"Action=DescribeAlarms" in body:
+            alarms = b"".join(
+                b"<member><AlarmName>%s</AlarmName><StateValue>OK</StateValue></member>"
+                % f"geoprov-health-{r}".encode() for r in regions)
+            xml = (b'<DescribeAlarmsResponse xmlns="http://monitoring.amazonaws.com/doc/2010-08-01/">'
+                   b"<DescribeAlarmsResult><MetricAlarms>" + alarms + b"</MetricAlarms>"
+                   b"<CompositeAlarms/></DescribeAlarmsResult><ResponseMetadata>"
+                   b"<RequestId>geoprov-bench</RequestId></ResponseMetadata></DescribeAlarmsResponse>")
+            return 200, xml, "text/xml"
+        return None
+
     answers = {"AmazonSSM": ssm, "DynamoDB_20120810": dynamodb_answer({})}
     env = {"FAILOVER_CONFIG": f"ssm:{name}", "TABLE_NAME": TABLE}
-    return "endpoint-failover", answers, env, {"action": "status"}
+    return "endpoint-failover", answers, env, {"action": "status"}, route53_and_cloudwatch
 
 
 def issuer(ca_dir: Path) -> tuple[str, dict, dict, dict]:
@@ -75,7 +101,8 @@ def issuer(ca_dir: Path) -> tuple[str, dict, dict, dict]:
     signs what it is given with a CA made now."""
     event = json.loads((ROOT / "events/cert-issuer/issue.json").read_text())
     serial = event["serialNumber"]
-    registry = registry_snapshot([{"serialNumber": serial}], REGION, TABLE)
+    registry = registry_snapshot([{"serialNumber": serial}] + [{"serialNumber": batch_serial(i)}
+                                                               for i in range(BATCH)], REGION, TABLE)
     ca = LocalCa(ca_dir)
     ca_key = serialization.load_pem_private_key(ca.key_pem.read_bytes(), None)
     ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.read_bytes())
@@ -109,7 +136,46 @@ def issuer(ca_dir: Path) -> tuple[str, dict, dict, dict]:
                "DynamoDB_20120810": dynamodb_answer(registry)}
     env = {"TABLE_NAME": TABLE, "PCA_ARN": ca_arn, "PCA_REGION": REGION,
            "TRUSTED_CLAIM_CERTIFICATE_IDS": "claim"}
-    return "cert-issuer", answers, env, event
+    return "cert-issuer", answers, env, event, None
+
+
+def batch_serial(i: int) -> str:
+    return f"SN-BENCH-{i:05d}"
+
+
+def csr(serial: str) -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    request = (x509.CertificateSigningRequestBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, serial)]))
+               .sign(key, hashes.SHA256()))
+    return request.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def issuer_batch(command: list[str], env: dict, log: Path, memory: int) -> dict:
+    """One warm issuer, one batch of fresh CSRs at ISSUE_CONCURRENCY 8."""
+    import subprocess
+    import time
+    api = RuntimeApi(timeout_ms=900_000)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(command, env=env | {"ISSUE_CONCURRENCY": "8"} | api.env(memory),
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        api.invoke({"requests": []})
+        api.wait_ready()
+        requests = [{"serialNumber": batch_serial(i), "csrPem": csr(batch_serial(i))} for i in range(BATCH)]
+        before = cpu_ns(proc.pid)
+        started = time.perf_counter()
+        _, answer = api.invoke({"requests": requests}, timeout=600)
+        wall = time.perf_counter() - started
+        api.wait_ready()
+        cpu = (cpu_ns(proc.pid) - before) / 1e6
+        issued = sum(1 for r in answer.get("results", []) if r.get("certificateArn"))
+        return {"batch": BATCH, "batch_wall_s": wall, "batch_cpu_ms": cpu, "batch_cpu_per_csr_ms": cpu / BATCH,
+                "batch_issued": issued, "batch_peak_rss_mib": peak_rss_mib(proc.pid)}
+    finally:
+        proc.kill()
+        proc.wait()
+        api.close()
 
 
 def main(which: str) -> int:
@@ -118,15 +184,18 @@ def main(which: str) -> int:
     architecture = facts["parameterDefinitions"]["template.yaml"]["Architecture"]["Default"]
     with tempfile.TemporaryDirectory() as tmp:
         tls = LocalCa(Path(tmp) / "tls")
-        binary, answers, function_env, event = failover() if which == "failover" else issuer(Path(tmp) / "pca")
+        binary, answers, function_env, event, other = (failover() if which == "failover"
+                                                       else issuer(Path(tmp) / "pca"))
         memory = facts["memorySizes"][binary]
-        stub = Stub(answers, tls)
+        stub = Stub(answers, tls, other)
         try:
             env = aws_env(stub.endpoint, REGION) | function_env | {"AWS_CA_BUNDLE": str(tls.ca_pem)}
             log = RESULTS / f"coldstart-{which}.log"
             log.unlink(missing_ok=True)
-            path = ROOT / "target/release" / binary
+            path = Path(os.environ.get("BENCH_BINARY") or ROOT / "target/release" / binary)
             result = cold_starts([str(path)], env, event, log, memory, COLD)
+            if which == "issuer":
+                result |= issuer_batch([str(path)], env, log, memory)
             if stub.unanswered():
                 print(f"the stub was asked what it does not answer: {stub.unanswered()[:3]}")
                 return 1
@@ -142,6 +211,11 @@ def main(which: str) -> int:
                        ("init CPU (ms)", "init_cpu_ms"), ("first-invocation CPU (ms)", "first_cpu_ms")]:
         print(f"| {label} | {result[key]:.2f} | {result[key + '_p90']:.2f} |")
     print(f"| size (KiB) | {path.stat().st_size / 1024:.0f} | |")
+    if "batch" in result:
+        print(f"\na batch of {result['batch']} fresh P-256 CSRs, ISSUE_CONCURRENCY 8, one warm process:"
+              f" {result['batch_wall_s']:.2f} s wall, {result['batch_cpu_ms']:.1f} ms CPU"
+              f" ({result['batch_cpu_per_csr_ms']:.2f} ms a CSR), {result['batch_issued']} issued,"
+              f" peak RSS {result['batch_peak_rss_mib']:.1f} MiB")
     print(f"\nLambda estimate ({architecture}), CPU x 1769/MemorySize; MemorySize {memory} in the template")
     print("| MemorySize (MB) | init (ms) | first invocation, CPU only (ms) |")
     print("|---|---:|---:|")

@@ -99,6 +99,9 @@ class LocalCa:
 # An answer to one JSON-protocol call: (operation, request body) -> response
 # body, or a StubError.
 Answer = Callable[[str, dict], dict]
+# An answer to any other call (REST-XML, query): (method, path, body) ->
+# (status, body, content type), or None for "not mine".
+OtherAnswer = Callable[[str, str, bytes], "tuple[int, bytes, str] | None"]
 
 
 class StubError(Exception):
@@ -118,7 +121,7 @@ class Stub:
     of a request than it needs: the bench's own waits stay out of the
     functions' figures as far as Python allows."""
 
-    def __init__(self, answers: dict[str, Answer], ca: LocalCa | None):
+    def __init__(self, answers: dict[str, Answer], ca: LocalCa | None, other: OtherAnswer | None = None):
         fd, path = tempfile.mkstemp(prefix="geoprov-stub-", suffix=".log")
         os.close(fd)
         self._unanswered = Path(path)
@@ -131,7 +134,7 @@ class Stub:
         self._pid = os.fork()
         if self._pid == 0:  # the stub's process
             try:
-                _serve_stub(listener, context, answers, self._unanswered)
+                _serve_stub(listener, context, answers, other, self._unanswered)
             finally:
                 os._exit(0)
         listener.close()
@@ -172,7 +175,7 @@ def _response(status: int, body: bytes, content_type: str, extra: dict | None = 
 
 
 def _serve_stub(listener: socket.socket, context: ssl.SSLContext | None,
-                answers: dict[str, Answer], log: Path) -> None:
+                answers: dict[str, Answer], other: OtherAnswer | None, log: Path) -> None:
     def connection(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
@@ -180,8 +183,15 @@ def _serve_stub(listener: socket.socket, context: ssl.SSLContext | None,
                 sock = context.wrap_socket(sock, server_side=True)
             stream = sock.makefile("rb")
             while (request := _read_request(stream)) is not None:
-                _, headers, raw = request
+                line, headers, raw = request
                 target = headers.get("x-amz-target", "")
+                if not target and other is not None:
+                    method, path, _ = line.split(" ", 2)
+                    answered = other(method, path, raw)
+                    if answered is not None:
+                        status, body, content_type = answered
+                        sock.sendall(_response(status, body, content_type))
+                        continue
                 prefix, _, operation = target.partition(".")
                 version = headers.get("content-type", "application/x-amz-json-1.0")
                 try:
@@ -407,9 +417,11 @@ def cold_start(command: list[str], env: dict[str, str], event: dict | None, log:
 
 
 def warm(command: list[str], env: dict[str, str], events: Callable[[int], dict], n: int,
-         log: Path, memory_mb: int, warmup: int = 50) -> dict:
-    """One process: `warmup` invocations, then `n` measured: latency of each,
-    CPU per invocation, peak RSS, and the answers."""
+         log: Path, memory_mb: int, warmup: int = 50, chunks: int = 10) -> dict:
+    """One process: `warmup` invocations, then `n` measured in `chunks`:
+    latency of each, CPU per invocation (the median of the chunks', so a
+    burst of other work on the machine moves one chunk, not the figure),
+    peak RSS, and the answers."""
     api = RuntimeApi()
     with open(log, "ab") as out:
         proc = subprocess.Popen(command, env=env | api.env(memory_mb), stdout=out,
@@ -419,18 +431,24 @@ def warm(command: list[str], env: dict[str, str], events: Callable[[int], dict],
         for i in range(warmup):
             api.invoke(events(i))
             api.wait_ready()
-        before_ns, before_ticks = cpu_ns(proc.pid), stat_cpu_ms(proc.pid)
-        latencies, answers = [], []
-        for i in range(n):
-            elapsed, answer = api.invoke(events(warmup + i))
-            latencies.append(elapsed * 1000)
-            answers.append(answer)
-            api.wait_ready()
-        after_ns, after_ticks = cpu_ns(proc.pid), stat_cpu_ms(proc.pid)
+        first_ns, first_ticks = cpu_ns(proc.pid), stat_cpu_ms(proc.pid)
+        latencies, answers, per_chunk = [], [], []
+        size = max(1, n // chunks)
+        for c in range(0, n, size):
+            before = cpu_ns(proc.pid)
+            count = min(size, n - c)
+            for i in range(c, c + count):
+                elapsed, answer = api.invoke(events(warmup + i))
+                latencies.append(elapsed * 1000)
+                answers.append(answer)
+                api.wait_ready()
+            per_chunk.append((cpu_ns(proc.pid) - before) / 1e6 / count)
+        last_ns, last_ticks = cpu_ns(proc.pid), stat_cpu_ms(proc.pid)
         return {
             "invocations": n,
-            "cpu_per_invocation_ms": (after_ns - before_ns) / 1e6 / n,
-            "cpu_per_invocation_ms_from_stat": (after_ticks - before_ticks) / n,
+            "cpu_per_invocation_ms": statistics.median(per_chunk),
+            "cpu_per_invocation_ms_mean": (last_ns - first_ns) / 1e6 / n,
+            "cpu_per_invocation_ms_from_stat": (last_ticks - first_ticks) / n,
             "warm_p50_ms": statistics.median(latencies),
             "warm_p99_ms": percentile(latencies, 99),
             "peak_rss_mib": peak_rss_mib(proc.pid),
@@ -441,18 +459,35 @@ def warm(command: list[str], env: dict[str, str], events: Callable[[int], dict],
         api.close()
 
 
-def cold_starts(command, env, event, log, memory_mb, runs: int) -> dict:
-    """`runs` cold starts, after one not counted (the bench's own first-time
-    costs land there)."""
-    cold_start(command, env, event, log, memory_mb)
-    samples = [cold_start(command, env, event, log, memory_mb) for _ in range(runs)]
-    out = {"runs": runs, "answers": [s.get("answer") for s in samples]}
+def summarize(samples: list[dict]) -> dict:
+    out = {"runs": len(samples), "answers": [s.get("answer") for s in samples]}
     for key in ("init_ms", "cold_start_ms", "init_cpu_ms", "first_cpu_ms"):
         values = [s[key] for s in samples if key in s]
         if values:
             out[key] = statistics.median(values)
             out[key + "_p90"] = percentile(values, 90)
     return out
+
+
+def cold_starts(command, env, event, log, memory_mb, runs: int) -> dict:
+    """`runs` cold starts, after one not counted (the bench's own first-time
+    costs land there)."""
+    cold_start(command, env, event, log, memory_mb)
+    return summarize([cold_start(command, env, event, log, memory_mb) for _ in range(runs)])
+
+
+def interleaved_cold_starts(contenders: list[tuple[list[str], dict, Path]], event: dict,
+                            memory_mb: int, runs: int) -> list[dict]:
+    """Cold starts of several contenders taken in turn, one of each per
+    round, so a slow moment of the machine (its page cache is small and
+    reclaimed) falls on all of them alike. One round first, not counted."""
+    samples: list[list[dict]] = [[] for _ in contenders]
+    for round_ in range(runs + 1):
+        for i, (command, env, log) in enumerate(contenders):
+            sample = cold_start(command, env, event, log, memory_mb)
+            if round_:
+                samples[i].append(sample)
+    return [summarize(s) for s in samples]
 
 
 def lambda_estimate(cpu_ms: float, memory_mb: int, wait_ms: float = 0.0,

@@ -17,6 +17,8 @@ transport:
   first-invocation CPU  CPU of the first decision
   CPU per warm decision  over N warm decisions
   warm p50 / p99    round trip through the Runtime API
+Cold starts alternate between the contenders; CPU per warm decision is the
+median of ten chunks of the run.
   peak RSS, size
 CPU is of the process and all its threads (schedstat). Then the Lambda
 estimate: wall clock and cost per million decisions at each memory size.
@@ -34,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "bench"))
-from lambda_bench import (MEMORY_SIZES, LocalCa, Stub, cold_starts, dynamodb_answer,  # noqa: E402
+from lambda_bench import (MEMORY_SIZES, LocalCa, Stub, dynamodb_answer, interleaved_cold_starts,  # noqa: E402
                           lambda_estimate, registry_snapshot, template_facts, warm)
 from local_aws import aws_env  # noqa: E402
 
@@ -63,12 +65,23 @@ def request(i: int) -> dict:
             "parameters": {"SerialNumber": serial, "AWS::IoT::Certificate::Id": cert}}
 
 
-def measure(name: str, command: list[str], env: dict, log: Path, memory_mb: int) -> dict:
-    cold = cold_starts(command, env, request(0), log, memory_mb, COLD)
-    steady = warm(command, env, request, WARM, log, memory_mb)
-    allowed = sum(bool(a and a.get("allowProvisioning")) for a in cold["answers"] + steady["answers"])
-    del cold["answers"], steady["answers"]
-    return {"name": name, **cold, **steady, "allowed": allowed, "invocations_total": COLD + WARM}
+def measure(contenders: list[tuple[str, list[str], int]], env: dict, transport: str,
+            memory_mb: int) -> list[dict]:
+    logs = []
+    for name, _, _ in contenders:
+        log = RESULTS / f"hook-{transport}-{name.split()[0]}.log"
+        log.unlink(missing_ok=True)
+        logs.append(log)
+    colds = interleaved_cold_starts([(command, env, log) for (_, command, _), log in zip(contenders, logs)],
+                                    request(0), memory_mb, COLD)
+    rows = []
+    for (name, command, size), log, cold in zip(contenders, logs, colds):
+        steady = warm(command, env, request, WARM, log, memory_mb)
+        allowed = sum(bool(a and a.get("allowProvisioning")) for a in cold["answers"] + steady["answers"])
+        del cold["answers"], steady["answers"]
+        rows.append({"name": name, **cold, **steady, "allowed": allowed, "invocations_total": COLD + WARM,
+                     "size_kib": size / 1024})
+    return rows
 
 
 def main() -> int:
@@ -89,13 +102,7 @@ def main() -> int:
             stub = Stub({"DynamoDB_20120810": dynamodb_answer(snapshot)}, ca if transport == "https" else None)
             try:
                 env = aws_env(stub.endpoint, REGION) | HOOK_ENV | {"AWS_CA_BUNDLE": str(ca.ca_pem)}
-                results[transport] = []
-                for name, command, size in contenders:
-                    log = RESULTS / f"hook-{transport}-{name.split()[0]}.log"
-                    log.unlink(missing_ok=True)
-                    row = measure(name, command, env, log, memory)
-                    row["size_kib"] = size / 1024
-                    results[transport].append(row)
+                results[transport] = measure(contenders, env, transport, memory)
                 if stub.unanswered():
                     print(f"the stub was asked what it does not answer: {stub.unanswered()[:3]}")
                     return 1
