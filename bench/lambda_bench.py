@@ -9,10 +9,12 @@ geoprov function bench shares.
   the backend both contenders share, so what differs is the function.
 - `RuntimeApi`: the Lambda Runtime API, keep-alive as Lambda's is: a function
   polls /next on one connection and posts its answer on it.
-- `Sampler`: CPU time of a process and all its threads in nanoseconds, from
-  /proc/<pid>/task/*/schedstat. /proc/<pid>/stat counts the same time in
-  clock ticks (10 ms here), too coarse for a cold start of a few ms; the
-  bench prints both totals at the end of a run as a cross-check.
+- `cpu_ns`: CPU time of a process and all its live threads in nanoseconds,
+  from /proc/<pid>/task/*/schedstat. /proc/<pid>/stat counts the same time
+  in clock ticks (10 ms here), too coarse for a cold start of a few ms; the
+  bench prints its total as a cross-check. A thread that has exited is no
+  longer counted; the functions here run one thread (the stub is an IP
+  literal, so no DNS lookup starts tokio's blocking pool).
 - `lambda_estimate`: CPU time turned into Lambda wall clock and cost at a
   memory size. Lambda gives CPU in proportion to memory, one vCPU at
   1,769 MB (AWS Lambda developer guide, "Configuring memory"), so a CPU
@@ -83,6 +85,8 @@ class LocalCa:
         self.ca_pem = directory / "ca.pem"
         self.cert_pem = directory / "server.pem"
         self.key_pem = directory / "server.key"
+        # The CA itself, for a stub that issues certificates (ACM PCA's).
+        self.ca_key, self.ca_cert = ca_key, ca
         self.ca_pem.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
         self.cert_pem.write_bytes(server.public_bytes(serialization.Encoding.PEM))
         fd = os.open(self.key_pem, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

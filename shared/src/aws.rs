@@ -22,6 +22,12 @@
 //! - **Proxies as the SDK's default client**: `HTTP_PROXY`, `HTTPS_PROXY`,
 //!   `ALL_PROXY` and `NO_PROXY` (either case), read when a connector is built.
 //!
+//! What ring gives up against aws-lc: the post-quantum hybrid key exchange
+//! (X25519MLKEM768, which rustls on aws-lc offers first) and FIPS mode; the
+//! classical groups remain. The CLI and the emulator use this client too: like
+//! the AWS CLI, which ships its own roots, they do not read the system store,
+//! so behind a TLS-inspecting proxy `AWS_CA_BUNDLE` names its CA.
+//!
 //! No SDK crate in the workspace enables `default-https-client`, so the
 //! aws-lc stack is not compiled back in through feature unification:
 //! `cargo tree --workspace -e features -i aws-lc-rs` finds nothing.
@@ -56,13 +62,19 @@ pub enum HttpSetupError {
     Tls(String),
 }
 
+/// A trust store whose every certificate has been checked the way the TLS
+/// stack loads it (which panics on what it cannot use): the only kind
+/// `http_client` takes.
+#[derive(Debug, Clone)]
+pub struct CheckedTrust(TrustStore);
+
 /// The trust store: the Amazon roots, and the bundle if one is named.
-pub fn trust_store(ca_bundle: Option<&Path>) -> Result<TrustStore, HttpSetupError> {
+pub fn trust_store(ca_bundle: Option<&Path>) -> Result<CheckedTrust, HttpSetupError> {
     let store = TrustStore::empty()
         .with_native_roots(false)
         .with_pem_certificate(AMAZON_TRUST_SERVICES_ROOTS.as_bytes());
     let Some(path) = ca_bundle else {
-        return Ok(store);
+        return Ok(CheckedTrust(store));
     };
     let pem = std::fs::read(path).map_err(|e| HttpSetupError::UnreadableBundle {
         path: path.to_owned(),
@@ -72,7 +84,7 @@ pub fn trust_store(ca_bundle: Option<&Path>) -> Result<TrustStore, HttpSetupErro
         path: path.to_owned(),
         reason,
     })?;
-    Ok(store.with_pem_certificate(pem))
+    Ok(CheckedTrust(store.with_pem_certificate(pem)))
 }
 
 /// Checks a bundle the way the TLS stack will load it (which panics on what
@@ -96,9 +108,9 @@ fn check_bundle(pem: &[u8]) -> Result<(), String> {
 /// The HTTP client every SDK client of a process uses: rustls on ring, the
 /// given trust store, proxies from the environment, and the SDK's timeouts
 /// and sleep as the default client takes them.
-pub fn http_client(trust: TrustStore) -> Result<SharedHttpClient, HttpSetupError> {
+pub fn http_client(trust: CheckedTrust) -> Result<SharedHttpClient, HttpSetupError> {
     let context = TlsContext::builder()
-        .with_trust_store(trust)
+        .with_trust_store(trust.0)
         .build()
         .map_err(|e| HttpSetupError::Tls(e.to_string()))?;
     Ok(

@@ -20,11 +20,12 @@ pub fn take_cold_start() -> bool {
 /// {LogFormat: JSON}`), no timestamp (Lambda adds one), no target, and the
 /// runtime's span per invocation carries the request id.
 ///
-/// The level is `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, else INFO. `RUST_LOG`
-/// may also name levels by target (`info,aws_smithy_runtime=debug`); it is
-/// read by `tracing_subscriber::filter::Targets`, not `EnvFilter`, so a
+/// The level is `AWS_LAMBDA_LOG_LEVEL` (FATAL counts as ERROR), else
+/// `RUST_LOG`, else INFO. `RUST_LOG` may also name levels by target
+/// (`info,aws_smithy_runtime=debug`), when `AWS_LAMBDA_LOG_LEVEL` is unset; it
+/// is read by `tracing_subscriber::filter::Targets`, not `EnvFilter`, so a
 /// function does not carry a regex engine (span-field filters are not
-/// supported). A value that does not parse leaves INFO.
+/// supported). A value that does not parse, in whole, leaves INFO.
 pub fn init_function_logging() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -57,6 +58,11 @@ fn log_filter(
 
     let default = || Targets::new().with_default(LevelFilter::INFO);
     if let Some(level) = lambda_level {
+        // Lambda's levels are TRACE..ERROR and FATAL; tracing has no FATAL.
+        let level = match level.eq_ignore_ascii_case("fatal") {
+            true => "error",
+            false => level,
+        };
         return LevelFilter::from_str(level)
             .map(|l| Targets::new().with_default(l))
             .unwrap_or_else(|_| default());
@@ -182,6 +188,8 @@ mod tests {
         assert!(at(&f, "geoprov", Level::INFO) && !at(&f, "geoprov", Level::DEBUG));
         let f = log_filter(Some("debug"), Some("error"));
         assert!(at(&f, "geoprov", Level::DEBUG));
+        let f = log_filter(Some("FATAL"), None);
+        assert!(at(&f, "geoprov", Level::ERROR) && !at(&f, "geoprov", Level::WARN));
         let f = log_filter(Some("WARN"), None);
         assert!(!at(&f, "geoprov", Level::INFO) && at(&f, "geoprov", Level::WARN));
         let f = log_filter(None, Some("warn,aws_smithy_runtime=debug"));

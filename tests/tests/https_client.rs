@@ -102,10 +102,7 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-async fn list_tables(
-    trust: aws_smithy_http_client::tls::TrustStore,
-    addr: SocketAddr,
-) -> Result<Vec<String>, String> {
+async fn list_tables(trust: aws::CheckedTrust, addr: SocketAddr) -> Result<Vec<String>, String> {
     let sdk = aws::loader(aws::http_client(trust).unwrap())
         .region(Region::new("eu-west-1"))
         .endpoint_url(format!("https://localhost:{}", addr.port()))
@@ -135,7 +132,7 @@ async fn the_bundle_is_trusted_and_nothing_else_is() {
     assert_eq!(tables, ["geoprov-over-tls"]);
 
     // The Amazon roots alone, as a function has without AWS_CA_BUNDLE: the
-    // local CA is not trusted, and the system store is not read instead.
+    // local CA is not trusted.
     let refused = list_tables(aws::trust_store(None).unwrap(), addr)
         .await
         .unwrap_err();
