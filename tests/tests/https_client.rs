@@ -9,7 +9,7 @@ use std::sync::Arc;
 use aws_config::Region;
 use aws_sdk_dynamodb::config::Credentials;
 use geoprov_shared::aws;
-use geoprov_tests::{unique_table, workspace_binary};
+use geoprov_tests::{unique_table, whole_http_request, workspace_binary};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -59,19 +59,8 @@ async fn tls_endpoint() -> (SocketAddr, String) {
                         return;
                     }
                     seen.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&seen).to_string();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let length = text[..end]
-                            .lines()
-                            .find_map(|l| {
-                                let (k, v) = l.split_once(':')?;
-                                k.eq_ignore_ascii_case("content-length")
-                                    .then(|| v.trim().parse::<usize>().ok())?
-                            })
-                            .unwrap_or(0);
-                        if seen.len() >= end + 4 + length {
-                            break;
-                        }
+                    if whole_http_request(&seen) {
+                        break;
                     }
                 }
                 let body = r#"{"TableNames":["geoprov-over-tls"]}"#;

@@ -6,6 +6,7 @@
 use aws_config::Region;
 use aws_sdk_dynamodb::config::Credentials;
 use geoprov_shared::aws;
+use geoprov_tests::whole_http_request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -19,21 +20,7 @@ async fn a_call_goes_through_the_proxy_the_environment_names() {
         let mut buf = [0u8; 4096];
         // The head, then the body by its Content-Length: closing with
         // unread bytes would reset the connection under the answer.
-        loop {
-            let text = String::from_utf8_lossy(&request).to_string();
-            if let Some(end) = text.find("\r\n\r\n") {
-                let length = text[..end]
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse::<usize>().ok())?
-                    })
-                    .unwrap_or(0);
-                if request.len() >= end + 4 + length {
-                    break;
-                }
-            }
+        while !whole_http_request(&request) {
             let n = conn.read(&mut buf).await.unwrap();
             assert!(n > 0, "the client closed before a whole request");
             request.extend_from_slice(&buf[..n]);
