@@ -36,8 +36,8 @@ from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
-from lambda_bench import (MEMORY_SIZES, LocalCa, RuntimeApi, Stub, StubError, cold_starts,  # noqa: E402
-                          cpu_ns, peak_rss_mib,
+from lambda_bench import (MEMORY_SIZES, LocalCa, Stub, StubError, interleaved_cold_starts,  # noqa: E402
+                          warm,
                           dynamodb_answer, lambda_estimate, registry_snapshot,
                           template_facts)
 from local_aws import aws_env  # noqa: E402
@@ -151,30 +151,16 @@ def csr(serial: str) -> str:
 
 
 def issuer_batch(command: list[str], env: dict, log: Path, memory: int) -> dict:
-    """One warm issuer, one batch of fresh CSRs at ISSUE_CONCURRENCY 8."""
-    import subprocess
-    import time
-    api = RuntimeApi(timeout_ms=900_000)
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(command, env=env | {"ISSUE_CONCURRENCY": "8"} | api.env(memory),
-                                stdout=out, stderr=subprocess.STDOUT)
-    try:
-        api.invoke({"requests": []})
-        api.wait_ready()
-        requests = [{"serialNumber": batch_serial(i), "csrPem": csr(batch_serial(i))} for i in range(BATCH)]
-        before = cpu_ns(proc.pid)
-        started = time.perf_counter()
-        _, answer = api.invoke({"requests": requests}, timeout=600)
-        wall = time.perf_counter() - started
-        api.wait_ready()
-        cpu = (cpu_ns(proc.pid) - before) / 1e6
-        issued = sum(1 for r in answer.get("results", []) if r.get("certificateArn"))
-        return {"batch": BATCH, "batch_wall_s": wall, "batch_cpu_ms": cpu, "batch_cpu_per_csr_ms": cpu / BATCH,
-                "batch_issued": issued, "batch_peak_rss_mib": peak_rss_mib(proc.pid)}
-    finally:
-        proc.kill()
-        proc.wait()
-        api.close()
+    """One warm issuer (an empty batch first), then one batch of fresh CSRs
+    at ISSUE_CONCURRENCY 8."""
+    requests = [{"serialNumber": batch_serial(i), "csrPem": csr(batch_serial(i))} for i in range(BATCH)]
+    run = warm(command, env | {"ISSUE_CONCURRENCY": "8"},
+               lambda i: {"requests": requests if i else []}, 1, log, memory, warmup=1, chunks=1)
+    issued = sum(1 for r in run["answers"][0].get("results", []) if r.get("certificateArn"))
+    cpu = run["cpu_per_invocation_ms"]
+    return {"batch": BATCH, "batch_wall_s": run["warm_p50_ms"] / 1000, "batch_cpu_ms": cpu,
+            "batch_cpu_per_csr_ms": cpu / BATCH, "batch_issued": issued,
+            "batch_peak_rss_mib": run["peak_rss_mib"]}
 
 
 def main(which: str) -> int:
@@ -192,7 +178,7 @@ def main(which: str) -> int:
             log = RESULTS / f"coldstart-{which}.log"
             log.unlink(missing_ok=True)
             path = Path(os.environ.get("BENCH_BINARY") or ROOT / "target/release" / binary)
-            result = cold_starts([str(path)], env, event, log, memory, COLD)
+            result = interleaved_cold_starts([([str(path)], env, log)], event, memory, COLD)[0]
             if which == "issuer":
                 result |= issuer_batch([str(path)], env, log, memory)
             if stub.unanswered():

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime
 import glob
+import ipaddress
 import json
 import math
 import os
@@ -69,7 +70,6 @@ class LocalCa:
                              critical=True)
               .sign(ca_key, hashes.SHA256()))
         key = ec.generate_private_key(ec.SECP256R1())
-        import ipaddress
         server = (x509.CertificateBuilder()
                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
                   .issuer_name(ca_name).public_key(key.public_key())
@@ -473,18 +473,12 @@ def summarize(samples: list[dict]) -> dict:
     return out
 
 
-def cold_starts(command, env, event, log, memory_mb, runs: int) -> dict:
-    """`runs` cold starts, after one not counted (the bench's own first-time
-    costs land there)."""
-    cold_start(command, env, event, log, memory_mb)
-    return summarize([cold_start(command, env, event, log, memory_mb) for _ in range(runs)])
-
-
-def interleaved_cold_starts(contenders: list[tuple[list[str], dict, Path]], event: dict,
+def interleaved_cold_starts(contenders: list[tuple[list[str], dict, Path]], event: dict | None,
                             memory_mb: int, runs: int) -> list[dict]:
-    """Cold starts of several contenders taken in turn, one of each per
+    """Cold starts of one or more contenders taken in turn, one of each per
     round, so a slow moment of the machine (its page cache is small and
-    reclaimed) falls on all of them alike. One round first, not counted."""
+    reclaimed) falls on all of them alike. One round first, not counted (the
+    bench's own first-time costs land there)."""
     samples: list[list[dict]] = [[] for _ in contenders]
     for round_ in range(runs + 1):
         for i, (command, env, log) in enumerate(contenders):

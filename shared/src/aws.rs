@@ -20,7 +20,8 @@
 //!   start. Unlike the AWS CLI, where the bundle replaces the store, here it is
 //!   added: one process may talk to a local endpoint and AWS at once.
 //! - **Proxies as the SDK's default client**: `HTTP_PROXY`, `HTTPS_PROXY`,
-//!   `ALL_PROXY` and `NO_PROXY` (either case), read when a connector is built.
+//!   `ALL_PROXY` and `NO_PROXY` (either case), read once when the client is
+//!   built.
 //!
 //! What ring gives up against aws-lc: the post-quantum hybrid key exchange
 //! (X25519MLKEM768, which rustls on aws-lc offers first) and FIPS mode; the
@@ -113,6 +114,8 @@ pub fn http_client(trust: CheckedTrust) -> Result<SharedHttpClient, HttpSetupErr
         .with_trust_store(trust.0)
         .build()
         .map_err(|e| HttpSetupError::Tls(e.to_string()))?;
+    // Read once: the SDK builds a connector per distinct timeout settings.
+    let proxy = ProxyConfig::from_env();
     Ok(
         Builder::new().build_with_connector_fn(move |settings, components| {
             let mut connector = ConnectorBuilder::default()
@@ -122,7 +125,7 @@ pub fn http_client(trust: CheckedTrust) -> Result<SharedHttpClient, HttpSetupErr
             if let Some(components) = components {
                 connector.set_sleep_impl(components.sleep_impl());
             }
-            connector.set_proxy_config(Some(ProxyConfig::from_env()));
+            connector.set_proxy_config(Some(proxy.clone()));
             connector.build()
         }),
     )
