@@ -23,6 +23,7 @@ pub mod iam;
 pub mod issuer;
 pub mod lambda;
 pub mod samples;
+pub mod tls;
 
 /// The region the tests' clients use unless a test says otherwise.
 pub const TEST_REGION: &str = "eu-west-1";

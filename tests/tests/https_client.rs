@@ -4,92 +4,12 @@
 //! `AWS_CA_BUNDLE` stops a real function's cold start with a clear error.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use aws_config::Region;
 use aws_sdk_dynamodb::config::Credentials;
 use geoprov_shared::aws;
-use geoprov_tests::{unique_table, whole_http_request, workspace_binary};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A DynamoDB endpoint that answers every request with one ListTables
-/// answer, over TLS with a certificate for `localhost` from a fresh CA.
-/// Returns its address and the CA's PEM.
-async fn tls_endpoint() -> (SocketAddr, String) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![CertificateDer::from(cert.der().to_vec())],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 4096];
-                // Headers, then the body by Content-Length.
-                loop {
-                    let Ok(n) = tls.read(&mut buf).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    seen.extend_from_slice(&buf[..n]);
-                    if whole_http_request(&seen) {
-                        break;
-                    }
-                }
-                let body = r#"{"TableNames":["geoprov-over-tls"]}"#;
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\n\
-                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = tls.write_all(answer.as_bytes()).await;
-                let _ = tls.shutdown().await;
-            });
-        }
-    });
-    (addr, ca_cert.pem())
-}
-
-fn scratch_dir(prefix: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(unique_table(prefix));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-struct RemoveOnDrop(std::path::PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use geoprov_tests::tls::{tls_endpoint, ScratchDir};
+use geoprov_tests::workspace_binary;
 
 async fn list_tables(trust: aws::CheckedTrust, addr: SocketAddr) -> Result<Vec<String>, String> {
     let sdk = aws::loader(aws::http_client(trust).unwrap())
@@ -109,11 +29,11 @@ async fn list_tables(trust: aws::CheckedTrust, addr: SocketAddr) -> Result<Vec<S
 
 #[tokio::test]
 async fn the_bundle_is_trusted_and_nothing_else_is() {
-    let (addr, ca_pem) = tls_endpoint().await;
-    let dir = scratch_dir("https-client");
-    let _cleanup = RemoveOnDrop(dir.clone());
-    let bundle = dir.join("ca.pem");
-    std::fs::write(&bundle, &ca_pem).unwrap();
+    let endpoint = tls_endpoint("localhost", "geoprov-over-tls").await;
+    let addr = endpoint.addr;
+    let dir = ScratchDir::new("https-client");
+    let bundle = dir.0.join("ca.pem");
+    std::fs::write(&bundle, &endpoint.ca_pem).unwrap();
 
     let tables = list_tables(aws::trust_store(Some(&bundle)).unwrap(), addr)
         .await
@@ -133,12 +53,11 @@ async fn the_bundle_is_trusted_and_nothing_else_is() {
 
 #[test]
 fn a_bad_bundle_stops_a_functions_cold_start_with_a_clear_error() {
-    let dir = scratch_dir("https-client-bad-bundle");
-    let _cleanup = RemoveOnDrop(dir.clone());
-    let not_pem = dir.join("not-a-bundle.pem");
+    let dir = ScratchDir::new("https-client-bad-bundle");
+    let not_pem = dir.0.join("not-a-bundle.pem");
     std::fs::write(&not_pem, "this is no certificate\n").unwrap();
     for (bundle, expected) in [
-        (dir.join("missing.pem"), "cannot be read"),
+        (dir.0.join("missing.pem"), "cannot be read"),
         (not_pem, "holds no certificate"),
     ] {
         let out = std::process::Command::new(workspace_binary("pre-provisioning-hook"))

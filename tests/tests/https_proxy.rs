@@ -1,65 +1,145 @@
 //! The shared HTTP client (`geoprov_shared::aws`) keeps the SDK's default
-//! client's proxy support: `HTTP_PROXY` (and `HTTPS_PROXY`, `ALL_PROXY`,
-//! `NO_PROXY`) from the environment. One test in a binary of its own, as it
-//! sets the process environment.
+//! client's proxy support from the environment (`HTTP_PROXY`, `HTTPS_PROXY`,
+//! `ALL_PROXY`, `NO_PROXY`): plain HTTP is forwarded in absolute form, and
+//! HTTPS goes through a CONNECT tunnel, with TLS end to end to the endpoint.
+//! One test in a binary of its own, as it sets the process environment.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use aws_config::Region;
 use aws_sdk_dynamodb::config::Credentials;
 use geoprov_shared::aws;
+use geoprov_tests::tls::{tls_endpoint, ScratchDir};
 use geoprov_tests::whole_http_request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
-#[tokio::test]
-async fn a_call_goes_through_the_proxy_the_environment_names() {
-    // A forward proxy that answers itself, and records the request line.
-    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = proxy.local_addr().unwrap().port();
-    let seen = tokio::spawn(async move {
-        let (mut conn, _) = proxy.accept().await.unwrap();
-        let mut request = Vec::new();
-        let mut buf = [0u8; 4096];
-        // The head, then the body by its Content-Length: closing with
-        // unread bytes would reset the connection under the answer.
-        while !whole_http_request(&request) {
-            let n = conn.read(&mut buf).await.unwrap();
-            assert!(n > 0, "the client closed before a whole request");
-            request.extend_from_slice(&buf[..n]);
+/// The name of the HTTPS endpoint: it does not resolve, so only a tunnel
+/// can reach it.
+const TUNNELED: &str = "dynamodb.geoprov.invalid";
+
+/// A forward proxy on 127.0.0.1. A request in absolute form it answers
+/// itself; a CONNECT to `TUNNELED:443` it tunnels to `tls`, the real
+/// endpoint; any other CONNECT it refuses. Every request line it reads is
+/// recorded.
+async fn proxy(tls: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            tokio::spawn(serve(conn, tls, record.clone()));
         }
-        let body = r#"{"TableNames":["geoprov-through-proxy"]}"#;
-        let answer = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\n\
-             content-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        conn.write_all(answer.as_bytes()).await.unwrap();
-        String::from_utf8_lossy(&request)
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_owned()
     });
+    (addr, seen)
+}
 
-    // The only test of this binary: nothing else reads the environment.
-    std::env::set_var("HTTP_PROXY", format!("http://127.0.0.1:{port}"));
-    std::env::remove_var("NO_PROXY");
-    std::env::remove_var("no_proxy");
-    // A name that does not resolve: only the proxy can reach it.
-    let sdk = aws::loader(aws::http_client(aws::trust_store(None).unwrap()).unwrap())
+async fn serve(mut conn: TcpStream, tls: SocketAddr, seen: Arc<Mutex<Vec<String>>>) {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The head, then the body by its Content-Length: closing with unread
+    // bytes would reset the connection under the answer. A CONNECT has no
+    // body, and the client sends nothing more until it has the answer.
+    while !whole_http_request(&request) {
+        match conn.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    let line = String::from_utf8_lossy(&request)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    seen.lock().unwrap().push(line.clone());
+    if let Some(authority) = line.strip_prefix("CONNECT ") {
+        if authority.split_whitespace().next() != Some(&format!("{TUNNELED}:443")) {
+            let _ = conn
+                .write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
+                .await;
+            return;
+        }
+        let Ok(mut upstream) = TcpStream::connect(tls).await else {
+            return;
+        };
+        if conn
+            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .await
+            .is_ok()
+        {
+            let _ = tokio::io::copy_bidirectional(&mut conn, &mut upstream).await;
+        }
+        return;
+    }
+    let body = r#"{"TableNames":["geoprov-through-proxy"]}"#;
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = conn.write_all(answer.as_bytes()).await;
+}
+
+async fn list_tables(trust: aws::CheckedTrust, endpoint: &str) -> Vec<String> {
+    let sdk = aws::loader(aws::http_client(trust).unwrap())
         .region(Region::new("eu-west-1"))
-        .endpoint_url("http://dynamodb.geoprov.invalid")
+        .endpoint_url(endpoint)
         .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .retry_config(aws_config::retry::RetryConfig::disabled())
         .load()
         .await;
-    let tables = aws_sdk_dynamodb::Client::new(&sdk)
+    aws_sdk_dynamodb::Client::new(&sdk)
         .list_tables()
         .send()
         .await
         .map_err(aws_sdk_dynamodb::error::DisplayErrorContext)
-        .unwrap();
-    assert_eq!(tables.table_names(), ["geoprov-through-proxy"]);
-    let request_line = seen.await.unwrap();
+        .unwrap()
+        .table_names()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn calls_go_through_the_proxies_the_environment_names() {
+    let endpoint = tls_endpoint(TUNNELED, "geoprov-through-tunnel").await;
+    let (proxy, seen) = proxy(endpoint.addr).await;
+    let dir = ScratchDir::new("https-proxy");
+    let bundle = dir.0.join("ca.pem");
+    std::fs::write(&bundle, &endpoint.ca_pem).unwrap();
+
+    // The only test of this binary: nothing else reads the environment.
+    std::env::set_var("HTTP_PROXY", format!("http://127.0.0.1:{}", proxy.port()));
+    std::env::set_var("HTTPS_PROXY", format!("http://127.0.0.1:{}", proxy.port()));
+    for name in ["NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"] {
+        std::env::remove_var(name);
+    }
+
+    // Plain HTTP: forwarded in absolute form; the proxy answers.
+    let tables = list_tables(
+        aws::trust_store(None).unwrap(),
+        "http://dynamodb.geoprov.invalid",
+    )
+    .await;
+    assert_eq!(tables, ["geoprov-through-proxy"]);
+
+    // HTTPS: a CONNECT tunnel, and the endpoint's own answer through it,
+    // over TLS the client checked against the bundle for the endpoint's name.
+    let tables = list_tables(
+        aws::trust_store(Some(&bundle)).unwrap(),
+        &format!("https://{TUNNELED}"),
+    )
+    .await;
+    assert_eq!(tables, ["geoprov-through-tunnel"]);
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
     assert!(
-        request_line.starts_with("POST http://dynamodb.geoprov.invalid"),
-        "{request_line}"
+        seen[0].starts_with("POST http://dynamodb.geoprov.invalid"),
+        "{seen:?}"
+    );
+    assert!(
+        seen[1].starts_with(&format!("CONNECT {TUNNELED}:443 ")),
+        "{seen:?}"
     );
 }
