@@ -192,25 +192,6 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     path
 }
 
-/// Whether `seen` holds a whole HTTP/1.1 request: its head, and as many body
-/// bytes as its Content-Length says (for the tests' one-shot servers, which
-/// must read it all before they answer and close).
-pub fn whole_http_request(seen: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(seen);
-    let Some(end) = text.find("\r\n\r\n") else {
-        return false;
-    };
-    let length = text[..end]
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse::<usize>().ok())?
-        })
-        .unwrap_or(0);
-    seen.len() >= end + 4 + length
-}
-
 /// A free TCP port on 127.0.0.1 (bound, then released for the caller).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -3,46 +3,27 @@
 //! made here is trusted through the bundle and only through it, and a bad
 //! `AWS_CA_BUNDLE` stops a real function's cold start with a clear error.
 
-use std::net::SocketAddr;
-
-use aws_config::Region;
-use aws_sdk_dynamodb::config::Credentials;
 use geoprov_shared::aws;
-use geoprov_tests::tls::{tls_endpoint, ScratchDir};
+use geoprov_tests::emulator::WorkDir;
+use geoprov_tests::tls::{list_tables, tls_endpoint};
 use geoprov_tests::workspace_binary;
-
-async fn list_tables(trust: aws::CheckedTrust, addr: SocketAddr) -> Result<Vec<String>, String> {
-    let sdk = aws::loader(aws::http_client(trust).unwrap())
-        .region(Region::new("eu-west-1"))
-        .endpoint_url(format!("https://localhost:{}", addr.port()))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-        .retry_config(aws_config::retry::RetryConfig::disabled())
-        .load()
-        .await;
-    aws_sdk_dynamodb::Client::new(&sdk)
-        .list_tables()
-        .send()
-        .await
-        .map(|out| out.table_names().to_vec())
-        .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
-}
 
 #[tokio::test]
 async fn the_bundle_is_trusted_and_nothing_else_is() {
     let endpoint = tls_endpoint("localhost", "geoprov-over-tls").await;
-    let addr = endpoint.addr;
-    let dir = ScratchDir::new("https-client");
-    let bundle = dir.0.join("ca.pem");
+    let url = format!("https://localhost:{}", endpoint.addr.port());
+    let dir = WorkDir::new("https-client");
+    let bundle = dir.path().join("ca.pem");
     std::fs::write(&bundle, &endpoint.ca_pem).unwrap();
 
-    let tables = list_tables(aws::trust_store(Some(&bundle)).unwrap(), addr)
+    let tables = list_tables(aws::trust_store(Some(&bundle)).unwrap(), &url)
         .await
         .unwrap();
     assert_eq!(tables, ["geoprov-over-tls"]);
 
     // The Amazon roots alone, as a function has without AWS_CA_BUNDLE: the
     // local CA is not trusted.
-    let refused = list_tables(aws::trust_store(None).unwrap(), addr)
+    let refused = list_tables(aws::trust_store(None).unwrap(), &url)
         .await
         .unwrap_err();
     assert!(
@@ -53,11 +34,11 @@ async fn the_bundle_is_trusted_and_nothing_else_is() {
 
 #[test]
 fn a_bad_bundle_stops_a_functions_cold_start_with_a_clear_error() {
-    let dir = ScratchDir::new("https-client-bad-bundle");
-    let not_pem = dir.0.join("not-a-bundle.pem");
+    let dir = WorkDir::new("https-client-bad-bundle");
+    let not_pem = dir.path().join("not-a-bundle.pem");
     std::fs::write(&not_pem, "this is no certificate\n").unwrap();
     for (bundle, expected) in [
-        (dir.0.join("missing.pem"), "cannot be read"),
+        (dir.path().join("missing.pem"), "cannot be read"),
         (not_pem, "holds no certificate"),
     ] {
         let out = std::process::Command::new(workspace_binary("pre-provisioning-hook"))

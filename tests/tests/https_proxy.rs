@@ -7,12 +7,10 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use aws_config::Region;
-use aws_sdk_dynamodb::config::Credentials;
 use geoprov_shared::aws;
-use geoprov_tests::tls::{tls_endpoint, ScratchDir};
-use geoprov_tests::whole_http_request;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use geoprov_tests::emulator::WorkDir;
+use geoprov_tests::tls::{list_tables, list_tables_answer, read_request, tls_endpoint};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 /// The name of the HTTPS endpoint: it does not resolve, so only a tunnel
@@ -37,17 +35,11 @@ async fn proxy(tls: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
 }
 
 async fn serve(mut conn: TcpStream, tls: SocketAddr, seen: Arc<Mutex<Vec<String>>>) {
-    let mut request = Vec::new();
-    let mut buf = [0u8; 4096];
-    // The head, then the body by its Content-Length: closing with unread
-    // bytes would reset the connection under the answer. A CONNECT has no
-    // body, and the client sends nothing more until it has the answer.
-    while !whole_http_request(&request) {
-        match conn.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => request.extend_from_slice(&buf[..n]),
-        }
-    }
+    // A CONNECT has no body, and the client sends nothing more until it has
+    // the answer.
+    let Some(request) = read_request(&mut conn).await else {
+        return;
+    };
     let line = String::from_utf8_lossy(&request)
         .lines()
         .next()
@@ -73,39 +65,16 @@ async fn serve(mut conn: TcpStream, tls: SocketAddr, seen: Arc<Mutex<Vec<String>
         }
         return;
     }
-    let body = r#"{"TableNames":["geoprov-through-proxy"]}"#;
-    let answer = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    let answer = list_tables_answer("geoprov-through-proxy");
     let _ = conn.write_all(answer.as_bytes()).await;
-}
-
-async fn list_tables(trust: aws::CheckedTrust, endpoint: &str) -> Vec<String> {
-    let sdk = aws::loader(aws::http_client(trust).unwrap())
-        .region(Region::new("eu-west-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-        .retry_config(aws_config::retry::RetryConfig::disabled())
-        .load()
-        .await;
-    aws_sdk_dynamodb::Client::new(&sdk)
-        .list_tables()
-        .send()
-        .await
-        .map_err(aws_sdk_dynamodb::error::DisplayErrorContext)
-        .unwrap()
-        .table_names()
-        .to_vec()
 }
 
 #[tokio::test]
 async fn calls_go_through_the_proxies_the_environment_names() {
     let endpoint = tls_endpoint(TUNNELED, "geoprov-through-tunnel").await;
     let (proxy, seen) = proxy(endpoint.addr).await;
-    let dir = ScratchDir::new("https-proxy");
-    let bundle = dir.0.join("ca.pem");
+    let dir = WorkDir::new("https-proxy");
+    let bundle = dir.path().join("ca.pem");
     std::fs::write(&bundle, &endpoint.ca_pem).unwrap();
 
     // The only test of this binary: nothing else reads the environment.
@@ -120,7 +89,8 @@ async fn calls_go_through_the_proxies_the_environment_names() {
         aws::trust_store(None).unwrap(),
         "http://dynamodb.geoprov.invalid",
     )
-    .await;
+    .await
+    .unwrap();
     assert_eq!(tables, ["geoprov-through-proxy"]);
 
     // HTTPS: a CONNECT tunnel, and the endpoint's own answer through it,
@@ -129,7 +99,8 @@ async fn calls_go_through_the_proxies_the_environment_names() {
         aws::trust_store(Some(&bundle)).unwrap(),
         &format!("https://{TUNNELED}"),
     )
-    .await;
+    .await
+    .unwrap();
     assert_eq!(tables, ["geoprov-through-tunnel"]);
 
     let seen = seen.lock().unwrap().clone();
