@@ -169,7 +169,12 @@ impl MetricLine {
 
     /// Writes the line to stdout, where Lambda hands it to CloudWatch.
     pub fn emit(&self) {
-        println!("{}", self.render(crate::clock::now_epoch_millis()));
+        self.emit_at(crate::clock::now_epoch_millis());
+    }
+
+    /// Writes the line stamped with `timestamp_ms`: the datapoint's time.
+    pub fn emit_at(&self, timestamp_ms: i64) {
+        println!("{}", self.render(timestamp_ms));
     }
 }
 

@@ -10,7 +10,7 @@ conditional transactions all pass their checks. DynamoDB serialises writes to
 an item; serving requests in order gives the tests that guarantee, while the
 clients still race (reads and writes of concurrent invocations interleave).
 
-Five corrections to moto, to AWS's documented behaviour:
+Six corrections to moto, to AWS's documented behaviour:
 - IoT identifies a certificate by the SHA-256 of its DER; moto by default
   hashes the PEM text unless `use_valid_cert` is on.
 - Route 53: a DELETE names one record set by name, type and set identifier.
@@ -28,6 +28,13 @@ Five corrections to moto, to AWS's documented behaviour:
 - IoT's DescribeCertificate answers the caCertificateId of a certificate
   registered under a CA (CertificateDescription); moto 5.2.5 keeps it but
   leaves it out of the description, and the JITR activation checks it.
+- Route 53: a CLOUDWATCH_METRIC health check names its alarm (AlarmIdentifier
+  Region and Name) and copies the alarm's settings into its
+  CloudWatchAlarmConfiguration on CreateHealthCheck, keeping that copy until
+  an UpdateHealthCheck names the alarm again; every update bumps
+  HealthCheckVersion. moto 5.2.5 drops AlarmIdentifier and
+  InsufficientDataHealthStatus, never fills CloudWatchAlarmConfiguration and
+  never bumps the version. An alarm missing from its region is InvalidInput.
 """
 import os
 import sys
@@ -40,11 +47,14 @@ from moto.moto_server.werkzeug_app import (
     create_backend_app,
 )
 from werkzeug.serving import make_server
+from moto.cloudwatch.models import cloudwatch_backends
 from moto.core.config import default_user_config
 from moto.core.responses import ActionResult
 from moto.iot import models as iot_models
 from moto.iot import responses as iot_responses
 from moto.route53 import models as route53_models
+from moto.route53 import responses as route53_responses
+from moto.route53.exceptions import InvalidInput
 
 
 # The record sets a change batch deletes by set identifier, in order. The
@@ -81,6 +91,69 @@ def _patch_route53_delete():
 
     route53_models.Route53Backend.change_resource_record_sets = change_resource_record_sets
     route53_models.FakeZone.delete_rrset_by_id = delete_rrset_by_id
+
+
+def _alarm_configuration(account_id, identifier):
+    """The CloudWatchAlarmConfiguration copied from the alarm as it is now."""
+    region, name = identifier["Region"], identifier["Name"]
+    alarm = cloudwatch_backends[account_id][region].alarms.get(name)
+    if alarm is None:
+        raise InvalidInput(f"The CloudWatch alarm {name} does not exist in {region}.")
+    return {
+        "EvaluationPeriods": alarm.evaluation_periods,
+        "Threshold": alarm.threshold,
+        "ComparisonOperator": alarm.comparison_operator,
+        "Period": alarm.period,
+        "MetricName": alarm.metric_name,
+        "Namespace": alarm.namespace,
+        "Statistic": alarm.statistic,
+        "Dimensions": [{"Name": d.name, "Value": d.value} for d in alarm.dimensions],
+    }
+
+
+def _patch_route53_alarm_health_check():
+    original_config = route53_models.HealthCheck.health_check_config
+    original_create = route53_responses.Route53.create_health_check
+    original_update = route53_responses.Route53.update_health_check
+
+    # The serializer reads HealthCheck.CloudWatchAlarmConfiguration from the
+    # attribute cloud_watch_alarm_configuration, absent until an alarm is named.
+    def health_check_config(self):
+        config = original_config.fget(self)
+        config["AlarmIdentifier"] = getattr(self, "alarm_identifier", None)
+        config["InsufficientDataHealthStatus"] = getattr(
+            self, "insufficient_data_health_status", None
+        )
+        return config
+
+    def create_health_check(self):
+        config = self._get_param("HealthCheckConfig")
+        identifier = config.get("AlarmIdentifier")
+        alarm = _alarm_configuration(self.current_account, identifier) if identifier else None
+        result = original_create(self)
+        check = result.result["HealthCheck"]
+        check.alarm_identifier = identifier
+        check.cloud_watch_alarm_configuration = alarm
+        check.insufficient_data_health_status = config.get("InsufficientDataHealthStatus")
+        return result
+
+    def update_health_check(self):
+        identifier = self._get_param("AlarmIdentifier")
+        alarm = _alarm_configuration(self.current_account, identifier) if identifier else None
+        result = original_update(self)
+        check = result.result["HealthCheck"]
+        if identifier:
+            check.alarm_identifier = identifier
+            check.cloud_watch_alarm_configuration = alarm
+        status = self._get_param("InsufficientDataHealthStatus")
+        if status:
+            check.insufficient_data_health_status = status
+        check.health_check_version += 1
+        return result
+
+    route53_models.HealthCheck.health_check_config = property(health_check_config)
+    route53_responses.Route53.create_health_check = create_health_check
+    route53_responses.Route53.update_health_check = update_health_check
 
 
 def _patch_iot_ca_certificate():
@@ -148,6 +221,7 @@ def _patch_iot_ca_certificate():
 def main() -> None:
     default_user_config["iot"]["use_valid_cert"] = True
     _patch_route53_delete()
+    _patch_route53_alarm_health_check()
     _patch_iot_ca_certificate()
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     app = DomainDispatcherApplication(create_backend_app)

@@ -25,11 +25,17 @@
 //!   the zone is followed, as a resolver would (<https://docs.aws.amazon.com/Route53/latest/DeveloperGuide/resource-record-sets-choosing-alias-non-alias.html>);
 //!   its target's health does not make the CNAME unhealthy.
 //!
+//! [`health`] computes each health check's status as Route 53 does, from
+//! the alarm's datapoints and the settings the check copied of it, so the
+//! answer model and the evaluator together say what a location resolves to
+//! at a given minute.
+//!
 //! Not modelled (and refused with [`NoAnswer::Unsupported`]): weighted,
 //! latency, multivalue answer, IP-based and geoproximity routing, and
 //! wildcard names.
 
 pub mod continents;
+pub mod health;
 mod record;
 mod resolve;
 

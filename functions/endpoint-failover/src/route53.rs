@@ -322,8 +322,9 @@ impl Route53 for SdkRoute53 {
                 ZoneChange::Upsert(r) => sdk_changes.push(one(ChangeAction::Upsert, r)?),
                 ZoneChange::Delete(r) => sdk_changes.push(one(ChangeAction::Delete, r)?),
                 ZoneChange::Replace { old, new } => {
+                    // The guide's atomic pair: DELETE and CREATE in one batch.
                     sdk_changes.push(one(ChangeAction::Delete, old)?);
-                    sdk_changes.push(one(ChangeAction::Upsert, new)?);
+                    sdk_changes.push(one(ChangeAction::Create, new)?);
                 }
             }
         }

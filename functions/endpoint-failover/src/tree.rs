@@ -10,12 +10,20 @@
 //!                      SECONDARY alias (EvaluateTargetHealth true) -> <a2>.<key>.<global>
 //! ...
 //! <an>.<key>.<global>  PRIMARY   CNAME <an endpoint>, HealthCheckId <an check>
+//!                      SECONDARY CNAME <a1 endpoint>, no health check
 //! ```
 //!
+//! Every step is a failover pair of one PRIMARY and one SECONDARY, the shape
+//! the Route 53 Developer Guide documents ("for failover to function
+//! correctly, you must create one primary and one secondary failover
+//! record", <https://docs.aws.amazon.com/Route53/latest/DeveloperGuide/dns-failover-configuring.html>).
 //! Route 53 answers with the first region of the chain whose health check is
-//! healthy, with no call to its API: that is the data plane's failover. When
-//! every region of the chain is unhealthy, each failover pair answers its
-//! PRIMARY, so the location gets the first of its chain.
+//! healthy, with no call to its API: that is the data plane's failover. The
+//! last step's SECONDARY carries no health check, so it is always healthy
+//! ("a record without a health check is always healthy"): when every region
+//! of the chain is unhealthy, each step passes to the next and the last
+//! answers the chain's first region. A one-region chain is a pair whose both
+//! members name that region.
 //!
 //! The geolocation alias does not evaluate its target's health on purpose:
 //! if it did, a location whose chain is all down would fall back to the
@@ -97,13 +105,20 @@ pub fn location_records(
                 .with_failover(FailoverRole::Primary)
                 .with_health_check(&target.health_check_id),
         );
-        if let Some(next) = chain.get(i + 1) {
-            records.push(
-                RecordSet::cname_alias(&step, zone, &step_name(next, &key, name), true)
-                    .with_set_identifier(SECONDARY_ID)
-                    .with_failover(FailoverRole::Secondary),
-            );
-        }
+        let secondary = match chain.get(i + 1) {
+            Some(next) => RecordSet::cname_alias(&step, zone, &step_name(next, &key, name), true),
+            // The end of the chain: the first region, with no health check.
+            None => RecordSet::cname(
+                &step,
+                &config.regions[&chain[0]].endpoint,
+                i64::from(config.ttl),
+            ),
+        };
+        records.push(
+            secondary
+                .with_set_identifier(SECONDARY_ID)
+                .with_failover(FailoverRole::Secondary),
+        );
     }
     if let Some(first) = chain.first() {
         records.push(
@@ -122,8 +137,11 @@ pub enum ZoneChange {
     /// A delete names the record exactly as Route 53 holds it.
     Delete(RecordSet),
     /// A record that turns from a plain CNAME into an alias (the flat records
-    /// of earlier versions) or back: DELETE and UPSERT in one request, which
-    /// Route 53 applies as one transaction, so the name never goes unanswered.
+    /// of earlier versions, the SECONDARY of a step that becomes or stops
+    /// being the last of its chain) or back, or a renamed location's alias:
+    /// DELETE and CREATE in one request, the atomic pair the Route 53
+    /// Developer Guide documents for it; Route 53 applies a request as one
+    /// transaction, so the name never goes unanswered.
     Replace {
         old: Box<RecordSet>,
         new: Box<RecordSet>,
@@ -150,9 +168,7 @@ impl ZoneChange {
         match self {
             ZoneChange::Upsert(r) => (2 * of(r).0, 2 * of(r).1),
             ZoneChange::Delete(r) => of(r),
-            ZoneChange::Replace { old, new } => {
-                (of(old).0 + 2 * of(new).0, of(old).1 + 2 * of(new).1)
-            }
+            ZoneChange::Replace { old, new } => (of(old).0 + of(new).0, of(old).1 + of(new).1),
         }
     }
 }
@@ -236,7 +252,14 @@ pub fn is_geoprov_record(record: &RecordSet, record_name: &str) -> bool {
             (Some(PRIMARY_ID), Some(FailoverRole::Primary)) => {
                 record.alias_target.is_none() && record.health_check_id.is_some()
             }
-            (Some(SECONDARY_ID), Some(FailoverRole::Secondary)) => alias_into_tree(true),
+            (Some(SECONDARY_ID), Some(FailoverRole::Secondary)) => {
+                // An alias to the next step, or the end of the chain: a
+                // plain CNAME without a health check.
+                let end_of_chain = record.alias_target.is_none()
+                    && record.health_check_id.is_none()
+                    && record.resource_records.len() == 1;
+                alias_into_tree(true) || end_of_chain
+            }
             _ => false,
         }
 }
@@ -247,14 +270,14 @@ pub fn is_geoprov_record(record: &RecordSet, record_name: &str) -> bool {
 ///
 /// The order keeps every location answered in its preference after any
 /// prefix of the changes, and never lets aliases form a loop:
-/// 1. DELETEs of the SECONDARY of a step that becomes the last of its chain
-///    (otherwise re-ordering a preference would point two steps at each
-///    other for a moment);
-/// 2. UPSERTs, per location the steps from the last to the first and then
-///    the geolocation alias, so each alias's target exists before it;
-/// 3. the other DELETEs: geolocation aliases of locations no longer
-///    configured, then SECONDARY, then PRIMARY records, so no record is
-///    deleted while a remaining one names it.
+/// 1. UPSERTs and replaces, per location the steps from the last to the
+///    first and then the geolocation alias, so each alias's target exists
+///    before it. The new last step's SECONDARY turns into the plain CNAME
+///    first, so re-ordering a preference never points two steps at each
+///    other, even for a moment;
+/// 2. DELETEs: geolocation aliases of locations no longer configured, then
+///    SECONDARY, then PRIMARY records, so no record is deleted while a
+///    remaining one names it.
 pub fn plan(
     config: &FailoverConfig,
     current: &[RecordSet],
@@ -301,7 +324,6 @@ pub fn plan(
 
     let mut plan = TreePlan::default();
     let mut wanted: BTreeSet<(String, String, Option<String>)> = BTreeSet::new();
-    let mut wanted_names: BTreeSet<String> = BTreeSet::new();
     let mut upserts: Vec<(usize, ZoneChange)> = Vec::new();
     for (index, location) in config.locations.iter().enumerate() {
         let (regions, stranded) = chain(location, admitted);
@@ -309,7 +331,6 @@ pub fn plan(
         plan.chains.push((regions, stranded));
         for record in &records {
             wanted.insert(record.key());
-            wanted_names.insert(normalize_name(&record.name));
         }
         let renamed = match in_the_way(
             location,
@@ -374,21 +395,12 @@ pub fn plan(
         })
         .collect();
     deletes.sort_by_key(|r| (delete_rank(r, record_name), r.key()));
-    let first = |r: &&RecordSet| {
-        r.failover == Some(FailoverRole::Secondary)
-            && wanted_names.contains(&normalize_name(&r.name))
-    };
-    let (early, late): (Vec<&RecordSet>, Vec<&RecordSet>) = deletes.into_iter().partition(first);
 
-    for record in early {
-        plan.changes.push(ZoneChange::Delete(record.clone()));
-        plan.change_locations.push(location_of(record));
-    }
     for (index, change) in upserts {
         plan.changes.push(change);
         plan.change_locations.push(Some(index));
     }
-    for record in late {
+    for record in deletes {
         plan.changes.push(ZoneChange::Delete(record.clone()));
         plan.change_locations.push(location_of(record));
     }
@@ -623,13 +635,40 @@ mod tests {
         Some(v.to_owned())
     }
 
+    /// The records of each step name (every name but the global one).
+    fn zone_steps(zone: &[RecordSet]) -> Vec<Vec<&RecordSet>> {
+        let mut steps: BTreeMap<String, Vec<&RecordSet>> = BTreeMap::new();
+        for record in zone.iter().filter(|r| normalize_name(&r.name) != NAME) {
+            steps
+                .entry(normalize_name(&record.name))
+                .or_default()
+                .push(record);
+        }
+        steps.into_values().collect()
+    }
+
+    /// Every step is one PRIMARY and one SECONDARY, and the last step of
+    /// each chain ends in a plain CNAME to the chain's first region.
+    fn check_pairs(zone: &[RecordSet]) -> Result<(), TestCaseError> {
+        for step in zone_steps(zone) {
+            let roles: BTreeSet<_> = step.iter().filter_map(|r| r.failover).collect();
+            prop_assert_eq!(step.len(), 2, "{:?}", step);
+            prop_assert_eq!(roles.len(), 2, "{:?}", step);
+        }
+        Ok(())
+    }
+
     #[test]
     fn builds_a_chain_per_location_in_preference_order() {
         let config = two_regions();
         let first = plan(&config, &[], &all);
         assert!(first.conflicts.is_empty());
-        // NA: 2 steps (3 records) + alias; EU-only: 1 + alias; Default: 3 + alias.
-        assert_eq!(first.changes.len(), 4 + 2 + 4);
+        // Every step a PRIMARY and a SECONDARY, and each location's alias:
+        // NA 2 steps, EU-only 1, Default 2.
+        assert_eq!(first.changes.len(), (2 * 2 + 1) + (2 + 1) + (2 * 2 + 1));
+        for step in zone_steps(&apply(&[], &first.changes)) {
+            assert_eq!(step.len(), 2, "a failover pair: {step:?}");
+        }
         let zone = apply(&[], &first.changes);
         let na_alias = zone
             .iter()
@@ -690,17 +729,28 @@ mod tests {
         assert_eq!(
             summary,
             [
-                // eu-west-1 is now the last of the default chain: its
-                // SECONDARY goes first, so no alias can point back at it.
+                // NA: eu-west-1 is its only step now; its SECONDARY names it.
                 (
-                    "DELETE",
-                    "eu-west-1.default.global.iot.example.com".into(),
+                    "UPSERT",
+                    "eu-west-1.continent-na.global.iot.example.com".into(),
                     Some(SECONDARY_ID)
                 ),
                 ("UPSERT", "global.iot.example.com".into(), Some("NA")),
+                // Default: eu-west-1 becomes the last step, its SECONDARY
+                // turns from an alias into the plain CNAME: DELETE + CREATE.
+                (
+                    "REPLACE",
+                    "eu-west-1.default.global.iot.example.com".into(),
+                    Some(SECONDARY_ID)
+                ),
                 (
                     "DELETE",
                     "us-east-1.continent-na.global.iot.example.com".into(),
+                    Some(SECONDARY_ID)
+                ),
+                (
+                    "DELETE",
+                    "us-east-1.default.global.iot.example.com".into(),
                     Some(SECONDARY_ID)
                 ),
                 (
@@ -715,6 +765,26 @@ mod tests {
                 ),
             ]
         );
+        // Every prefix of the drain answers each location in its preference,
+        // all healthy and all down.
+        for k in 0..=drain.changes.len() {
+            let partial = apply(&zone, &drain.changes[..k]);
+            for down in [&[][..], &["us-east-1", "eu-west-1"][..]] {
+                for (location, answer) in config
+                    .locations
+                    .iter()
+                    .zip(answers(&config, &partial, down))
+                {
+                    assert!(
+                        answer
+                            .as_ref()
+                            .is_some_and(|a| location.preference.iter().any(|r| r.as_str() == a)),
+                        "after {k} changes {} answers {answer:?}",
+                        location.set_identifier
+                    );
+                }
+            }
+        }
         let drained = apply(&zone, &drain.changes);
         // us-east-1 healthy or not, nobody is sent there.
         assert_eq!(
@@ -847,6 +917,8 @@ mod tests {
                 "us-east-1.continent-na.global.iot.example.com Some(\"geoprov-secondary\")"
                     .to_owned(),
                 "eu-west-1.continent-na.global.iot.example.com Some(\"geoprov-primary\")"
+                    .to_owned(),
+                "eu-west-1.continent-na.global.iot.example.com Some(\"geoprov-secondary\")"
                     .to_owned(),
             ])
         );
@@ -991,6 +1063,7 @@ mod tests {
             let first = plan(&config, &[], &admits(&admitted));
             prop_assert!(first.conflicts.is_empty());
             let zone = apply(&[], &first.changes);
+            check_pairs(&zone)?;
             check_answers(&config, &zone, &first.chains, &down)?;
             // The answer path never names a region outside the preference.
             let resolver = Zone::new(zone.clone());
@@ -1052,15 +1125,19 @@ mod tests {
             let frozen = apply(&[], &first.changes);
             check_answers(&config, &frozen, &first.chains, &down)?;
             let next = plan(&config, &frozen, &admits(&admitted));
+            let down_names: Vec<&str> = REGIONS.iter().zip(&down).filter(|(_, d)| **d).map(|(r, _)| *r).collect();
             for k in 0..=next.changes.len() {
                 let zone = apply(&frozen, &next.changes[..k]);
-                let got = answers(&config, &zone, &[]);
-                for (location, answer) in config.locations.iter().zip(got) {
+                let mut got = answers(&config, &zone, &[]);
+                got.extend(answers(&config, &zone, &down_names));
+                let twice = config.locations.iter().chain(config.locations.iter());
+                for (location, answer) in twice.zip(got) {
                     prop_assert!(answer.as_ref().is_some_and(|a| location.preference.iter().any(|r| r.as_str() == a)),
                         "after {} of {} changes {} answers {:?}", k, next.changes.len(), location.set_identifier, answer);
                 }
             }
             let done = apply(&frozen, &next.changes);
+            check_pairs(&done)?;
             check_answers(&config, &done, &next.chains, &down)?;
         }
     }

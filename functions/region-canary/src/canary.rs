@@ -6,24 +6,30 @@ use std::time::Instant;
 use aws_sdk_iot::error::DisplayErrorContext;
 use tokio::sync::Mutex;
 
+/// How long keeping the window may take, after the probe.
+const WINDOW_LIMIT: std::time::Duration = std::time::Duration::from_secs(6);
+
 use crate::config::{CanaryConfig, MQTT_PORT};
 use crate::material::MaterialCache;
-use crate::probe::{self, ProbeInput, Report, Target, ThingRemover};
+use crate::probe::{self, ProbeInput, Report, Target, ThingRemover, WindowReading};
+use crate::window::{self, WindowStore};
 
-pub struct Canary<R> {
+pub struct Canary<R, W> {
     config: CanaryConfig,
     material: MaterialCache,
     iot: aws_sdk_iot::Client,
     remover: R,
+    window: W,
     target: Mutex<Option<Target>>,
 }
 
-impl<R: ThingRemover> Canary<R> {
+impl<R: ThingRemover, W: WindowStore> Canary<R, W> {
     pub fn new(
         config: CanaryConfig,
         material: MaterialCache,
         iot: aws_sdk_iot::Client,
         remover: R,
+        window: W,
     ) -> Self {
         let target = config
             .endpoint
@@ -34,6 +40,7 @@ impl<R: ThingRemover> Canary<R> {
             material,
             iot,
             remover,
+            window,
             target: Mutex::new(target),
         }
     }
@@ -64,12 +71,40 @@ impl<R: ThingRemover> Canary<R> {
         Ok(target)
     }
 
-    /// Runs the probe once and reports it: the EMF line on stdout and one
-    /// log line per step.
-    pub async fn run_once(&self) -> Report {
-        let report = self.probe_once().await;
+    /// Runs the probe once for `minute` (epoch minute), records its verdict
+    /// in the window, and reports it: the EMF line stamped with the minute
+    /// on stdout, and one log line per step.
+    pub async fn run_once(&self, minute: i64) -> Report {
+        let mut report = self.probe_once().await;
+        let region = self.config.region.as_str();
+        let size = self.config.window;
+        let recorded = tokio::time::timeout(
+            WINDOW_LIMIT,
+            window::record_run(&self.window, region, minute, report.success, size),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(window::WindowError::Call {
+                operation: "record",
+                message: "not done within its limit".into(),
+            })
+        });
+        report.window = Some(match recorded {
+            Ok(failures) => WindowReading {
+                minute,
+                size,
+                failures,
+                error: None,
+            },
+            Err(e) => WindowReading {
+                minute,
+                size,
+                failures: size,
+                error: Some(e.to_string()),
+            },
+        });
         report.log();
-        report.metric_line().emit();
+        report.metric_line().emit_at(minute * 60_000);
         report
     }
 

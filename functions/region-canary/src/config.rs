@@ -13,6 +13,10 @@ pub const MAX_BUDGET_MS: u64 = 30_000;
 /// MQTT over TLS.
 pub const MQTT_PORT: u16 = 8883;
 
+/// The window's minutes when `CANARY_WINDOW` is unset: the template's
+/// default `HealthAlarmWindow`, 2-of-5.
+pub const DEFAULT_WINDOW: u32 = 5;
+
 /// The fleet-provisioning round trip (`CANARY_PROVISIONING=true`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProvisioningProbe {
@@ -39,6 +43,11 @@ pub struct CanaryConfig {
     /// `CANARY_BUDGET_MS`: every step of a run together.
     pub budget: Duration,
     pub provisioning: Option<ProvisioningProbe>,
+    /// The geoprov table, where the window is kept (`TABLE_NAME`).
+    pub table_name: String,
+    /// The minutes of the window (`CANARY_WINDOW`, N of the template's
+    /// `HealthAlarmWindow` M-of-N).
+    pub window: u32,
 }
 
 /// `host` or `host:port`.
@@ -114,7 +123,18 @@ impl CanaryConfig {
         } else {
             None
         };
+        let table_name = env.required("TABLE_NAME")?.to_owned();
+        let window: u32 = env.parse_or("CANARY_WINDOW", DEFAULT_WINDOW)?;
+        if !(1..=crate::window::MAX_WINDOW).contains(&window) {
+            return Err(ConfigError::invalid(
+                "CANARY_WINDOW",
+                &window.to_string(),
+                format!("must be between 1 and {}", crate::window::MAX_WINDOW),
+            ));
+        }
         Ok(CanaryConfig {
+            table_name,
+            window,
             region,
             server_name,
             endpoint,
@@ -133,6 +153,7 @@ mod tests {
         let mut pairs = vec![
             ("AWS_REGION", "eu-west-1"),
             ("CANARY_SERVER_NAME", "global.iot.example.com"),
+            ("TABLE_NAME", "geoprov"),
         ];
         pairs.extend_from_slice(extra);
         Env::from_pairs(pairs)
@@ -170,6 +191,9 @@ mod tests {
             ("CANARY_BUDGET_MS", "60000"),
             ("CANARY_PARAMETER_PATH", "geoprov/canary"),
             ("CANARY_SERVER_NAME", "global.iot.example.com:8883"),
+            ("CANARY_WINDOW", "0"),
+            ("CANARY_WINDOW", "11"),
+            ("CANARY_WINDOW", "five"),
         ] {
             let e = CanaryConfig::from_env(&env(&[(name, value)])).unwrap_err();
             assert!(e.to_string().contains(name), "{name}={value}: {e}");

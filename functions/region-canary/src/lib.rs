@@ -3,15 +3,20 @@
 //! exactly as a device that the global name led here would; does a publish
 //! and subscribe round trip on `canary/<region>/<run id>`; optionally
 //! provisions by claim with the reserved canary serial and deletes what
-//! that made; and emits `CanarySuccess` (0/1) with the latencies, dimension
-//! `Region`. The region's health alarm reads `CanarySuccess`, and the global
-//! stack's Route 53 health check reads the alarm.
+//! that made; records the run's verdict in its window; and emits
+//! `CanarySuccess` (0/1), `CanaryFailuresInWindow` and the latencies,
+//! dimension `Region`. The region's health alarm reads
+//! `CanaryFailuresInWindow`, and the global stack's Route 53 health check
+//! reads the alarm's data stream.
 //!
 //! - [`config`]: the environment;
 //! - [`material`]: the canary's certificate, keys and trusted CA from SSM
 //!   SecureString parameters, cached;
 //! - [`probe`]: the steps within one budget, and their report;
 //! - [`cleanup`]: deleting the probe's thing and certificates in IoT;
+//! - [`window`]: the verdicts of the last N minutes, kept in the geoprov
+//!   table, and `CanaryFailuresInWindow`, the datapoint the health alarm
+//!   (1 of 1, which Route 53 can evaluate) reads;
 //! - [`canary`]: one scheduled run, as the function makes it.
 
 pub mod canary;
@@ -19,6 +24,7 @@ pub mod cleanup;
 pub mod config;
 pub mod material;
 pub mod probe;
+pub mod window;
 
 /// The `service` field of every log line and metric.
 pub const SERVICE: &str = "region-canary";

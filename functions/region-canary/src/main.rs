@@ -2,12 +2,13 @@
 //! probe on every scheduled event (the event's content does not matter).
 
 use geoprov_shared::config::Env;
-use geoprov_shared::{aws, telemetry};
+use geoprov_shared::{aws, clock, telemetry};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use region_canary::canary::Canary;
 use region_canary::cleanup::SdkThingRemover;
 use region_canary::config::CanaryConfig;
 use region_canary::material::MaterialCache;
+use region_canary::window::{run_minute, DynamoWindowStore};
 use serde_json::Value;
 
 #[tokio::main(flavor = "current_thread")]
@@ -28,13 +29,25 @@ async fn main() -> Result<(), Error> {
         aws_sdk_ssm::Client::new(&sdk),
         config.parameter_path.clone(),
     );
-    let canary = Canary::new(config, material, iot.clone(), SdkThingRemover::new(iot));
+    let window = DynamoWindowStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        config.table_name.clone(),
+    );
+    let canary = Canary::new(
+        config,
+        material,
+        iot.clone(),
+        SdkThingRemover::new(iot),
+        window,
+    );
 
     let canary = &canary;
-    lambda_runtime::run(service_fn(move |_event: LambdaEvent<Value>| async move {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        // The minute EventBridge fired for, else the clock's.
+        let minute = run_minute(&event.payload, clock::now_epoch_millis());
         // A failed probe is the answer, not a function error: the metric
         // line carries it to the alarm.
-        Ok::<_, Error>(serde_json::to_value(canary.run_once().await)?)
+        Ok::<_, Error>(serde_json::to_value(canary.run_once(minute).await)?)
     }))
     .await
 }

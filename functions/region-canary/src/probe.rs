@@ -86,6 +86,23 @@ pub struct Report {
     pub failed_step: Option<Step>,
     pub elapsed_ms: f64,
     pub steps: Vec<StepResult>,
+    /// The run's place in the canary's window, once recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowReading>,
+}
+
+/// The window after this run: what `CanaryFailuresInWindow` carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowReading {
+    /// The run's epoch minute.
+    pub minute: i64,
+    pub size: u32,
+    /// Failed or missing minutes of the window; `size` when the window
+    /// could not be kept (fail closed).
+    pub failures: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Report {
@@ -97,6 +114,7 @@ impl Report {
             failed_step: None,
             elapsed_ms: 0.0,
             steps: Vec::new(),
+            window: None,
         }
     }
 
@@ -144,8 +162,9 @@ impl Report {
         self.latency(&[Step::Provision])
     }
 
-    /// The EMF line: `CanarySuccess` (0/1) and the latencies of the steps
-    /// that succeeded, by `Region` alone (the dimension the alarm names).
+    /// The EMF line: `CanarySuccess` (0/1), `CanaryFailuresInWindow` (what
+    /// the health alarm reads) and the latencies of the steps that
+    /// succeeded, by `Region` alone (the dimension the alarm names).
     pub fn metric_line(&self) -> MetricLine {
         let mut line = MetricLine::new(SERVICE)
             .without_service_dimension()
@@ -165,6 +184,15 @@ impl Report {
             if let Some(value) = value {
                 line = line.metric(name, value, Unit::Milliseconds);
             }
+        }
+        if let Some(window) = &self.window {
+            line = line
+                .metric(
+                    "CanaryFailuresInWindow",
+                    f64::from(window.failures),
+                    Unit::Count,
+                )
+                .property("windowSize", window.size);
         }
         if let Some(step) = self.failed_step {
             line = line.property("failedStep", step.as_str());
