@@ -355,6 +355,7 @@ pub async fn run(sdk: &SdkConfig, args: RunArgs<'_>) -> Result<Report, CanaryErr
     let config = CanaryConfig::from_env(&Env::from_pairs(pairs))?;
     let iot = iot_client(sdk, args.region);
     let material = MaterialCache::new(ssm_client(sdk, args.region), config.parameter_path.clone());
-    let canary = Canary::new(config, material, iot.clone(), SdkThingRemover::new(iot));
+    // A probe alone: no minute of the window is recorded.
+    let canary = Canary::new(config, material, iot.clone(), SdkThingRemover::new(iot), ());
     Ok(canary.probe_once().await)
 }

@@ -9,6 +9,7 @@ mod claims;
 mod device;
 mod dns;
 mod failover_config;
+mod health;
 mod iot;
 mod manifest;
 mod pca;
@@ -229,6 +230,34 @@ enum FailoverCommand {
     /// The failover's configuration document (FAILOVER_CONFIG).
     #[command(subcommand)]
     Config(FailoverConfigCommand),
+    /// Read each region's health alarm and Route 53 health check (the
+    /// document's alarmName and healthCheckId) and name every finding: an
+    /// alarm Route 53 does not support, a check whose copied alarm settings
+    /// are stale, a missing alarm or check (JSON; exits non-zero on any).
+    /// Run it after every regional deploy.
+    CheckHealth {
+        /// The FAILOVER_CONFIG document.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// UpdateHealthCheck, with the same AlarmIdentifier, for each health
+    /// check whose copy of its alarm's settings differs from the alarm's
+    /// current ones (Route 53 copies them only on create and update);
+    /// nothing for the others. Prints what changed (JSON).
+    RefreshHealthChecks {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Each region's health check status at a time, computed as Route 53
+    /// computes it from the alarm's datapoints and the settings the check
+    /// copied (JSON, with the unhealthy ids for `dns resolve --unhealthy`).
+    Health {
+        #[arg(long)]
+        config: PathBuf,
+        /// Epoch seconds or RFC 3339; now when absent.
+        #[arg(long)]
+        at: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -415,6 +444,17 @@ enum CliError {
     Device(#[from] device::DeviceCommandError),
     #[error("{0}")]
     Canary(#[from] canary::CanaryError),
+    #[error("{service} {operation} in {region}: {message}")]
+    Health {
+        service: &'static str,
+        operation: &'static str,
+        region: String,
+        message: String,
+    },
+    #[error("{0} finding(s) in the health path; see the report")]
+    HealthFindings(usize),
+    #[error("--at {0:?} is neither epoch seconds nor RFC 3339")]
+    AtTime(String),
     #[error("{option} {value:?} is not {expected}")]
     Location {
         option: &'static str,
@@ -451,6 +491,32 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             check_regions,
         })) => {
             print_json(&failover_config::validate(&file, check_regions).await?);
+            return Ok(());
+        }
+        Command::Failover(FailoverCommand::CheckHealth { config }) => {
+            let config = failover_config::check(&config)?.config;
+            let sdk = aws::load_sdk_config().await?;
+            let report = health::check_health(&sdk, &config).await?;
+            print_json(&report);
+            return match report.findings.len() {
+                0 => Ok(()),
+                n => Err(CliError::HealthFindings(n)),
+            };
+        }
+        Command::Failover(FailoverCommand::RefreshHealthChecks { config }) => {
+            let config = failover_config::check(&config)?.config;
+            let sdk = aws::load_sdk_config().await?;
+            print_json(&health::refresh_health_checks(&sdk, &config).await?);
+            return Ok(());
+        }
+        Command::Failover(FailoverCommand::Health { config, at }) => {
+            let config = failover_config::check(&config)?.config;
+            let at = match at.as_deref() {
+                None => geoprov_shared::clock::now_epoch_millis().div_euclid(1000),
+                Some(raw) => parse_time(raw)?,
+            };
+            let sdk = aws::load_sdk_config().await?;
+            print_json(&health::health_at(&sdk, &config, at).await?);
             return Ok(());
         }
         Command::Failover(FailoverCommand::Config(FailoverConfigCommand::Put { file, to })) => {
@@ -706,6 +772,15 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             unreachable!("handled without DynamoDB above")
         }
     }
+}
+
+/// Epoch seconds, or an RFC 3339 time.
+fn parse_time(raw: &str) -> Result<i64, CliError> {
+    raw.parse::<i64>().or_else(|_| {
+        time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
+            .map(|t| t.unix_timestamp())
+            .map_err(|_| CliError::AtTime(raw.to_owned()))
+    })
 }
 
 async fn import(

@@ -55,6 +55,9 @@ impl CanaryRegion {
             ("CANARY_TEMPLATE_NAME", "geoprov-fleet".into()),
             ("CANARY_SERIAL", region_canary::provisioning_serial(region)),
             ("PROVISIONING_CLIENT_ID_PREFIX", "prov-".into()),
+            // The window is kept in the region's table.
+            ("TABLE_NAME", self.fleet.table.clone()),
+            ("AWS_ENDPOINT_URL_DYNAMODB", self.fleet.table_endpoint.clone()),
         ] {
             env.insert(k.into(), v);
         }
@@ -87,6 +90,12 @@ impl CanaryFunction {
         self.runtime.invoke(&scheduled_event())
     }
 
+    /// One scheduled run for the epoch minute `minute`, as EventBridge
+    /// sends it for that minute.
+    pub fn run_at(&self, minute: i64) -> Value {
+        self.runtime.invoke(&scheduled_event_at(minute))
+    }
+
     /// The EMF lines the function has printed.
     pub fn metric_lines(&self) -> Vec<Value> {
         self.process
@@ -96,6 +105,17 @@ impl CanaryFunction {
             .filter(|v| v.get("_aws").is_some())
             .collect()
     }
+}
+
+/// The scheduled event for the epoch minute `minute`.
+pub fn scheduled_event_at(minute: i64) -> Value {
+    let mut event = scheduled_event();
+    let at = time::OffsetDateTime::from_unix_timestamp(minute * 60).expect("a minute");
+    event["time"] = Value::from(
+        at.format(&time::format_description::well_known::Rfc3339)
+            .expect("RFC 3339"),
+    );
+    event
 }
 
 /// EventBridge's scheduled event, as the Schedule event source sends it

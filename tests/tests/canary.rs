@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 // probe serial are per region, and the tests of this binary share moto.
 const REGION: &str = "eu-west-1";
 const FAULT_REGION: &str = "eu-central-1";
+const WINDOW_REGION: &str = "us-west-2";
 
 fn steps(report: &Value) -> Vec<(String, bool)> {
     report["steps"]
@@ -71,8 +72,16 @@ async fn the_canary_connects_round_trips_and_provisions_and_leaves_nothing_behin
     assert_eq!(region.setup[REGION]["certificateCreated"], true);
 
     let function = region.function(&region.environment(20_000, true));
+    // Two minutes in a row of a new window (5 minutes): the minutes before
+    // the first run count as failures until runs replace them.
+    let first_minute = 29_000_000;
     for run in 0..2 {
-        let report = function.run();
+        let report = function.run_at(first_minute + run);
+        assert_eq!(
+            report["window"],
+            json!({"minute": first_minute + run, "size": 5, "failures": 4 - run}),
+            "{report:#}"
+        );
         assert_eq!(report["success"], true, "run {run}: {report:#}");
         assert_eq!(
             steps(&report),
@@ -92,8 +101,15 @@ async fn the_canary_connects_round_trips_and_provisions_and_leaves_nothing_behin
     }
     let lines = function.metric_lines();
     assert_eq!(lines.len(), 2, "one metric line a run");
-    for line in &lines {
+    for (i, line) in lines.iter().enumerate() {
         assert_eq!(line["CanarySuccess"], 1.0, "{line}");
+        // The datapoint the health alarm reads, stamped with the run's minute.
+        assert_eq!(line["CanaryFailuresInWindow"], 4.0 - i as f64, "{line}");
+        assert_eq!(
+            line["_aws"]["Timestamp"],
+            (first_minute + i as i64) * 60_000,
+            "{line}"
+        );
         assert_eq!(line["Region"], REGION);
         assert_eq!(
             line["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
@@ -185,6 +201,27 @@ async fn the_canary_connects_round_trips_and_provisions_and_leaves_nothing_behin
     );
 }
 
+/// A window that cannot be kept fails closed: the run publishes every
+/// minute of the window as failed, and says why.
+#[tokio::test]
+async fn a_window_that_cannot_be_kept_publishes_the_whole_window_as_failed() {
+    let region = CanaryRegion::start(WINDOW_REGION);
+    let mut env = region.environment(20_000, true);
+    env.insert("TABLE_NAME".into(), "geoprov-no-such-table".into());
+    let function = region.function(&env);
+    let report = function.run_at(29_000_000);
+    assert_eq!(report["success"], true, "the probe itself passed: {report:#}");
+    assert_eq!(report["window"]["failures"], 5, "{report:#}");
+    assert!(
+        report["window"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("GetItem")),
+        "{report:#}"
+    );
+    let lines = function.metric_lines();
+    assert_eq!(lines[0]["CanaryFailuresInWindow"], 5.0);
+}
+
 /// Runs the canary with `fault` set, and checks it failed at `step` within
 /// its budget.
 fn fails_at(region: &CanaryRegion, budget_ms: u64, fault: &str, step: &str) -> Value {
@@ -196,6 +233,9 @@ fn fails_at(region: &CanaryRegion, budget_ms: u64, fault: &str, step: &str) -> V
     region.fleet.emulator.faults(json!({fault: false}));
     assert_eq!(report["success"], false, "{fault}: {report:#}");
     assert_eq!(report["failedStep"], step, "{fault}: {report:#}");
+    // A failed minute: with every other minute of its window failed or
+    // missing, the whole window counts.
+    assert_eq!(report["window"]["failures"], 5, "{fault}: {report:#}");
     // The budget, and the cleanup's bound (it runs after the budget), and
     // the invocation's own overhead on a loaded machine.
     let bound = Duration::from_millis(budget_ms)

@@ -215,6 +215,8 @@ fn every_function_gets_exactly_the_environment_it_reads() {
         ("CANARY_TEMPLATE_NAME", "geoprov-fleet"),
         ("CANARY_SERIAL", "geoprov-canary-eu-west-1-probe"),
         ("PROVISIONING_CLIENT_ID_PREFIX", "prov-"),
+        ("TABLE_NAME", "geoprov"),
+        ("CANARY_WINDOW", "5"),
     ];
     let env = Env::from_pairs(canary);
     region_canary::config::CanaryConfig::from_env(&env).unwrap();
@@ -253,43 +255,46 @@ fn the_canary_finishes_inside_its_timeout_and_probes_the_serial_the_hook_reserve
     );
 }
 
-/// The health path: the canary's `CanarySuccess` by Region -> the region's
-/// alarm (missing data breaching) -> the global stack's CLOUDWATCH_METRIC
-/// health check on that alarm, by region and name (insufficient data
-/// unhealthy) -> its id as an output, which the failover's configuration
-/// gives the records.
+/// The health path: the canary's `CanaryFailuresInWindow` by Region -> the
+/// region's alarm, 1 of 1 (missing data breaching) -> the global stack's
+/// CLOUDWATCH_METRIC health check on that alarm, by region and name
+/// (insufficient data unhealthy) -> its id as an output, which the
+/// failover's configuration gives the records. For every HealthAlarmWindow
+/// the alarm passes the rules `geoprov failover check-health` applies
+/// (Route 53's and geoprov's), and the canary's window, through Route 53's
+/// evaluation, fails after M bad minutes and recovers after N - M + 1 good.
 #[test]
 fn each_region_s_canary_alarm_feeds_its_route53_health_check() {
+    use route53_answer::health::{self, HealthStatus, InsufficientData, MetricAlarm};
     let facts = facts();
     let alarm = &facts["alarms"]["RegionHealthAlarm"];
     assert_eq!(alarm["Namespace"], "geoprov");
-    assert_eq!(alarm["MetricName"], "CanarySuccess");
+    assert_eq!(alarm["MetricName"], "CanaryFailuresInWindow");
     assert_eq!(
         alarm["Dimensions"],
         json!([{"Name": "Region", "Value": {"Ref": "AWS::Region"}}]),
         "the canary's metric line has the Region dimension alone"
     );
-    assert_eq!(alarm["Statistic"], "Minimum");
-    assert_eq!(alarm["Period"], 60);
-    assert_eq!(alarm["ComparisonOperator"], "LessThanThreshold");
-    assert_eq!(alarm["Threshold"], 1);
-    assert_eq!(alarm["TreatMissingData"], "breaching");
     assert_eq!(
         alarm["AlarmName"],
         json!({"Fn::Sub": "geoprov-health-${AWS::Region}"})
     );
     // The canary's metric line is what the alarm names.
-    let line = region_canary::probe::Report::new("eu-west-1", "r")
-        .metric_line()
-        .render(0);
+    let mut report = region_canary::probe::Report::new("eu-west-1", "r");
+    report.window = Some(region_canary::probe::WindowReading {
+        minute: 1,
+        size: 5,
+        failures: 3,
+        error: None,
+    });
+    let line = report.metric_line().render(0);
     assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], "geoprov");
     assert_eq!(
         line["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
         json!([["Region"]])
     );
-    assert_eq!(line["CanarySuccess"], 0.0);
+    assert_eq!(line["CanaryFailuresInWindow"], 3.0);
 
-    // Every window recovers more strictly than it fails.
     let windows = facts["mappings"]["template.yaml"]["HealthAlarmWindows"]
         .as_object()
         .unwrap();
@@ -298,9 +303,21 @@ fn each_region_s_canary_alarm_feeds_its_route53_health_check() {
         allowed["AllowedValues"].as_array().unwrap().len(),
         windows.len()
     );
+    // The canary's window and the alarm's threshold come from one choice.
+    let canary_env = facts["environment"]["region-canary"].as_array().unwrap();
+    assert!(canary_env.contains(&json!("CANARY_WINDOW")) && canary_env.contains(&json!("TABLE_NAME")));
+    let text = std::fs::read_to_string(workspace_root().join("template.yaml")).unwrap();
+    assert!(text.contains(
+        "CANARY_WINDOW: !FindInMap [HealthAlarmWindows, !Ref HealthAlarmWindow, Minutes]"
+    ));
+    assert_eq!(
+        alarm["Threshold"],
+        json!({"Fn::FindInMap": ["HealthAlarmWindows", {"Ref": "HealthAlarmWindow"}, "Failures"]})
+    );
+    let int = |v: &Value| v.as_u64().map(|n| n as u32);
     for (name, window) in windows {
-        let m = window["Datapoints"].as_u64().unwrap();
-        let n = window["Periods"].as_u64().unwrap();
+        let m = window["Failures"].as_u64().unwrap();
+        let n = window["Minutes"].as_u64().unwrap();
         assert_eq!(name, &format!("{m}-of-{n}"));
         assert!(
             n - m + 1 > m,
@@ -311,6 +328,51 @@ fn each_region_s_canary_alarm_feeds_its_route53_health_check() {
             .as_array()
             .unwrap()
             .contains(&json!(name)));
+        // The alarm as this window deploys it, through the validator's rules.
+        let deployed = MetricAlarm {
+            name: "geoprov-health-eu-west-1".into(),
+            region: "eu-west-1".into(),
+            namespace: alarm["Namespace"].as_str().map(str::to_owned),
+            metric_name: alarm["MetricName"].as_str().map(str::to_owned),
+            dimensions: vec![("Region".into(), "eu-west-1".into())],
+            statistic: alarm["Statistic"].as_str().map(str::to_owned),
+            extended_statistic: alarm["ExtendedStatistic"].as_str().map(str::to_owned),
+            period: int(&alarm["Period"]),
+            evaluation_periods: int(&alarm["EvaluationPeriods"]),
+            datapoints_to_alarm: int(&alarm["DatapointsToAlarm"]),
+            threshold: Some(m as f64),
+            comparison_operator: alarm["ComparisonOperator"].as_str().map(str::to_owned),
+            treat_missing_data: alarm["TreatMissingData"].as_str().map(str::to_owned),
+            metric_math: alarm.get("Metrics").is_some(),
+            threshold_metric_id: alarm["ThresholdMetricId"].as_str().map(str::to_owned),
+        };
+        assert_eq!(health::check_alarm(&deployed), vec![], "{name}");
+        // The canary's window through Route 53's evaluation: good minutes,
+        // then bad ones until the check fails, then good ones until it
+        // recovers.
+        let config = deployed.configuration().unwrap();
+        let (m, n) = (m as u32, n as u32);
+        let mut window = region_canary::window::Window::default();
+        let mut points = Vec::new();
+        let mut minute = 1_000;
+        let mut run = |ok: bool| {
+            window.record(minute, ok, n);
+            points.push(health::Datapoint {
+                at: minute * 60,
+                value: f64::from(window.failures(minute, n)),
+            });
+            minute += 1;
+            // Evaluated once the minute's period has ended.
+            health::health_status(&config, InsufficientData::Unhealthy, &points, minute * 60, None)
+        };
+        for _ in 0..n {
+            run(true);
+        }
+        assert_eq!(run(true), HealthStatus::Healthy, "{name}");
+        let to_fail = (1..=n).find(|_| run(false) == HealthStatus::Unhealthy);
+        assert_eq!(to_fail, Some(m), "{name}: unhealthy after M bad minutes");
+        let to_recover = (1..=2 * n).find(|_| run(true) == HealthStatus::Healthy);
+        assert_eq!(to_recover, Some(n - m + 1), "{name}: healthy after N - M + 1 good minutes");
     }
 
     let checks: Vec<&Value> = facts["healthResources"]

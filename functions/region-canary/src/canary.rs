@@ -23,7 +23,9 @@ pub struct Canary<R, W> {
     target: Mutex<Option<Target>>,
 }
 
-impl<R: ThingRemover, W: WindowStore> Canary<R, W> {
+impl<R: ThingRemover, W> Canary<R, W> {
+    /// A canary with `window` where it keeps its window: a [`WindowStore`]
+    /// for scheduled runs, `()` for a probe alone (`geoprov canary run`).
     pub fn new(
         config: CanaryConfig,
         material: MaterialCache,
@@ -71,6 +73,43 @@ impl<R: ThingRemover, W: WindowStore> Canary<R, W> {
         Ok(target)
     }
 
+    /// Runs the probe once.
+    pub async fn probe_once(&self) -> Report {
+        let started = Instant::now();
+        let region = self.config.region.as_str();
+        let run_id = probe::run_id();
+        let setup = async {
+            let material = self.material.get().await.map_err(|e| e.to_string())?;
+            let target = self.target().await?;
+            Ok::<_, String>((material, target))
+        };
+        match tokio::time::timeout(self.config.budget, setup).await {
+            Ok(Ok((material, target))) => {
+                let input = ProbeInput {
+                    region,
+                    run_id: &run_id,
+                    server_name: &self.config.server_name,
+                    target: &target,
+                    material: &material,
+                    provisioning: self.config.provisioning.as_ref(),
+                    budget: self.config.budget.saturating_sub(started.elapsed()),
+                };
+                let mut report = probe::run(input, &self.remover).await;
+                report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+                report
+            }
+            Ok(Err(e)) => Report::setup_failed(region, &run_id, started.elapsed(), e),
+            Err(_) => Report::setup_failed(
+                region,
+                &run_id,
+                started.elapsed(),
+                "the material and the endpoint were not read within the budget".into(),
+            ),
+        }
+    }
+}
+
+impl<R: ThingRemover, W: WindowStore> Canary<R, W> {
     /// Runs the probe once for `minute` (epoch minute), records its verdict
     /// in the window, and reports it: the EMF line stamped with the minute
     /// on stdout, and one log line per step.
@@ -106,40 +145,5 @@ impl<R: ThingRemover, W: WindowStore> Canary<R, W> {
         report.log();
         report.metric_line().emit_at(minute * 60_000);
         report
-    }
-
-    /// Runs the probe once.
-    pub async fn probe_once(&self) -> Report {
-        let started = Instant::now();
-        let region = self.config.region.as_str();
-        let run_id = probe::run_id();
-        let setup = async {
-            let material = self.material.get().await.map_err(|e| e.to_string())?;
-            let target = self.target().await?;
-            Ok::<_, String>((material, target))
-        };
-        match tokio::time::timeout(self.config.budget, setup).await {
-            Ok(Ok((material, target))) => {
-                let input = ProbeInput {
-                    region,
-                    run_id: &run_id,
-                    server_name: &self.config.server_name,
-                    target: &target,
-                    material: &material,
-                    provisioning: self.config.provisioning.as_ref(),
-                    budget: self.config.budget.saturating_sub(started.elapsed()),
-                };
-                let mut report = probe::run(input, &self.remover).await;
-                report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-                report
-            }
-            Ok(Err(e)) => Report::setup_failed(region, &run_id, started.elapsed(), e),
-            Err(_) => Report::setup_failed(
-                region,
-                &run_id,
-                started.elapsed(),
-                "the material and the endpoint were not read within the budget".into(),
-            ),
-        }
     }
 }

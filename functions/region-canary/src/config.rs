@@ -43,8 +43,9 @@ pub struct CanaryConfig {
     /// `CANARY_BUDGET_MS`: every step of a run together.
     pub budget: Duration,
     pub provisioning: Option<ProvisioningProbe>,
-    /// The geoprov table, where the window is kept (`TABLE_NAME`).
-    pub table_name: String,
+    /// The geoprov table, where the window is kept (`TABLE_NAME`): the
+    /// function needs it, a probe alone (`geoprov canary run`) does not.
+    pub table_name: Option<String>,
     /// The minutes of the window (`CANARY_WINDOW`, N of the template's
     /// `HealthAlarmWindow` M-of-N).
     pub window: u32,
@@ -123,7 +124,7 @@ impl CanaryConfig {
         } else {
             None
         };
-        let table_name = env.required("TABLE_NAME")?.to_owned();
+        let table_name = env.optional("TABLE_NAME").map(str::to_owned);
         let window: u32 = env.parse_or("CANARY_WINDOW", DEFAULT_WINDOW)?;
         if !(1..=crate::window::MAX_WINDOW).contains(&window) {
             return Err(ConfigError::invalid(

@@ -29,10 +29,11 @@ async fn main() -> Result<(), Error> {
         aws_sdk_ssm::Client::new(&sdk),
         config.parameter_path.clone(),
     );
-    let window = DynamoWindowStore::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
-        config.table_name.clone(),
-    );
+    let table = config.table_name.clone().ok_or_else(|| {
+        tracing::error!("invalid configuration: TABLE_NAME is required (the canary keeps its window in the geoprov table)");
+        Error::from("TABLE_NAME is required")
+    })?;
+    let window = DynamoWindowStore::new(aws_sdk_dynamodb::Client::new(&sdk), table);
     let canary = Canary::new(
         config,
         material,
