@@ -81,7 +81,8 @@ EU_COUNTRIES = ("DE", "FR", "IE", "ES")
 # logical ids, as local_iot_stack.py names functions).
 HOOK_FUNCTION = "PreProvisioningHookFunction"
 ACTIVATION_FUNCTION = "DeviceActivationFunction"
-# The health alarm's M of N, the template's default HealthAlarmWindow.
+# The template's default HealthAlarmWindow, 2-of-5: the canary's window (N)
+# and the alarm's threshold on its failures (M).
 CANARY_WINDOW = (2, 5)
 DEVICES_DIR = ROOT / "target/demo-devices"
 CLAIM_DIR = ROOT / "target/demo-claim"
@@ -211,7 +212,9 @@ class Demo:
             self.jitr([d for d in first if self.report["devices"][d["serialNumber"]]["reason"] == "ALLOWED"])
             print("\n4. outage: us-east-1 down, and Route 53's API with it")
             self.set_faults("us-east-1", {"refuseConnections": True})
-            self.report["canary"]["outage"] = self.canary_until("us-east-1", "ALARM")
+            self.report["canary"]["outage"] = self.canary_until({"us-east-1": "UNHEALTHY"})
+            self.expect(len(self.report["canary"]["outage"]) == CANARY_WINDOW[0],
+                        f"unhealthy after {len(self.report['canary']['outage'])} bad minutes, not M")
             self.dns_step("ALARM us-east-1", self.failover_without_api, self.alarm_event("us-east-1", "ALARM"),
                           via="data plane", expect=("eu-west-1", "eu-west-1"), api_down=True)
             self.provision(late, "wave 2 (NA, during outage)")
@@ -222,7 +225,9 @@ class Demo:
 
             print("\n5. recovery: us-east-1 healthy again")
             self.set_faults("us-east-1", {"refuseConnections": False})
-            self.report["canary"]["recovery"] = self.canary_until("us-east-1", "OK")
+            self.report["canary"]["recovery"] = self.canary_until({"us-east-1": "HEALTHY"})
+            self.expect(len(self.report["canary"]["recovery"]) == CANARY_WINDOW[1] - CANARY_WINDOW[0] + 1,
+                        f"healthy after {len(self.report['canary']['recovery'])} good minutes, not N - M + 1")
             self.dns_step("OK us-east-1 (1 of 2)", self.failover, self.alarm_event("us-east-1", "OK"),
                           via="control plane", expect=("eu-west-1", "eu-west-1"))
             self.dns_step("OK us-east-1 (2 of 2)", self.failover, self.alarm_event("us-east-1", "OK"),
@@ -253,24 +258,29 @@ class Demo:
                                          aws_secret_access_key="testing") for r in REGIONS}
         zone = self.route53.create_hosted_zone(Name=ZONE, CallerReference=f"demo-{time.time()}")
         self.zone_id = zone["HostedZone"]["Id"].split("/")[-1]
-        # Each region's health alarm (fed by its canary in AWS), and the
-        # Route 53 health check that reads it: the data plane's signal.
-        self.alarm_state = {r: "OK" for r in REGIONS}
+        # Each region's health alarm as the template makes it (1 of 1 on the
+        # canary's CanaryFailuresInWindow, which Route 53 can evaluate), and
+        # the Route 53 health check on it, which copies its settings.
+        self.alarm_state = {r: "INSUFFICIENT_DATA" for r in REGIONS}
         self.cloudwatch = {r: boto3.client("cloudwatch", endpoint_url=moto, region_name=r,
                                            aws_access_key_id="testing", aws_secret_access_key="testing")
                            for r in REGIONS}
         for region in REGIONS:
             self.cloudwatch[region].put_metric_alarm(
-                AlarmName=f"geoprov-health-{region}", Namespace="geoprov", MetricName="CanarySuccess",
-                Dimensions=[{"Name": "Region", "Value": region}], Statistic="Minimum", Period=60,
-                EvaluationPeriods=CANARY_WINDOW[1], DatapointsToAlarm=CANARY_WINDOW[0], Threshold=1, ComparisonOperator="LessThanThreshold",
-                TreatMissingData="breaching")
-            self.set_alarm(region, "OK")
+                AlarmName=f"geoprov-health-{region}", Namespace="geoprov", MetricName="CanaryFailuresInWindow",
+                Dimensions=[{"Name": "Region", "Value": region}], Statistic="Maximum", Period=60,
+                EvaluationPeriods=1, DatapointsToAlarm=1, Threshold=CANARY_WINDOW[0],
+                ComparisonOperator="GreaterThanOrEqualToThreshold", TreatMissingData="breaching")
         self.checks = {r: self.route53.create_health_check(
             CallerReference=f"{r}-{time.time()}",
             HealthCheckConfig={"Type": "CLOUDWATCH_METRIC", "InsufficientDataHealthStatus": "Unhealthy",
                                "AlarmIdentifier": {"Region": r, "Name": f"geoprov-health-{r}"}},
         )["HealthCheck"]["Id"] for r in REGIONS}
+        # The canaries' clock: one scheduled run a simulated minute, from two
+        # hours ago (CloudWatch takes datapoints of the past).
+        self.minute = int(time.time()) // 60 - 120
+        self.health = {r: "UNHEALTHY" for r in REGIONS}
+        self.tree_built = False
         config = {
             "hostedZoneId": self.zone_id, "recordName": RECORD, "ttl": 60,
             "regions": {r: {"endpoint": endpoint(r), "healthCheckId": self.checks[r],
@@ -289,6 +299,12 @@ class Demo:
         s3.create_bucket(Bucket="geoprov-demo-config")
         config_path = ROOT / "target/demo-failover-config.json"
         config_path.write_text(json.dumps(config, indent=2))
+        self.config_path = config_path
+        # What is deployed is what Route 53 can evaluate, and its copies are
+        # current: the check an operator runs after every regional deploy.
+        checked = local_aws.geoprov(self.env["us-east-1"], "failover", "check-health", "--config", str(config_path))
+        self.expect(checked["findings"] == [], f"check-health: {checked['findings']}")
+        print(f"  check-health: {checked['regions']} regions, no finding")
         source = "s3://geoprov-demo-config/failover.json"
         # Each region's domain configuration of the global name, as the
         # regional stack makes it with ServerCertificateArn: put refuses a
@@ -306,11 +322,6 @@ class Demo:
         self.failover_without_api = self.start_function(
             procs, "endpoint-failover", failover_env | {"AWS_ENDPOINT_URL_ROUTE_53": closed},
             log_name="endpoint-failover-no-route53-api")
-        self.dns_step("first reconcile", self.failover, {"action": "reconcile"}, via="control plane",
-                      expect=("us-east-1", "eu-west-1"))
-        tree = self.route53.list_resource_record_sets(HostedZoneId=self.zone_id)["ResourceRecordSets"]
-        print(f"  hosted zone {ZONE}: {sum(r['Name'].rstrip('.').endswith(RECORD) for r in tree)} records "
-              f"in the tree under {RECORD}")
 
         ca = local_aws.geoprov(aws_env(moto, PCA_REGION), "pca", "create-local-ca")
         self.ca_pem = ca["certificatePem"]
@@ -347,6 +358,14 @@ class Demo:
         self.iot = {r: boto3.client("iot", endpoint_url=moto, region_name=r, aws_access_key_id="testing",
                                     aws_secret_access_key="testing") for r in REGIONS}
         self.start_canaries(procs)
+        # The failover's first reconcile, once the canaries have shown both
+        # regions healthy: it builds the record tree.
+        self.dns_step("first reconcile", self.failover, {"action": "reconcile"}, via="control plane",
+                      expect=("us-east-1", "eu-west-1"))
+        self.tree_built = True
+        tree = self.route53.list_resource_record_sets(HostedZoneId=self.zone_id)["ResourceRecordSets"]
+        print(f"  hosted zone {ZONE}: {sum(r['Name'].rstrip('.').endswith(RECORD) for r in tree)} records "
+              f"in the tree under {RECORD}, every step a PRIMARY and SECONDARY pair")
 
     def start_canaries(self, procs) -> None:
         """`geoprov setup canary` in each region (its emulator's server CA as
@@ -359,52 +378,75 @@ class Demo:
             self.canaries[r] = self.start_function(procs, "region-canary", self.env[r] | {
                 "CANARY_SERVER_NAME": RECORD, "CANARY_ENDPOINT": self.emulators[r]["mqtt"],
                 "CANARY_BUDGET_MS": "5000", "CANARY_PROVISIONING": "true", "CANARY_TEMPLATE_NAME": "geoprov-fleet",
-                "CANARY_SERIAL": f"geoprov-canary-{r}-probe", "PROVISIONING_CLIENT_ID_PREFIX": "prov-"},
+                "CANARY_SERIAL": f"geoprov-canary-{r}-probe", "PROVISIONING_CLIENT_ID_PREFIX": "prov-",
+                "CANARY_WINDOW": str(CANARY_WINDOW[1])},
                 log_name=f"region-canary-{r}")
-        # The alarms start OK, as after a window of good minutes.
-        self.canary_points = {r: [1] * CANARY_WINDOW[1] for r in REGIONS}
-        for r in REGIONS:
-            state, report = self.canary_minute(r)
-            self.expect(report["success"] and state == "OK", f"{r}: the canary failed at stand-up: {report}")
-            print(f"  {r}: canary connected, echoed and provisioned in {report['elapsedMs']:.0f} ms; alarm {state}")
+        # A new window: every minute before the first run counts as failed,
+        # so each region proves N - M + 1 good minutes before it is healthy.
+        minutes = self.canary_until({r: "HEALTHY" for r in REGIONS})
+        self.expect(len(minutes) == CANARY_WINDOW[1] - CANARY_WINDOW[0] + 1,
+                    f"the regions took {len(minutes)} canary minutes to become healthy")
+        self.report["canary"]["standUp"] = minutes
 
     @property
     def down(self) -> set[str]:
-        """The regions whose health alarm is in ALARM: their Route 53 health
-        checks (which read the alarms) are unhealthy."""
-        return {r for r in REGIONS if self.alarm_state[r] == "ALARM"}
+        """The regions whose Route 53 health check is unhealthy, as Route 53
+        computes it from the canary's datapoints (`geoprov failover health`)."""
+        return {r for r in REGIONS if self.health[r] == "UNHEALTHY"}
 
-    def canary_minute(self, region: str) -> tuple[str, dict]:
-        """One scheduled run of the region's canary, then what CloudWatch does
-        with its EMF line. moto extracts no metric from a log and evaluates no
-        alarm, so the demo does both as CloudWatch would: it puts the line's
-        CanarySuccess, and sets the alarm from M of the last N minutes
-        breaching (below 1). The outage and recovery steps then send the
-        state change to the failover, as EventBridge would. Returns the alarm
-        state and the report."""
-        report = invoke(self.canaries[region], self.schedule_event())
-        success = 1.0 if report.get("success") else 0.0
-        self.cloudwatch[region].put_metric_data(Namespace="geoprov", MetricData=[{
-            "MetricName": "CanarySuccess", "Dimensions": [{"Name": "Region", "Value": region}],
-            "Value": success, "Unit": "Count"}])
-        points = self.canary_points[region]
-        points.append(success)
-        m, n = CANARY_WINDOW
-        state = "ALARM" if sum(p < 1 for p in points[-n:]) >= m else "OK"
-        if state != self.alarm_state[region]:
-            self.set_alarm(region, state)
-        return state, report
+    def canary_minute(self) -> dict:
+        """One simulated minute: each region's canary runs once for it, and
+        CloudWatch files its datapoint. moto extracts no metric from a log,
+        so the demo puts the line's CanaryFailuresInWindow at the line's
+        minute. Then, at the end of the minute, each health check's status
+        as Route 53 computes it (`geoprov failover health`, the evaluator on
+        moto's datapoints and the settings the check copied), and the alarm
+        state the failover reads: a 1-of-1 alarm whose data is breaching
+        (>= M) or missing is ALARM, which moto does not evaluate, so the
+        demo sets it. The two must agree (the invariant the evaluator's
+        proptests prove); the demo checks it every minute."""
+        minute = {"minute": self.minute, "regions": {}}
+        for region in REGIONS:
+            report = invoke(self.canaries[region], self.schedule_event(self.minute))
+            window = report.get("window", {})
+            failures = window.get("failures")
+            if failures is not None:
+                self.cloudwatch[region].put_metric_data(Namespace="geoprov", MetricData=[{
+                    "MetricName": "CanaryFailuresInWindow", "Dimensions": [{"Name": "Region", "Value": region}],
+                    "Value": failures, "Unit": "Count", "Timestamp": self.minute * 60 + 1}])
+            state = "ALARM" if failures is None or failures >= CANARY_WINDOW[0] else "OK"
+            if state != self.alarm_state[region]:
+                self.set_alarm(region, state)
+            minute["regions"][region] = {"success": bool(report.get("success")),
+                                         "failedStep": report.get("failedStep"),
+                                         "failuresInWindow": failures, "alarm": state}
+        self.minute += 1
+        health = local_aws.geoprov(self.env["us-east-1"], "failover", "health", "--config", str(self.config_path),
+                                   "--at", str(self.minute * 60))
+        for region in REGIONS:
+            self.health[region] = health["regions"][region]["status"]
+            minute["regions"][region]["health"] = self.health[region]
+            agree = (self.health[region] == "UNHEALTHY") == (self.alarm_state[region] == "ALARM")
+            self.expect(agree, f"minute {self.minute}: {region}'s alarm {self.alarm_state[region]} "
+                               f"and its health check {self.health[region]} disagree")
+        if self.tree_built:
+            minute["northAmerica"], minute["europe"] = self.resolve("US"), self.resolve("DE")
+        answers = (f"; NA -> {minute['northAmerica']}, EU -> {minute['europe']}" if self.tree_built
+                   else "; no record tree yet")
+        cells = "; ".join(
+            f"{r}: {'ok' if v['success'] else 'failed at ' + str(v['failedStep'])}, "
+            f"{v['failuresInWindow']} of {CANARY_WINDOW[1]} failed -> {v['health'].lower()}"
+            for r, v in minute["regions"].items())
+        print(f"  minute {self.minute - 1}: {cells}{answers}")
+        return minute
 
-    def canary_until(self, region: str, wanted: str) -> list[dict]:
-        """Canary minutes until the region's alarm is `wanted`."""
+    def canary_until(self, wanted: dict[str, str]) -> list[dict]:
+        """Canary minutes until each region's health check is as `wanted`."""
         minutes = []
-        while self.alarm_state[region] != wanted and len(minutes) < 2 * CANARY_WINDOW[1]:
-            state, report = self.canary_minute(region)
-            minutes.append({"success": bool(report.get("success")), "failedStep": report.get("failedStep"),
-                            "alarm": state, "elapsedMs": round(report.get("elapsedMs", 0), 1)})
-            outcome = "ok" if report.get("success") else f"failed at {report.get('failedStep')}"
-            print(f"  canary minute {len(minutes)} in {region}: {outcome} -> alarm {state}")
-        self.expect(self.alarm_state[region] == wanted, f"{region}: the alarm never became {wanted}")
+        while any(self.health[r] != w for r, w in wanted.items()) and len(minutes) < 2 * CANARY_WINDOW[1]:
+            minutes.append(self.canary_minute())
+        self.expect(all(self.health[r] == w for r, w in wanted.items()),
+                    f"the health checks never became {wanted}: {self.health}")
         return minutes
 
     def start_emulator(self, procs, moto: str, region: str) -> dict:
@@ -626,9 +668,10 @@ class Demo:
                 "detail": {"alarmName": f"geoprov-health-{region}", "state": {"value": state},
                            "previousState": {"value": "OK" if state == "ALARM" else "ALARM"}}}
 
-    def schedule_event(self) -> dict:
+    def schedule_event(self, minute: int | None = None) -> dict:
+        at = now_rfc3339() if minute is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(minute * 60))
         return {"version": "0", "id": f"demo-schedule-{time.time()}", "detail-type": "Scheduled Event",
-                "source": "aws.events", "account": "123456789012", "time": now_rfc3339(),
+                "source": "aws.events", "account": "123456789012", "time": at,
                 "region": "us-east-1", "resources": [], "detail": {}}
 
     def dns_step(self, what: str, failover: int, event: dict, via: str, expect: tuple[str, str],

@@ -22,7 +22,7 @@ use aws_sdk_cloudwatch::types::{Dimension, Statistic as CwStatistic};
 use aws_sdk_route53::types::{AlarmIdentifier, CloudWatchRegion, HealthCheck};
 use endpoint_failover::config::FailoverConfig;
 use route53_answer::health::{
-    self, AlarmConfiguration, AlarmFinding, Comparison, Datapoint, DataVerdict, HealthStatus,
+    self, AlarmConfiguration, AlarmFinding, Comparison, DataVerdict, Datapoint, HealthStatus,
     InsufficientData, MetricAlarm, Statistic,
 };
 use serde::Serialize;
@@ -145,7 +145,12 @@ async fn describe_alarm(
 }
 
 async fn get_health_check(sdk: &SdkConfig, id: &str) -> Result<Option<HealthCheck>, CliError> {
-    match route53(sdk).get_health_check().health_check_id(id).send().await {
+    match route53(sdk)
+        .get_health_check()
+        .health_check_id(id)
+        .send()
+        .await
+    {
         Ok(out) => Ok(out.health_check().cloned()),
         Err(e) => match e.as_service_error() {
             Some(s) if s.is_no_such_health_check() => Ok(None),
@@ -177,7 +182,10 @@ fn copied_configuration(check: &HealthCheck) -> Option<AlarmConfiguration> {
     })
 }
 
-async fn read_deployed(sdk: &SdkConfig, config: &FailoverConfig) -> Result<Vec<Deployed>, CliError> {
+async fn read_deployed(
+    sdk: &SdkConfig,
+    config: &FailoverConfig,
+) -> Result<Vec<Deployed>, CliError> {
     let mut deployed = Vec::new();
     for (region, target) in &config.regions {
         deployed.push(Deployed {
@@ -232,9 +240,8 @@ fn findings_of(d: &Deployed) -> Vec<Finding> {
     };
     let config = check.health_check_config();
     let identifier = config.and_then(|c| c.alarm_identifier());
-    let names_the_alarm = identifier.is_some_and(|a| {
-        a.name() == d.alarm_name && a.region().as_str() == d.region
-    });
+    let names_the_alarm =
+        identifier.is_some_and(|a| a.name() == d.alarm_name && a.region().as_str() == d.region);
     if !names_the_alarm {
         found.push(finding(
             "OTHER_ALARM",
@@ -287,7 +294,10 @@ fn findings_of(d: &Deployed) -> Vec<Finding> {
 }
 
 /// `geoprov failover check-health`.
-pub async fn check_health(sdk: &SdkConfig, config: &FailoverConfig) -> Result<HealthReport, CliError> {
+pub async fn check_health(
+    sdk: &SdkConfig,
+    config: &FailoverConfig,
+) -> Result<HealthReport, CliError> {
     let deployed = read_deployed(sdk, config).await?;
     Ok(HealthReport {
         regions: deployed.len(),
@@ -364,14 +374,23 @@ pub struct HealthAt {
 }
 
 /// `geoprov failover health --at`: each health check's status at `at`.
-pub async fn health_at(sdk: &SdkConfig, config: &FailoverConfig, at: i64) -> Result<HealthAt, CliError> {
+pub async fn health_at(
+    sdk: &SdkConfig,
+    config: &FailoverConfig,
+    at: i64,
+) -> Result<HealthAt, CliError> {
     let mut regions = BTreeMap::new();
     let mut unhealthy = Vec::new();
     for (region, target) in &config.regions {
         let region = region.as_str();
         let check = get_health_check(sdk, &target.health_check_id)
             .await?
-            .ok_or_else(|| call_error("Route 53", "GetHealthCheck", "us-east-1")(format!("no health check {}", target.health_check_id)))?;
+            .ok_or_else(|| {
+                call_error("Route 53", "GetHealthCheck", "us-east-1")(format!(
+                    "no health check {}",
+                    target.health_check_id
+                ))
+            })?;
         let copied = copied_configuration(&check).ok_or_else(|| {
             call_error("Route 53", "GetHealthCheck", "us-east-1")(format!(
                 "health check {} has no CloudWatchAlarmConfiguration",

@@ -57,7 +57,10 @@ impl CanaryRegion {
             ("PROVISIONING_CLIENT_ID_PREFIX", "prov-".into()),
             // The window is kept in the region's table.
             ("TABLE_NAME", self.fleet.table.clone()),
-            ("AWS_ENDPOINT_URL_DYNAMODB", self.fleet.table_endpoint.clone()),
+            (
+                "AWS_ENDPOINT_URL_DYNAMODB",
+                self.fleet.table_endpoint.clone(),
+            ),
         ] {
             env.insert(k.into(), v);
         }

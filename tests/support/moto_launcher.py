@@ -10,13 +10,20 @@ conditional transactions all pass their checks. DynamoDB serialises writes to
 an item; serving requests in order gives the tests that guarantee, while the
 clients still race (reads and writes of concurrent invocations interleave).
 
-Six corrections to moto, to AWS's documented behaviour:
+Seven corrections to moto, to AWS's documented behaviour:
 - IoT identifies a certificate by the SHA-256 of its DER; moto by default
   hashes the PEM text unless `use_valid_cert` is on.
 - Route 53: a DELETE names one record set by name, type and set identifier.
   moto 5.2.5 deletes every record set of the zone that has the set
   identifier, whatever its name, so deleting one failover record would
   delete all the failover records sharing its identifier.
+- Route 53 applies a change batch's changes in order, as one transaction:
+  the guide's atomic way to turn a record into another of the same name,
+  type and set identifier is DELETE + CREATE in one batch. moto 5.2.5
+  checks every CREATE against the zone as it was before the batch, and
+  only once the same record was created before (its change journal), so
+  the pair fails on a record created, replaced and created again. A CREATE
+  that an earlier DELETE of the same batch makes room for passes.
 - IoT keeps a CA certificate's auto-registration status and certificate
   mode. moto 5.2.5 drops RegisterCACertificate's allowAutoRegistration and
   certificateMode and UpdateCACertificate's newAutoRegistrationStatus, and its
@@ -156,6 +163,32 @@ def _patch_route53_alarm_health_check():
     route53_responses.Route53.update_health_check = update_health_check
 
 
+def _patch_route53_delete_then_create():
+    checked_change = route53_models.Route53Backend.change_resource_record_sets
+
+    def key(change):
+        record = change["ResourceRecordSet"]
+        return (record["Name"].rstrip(".").lower(), record["Type"], record.get("SetIdentifier"))
+
+    def change_resource_record_sets(self, zoneid, change_list):
+        zone = self.get_hosted_zone(zoneid)
+        deleted = set()
+        room_made = []
+        for change in change_list:
+            if change["Action"] == "DELETE":
+                deleted.add(key(change))
+            elif change["Action"] == "CREATE" and key(change) in deleted:
+                room_made.append(change)
+        # moto's pre-check looks a CREATE up in its journal; one an earlier
+        # DELETE of this batch makes room for is taken out of that look-up.
+        for change in room_made:
+            while change in zone.rr_changes:
+                zone.rr_changes.remove(change)
+        return checked_change(self, zoneid, change_list)
+
+    route53_models.Route53Backend.change_resource_record_sets = change_resource_record_sets
+
+
 def _patch_iot_ca_certificate():
     original_description = iot_models.FakeCaCertificate.to_description_dict
     original_update = iot_responses.IoTResponse.update_ca_certificate
@@ -222,6 +255,7 @@ def main() -> None:
     default_user_config["iot"]["use_valid_cert"] = True
     _patch_route53_delete()
     _patch_route53_alarm_health_check()
+    _patch_route53_delete_then_create()
     _patch_iot_ca_certificate()
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     app = DomainDispatcherApplication(create_backend_app)

@@ -210,7 +210,10 @@ async fn a_window_that_cannot_be_kept_publishes_the_whole_window_as_failed() {
     env.insert("TABLE_NAME".into(), "geoprov-no-such-table".into());
     let function = region.function(&env);
     let report = function.run_at(29_000_000);
-    assert_eq!(report["success"], true, "the probe itself passed: {report:#}");
+    assert_eq!(
+        report["success"], true,
+        "the probe itself passed: {report:#}"
+    );
     assert_eq!(report["window"]["failures"], 5, "{report:#}");
     assert!(
         report["window"]["error"]

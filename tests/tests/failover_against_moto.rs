@@ -101,8 +101,9 @@ async fn a_reconcile_builds_the_tree_from_nothing_and_a_second_changes_nothing()
     assert_eq!(report.trigger, "RECONCILE");
     assert!(report.applied && report.errors.is_empty(), "{report:?}");
     assert_eq!(report.insync, Some(true));
-    // NA: two steps (PRIMARY, SECONDARY, PRIMARY) and its alias; the same for the default.
-    assert_eq!(report.changes.len(), 8, "{:?}", report.changes);
+    // NA: two steps, each a PRIMARY and a SECONDARY, and its alias; the
+    // same for the default.
+    assert_eq!(report.changes.len(), 10, "{:?}", report.changes);
     assert!(report.changes.iter().all(|c| c.action == "UPSERT"));
     assert_eq!(
         chains(&report),
@@ -129,7 +130,7 @@ async fn a_reconcile_builds_the_tree_from_nothing_and_a_second_changes_nothing()
 
     // The records as Route 53 holds them.
     let records = zone_records(&cfg).await;
-    assert_eq!(records.len(), 8);
+    assert_eq!(records.len(), 10);
     let alias = records
         .iter()
         .find(|r| r.set_identifier.as_deref() == Some(NA))
@@ -801,8 +802,8 @@ async fn every_country_and_five_regions_build_and_fail_over() {
     );
     assert!(first.change_ids.len() >= 2, "split to Route 53's limits");
     let records = zone_records(&cfg).await;
-    // 250 aliases; 3 regions each: 3 primaries and 2 secondaries.
-    assert_eq!(records.len(), 250 * 6);
+    // 250 aliases; 3 regions each: 3 primaries and 3 secondaries.
+    assert_eq!(records.len(), 250 * 7);
     let targets = expected_targets(&cfg, &[]);
     assert_eq!(answers_from(&cfg, records.clone(), &[]), targets);
     // The data plane alone, eu-west-1 down.

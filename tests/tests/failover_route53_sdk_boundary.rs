@@ -139,31 +139,45 @@ fn built_tree_rule(config: &FailoverConfig) -> Rule {
     })
 }
 
-/// The change an ALARM for us-east-1 makes: the default chain's eu-west-1
-/// step loses its SECONDARY first, then North America's alias moves to its
-/// eu-west-1 step, then the us-east-1 steps no chain uses are deleted.
+/// The change an ALARM for us-east-1 makes: North America's eu-west-1 step
+/// becomes the end of its chain (its SECONDARY names eu-west-1) and its
+/// alias moves there; the default chain's eu-west-1 step becomes the end
+/// of its chain, its SECONDARY replaced by the plain CNAME with the
+/// guide's atomic pair, DELETE + CREATE; then the us-east-1 steps no chain
+/// uses are deleted.
 fn expected_change_rule() -> Rule {
     mock!(Client::change_resource_record_sets)
         .match_requests(|r| {
             let changes = r.change_batch().map(|b| b.changes()).unwrap_or_default();
-            let upserts: Vec<_> = changes
-                .iter()
-                .filter(|c| c.action() == &ChangeAction::Upsert)
-                .collect();
-            changes.len() == 5
-                && changes[0].action() == &ChangeAction::Delete
-                && changes[0].resource_record_set().is_some_and(|s| {
-                    s.name() == format!("eu-west-1.default.{NAME}")
-                        && s.set_identifier() == Some(tree::SECONDARY_ID)
-                })
-                && upserts.len() == 1
-                && upserts[0].resource_record_set().is_some_and(|s| {
+            let actions: Vec<&ChangeAction> = changes.iter().map(|c| c.action()).collect();
+            let record = |i: usize| changes[i].resource_record_set();
+            changes.len() == 8
+                && actions[..4]
+                    == [
+                        &ChangeAction::Upsert,
+                        &ChangeAction::Upsert,
+                        &ChangeAction::Delete,
+                        &ChangeAction::Create,
+                    ]
+                && actions[4..].iter().all(|a| *a == &ChangeAction::Delete)
+                && record(1).is_some_and(|s| {
                     s.set_identifier() == Some("US East IoT Global Endpoint")
                         && s.geo_location().and_then(|g| g.continent_code()) == Some("NA")
                         && s.alias_target().is_some_and(|a| {
                             a.dns_name() == format!("eu-west-1.continent-na.{NAME}")
                                 && !a.evaluate_target_health()
                         })
+                })
+                && record(2).is_some_and(|s| {
+                    s.name() == format!("eu-west-1.default.{NAME}")
+                        && s.set_identifier() == Some(tree::SECONDARY_ID)
+                        && s.alias_target().is_some()
+                })
+                && record(3).is_some_and(|s| {
+                    s.name() == format!("eu-west-1.default.{NAME}")
+                        && s.set_identifier() == Some(tree::SECONDARY_ID)
+                        && s.alias_target().is_none()
+                        && s.health_check_id().is_none()
                 })
         })
         .then_output(change_output)

@@ -82,7 +82,10 @@ fn cli() -> Geoprov {
 async fn check_health_finds_an_m_of_n_alarm_and_a_stale_check_and_refresh_fixes_the_stale_one() {
     // Alarm names of their own: the tests of this binary share moto.
     let (us, eu) = ("us-west-2", "ap-southeast-2");
-    let (us_alarm, eu_alarm) = (unique_table("geoprov-health-us"), unique_table("geoprov-health-eu"));
+    let (us_alarm, eu_alarm) = (
+        unique_table("geoprov-health-us"),
+        unique_table("geoprov-health-eu"),
+    );
     put_alarm(us, &us_alarm, 2.0, 1, 1).await;
     put_alarm(eu, &eu_alarm, 2.0, 1, 1).await;
     let us_check = health_check_on(us, &us_alarm).await;
@@ -137,21 +140,48 @@ async fn check_health_finds_an_m_of_n_alarm_and_a_stale_check_and_refresh_fixes_
 
     // The M-of-N alarm is put back (1 of 1); both copies are stale now.
     put_alarm(us, &us_alarm, 2.0, 1, 1).await;
-    let before = route53().await.get_health_check().health_check_id(&us_check).send().await.unwrap();
+    let before = route53()
+        .await
+        .get_health_check()
+        .health_check_id(&us_check)
+        .send()
+        .await
+        .unwrap();
     let refreshed = cli().ok(&["failover", "refresh-health-checks", "--config", file]);
     assert_eq!(refreshed["unchanged"], json!([us_check]), "{refreshed:#}");
     let updated = refreshed["updated"].as_object().unwrap();
-    assert_eq!(updated.len(), 1, "only the check whose copy differs: {refreshed:#}");
+    assert_eq!(
+        updated.len(),
+        1,
+        "only the check whose copy differs: {refreshed:#}"
+    );
     assert!(updated.contains_key(&eu_check), "{refreshed:#}");
-    let after = route53().await.get_health_check().health_check_id(&us_check).send().await.unwrap();
+    let after = route53()
+        .await
+        .get_health_check()
+        .health_check_id(&us_check)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(
         before.health_check().unwrap().health_check_version(),
         after.health_check().unwrap().health_check_version(),
         "us-west-2's copy already matched: not updated"
     );
-    let copied = route53().await.get_health_check().health_check_id(&eu_check).send().await.unwrap();
+    let copied = route53()
+        .await
+        .get_health_check()
+        .health_check_id(&eu_check)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(
-        copied.health_check().unwrap().cloud_watch_alarm_configuration().unwrap().threshold(),
+        copied
+            .health_check()
+            .unwrap()
+            .cloud_watch_alarm_configuration()
+            .unwrap()
+            .threshold(),
         3.0
     );
     assert_eq!(
@@ -199,7 +229,10 @@ async fn check_health_finds_an_m_of_n_alarm_and_a_stale_check_and_refresh_fixes_
     assert_eq!(second["regions"][us]["periods"], json!([3.0]));
     assert_eq!(second["unhealthy"], json!([us_check]));
     let third = cli().ok(&["failover", "health", "--config", file, "--at", &at(3)]);
-    assert_eq!(third["regions"][eu]["data"], "INSUFFICIENT_DATA", "{third:#}");
+    assert_eq!(
+        third["regions"][eu]["data"], "INSUFFICIENT_DATA",
+        "{third:#}"
+    );
     assert_eq!(third["regions"][eu]["status"], "UNHEALTHY", "{third:#}");
     let _ = std::fs::remove_file(file);
 }

@@ -305,7 +305,9 @@ fn each_region_s_canary_alarm_feeds_its_route53_health_check() {
     );
     // The canary's window and the alarm's threshold come from one choice.
     let canary_env = facts["environment"]["region-canary"].as_array().unwrap();
-    assert!(canary_env.contains(&json!("CANARY_WINDOW")) && canary_env.contains(&json!("TABLE_NAME")));
+    assert!(
+        canary_env.contains(&json!("CANARY_WINDOW")) && canary_env.contains(&json!("TABLE_NAME"))
+    );
     let text = std::fs::read_to_string(workspace_root().join("template.yaml")).unwrap();
     assert!(text.contains(
         "CANARY_WINDOW: !FindInMap [HealthAlarmWindows, !Ref HealthAlarmWindow, Minutes]"
@@ -363,7 +365,13 @@ fn each_region_s_canary_alarm_feeds_its_route53_health_check() {
             });
             minute += 1;
             // Evaluated once the minute's period has ended.
-            health::health_status(&config, InsufficientData::Unhealthy, &points, minute * 60, None)
+            health::health_status(
+                &config,
+                InsufficientData::Unhealthy,
+                &points,
+                minute * 60,
+                None,
+            )
         };
         for _ in 0..n {
             run(true);
@@ -372,7 +380,11 @@ fn each_region_s_canary_alarm_feeds_its_route53_health_check() {
         let to_fail = (1..=n).find(|_| run(false) == HealthStatus::Unhealthy);
         assert_eq!(to_fail, Some(m), "{name}: unhealthy after M bad minutes");
         let to_recover = (1..=2 * n).find(|_| run(true) == HealthStatus::Healthy);
-        assert_eq!(to_recover, Some(n - m + 1), "{name}: healthy after N - M + 1 good minutes");
+        assert_eq!(
+            to_recover,
+            Some(n - m + 1),
+            "{name}: healthy after N - M + 1 good minutes"
+        );
     }
 
     let checks: Vec<&Value> = facts["healthResources"]
