@@ -144,35 +144,53 @@ fn the_two_region_scenario_meets_every_expectation() {
     );
     assert_eq!(report["dns"][4]["held"], serde_json::json!(["us-east-1"]));
 
-    // The outage was the canary's to find: 2 failed minutes (connect
-    // refused) turned the alarm ALARM; the recovery took 4 good minutes in a
-    // row (the window 2 of 5: N-M+1) before it was OK.
-    let minutes = |phase: &str| -> Vec<(bool, Option<String>, String)> {
+    // Health as Route 53 computes it from the canaries' datapoints, minute
+    // by minute (`geoprov failover health`): at stand-up each region proved
+    // 4 good minutes (a new window counts the minutes before it as failed);
+    // the outage took 2 failed minutes of us-east-1 (connect refused) to
+    // make its health check unhealthy, and the recovery 4 good ones in a
+    // row (the window 2 of 5: N-M+1). The alarm the failover reads agreed
+    // with the health check every minute (the script checks it).
+    let minutes = |phase: &str| -> Vec<(bool, Option<String>, u64, String, String, String)> {
         report["canary"][phase]
             .as_array()
             .unwrap()
             .iter()
             .map(|m| {
+                let us = &m["regions"]["us-east-1"];
                 (
-                    m["success"].as_bool().unwrap(),
-                    m["failedStep"].as_str().map(str::to_owned),
-                    m["alarm"].as_str().unwrap().to_owned(),
+                    us["success"].as_bool().unwrap(),
+                    us["failedStep"].as_str().map(str::to_owned),
+                    us["failuresInWindow"].as_u64().unwrap(),
+                    us["health"].as_str().unwrap().to_owned(),
+                    us["alarm"].as_str().unwrap().to_owned(),
+                    m["northAmerica"].as_str().unwrap_or("-").to_owned(),
                 )
             })
             .collect()
     };
-    let failed = (false, Some("connect".to_owned()), "OK".to_owned());
+    let run = |ok: bool, failures: u64, health: &str, alarm: &str, na: &str| {
+        let step = (!ok).then(|| "connect".to_owned());
+        (ok, step, failures, health.to_owned(), alarm.to_owned(), na.to_owned())
+    };
+    let stand_up = minutes("standUp");
+    assert_eq!(stand_up.len(), 4, "{stand_up:?}");
+    assert_eq!(stand_up[3].3, "HEALTHY");
     assert_eq!(
         minutes("outage"),
         [
-            failed.clone(),
-            (false, Some("connect".into()), "ALARM".into())
+            run(false, 1, "HEALTHY", "OK", us),
+            run(false, 2, "UNHEALTHY", "ALARM", eu),
         ]
     );
-    let good = |alarm: &str| (true, None, alarm.to_owned());
     assert_eq!(
         minutes("recovery"),
-        [good("ALARM"), good("ALARM"), good("ALARM"), good("OK")]
+        [
+            run(true, 2, "UNHEALTHY", "ALARM", eu),
+            run(true, 2, "UNHEALTHY", "ALARM", eu),
+            run(true, 2, "UNHEALTHY", "ALARM", eu),
+            run(true, 1, "HEALTHY", "OK", eu),
+        ]
     );
 
     // EU-pinned devices only ever in eu-west-1; wave 2 in eu-west-1.
