@@ -274,7 +274,8 @@ enum FailoverConfigCommand {
     },
     /// Validate a FAILOVER_CONFIG document and check its regions as
     /// `validate --check-regions` does, then store it in S3 or SSM Parameter
-    /// Store (the standard tier up to 4 KB, the advanced tier up to 8 KB);
+    /// Store (Intelligent-Tiering: SSM keeps up to 4 KB standard and moves a
+    /// larger document, up to 8 KB, to the advanced tier);
     /// nothing is stored when either fails.
     Put {
         file: PathBuf,

@@ -171,7 +171,14 @@ fn the_two_region_scenario_meets_every_expectation() {
     };
     let run = |ok: bool, failures: u64, health: &str, alarm: &str, na: &str| {
         let step = (!ok).then(|| "connect".to_owned());
-        (ok, step, failures, health.to_owned(), alarm.to_owned(), na.to_owned())
+        (
+            ok,
+            step,
+            failures,
+            health.to_owned(),
+            alarm.to_owned(),
+            na.to_owned(),
+        )
     };
     let stand_up = minutes("standUp");
     assert_eq!(stand_up.len(), 4, "{stand_up:?}");

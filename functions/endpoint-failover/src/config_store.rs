@@ -93,10 +93,11 @@ pub async fn put(
                     ),
                 ));
             }
-            let tier = match text.len() > SSM_STANDARD_LIMIT {
-                true => aws_sdk_ssm::types::ParameterTier::Advanced,
-                false => aws_sdk_ssm::types::ParameterTier::Standard,
-            };
+            // Intelligent-Tiering: SSM keeps a parameter that fits the
+            // standard tier there and moves a larger one to the advanced
+            // tier. Asking for a tier by size fails once a document shrinks,
+            // as an advanced parameter never goes back to standard.
+            let tier = aws_sdk_ssm::types::ParameterTier::IntelligentTiering;
             aws_sdk_ssm::Client::new(sdk)
                 .put_parameter()
                 .name(name)
