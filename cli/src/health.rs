@@ -225,12 +225,6 @@ fn findings_of(d: &Deployed) -> Vec<Finding> {
                 .map(|f| finding(&rule_of(f), f.to_string())),
         ),
     }
-    if CloudWatchRegion::values().iter().all(|r| *r != d.region) {
-        found.push(finding(
-            "REGION",
-            format!("{}: not a region Route 53 accepts for an alarm", d.region),
-        ));
-    }
     let Some(check) = &d.check else {
         found.push(finding(
             "NO_HEALTH_CHECK",

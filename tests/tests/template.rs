@@ -236,9 +236,10 @@ fn the_canary_finishes_inside_its_timeout_and_probes_the_serial_the_hook_reserve
         .unwrap();
     let timeout_s = facts["timeouts"]["region-canary"].as_u64().unwrap();
     let cleanup_ms = region_canary::probe::CLEANUP_LIMIT.as_millis() as u64;
+    let window_ms = region_canary::canary::WINDOW_LIMIT.as_millis() as u64;
     assert!(
-        budget_ms + cleanup_ms + 5_000 <= timeout_s * 1000,
-        "budget {budget_ms} ms + cleanup {cleanup_ms} ms + 5 s margin > timeout {timeout_s} s"
+        budget_ms + cleanup_ms + window_ms + 5_000 <= timeout_s * 1000,
+        "budget {budget_ms} ms + cleanup {cleanup_ms} ms + window {window_ms} ms + 5 s margin > timeout {timeout_s} s"
     );
     assert_eq!(values["CANARY_TEMPLATE_NAME"], "geoprov-fleet");
     // The hook's CANARY_SERIAL is an Fn::If; both name the same serial.

@@ -6,8 +6,8 @@ use std::time::Instant;
 use aws_sdk_iot::error::DisplayErrorContext;
 use tokio::sync::Mutex;
 
-/// How long keeping the window may take, after the probe.
-const WINDOW_LIMIT: std::time::Duration = std::time::Duration::from_secs(6);
+/// How long keeping the window may take, after the probe and its cleanup.
+pub const WINDOW_LIMIT: std::time::Duration = std::time::Duration::from_secs(6);
 
 use crate::config::{CanaryConfig, MQTT_PORT};
 use crate::material::MaterialCache;
