@@ -92,6 +92,28 @@ impl RuntimeEmulator {
             .read_json()
             .expect("function response is JSON")
     }
+
+    /// Invokes the function with `payload` and returns the HTTP status and
+    /// the body: a function error is an answer here (its errorType and
+    /// errorMessage), as it is to the service that invoked it.
+    pub fn invoke_raw(&self, payload: &Value) -> (u16, Value) {
+        let url = format!(
+            "http://127.0.0.1:{}/2015-03-31/functions/{EXTERNAL_FUNCTION}/invocations",
+            self.port
+        );
+        let mut response = ureq::post(&url)
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send_json(payload)
+            .unwrap_or_else(|e| panic!("invoke {url}: {e}"));
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .read_json()
+            .expect("function response is JSON");
+        (status, body)
+    }
 }
 
 impl Drop for RuntimeEmulator {

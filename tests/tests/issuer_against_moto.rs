@@ -436,6 +436,11 @@ async fn as_iots_certificate_provider_the_issuer_signs_the_csr_once_within_iots_
             ..profile(serial)
         },
         profile("SN-NOKEY"),
+        // Pinned to another region: refused before the ledger or the quota.
+        DeviceProfile {
+            allowed_regions: Some(["ap-southeast-2".try_into().unwrap()].into()),
+            ..profile("SN-ELSEWHERE")
+        },
     ];
     let (issuer, registry, calls) = issuer_with_profiles(&ca, &profiles, 4).await;
     assert_eq!(sample["principalId"], geoprov_tests::issuer::CLAIM_ID);
@@ -486,10 +491,24 @@ async fn as_iots_certificate_provider_the_issuer_signs_the_csr_once_within_iots_
             "NO_FACTORY_KEY",
         ),
         (json!({"certificateSigningRequest": 7}), "INVALID_REQUEST"),
+        (
+            refused(&|e| {
+                e["clientId"] = json!("prov-SN-ELSEWHERE");
+                e["certificateSigningRequest"] = json!(device_csr("SN-ELSEWHERE").pem);
+            }),
+            "REGION_NOT_ALLOWED",
+        ),
     ] {
         let refusal = issuer.provide(event, "p3").await.unwrap_err();
         assert_eq!(refusal.code, code);
+        // What IoT passes to the device is the same for every verdict: no
+        // walking the serial space with the claim key.
+        assert_eq!(refusal.to_string(), cert_issuer::provider::REFUSED_TEXT);
     }
+    assert_eq!(
+        audit_decisions(&registry, "SN-ELSEWHERE").await,
+        [(Decision::Deny, "REGION_NOT_ALLOWED".to_owned())]
+    );
     assert_eq!(calls.issued(), 1);
     let events = registry
         .audit_events(&SerialNumber::try_from(serial).unwrap())

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use geoprov_shared::audit::{AuditEvent, Decision};
-use geoprov_shared::claims::effective_trust;
+use geoprov_shared::claims::{effective_trust, is_certificate_id};
 use geoprov_shared::device::{DeviceStatus, SerialNumber};
 use geoprov_shared::registry::{AuditLog, DeviceRegistry};
 use geoprov_shared::telemetry::{MetricLine, Unit};
@@ -56,6 +56,10 @@ struct Caller {
     require_factory_key: bool,
     /// A bound of the audit write tighter than the DynamoDB client's.
     audit_limit: Option<Duration>,
+    /// The region the device connected to, whose `allowedRegions` it must
+    /// be in (the certificate provider); `None` for the issuer's own
+    /// requests, whose certificates serve every region the device may use.
+    connected_in: Option<String>,
 }
 
 /// What a certificate-provider answer may take of IoT's 5 s for everything
@@ -241,6 +245,7 @@ where
         let mut caller = Caller {
             require_factory_key: self.limits.require_factory_key,
             audit_limit: Some(PROVIDER_AUDIT_TIMEOUT),
+            connected_in: Some(self.limits.region.clone()),
             ..Caller::default()
         };
         let item = match serde_json::from_value::<ProviderEvent>(payload) {
@@ -281,10 +286,27 @@ where
             ItemResponse::Issued(issued) => Ok(ProviderAnswer {
                 certificate_pem: issued.certificate_pem,
             }),
-            ItemResponse::Refused { error, .. } => Err(ProviderRefusal {
-                code: error.code.as_str(),
-                message: error.message,
-            }),
+            ItemResponse::Refused { error, .. } => {
+                let refusal = ProviderRefusal {
+                    code: error.code.as_str(),
+                    message: error.message,
+                };
+                // The hook's abuse sentinel, for this path too: a verdict
+                // against the caller's claim certificate. Only an IoT
+                // certificate id becomes a dimension, so made-up ids cannot
+                // make unbounded metrics.
+                if let Some(claim) = caller
+                    .claim_certificate_id
+                    .as_deref()
+                    .filter(|c| is_certificate_id(c) && !refusal.retry_later())
+                {
+                    MetricLine::new(SERVICE)
+                        .dimension("ClaimCertificateId", claim)
+                        .metric("ClaimDenials", 1.0, Unit::Count)
+                        .emit();
+                }
+                Err(refusal)
+            }
         }
     }
 
@@ -467,6 +489,14 @@ where
                 ErrorCode::DeviceBlocked,
                 format!("{serial} is blocked by an operator"),
             ));
+        }
+        if let (Some(region), Some(allowed)) = (&caller.connected_in, &profile.allowed_regions) {
+            if !allowed.iter().any(|r| r.as_str() == region) {
+                return Err(refuse(
+                    ErrorCode::RegionNotAllowed,
+                    format!("{serial} may not use {region}"),
+                ));
+            }
         }
         match &profile.public_key_sha256 {
             Some(factory) if factory.as_str() != csr.public_key_sha256 => {

@@ -9,7 +9,7 @@ use cert_issuer::provider::is_provider_event;
 use geoprov_shared::config::Env;
 use geoprov_shared::registry::DynamoRegistry;
 use geoprov_shared::{aws, telemetry};
-use lambda_runtime::{service_fn, Error, LambdaEvent};
+use lambda_runtime::{service_fn, Diagnostic, Error, LambdaEvent};
 use serde_json::Value;
 
 #[tokio::main(flavor = "current_thread")]
@@ -39,15 +39,28 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let request_id = &event.context.request_id;
         if is_provider_event(&event.payload) {
-            // A refusal is a function error: IoT rejects the request.
+            // A refusal is a function error: IoT rejects the request, with
+            // the refusal's stable type and constant text.
             let answer = issuer.provide(event.payload, request_id).await?;
-            return Ok::<_, Error>(serde_json::to_value(answer)?);
+            return to_json(answer);
         }
         let deadline = Deadline::from_epoch_millis(event.context.deadline);
         let response = issuer
             .handle_until(event.payload, request_id, deadline)
             .await;
-        Ok(serde_json::to_value(response)?)
+        to_json(response)
     }))
     .await
+}
+
+/// The answer as JSON; a failure to serialise is an internal error with a
+/// stable type, never a Rust type name.
+fn to_json(answer: impl serde::Serialize) -> Result<Value, Diagnostic> {
+    serde_json::to_value(answer).map_err(|e| {
+        tracing::error!(error = %e, "the answer could not be serialised");
+        Diagnostic {
+            error_type: "InternalError".to_owned(),
+            error_message: "the answer could not be serialised".to_owned(),
+        }
+    })
 }

@@ -33,13 +33,54 @@ pub struct ProviderAnswer {
     pub certificate_pem: String,
 }
 
-/// A refusal: the function fails, and IoT rejects CreateCertificateFromCsr.
-/// The message is the caller-facing code and short reason only.
+/// A refusal: the function fails, and IoT rejects CreateCertificateFromCsr,
+/// passing the function's error on to the device. Anyone may hold the claim
+/// key, so what the device sees tells nothing of the registry: one constant
+/// text, and `RETRY_LATER` apart from it so that a device backs off and
+/// tries again when the refusal is no verdict. The code and the detail are
+/// in the audit event and the log only.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
+#[error("{}", self.public_text())]
 pub struct ProviderRefusal {
+    /// The issuer's error code (audit and log only).
     pub code: &'static str,
+    /// Why (audit and log only).
     pub message: String,
+}
+
+/// What a device is told of every refusal that is a verdict.
+pub const REFUSED_TEXT: &str = "REFUSED: the certificate request was refused";
+/// What a device is told when it may try again.
+pub const RETRY_LATER_TEXT: &str = "RETRY_LATER: the certificate request could not be answered now";
+
+impl ProviderRefusal {
+    /// Whether the refusal is no verdict on the device: the registry, the
+    /// ledger or ACM PCA could not answer in time.
+    pub fn retry_later(&self) -> bool {
+        matches!(self.code, "RETRY_LATER" | "ISSUANCE_FAILED")
+    }
+
+    /// The only text IoT, and so the device, gets.
+    pub fn public_text(&self) -> &'static str {
+        match self.retry_later() {
+            true => RETRY_LATER_TEXT,
+            false => REFUSED_TEXT,
+        }
+    }
+}
+
+/// The Lambda error IoT sees: a stable type and the constant text, never a
+/// Rust type name or the registry's state.
+impl From<ProviderRefusal> for lambda_runtime::Diagnostic {
+    fn from(refusal: ProviderRefusal) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: match refusal.retry_later() {
+                true => "RetryLater".to_owned(),
+                false => "CertificateRequestRefused".to_owned(),
+            },
+            error_message: refusal.public_text().to_owned(),
+        }
+    }
 }
 
 /// Whether `payload` is IoT's certificate-provider event rather than an
@@ -59,6 +100,37 @@ pub fn serial_from_client_id<'a>(client_id: &'a str, prefix: &str) -> Option<&'a
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Every verdict reads the same to the device; only a refusal that is no
+    /// verdict says to try again. Neither carries the code or the detail.
+    #[test]
+    fn a_device_learns_nothing_from_a_refusal() {
+        let refusal = |code: &'static str| ProviderRefusal {
+            code,
+            message: format!("SN-1 is {code}"),
+        };
+        for code in [
+            "UNKNOWN_DEVICE",
+            "DEVICE_BLOCKED",
+            "KEY_MISMATCH",
+            "NO_FACTORY_KEY",
+            "QUOTA_EXCEEDED",
+            "REGION_NOT_ALLOWED",
+            "UNTRUSTED_CLAIM",
+            "SUBJECT_MISMATCH",
+        ] {
+            let diagnostic = lambda_runtime::Diagnostic::from(refusal(code));
+            assert_eq!(refusal(code).to_string(), REFUSED_TEXT);
+            assert_eq!(diagnostic.error_type, "CertificateRequestRefused");
+            assert_eq!(diagnostic.error_message, REFUSED_TEXT);
+        }
+        for code in ["RETRY_LATER", "ISSUANCE_FAILED"] {
+            let diagnostic = lambda_runtime::Diagnostic::from(refusal(code));
+            assert_eq!(diagnostic.error_type, "RetryLater");
+            assert_eq!(diagnostic.error_message, RETRY_LATER_TEXT);
+            assert!(!diagnostic.error_message.contains("SN-1"));
+        }
+    }
 
     #[test]
     fn reads_iot_events_and_the_serial_behind_the_prefix() {

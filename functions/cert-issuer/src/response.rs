@@ -38,6 +38,9 @@ pub enum ErrorCode {
     /// Certificate provider: the device has no factory key on record and
     /// `REQUIRE_FACTORY_KEY` holds.
     NoFactoryKey,
+    /// Certificate provider: the device may not use this region
+    /// (`allowedRegions`).
+    RegionNotAllowed,
     /// ACM PCA refused, or did not issue within the deadline.
     IssuanceFailed,
 }
@@ -61,6 +64,7 @@ impl ErrorCode {
             ErrorCode::RetryLater => "RETRY_LATER",
             ErrorCode::UntrustedClaim => "UNTRUSTED_CLAIM",
             ErrorCode::NoFactoryKey => "NO_FACTORY_KEY",
+            ErrorCode::RegionNotAllowed => "REGION_NOT_ALLOWED",
             ErrorCode::IssuanceFailed => "ISSUANCE_FAILED",
         }
     }

@@ -26,6 +26,19 @@ fn der(pem_text: &str) -> Vec<u8> {
 /// certificate (which must be signed by the CA), else the error code.
 fn check_item(name: &str, item: &Value, expected: &Value, ca_der: &[u8]) {
     match expected {
+        Value::Object(refusal) if refusal.contains_key("refusedToDevice") => {
+            // The function error IoT passes to the device: a stable type and
+            // one constant text, nothing of the registry or the code.
+            assert_eq!(
+                item["errorType"], refusal["refusedToDevice"],
+                "{name}: {item}"
+            );
+            assert_eq!(
+                item["errorMessage"],
+                cert_issuer::provider::REFUSED_TEXT,
+                "{name}: {item}"
+            );
+        }
         Value::Object(provider) => {
             // IoT's certificate-provider answer: only the certificate.
             let keys: Vec<&String> = item.as_object().expect("an object").keys().collect();
@@ -97,7 +110,7 @@ pub async fn run(function_key: &str) {
             &std::fs::read(root.join("events/cert-issuer").join(name)).unwrap(),
         )
         .unwrap();
-        let answer = emulator.invoke(&payload);
+        let (_, answer) = emulator.invoke_raw(&payload);
         match expected {
             Value::Array(items) => {
                 let results = answer["results"].as_array().expect("a batch answer");
@@ -119,6 +132,28 @@ pub async fn run(function_key: &str) {
     let again = emulator.invoke(&issue);
     assert_eq!(first["certificateArn"], again["certificateArn"]);
     assert!(first["certificateArn"].is_string(), "{first}");
+
+    // The refusal on the provider path counts against its claim
+    // certificate, as the hook's denials do: the claim-abuse alarm covers
+    // both.
+    let refused_claims: Vec<String> = function
+        .output()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|doc| doc.get("ClaimDenials").is_some())
+        .map(|doc| {
+            assert_eq!(
+                doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0],
+                serde_json::json!(["service", "ClaimCertificateId"]),
+                "{doc}"
+            );
+            doc["ClaimCertificateId"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        refused_claims,
+        [expectations.environment["TRUSTED_CLAIM_CERTIFICATE_IDS"].clone()]
+    );
 
     // Nothing of a CSR or a certificate reaches the log.
     let log = function.output();
