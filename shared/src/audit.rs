@@ -60,6 +60,16 @@ impl AuditEvent {
     }
 }
 
+/// At most the first 256 characters of a request-derived text, for a log
+/// line: the bound the audit keeps, so a hostile request (a serial or a
+/// parameter name up to an MQTT payload) cannot grow the logs without limit.
+pub fn bounded_field(s: &str) -> &str {
+    match s.char_indices().nth(MAX_FIELD_CHARS) {
+        Some((idx, _)) => &s[..idx],
+        None => s,
+    }
+}
+
 fn truncate_chars(s: &mut String, max: usize) {
     if let Some((idx, _)) = s.char_indices().nth(max) {
         s.truncate(idx);
@@ -69,6 +79,13 @@ fn truncate_chars(s: &mut String, max: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_field_is_cut_on_a_char_boundary() {
+        assert_eq!(bounded_field("SN-1"), "SN-1");
+        let long = "é".repeat(1000);
+        assert_eq!(bounded_field(&long).chars().count(), MAX_FIELD_CHARS);
+    }
 
     #[test]
     fn bounded_cuts_long_fields_on_char_boundaries() {

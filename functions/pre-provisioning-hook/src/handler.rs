@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use geoprov_shared::audit::{AuditEvent, Decision};
+use geoprov_shared::audit::{bounded_field, AuditEvent, Decision};
 use geoprov_shared::claims::{effective_trust, is_certificate_id, TrustedClaim};
 use geoprov_shared::clock::now_rfc3339;
 use geoprov_shared::registry::{
@@ -268,15 +268,16 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
         tracing::info!(
             service = SERVICE,
             cold_start,
-            serial_number = ids.serial_number.as_deref().unwrap_or(""),
-            certificate_id = ids.certificate_id.as_deref().unwrap_or(""),
+            // Every request-derived field bounded, as in the audit.
+            serial_number = bounded_field(ids.serial_number.as_deref().unwrap_or("")),
+            certificate_id = bounded_field(ids.certificate_id.as_deref().unwrap_or("")),
             decision = if outcome.overrides.is_some() {
                 "ALLOW"
             } else {
                 "DENY"
             },
             reason = reason.code(),
-            detail = outcome.detail,
+            detail = bounded_field(&outcome.detail),
             canary = outcome.canary,
             audit_written,
             latency_ms,

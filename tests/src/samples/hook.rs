@@ -105,6 +105,28 @@ pub async fn run(function_key: &str) {
         }
     }
 
+    // Every log line is bounded, whatever the request held: the oversized
+    // event's 20,000-character parameter name is cut as the audit cuts it.
+    let output = function.output();
+    let decisions: Vec<Value> = output
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|doc| doc["fields"]["message"] == "provisioning decision")
+        .collect();
+    assert!(!decisions.is_empty(), "{output}");
+    for doc in &decisions {
+        for field in ["serial_number", "certificate_id", "detail"] {
+            let value = doc["fields"][field].as_str().unwrap_or_default();
+            assert!(
+                value.chars().count() <= 256,
+                "{field}: {} chars",
+                value.len()
+            );
+        }
+    }
+    let longest = output.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 4096, "a log line of {longest} bytes");
+
     // The abuse sentinel: one ClaimDenials per denial, by claim certificate,
     // in the EMF lines the stack's alarm reads.
     let mut emitted: BTreeMap<String, usize> = BTreeMap::new();
