@@ -403,3 +403,82 @@ async fn with_ca(name: &'static str, iot: IotClient, ca: &DeviceCa) -> Region {
         ca_id: registered.certificate_id().unwrap().to_owned(),
     }
 }
+
+/// A certificate whose provisioning commit the hook settled as not applied
+/// (fenced) can never commit in that region: the activation denies it at
+/// once, audited, instead of conflicting on every run of the rule, and the
+/// certificate stays PENDING_ACTIVATION.
+#[tokio::test]
+async fn a_certificate_the_hook_fenced_is_denied_and_audited_not_retried() {
+    use geoprov_shared::audit::AuditEvent;
+    use geoprov_shared::registry::{ProvisioningCommit, Settled};
+    let ca = device_ca();
+    let here = region("eu-central-1", &ca).await;
+    let registry = fresh_registry("activation-fenced").await;
+    let device = ca.sign("SN-FENCED");
+    registry
+        .put_profiles(&[profile("SN-FENCED", &device)])
+        .await
+        .unwrap();
+    let serial = SerialNumber::try_from("SN-FENCED").unwrap();
+    let record = registry.device(&serial).await.unwrap().unwrap();
+    let commit = ProvisioningCommit {
+        serial: serial.clone(),
+        certificate_id: certificate_id(&device.certificate_pem),
+        region: RegionName::try_from(here.name).unwrap(),
+        region_limit: 3,
+        profile_version: record.profile.version.clone(),
+        guard: record.provisioning.guard.clone(),
+        at: "2026-12-07T12:00:00Z".into(),
+    };
+    let hook_denial = AuditEvent {
+        kind: "PROVISIONING_DECISION".into(),
+        serial_number: Some("SN-FENCED".into()),
+        decision: Decision::Deny,
+        reason: "DEADLINE_EXCEEDED".into(),
+        detail: "no decision within 4000 ms; the commit did not apply".into(),
+        region: here.name.into(),
+        certificate_id: Some(commit.certificate_id.clone()),
+        claim_certificate_id: None,
+        client_id: None,
+        request_id: "hook-1".into(),
+        time: "2026-12-07T12:00:00Z".into(),
+    };
+    assert_eq!(
+        registry
+            .settle_lost_commit(&commit, &hook_denial)
+            .await
+            .unwrap(),
+        Settled::Fenced
+    );
+
+    let event = here.auto_register(&ca, &device).await;
+    for run in ["r1", "r2"] {
+        let outcome = here
+            .activator(&registry)
+            .handle(event.clone(), run)
+            .await
+            .expect("a decision, not a conflict to retry");
+        assert!(
+            matches!(
+                outcome,
+                Activation::Denied {
+                    reason: Reason::DeadlineExceeded,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(here.status(&device).await, "PENDING_ACTIVATION");
+    assert!(!here.thing_exists("SN-FENCED").await);
+    // The hook's denial, then one per activation run.
+    assert_eq!(
+        audit_decisions(&registry, "SN-FENCED").await,
+        [
+            (Decision::Deny, "DEADLINE_EXCEEDED".to_owned()),
+            (Decision::Deny, "DEADLINE_EXCEEDED".to_owned()),
+            (Decision::Deny, "DEADLINE_EXCEEDED".to_owned()),
+        ]
+    );
+}

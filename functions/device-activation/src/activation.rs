@@ -217,6 +217,19 @@ where
                     serial: serial.to_string(),
                 });
             };
+            // A certificate whose provisioning the hook settled as not
+            // applied (fenced) can never commit here: every commit would
+            // conflict and the rule run again for ever. Denied and audited.
+            if device
+                .provisioning
+                .is_fenced(&self.policy.region, &certificate.id)
+            {
+                let denial = Denial::new(
+                    Reason::DeadlineExceeded,
+                    "this certificate's earlier provisioning was settled as not applied here",
+                );
+                return self.deny(&serial, &certificate, denial, request_id).await;
+            }
             let allowed = Denial::new(Reason::Allowed, "every device rule passed");
             let audit = self.event(Some(&serial), &certificate, &allowed, request_id);
             let commit = ProvisioningCommit {
