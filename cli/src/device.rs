@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -116,24 +116,38 @@ fn read(path: &Path) -> Result<String, DeviceCommandError> {
     })
 }
 
-/// Writes a file readable by its owner only, created that way.
+/// Writes a file readable by its owner only: a new file beside `path`,
+/// created with mode 0600 and never through a link (O_EXCL), then renamed
+/// over `path`. A rename replaces a link planted at `path` instead of
+/// writing through it, and a reader sees the old file or the whole new one.
 fn write_private(path: &Path, contents: &str) -> Result<(), DeviceCommandError> {
     let fail = |source| DeviceCommandError::Write {
         path: path.to_owned(),
         source,
     };
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(fail)?;
-    // An existing file keeps its mode on open: set it before writing.
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(fail)?;
-    file.write_all(contents.as_bytes()).map_err(fail)?;
-    file.sync_all().map_err(fail)
+    let name = path
+        .file_name()
+        .ok_or_else(|| fail(std::io::Error::other("not a file name")))?;
+    let temporary = path.with_file_name(format!(
+        ".{}.{}.{:016x}.tmp",
+        name.to_string_lossy(),
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temporary)?;
+        file.write_all(contents.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written.map_err(fail)
 }
 
 async fn endpoint(args: &EndpointArgs) -> Result<Endpoint, DeviceCommandError> {
@@ -242,4 +256,69 @@ pub async fn connect_command(args: ConnectArgs) -> Result<Value, DeviceCommandEr
     report["receive"] = step(&received);
     device.disconnect().await;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "geoprov-device-{name}-{}-{:x}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A link planted where the key goes is replaced, never written
+    /// through: the file it points to keeps its content and its mode.
+    #[test]
+    fn a_planted_link_is_replaced_not_followed() {
+        let dir = scratch("link");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "the operator's file").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let key = dir.join("SN-1.key");
+        std::os::unix::fs::symlink(&victim, &key).unwrap();
+
+        write_private(&key, "PRIVATE KEY").unwrap();
+
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "the operator's file"
+        );
+        let victim_mode = std::fs::metadata(&victim).unwrap().permissions().mode();
+        assert_eq!(victim_mode & 0o777, 0o644);
+        let written = std::fs::symlink_metadata(&key).unwrap();
+        assert!(
+            written.file_type().is_file(),
+            "the link was replaced by a file"
+        );
+        assert_eq!(written.permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), "PRIVATE KEY");
+        // Nothing temporary is left beside it.
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// An existing key file of another mode is replaced by a 0600 one.
+    #[test]
+    fn an_existing_file_is_replaced_with_mode_0600() {
+        let dir = scratch("existing");
+        let key = dir.join("SN-1.key");
+        std::fs::write(&key, "old").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o666)).unwrap();
+        write_private(&key, "new").unwrap();
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), "new");
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
