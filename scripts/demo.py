@@ -315,7 +315,9 @@ class Demo:
                 domainConfigurationName="geoprov-global", domainName=RECORD, serviceType="DATA",
                 serverCertificateArns=[f"arn:aws:acm:{r}:123456789012:certificate/geoprov-global"])
         local_aws.geoprov(self.env["us-east-1"], "failover", "config", "put", str(config_path), "--to", source)
-        failover_env = self.env["us-east-1"] | {"FAILOVER_CONFIG": source, "INSYNC_TIMEOUT_SECONDS": "10"}
+        failover_env = self.env["us-east-1"] | {"FAILOVER_CONFIG": source, "INSYNC_TIMEOUT_SECONDS": "10",
+                                                # the stack's account (moto's): the bucket's expected owner
+                                                "CONFIG_BUCKET_OWNER": "123456789012"}
         self.failover = self.start_function(procs, "endpoint-failover", failover_env)
         # The same function, state and alarms, with Route 53's API unreachable.
         closed = f"http://127.0.0.1:{local_aws.free_port()}"

@@ -10,7 +10,7 @@ conditional transactions all pass their checks. DynamoDB serialises writes to
 an item; serving requests in order gives the tests that guarantee, while the
 clients still race (reads and writes of concurrent invocations interleave).
 
-Seven corrections to moto, to AWS's documented behaviour:
+Eight corrections to moto, to AWS's documented behaviour:
 - IoT identifies a certificate by the SHA-256 of its DER; moto by default
   hashes the PEM text unless `use_valid_cert` is on.
 - Route 53: a DELETE names one record set by name, type and set identifier.
@@ -24,6 +24,10 @@ Seven corrections to moto, to AWS's documented behaviour:
   only once the same record was created before (its change journal), so
   the pair fails on a record created, replaced and created again. A CREATE
   that an earlier DELETE of the same batch makes room for passes.
+- S3 checks `x-amz-expected-bucket-owner`: a GetObject or PutObject whose
+  expected owner is not the bucket's account fails with 403 Access Denied
+  (S3 API reference, "Verifying bucket ownership with bucket owner
+  condition"). moto 5.2.5 ignores the header.
 - IoT keeps a CA certificate's auto-registration status and certificate
   mode. moto 5.2.5 drops RegisterCACertificate's allowAutoRegistration and
   certificateMode and UpdateCACertificate's newAutoRegistrationStatus, and its
@@ -189,6 +193,25 @@ def _patch_route53_delete_then_create():
     route53_models.Route53Backend.change_resource_record_sets = change_resource_record_sets
 
 
+def _patch_s3_expected_bucket_owner():
+    from moto.s3 import responses as s3_responses
+    from moto.s3.exceptions import S3AccessDeniedError
+
+    def checked(original):
+        def action(self, *args, **kwargs):
+            expected = self.headers.get("x-amz-expected-bucket-owner")
+            if expected is not None:
+                bucket = self.backend.get_bucket(self.bucket_name)
+                if bucket.account_id != expected:
+                    raise S3AccessDeniedError()
+            return original(self, *args, **kwargs)
+
+        return action
+
+    for name in ("get_object", "put_object"):
+        setattr(s3_responses.S3Response, name, checked(getattr(s3_responses.S3Response, name)))
+
+
 def _patch_iot_ca_certificate():
     original_description = iot_models.FakeCaCertificate.to_description_dict
     original_update = iot_responses.IoTResponse.update_ca_certificate
@@ -256,6 +279,7 @@ def main() -> None:
     _patch_route53_delete()
     _patch_route53_alarm_health_check()
     _patch_route53_delete_then_create()
+    _patch_s3_expected_bucket_owner()
     _patch_iot_ca_certificate()
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     app = DomainDispatcherApplication(create_backend_app)

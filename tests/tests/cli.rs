@@ -355,14 +355,24 @@ async fn put_stores_a_failover_config_in_s3_that_the_function_loads() {
     assert_eq!(bytes.as_ref(), text.as_bytes());
 
     let sdk = sdk_config(&moto().endpoint, TEST_REGION).await;
-    let source = ConfigSource::S3 {
+    // The function pins the bucket's owner: its own account loads it, any
+    // other is refused (moto's account is 123456789012).
+    let source = |owner: &str| ConfigSource::S3 {
         bucket: bucket.clone(),
         key: "failover/config.json".into(),
+        expected_owner: Some(owner.into()),
     };
-    let loaded = config_store::load(&source, &sdk)
+    let loaded = config_store::load(&source("123456789012"), &sdk)
         .await
         .expect("the function loads it");
     assert_eq!(loaded, FailoverConfig::from_json(&text).unwrap());
+    let elsewhere = config_store::load(&source("111122223333"), &sdk)
+        .await
+        .expect_err("a bucket of another account serves nothing");
+    assert!(
+        elsewhere.to_string().contains("AccessDenied"),
+        "{elsewhere}"
+    );
 }
 
 #[tokio::test]

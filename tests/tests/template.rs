@@ -172,6 +172,7 @@ fn every_function_gets_exactly_the_environment_it_reads() {
         ("TRUSTED_CLAIM_CERTIFICATE_IDS", "abc"),
         ("ALLOW_EMPTY_CLAIM_TRUST", "false"),
         ("FAILOVER_CONFIG", failover_config.as_str()),
+        ("CONFIG_BUCKET_OWNER", "123456789012"),
         ("INSYNC_TIMEOUT_SECONDS", "60"),
         ("LOCK_WAIT_SECONDS", "30"),
         ("PCA_ARN", pca),

@@ -138,6 +138,42 @@ pub fn normalize_dns_name(name: &str) -> String {
     name.trim().trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// The domain the global name is in: the name less its first label.
+fn parent_domain(name: &str) -> &str {
+    name.split_once('.').map_or(name, |(_, parent)| parent)
+}
+
+/// Whether `endpoint` (normalized) is an AWS IoT endpoint of `region`: its
+/// ATS data endpoint, `<id>-ats.iot.<region>.amazonaws.com` (`.com.cn` in
+/// China), as `DescribeEndpoint` (`iot:Data-ATS`) names it; or the region's
+/// own name for it under the global name's domain (a name the operator's
+/// zone holds, with the region as one of its labels). Anything else could
+/// send a location's devices to a host that is not IoT's: a tampered or
+/// mistaken document is refused before a record names it.
+fn is_iot_endpoint_of(endpoint: &str, region: &str, record_name: &str) -> bool {
+    let ats = [".amazonaws.com", ".amazonaws.com.cn"]
+        .iter()
+        .any(|suffix| {
+            endpoint
+                .strip_suffix(suffix)
+                .and_then(|rest| rest.strip_suffix(&format!(".iot.{region}")))
+                .and_then(|id| id.strip_suffix("-ats"))
+                .is_some_and(|id| {
+                    !id.is_empty()
+                        && id
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                })
+        });
+    let own = endpoint
+        .strip_suffix(parent_domain(record_name))
+        .and_then(|rest| rest.strip_suffix('.'))
+        .is_some_and(|rest| {
+            endpoint != record_name && rest.split('.').any(|label| label == region)
+        });
+    ats || own
+}
+
 fn check_dns_name(name: &str) -> Result<(), String> {
     let name = normalize_dns_name(name);
     if name.is_empty() || name.len() > 253 {
@@ -196,6 +232,17 @@ impl FailoverConfig {
         for (region, target) in &self.regions {
             let field = |name: &str| format!("regions.{region}.{name}");
             check_dns_name(&target.endpoint).map_err(|m| invalid(field("endpoint"), m))?;
+            if !is_iot_endpoint_of(&target.endpoint, region.as_str(), &self.record_name) {
+                return Err(invalid(
+                    field("endpoint"),
+                    format!(
+                        "{} is not an IoT endpoint of {region}: its ATS data endpoint \
+                         (<id>-ats.iot.{region}.amazonaws.com) or a name under {} that names {region}",
+                        target.endpoint,
+                        parent_domain(&self.record_name)
+                    ),
+                ));
+            }
             if !endpoints.insert(target.endpoint.as_str()) {
                 return Err(invalid(
                     field("endpoint"),
@@ -342,6 +389,10 @@ pub enum ConfigSource {
     S3 {
         bucket: String,
         key: String,
+        /// The account the bucket must belong to (`ExpectedBucketOwner`):
+        /// the function's `CONFIG_BUCKET_OWNER`, which it requires, so that
+        /// a bucket name freed and taken by another account serves nothing.
+        expected_owner: Option<String>,
     },
     /// `ssm:/name` or `ssm:name`
     Ssm {
@@ -362,6 +413,7 @@ impl ConfigSource {
                     Ok(ConfigSource::S3 {
                         bucket: bucket.to_owned(),
                         key: key.to_owned(),
+                        expected_owner: None,
                     })
                 }
                 _ => Err(bad("an S3 reference is s3://bucket/key")),
@@ -389,7 +441,7 @@ impl ConfigSource {
     pub fn describe(&self) -> String {
         match self {
             ConfigSource::Inline(_) => "FAILOVER_CONFIG (inline)".to_owned(),
-            ConfigSource::S3 { bucket, key } => format!("FAILOVER_CONFIG s3://{bucket}/{key}"),
+            ConfigSource::S3 { bucket, key, .. } => format!("FAILOVER_CONFIG s3://{bucket}/{key}"),
             ConfigSource::Ssm { name } => format!("FAILOVER_CONFIG ssm:{name}"),
         }
     }
@@ -462,7 +514,22 @@ pub enum FunctionConfigError {
 
 impl FunctionConfig {
     pub fn from_env(env: &Env) -> Result<Self, FunctionConfigError> {
-        let source = ConfigSource::parse(env.required("FAILOVER_CONFIG")?)?;
+        let mut source = ConfigSource::parse(env.required("FAILOVER_CONFIG")?)?;
+        let owner = env.optional("CONFIG_BUCKET_OWNER");
+        if let ConfigSource::S3 { expected_owner, .. } = &mut source {
+            // Fail closed: an S3 document is read only from the stack's
+            // own account's bucket.
+            let owner = owner.map_or_else(|| env.required("CONFIG_BUCKET_OWNER"), Ok)?;
+            if !(owner.len() == 12 && owner.bytes().all(|b| b.is_ascii_digit())) {
+                return Err(ConfigError::invalid(
+                    "CONFIG_BUCKET_OWNER",
+                    owner,
+                    "must be a 12-digit AWS account id",
+                )
+                .into());
+            }
+            *expected_owner = Some(owner.to_owned());
+        }
         let table_name = env.required("TABLE_NAME")?.to_owned();
         let defaults = Bounds::default();
         let seconds = |name: &'static str, default: Duration, max: u64| {
@@ -603,10 +670,19 @@ mod tests {
                 "regions.US-EAST",
             ),
             (
-                "shared endpoint",
+                "another region's endpoint",
                 Box::new(|d| {
                     d["regions"]["eu-west-1"]["endpoint"] =
                         d["regions"]["us-east-1"]["endpoint"].clone()
+                }),
+                "regions.eu-west-1.endpoint",
+            ),
+            (
+                "shared endpoint",
+                Box::new(|d| {
+                    let both = json!("eu-west-1.us-east-1.iot.example.com");
+                    d["regions"]["eu-west-1"]["endpoint"] = both.clone();
+                    d["regions"]["us-east-1"]["endpoint"] = both;
                 }),
                 "regions.us-east-1.endpoint",
             ),
@@ -651,6 +727,73 @@ mod tests {
         }
     }
 
+    /// The function reads an S3 document only from a bucket of its own
+    /// account: without CONFIG_BUCKET_OWNER it does not start.
+    #[test]
+    fn an_s3_document_needs_the_bucket_owner() {
+        let env = |owner: Option<&str>| {
+            let mut pairs = vec![
+                ("FAILOVER_CONFIG", "s3://geoprov-config/failover.json"),
+                ("TABLE_NAME", "geoprov"),
+            ];
+            pairs.extend(owner.map(|o| ("CONFIG_BUCKET_OWNER", o)));
+            Env::from_pairs(pairs)
+        };
+        let missing = FunctionConfig::from_env(&env(None)).unwrap_err();
+        assert!(
+            missing.to_string().contains("CONFIG_BUCKET_OWNER"),
+            "{missing}"
+        );
+        let bad = FunctionConfig::from_env(&env(Some("me"))).unwrap_err();
+        assert!(bad.to_string().contains("12-digit"), "{bad}");
+        let config = FunctionConfig::from_env(&env(Some("123456789012"))).unwrap();
+        assert!(matches!(
+            config.source,
+            ConfigSource::S3 { expected_owner: Some(ref o), .. } if o == "123456789012"
+        ));
+    }
+
+    /// A region's endpoint is one of IoT's in that region, never any host.
+    #[test]
+    fn an_endpoint_must_be_iot_s_in_its_region() {
+        let with = |region: &str, endpoint: &str| {
+            let mut doc = example();
+            doc["regions"][region]["endpoint"] = json!(endpoint);
+            FailoverConfig::from_json(&doc.to_string())
+        };
+        for (region, endpoint) in [
+            ("eu-west-1", "a1b2c3-ats.iot.eu-west-1.amazonaws.com"),
+            ("eu-west-1", "A1B2C3-ATS.iot.eu-west-1.amazonaws.com."),
+            ("eu-west-1", "eu-west-1.iot.example.com"),
+            ("eu-west-1", "mqtt.eu-west-1.iot.example.com"),
+        ] {
+            assert!(with(region, endpoint).is_ok(), "{endpoint}");
+        }
+        for (region, endpoint) in [
+            // Another host altogether: what a tampered document would name.
+            ("eu-west-1", "mqtt.attacker.example.net"),
+            // IoT, but another region's.
+            ("eu-west-1", "a1b2c3-ats.iot.us-east-1.amazonaws.com"),
+            // Not the ATS endpoint's shape.
+            ("eu-west-1", "a1b2c3.iot.eu-west-1.amazonaws.com"),
+            ("eu-west-1", "-ats.iot.eu-west-1.amazonaws.com"),
+            ("eu-west-1", "x.a1b2c3-ats.iot.eu-west-1.amazonaws.com"),
+            // Under the global name's domain, but naming no region.
+            ("eu-west-1", "mqtt.iot.example.com"),
+            // The global name itself: a loop.
+            ("eu-west-1", "global.iot.example.com"),
+            // Its domain in another zone.
+            ("eu-west-1", "eu-west-1.iot.example.com.attacker.net"),
+        ] {
+            let err = with(region, endpoint).unwrap_err();
+            assert_eq!(
+                err.field,
+                format!("regions.{region}.endpoint"),
+                "{endpoint}: {err}"
+            );
+        }
+    }
+
     #[test]
     fn config_sources_are_inline_s3_or_ssm() {
         assert_eq!(
@@ -661,7 +804,8 @@ mod tests {
             ConfigSource::parse("s3://geoprov-config/failover/config.json").unwrap(),
             ConfigSource::S3 {
                 bucket: "geoprov-config".into(),
-                key: "failover/config.json".into()
+                key: "failover/config.json".into(),
+                expected_owner: None,
             }
         );
         assert_eq!(

@@ -32,11 +32,16 @@ pub async fn load(
 ) -> Result<FailoverConfig, FunctionConfigError> {
     let text = match source {
         ConfigSource::Inline(text) => text.clone(),
-        ConfigSource::S3 { bucket, key } => {
+        ConfigSource::S3 {
+            bucket,
+            key,
+            expected_owner,
+        } => {
             let object = aws_sdk_s3::Client::new(sdk)
                 .get_object()
                 .bucket(bucket)
                 .key(key)
+                .set_expected_bucket_owner(expected_owner.clone())
                 .send()
                 .await
                 .map_err(|e| call_failed(source, e))?;
@@ -73,9 +78,14 @@ pub async fn put(
             source,
             "an inline configuration is not stored anywhere",
         )),
-        ConfigSource::S3 { bucket, key } => aws_sdk_s3::Client::new(sdk)
+        ConfigSource::S3 {
+            bucket,
+            key,
+            expected_owner,
+        } => aws_sdk_s3::Client::new(sdk)
             .put_object()
             .bucket(bucket)
+            .set_expected_bucket_owner(expected_owner.clone())
             .key(key)
             .content_type("application/json")
             .body(text.as_bytes().to_vec().into())

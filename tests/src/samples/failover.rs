@@ -145,6 +145,9 @@ pub async fn run(function_key: &str) {
 
     // The sequence, with the configuration in S3.
     env.insert("FAILOVER_CONFIG".into(), in_s3);
+    // As the global stack sets it: the account the bucket must belong to
+    // (moto's).
+    env.insert("CONFIG_BUCKET_OWNER".into(), "123456789012".into());
     let emulator = RuntimeEmulator::start();
     let mut function = emulator.run_function(&workspace_binary("endpoint-failover"), &env);
 
