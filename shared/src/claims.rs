@@ -61,30 +61,67 @@ pub fn trusted_ids(claims: &[TrustedClaim], now: OffsetDateTime) -> BTreeSet<Str
         .collect()
 }
 
-/// The claim certificates trusted at `now`: the bootstrap list (the
-/// stack's `TRUSTED_CLAIM_CERTIFICATE_IDS`) less the ones the table has
-/// retired, and, when the table was read (`table` is `Some`), the ones it
-/// trusts now. Never more trust than was granted.
+/// What was read of the table's trusted claim certificates.
+#[derive(Debug, Clone, Copy)]
+pub enum ClaimsRead<'a> {
+    /// Nothing yet: the table has never answered.
+    Never,
+    /// A read that is no longer current (the table did not answer since):
+    /// its retirements and windows still hold, its additions no more.
+    Stale(&'a [TrustedClaim]),
+    /// A current read.
+    Fresh(&'a [TrustedClaim]),
+}
+
+/// The claim certificates trusted at `now`, the one rule of the hook and of
+/// the certificate provider; `None` when nothing may be trusted because the
+/// table has never been read (fail closed: a retirement may be there).
+/// - A bootstrap id (the stack's `TRUSTED_CLAIM_CERTIFICATE_IDS`) is trusted
+///   unless the table has an entry for it that does not trust it now
+///   (retired, outside its window, or an item that does not parse, which
+///   counts as retired): the table's word on an id is the last.
+/// - A table entry trusted now is trusted too, while the read is current.
 pub fn effective_trust(
     bootstrap: &BTreeSet<String>,
-    claims: &[TrustedClaim],
-    table_read: bool,
+    read: ClaimsRead<'_>,
     now: OffsetDateTime,
-) -> BTreeSet<String> {
-    let retired: BTreeSet<&str> = claims
-        .iter()
-        .filter(|c| c.retired_at.is_some())
-        .map(|c| c.certificate_id.as_str())
-        .collect();
+) -> Option<BTreeSet<String>> {
+    let (claims, fresh) = match read {
+        ClaimsRead::Never => return None,
+        ClaimsRead::Stale(claims) => (claims, false),
+        ClaimsRead::Fresh(claims) => (claims, true),
+    };
+    let entry_trusts = |id: &str| {
+        let entries: Vec<&TrustedClaim> =
+            claims.iter().filter(|c| c.certificate_id == id).collect();
+        entries.is_empty() || entries.iter().all(|c| c.trusted_at(now))
+    };
     let mut trusted: BTreeSet<String> = bootstrap
         .iter()
-        .filter(|id| !retired.contains(id.as_str()))
+        .filter(|id| entry_trusts(id))
         .cloned()
         .collect();
-    if table_read {
-        trusted.extend(trusted_ids(claims, now));
+    if fresh {
+        trusted.extend(
+            trusted_ids(claims, now)
+                .into_iter()
+                .filter(|id| entry_trusts(id)),
+        );
     }
-    trusted
+    Some(trusted)
+}
+
+/// The entry that stands for a `CLAIM#<id>` item that does not parse: the
+/// id retired, so that a bad item never widens trust, for that id or any.
+pub fn unreadable_claim(certificate_id: &str) -> TrustedClaim {
+    TrustedClaim {
+        certificate_id: certificate_id.to_owned(),
+        not_before: String::new(),
+        not_after: String::new(),
+        retired_at: Some("unreadable".to_owned()),
+        added_at: String::new(),
+        note: Some("the item does not parse; it counts as retired".to_owned()),
+    }
 }
 
 #[cfg(test)]
@@ -116,6 +153,58 @@ mod tests {
         )
         .trusted_at(now));
         assert!(!claim("yesterday", "2027-01-01T00:00:00Z", None).trusted_at(now));
+    }
+
+    fn entry(id: &str, from: &str, until: &str, retired: Option<&str>) -> TrustedClaim {
+        TrustedClaim {
+            certificate_id: id.into(),
+            ..claim(from, until, retired)
+        }
+    }
+
+    #[test]
+    fn nothing_is_trusted_before_the_table_was_read() {
+        let bootstrap: BTreeSet<String> = ["b".repeat(64)].into();
+        let now = datetime!(2026-11-30 12:00 UTC);
+        assert_eq!(effective_trust(&bootstrap, ClaimsRead::Never, now), None);
+        assert_eq!(
+            effective_trust(&bootstrap, ClaimsRead::Fresh(&[]), now),
+            Some(bootstrap.clone())
+        );
+    }
+
+    /// The table's word on a bootstrap id is the last: retired, outside its
+    /// window, or unreadable, it is not trusted, fresh or stale.
+    #[test]
+    fn a_table_entry_governs_a_bootstrap_id_too() {
+        let (b, c, d, e) = (
+            "b".repeat(64),
+            "c".repeat(64),
+            "d".repeat(64),
+            "e".repeat(64),
+        );
+        let bootstrap: BTreeSet<String> = [b.clone(), c.clone(), d.clone(), e.clone()].into();
+        let now = datetime!(2026-11-30 12:00 UTC);
+        let table = [
+            entry(
+                &b,
+                "2026-01-01T00:00:00Z",
+                "2027-01-01T00:00:00Z",
+                Some("2026-11-01T00:00:00Z"),
+            ),
+            entry(&c, "2026-01-01T00:00:00Z", "2026-06-01T00:00:00Z", None),
+            unreadable_claim(&d),
+            entry(
+                &"f".repeat(64),
+                "2026-01-01T00:00:00Z",
+                "2027-01-01T00:00:00Z",
+                None,
+            ),
+        ];
+        let fresh = effective_trust(&bootstrap, ClaimsRead::Fresh(&table), now).unwrap();
+        assert_eq!(fresh, [e.clone(), "f".repeat(64)].into());
+        let stale = effective_trust(&bootstrap, ClaimsRead::Stale(&table), now).unwrap();
+        assert_eq!(stale, [e].into(), "a stale read adds nothing");
     }
 
     #[test]

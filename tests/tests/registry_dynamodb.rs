@@ -428,3 +428,54 @@ async fn a_block_and_unblock_alone_make_an_earlier_decision_stale() {
         CommitOutcome::Conflict
     );
 }
+
+/// One `CLAIM#` item that does not parse fails no read and widens no trust:
+/// it stands for its id retired, the bootstrap list included, and the other
+/// items still count.
+#[tokio::test]
+async fn a_malformed_claim_item_counts_as_retired_for_its_id_only() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use geoprov_shared::claims::{effective_trust, ClaimsRead, TrustedClaim};
+    let registry = fresh_registry("claims").await;
+    let (bad, good) = ("b".repeat(64), "c".repeat(64));
+    registry
+        .add_claim(&TrustedClaim {
+            certificate_id: good.clone(),
+            not_before: "2026-01-01T00:00:00Z".into(),
+            not_after: "2099-01-01T00:00:00Z".into(),
+            retired_at: None,
+            added_at: "2026-01-01T00:00:00Z".into(),
+            note: None,
+        })
+        .await
+        .unwrap();
+    // An item for the bootstrap id, its window a number: it does not parse.
+    registry
+        .client()
+        .put_item()
+        .table_name(registry.table())
+        .item("pk", AttributeValue::S("CLAIMS".into()))
+        .item("sk", AttributeValue::S(format!("CLAIM#{bad}")))
+        .item("certificateId", AttributeValue::S(bad.clone()))
+        .item("notBefore", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .unwrap();
+    let claims = registry
+        .trusted_claims()
+        .await
+        .expect("the read still succeeds");
+    assert_eq!(claims.len(), 2, "{claims:?}");
+    let bootstrap = [bad.clone()].into();
+    let trusted = effective_trust(
+        &bootstrap,
+        ClaimsRead::Fresh(&claims),
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    assert_eq!(
+        trusted,
+        [good].into(),
+        "the malformed id is retired, the other trusted"
+    );
+}

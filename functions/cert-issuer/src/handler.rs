@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use geoprov_shared::audit::{AuditEvent, Decision};
-use geoprov_shared::claims::{effective_trust, is_certificate_id};
+use geoprov_shared::claims::{effective_trust, is_certificate_id, ClaimsRead};
 use geoprov_shared::device::{DeviceStatus, SerialNumber};
 use geoprov_shared::registry::{AuditLog, DeviceRegistry};
 use geoprov_shared::telemetry::{MetricLine, Unit};
@@ -335,12 +335,13 @@ where
                 ))
             }
         };
+        // The hook's rule, on a read of now (this path never uses a stale one).
         let trusted = effective_trust(
             &self.limits.trusted_claim_certificate_ids,
-            &claims,
-            true,
+            ClaimsRead::Fresh(&claims),
             time::OffsetDateTime::now_utc(),
-        );
+        )
+        .unwrap_or_default();
         match trusted.contains(claim_certificate_id) {
             true => Ok(()),
             false => Err((

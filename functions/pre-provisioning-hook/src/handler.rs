@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use geoprov_shared::audit::{bounded_field, AuditEvent, Decision};
-use geoprov_shared::claims::{effective_trust, is_certificate_id, TrustedClaim};
+use geoprov_shared::claims::{effective_trust, is_certificate_id, ClaimsRead, TrustedClaim};
 use geoprov_shared::clock::now_rfc3339;
 use geoprov_shared::registry::{
     AuditLog, CommitOutcome, DeviceRegistry, ProvisioningCommit, RegistryError, Settled,
@@ -159,40 +159,53 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
         self
     }
 
-    /// The policy with the trust the table holds now: the claim
-    /// certificates it trusts added to the bootstrap list, the ones it has
-    /// retired taken away (from the bootstrap list too). The table is read at
-    /// most once per cache period. When it cannot be read, the last list
-    /// read stands until the period ends; after that only its retirements
-    /// do: never more trust than was granted, and never for longer.
-    async fn policy_now(&self) -> std::borrow::Cow<'_, Policy> {
+    /// The policy with the trust the table holds now
+    /// ([`effective_trust`]): the bootstrap list as the table has it (an id
+    /// it retires, holds outside its window, or cannot parse is not
+    /// trusted), and the table's own. The table is read at most once per
+    /// cache period. When it cannot be read, the last list read keeps its
+    /// retirements and windows but adds nothing; before any read has
+    /// succeeded, nothing is trusted: the denial is `INTERNAL_ERROR`,
+    /// audited and counted, and IoT's retry may find the table.
+    async fn policy_now(&self) -> Result<std::borrow::Cow<'_, Policy>, Denial> {
         let cached = self.claims.lock().expect("claims cache lock").clone();
         let (claims, fresh) = match cached {
-            Some((read_at, claims)) if read_at.elapsed() < self.claim_cache_ttl => (claims, true),
+            Some((read_at, claims)) if read_at.elapsed() < self.claim_cache_ttl => {
+                (Some(claims), true)
+            }
             stale => match self.registry.trusted_claims().await {
                 Ok(claims) => {
                     *self.claims.lock().expect("claims cache lock") =
                         Some((Instant::now(), claims.clone()));
-                    (claims, true)
+                    (Some(claims), true)
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "trusted claim certificates not read");
-                    (stale.map(|(_, claims)| claims).unwrap_or_default(), false)
+                    (stale.map(|(_, claims)| claims), false)
                 }
             },
         };
-        let trusted = effective_trust(
+        let read = match (&claims, fresh) {
+            (None, _) => ClaimsRead::Never,
+            (Some(claims), true) => ClaimsRead::Fresh(claims),
+            (Some(claims), false) => ClaimsRead::Stale(claims),
+        };
+        let Some(trusted) = effective_trust(
             &self.policy.trusted_claim_certificate_ids,
-            &claims,
-            fresh,
+            read,
             time::OffsetDateTime::now_utc(),
-        );
+        ) else {
+            return Err(Denial::new(
+                Reason::InternalError,
+                "the trusted claim certificates could not be read; none is trusted before they are",
+            ));
+        };
         if trusted == self.policy.trusted_claim_certificate_ids {
-            return std::borrow::Cow::Borrowed(&self.policy);
+            return Ok(std::borrow::Cow::Borrowed(&self.policy));
         }
         let mut policy = self.policy.clone();
         policy.trusted_claim_certificate_ids = trusted;
-        std::borrow::Cow::Owned(policy)
+        Ok(std::borrow::Cow::Owned(policy))
     }
 
     pub fn registry(&self) -> &R {
@@ -412,7 +425,10 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
             Ok(claim) => claim,
             Err(e) => return Outcome::denied(Denial::new(Reason::BadParameters, e.to_string())),
         };
-        let policy = self.policy_now().await;
+        let policy = match self.policy_now().await {
+            Ok(policy) => policy,
+            Err(denial) => return Outcome::denied(denial),
+        };
         if let Err(denial) = policy.check_claim(&claim) {
             return Outcome::denied(denial);
         }

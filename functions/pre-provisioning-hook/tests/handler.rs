@@ -881,3 +881,90 @@ fn canary_serial_is_read_from_the_environment() {
         assert!(e.to_string().contains("CANARY_SERIAL"), "{wrong}: {e}");
     }
 }
+
+/// A registry double (a fake, named as such: neither moto nor the
+/// in-process registry refuses one call on demand) whose trusted-claims
+/// read fails and whose every other call passes through.
+struct ClaimsUnreadable {
+    inner: MemoryRegistry,
+    /// Fail the claims read (`true`), or pass it through.
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl DeviceRegistry for ClaimsUnreadable {
+    async fn trusted_claims(&self) -> Result<Vec<TrustedClaim>, RegistryError> {
+        match self.failing.load(Ordering::SeqCst) {
+            true => Err(RegistryError::Unavailable("throttled".into())),
+            false => self.inner.trusted_claims().await,
+        }
+    }
+    async fn device(&self, serial: &SerialNumber) -> Result<Option<DeviceRecord>, RegistryError> {
+        self.inner.device(serial).await
+    }
+    async fn record_provisioning(
+        &self,
+        commit: &ProvisioningCommit,
+        audit: &AuditEvent,
+    ) -> Result<CommitOutcome, RegistryError> {
+        self.inner.record_provisioning(commit, audit).await
+    }
+    async fn settle_lost_commit(
+        &self,
+        commit: &ProvisioningCommit,
+        denial: &AuditEvent,
+    ) -> Result<Settled, RegistryError> {
+        self.inner.settle_lost_commit(commit, denial).await
+    }
+}
+
+impl AuditLog for ClaimsUnreadable {
+    async fn append(&self, event: &AuditEvent) -> Result<(), RegistryError> {
+        self.inner.append(event).await
+    }
+}
+
+/// A hook that starts while the claims read fails trusts nothing, not the
+/// bootstrap list (which the table may have retired): denied, audited. Once
+/// the table answers (here, retiring the bootstrap claim), its word holds,
+/// and when it fails again later the retirement still stands.
+#[tokio::test]
+async fn before_the_claims_are_read_nothing_is_trusted() {
+    let claim_id = sample()["claimCertificateId"].as_str().unwrap().to_owned();
+    let registry = ClaimsUnreadable {
+        inner: MemoryRegistry::with_profiles([profile("SN-1"), profile("SN-2")]),
+        failing: true.into(),
+    };
+    let ttl = Duration::from_millis(30);
+    let hook =
+        ProvisioningHook::new(policy(), registry, Duration::from_secs(2)).with_claim_cache_ttl(ttl);
+    let decision = hook.handle(request("SN-1", "cert-a"), "r1").await;
+    assert_eq!(decision.reason, Reason::InternalError);
+    assert_eq!(decision.response, HookResponse::deny());
+    assert!(decision.audit_written);
+    assert_eq!(
+        reasons(&hook.registry().inner.audit_events()),
+        ["INTERNAL_ERROR"]
+    );
+
+    // The table answers: it retires the bootstrap claim.
+    hook.registry().inner.set_claims(vec![TrustedClaim {
+        certificate_id: claim_id,
+        not_before: "2026-01-01T00:00:00Z".into(),
+        not_after: "2099-01-01T00:00:00Z".into(),
+        retired_at: Some("2026-12-01T00:00:00Z".into()),
+        added_at: "2026-01-01T00:00:00Z".into(),
+        note: None,
+    }]);
+    hook.registry().failing.store(false, Ordering::SeqCst);
+    assert_eq!(
+        hook.handle(request("SN-2", "cert-b"), "r2").await.reason,
+        Reason::UntrustedClaim
+    );
+    // Failing again after the cache period: the retirement still stands.
+    hook.registry().failing.store(true, Ordering::SeqCst);
+    tokio::time::sleep(ttl * 2).await;
+    assert_eq!(
+        hook.handle(request("SN-2", "cert-c"), "r3").await.reason,
+        Reason::UntrustedClaim
+    );
+}

@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 
 use super::{AuditLog, CommitOutcome, DeviceRegistry, ProvisioningCommit, RegistryError, Settled};
-use crate::audit::AuditEvent;
+use crate::audit::{bounded_field, AuditEvent};
 use crate::claims::{claim_sk, TrustedClaim, CLAIMS_PK, CLAIM_SK_PREFIX};
 use crate::device::{
     is_thing_name, DeviceProfile, DeviceRecord, OperatorBlock, ProvisioningState, Provisionings,
@@ -428,13 +428,31 @@ impl DeviceRegistry for DynamoRegistry {
         Err(RegistryError::dynamo("TransactWriteItems", err))
     }
 
+    /// Every `CLAIM#<id>` item, parsed one by one: an item that does not
+    /// parse stands for its id retired (logged), so one bad item neither
+    /// fails every read nor widens trust.
     async fn trusted_claims(&self) -> Result<Vec<TrustedClaim>, RegistryError> {
-        self.partition(CLAIMS_PK.to_owned())
-            .await?
-            .into_iter()
-            .filter(|item| sort_key(item).is_some_and(|sk| sk.starts_with(CLAIM_SK_PREFIX)))
-            .map(from_item)
-            .collect()
+        let mut claims = Vec::new();
+        for item in self.partition(CLAIMS_PK.to_owned()).await? {
+            let Some(id) = sort_key(&item)
+                .and_then(|sk| sk.strip_prefix(CLAIM_SK_PREFIX))
+                .map(str::to_owned)
+            else {
+                continue;
+            };
+            match from_item::<TrustedClaim>(item) {
+                Ok(claim) if claim.certificate_id == id => claims.push(claim),
+                Ok(_) => {
+                    tracing::error!(certificate_id = %bounded_field(&id), "a trusted claim item names another id; it counts as retired");
+                    claims.push(crate::claims::unreadable_claim(&id));
+                }
+                Err(e) => {
+                    tracing::error!(certificate_id = %bounded_field(&id), error = %e, "a trusted claim item does not parse; it counts as retired");
+                    claims.push(crate::claims::unreadable_claim(&id));
+                }
+            }
+        }
+        Ok(claims)
     }
 
     async fn settle_lost_commit(
