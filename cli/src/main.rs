@@ -343,6 +343,10 @@ enum RegistryCommand {
         /// Import the valid lines even when some are invalid.
         #[arg(long)]
         skip_invalid: bool,
+        /// The stack's ProvisioningClientIdPrefix: a serial that starts with
+        /// it is refused, as are the region canaries' serials.
+        #[arg(long, env = "PROVISIONING_CLIENT_ID_PREFIX", default_value = geoprov_shared::config::DEFAULT_CLIENT_ID_PREFIX)]
+        client_id_prefix: String,
         /// Comma-separated: the regions devices provision in.
         #[arg(long, value_delimiter = ',')]
         regions: Option<Vec<String>>,
@@ -643,11 +647,17 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Registry(RegistryCommand::Import {
             table,
             skip_invalid,
+            client_id_prefix,
             regions,
             file,
         }) => {
             let registry = DynamoRegistry::new(client, table);
-            import(&sdk, registry, &file, skip_invalid, regions.as_deref()).await
+            let manifest = ManifestFile {
+                path: &file,
+                skip_invalid,
+                client_id_prefix: &client_id_prefix,
+            };
+            import(&sdk, registry, manifest, regions.as_deref()).await
         }
         Command::Registry(RegistryCommand::Show { table, serial }) => {
             let registry = DynamoRegistry::new(client, table);
@@ -784,19 +794,30 @@ fn parse_time(raw: &str) -> Result<i64, CliError> {
     })
 }
 
+/// The manifest `geoprov registry import` was given, and how to read it.
+struct ManifestFile<'a> {
+    path: &'a Path,
+    skip_invalid: bool,
+    client_id_prefix: &'a str,
+}
+
 async fn import(
     sdk: &aws_config::SdkConfig,
     registry: DynamoRegistry,
-    file: &Path,
-    skip_invalid: bool,
+    file: ManifestFile<'_>,
     regions: Option<&[String]>,
 ) -> Result<(), CliError> {
+    let ManifestFile {
+        path: file,
+        skip_invalid,
+        client_id_prefix,
+    } = file;
     let regions = regions.map(setup::parse_regions).transpose()?;
     let text = std::fs::read_to_string(file).map_err(|source| CliError::Read {
         path: file.to_path_buf(),
         source,
     })?;
-    let manifest = manifest::parse(&text);
+    let manifest = manifest::parse(&text, client_id_prefix);
     for error in &manifest.errors {
         eprintln!("{}: {error}", file.display());
     }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use geoprov_shared::device::DeviceProfile;
+use geoprov_shared::device::{reserved_serial, DeviceProfile};
 
 /// A line that is not a valid device profile.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,8 +22,10 @@ pub struct Manifest {
 }
 
 /// Parses a whole manifest. Blank lines are skipped; a serial that appears
-/// twice is an error on its second line.
-pub fn parse(text: &str) -> Manifest {
+/// twice is an error on its second line, and so is a reserved serial
+/// ([`reserved_serial`]: a region canary's, or one that starts with
+/// `client_id_prefix`).
+pub fn parse(text: &str, client_id_prefix: &str) -> Manifest {
     let mut manifest = Manifest::default();
     let mut first_line_of: HashMap<String, usize> = HashMap::new();
     for (index, raw) in text.lines().enumerate() {
@@ -34,7 +36,13 @@ pub fn parse(text: &str) -> Manifest {
         match parse_line(raw, line) {
             Ok(profile) => {
                 let serial = profile.serial_number.to_string();
-                if let Some(first) = first_line_of.get(&serial) {
+                if let Some(why) = reserved_serial(&serial, client_id_prefix) {
+                    manifest.errors.push(ManifestError {
+                        line,
+                        field: "serialNumber".into(),
+                        message: why,
+                    });
+                } else if let Some(first) = first_line_of.get(&serial) {
                     manifest.errors.push(ManifestError {
                         line,
                         field: "serialNumber".into(),
@@ -120,6 +128,7 @@ mod tests {
     fn parses_a_full_line() {
         let m = parse(
             r#"{"serialNumber":"SN-1","status":"ALLOWED","allowedRegions":["eu-west-1"],"maxProvisions":2,"publicKeySha256":"ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB","thingGroup":"sensors-eu","attributes":{"model":"X1"}}"#,
+            "prov-",
         );
         assert!(m.errors.is_empty(), "{:?}", m.errors);
         let p = &m.profiles[0];
@@ -148,7 +157,7 @@ mod tests {
             r#"{"serialNumber":"SN-10","publicKeySha256":"abc"}"#,
         ]
         .join("\n");
-        let m = parse(&text);
+        let m = parse(&text, "prov-");
         assert_eq!(m.profiles.len(), 1);
         let got: Vec<(usize, &str)> = m
             .errors
@@ -175,7 +184,44 @@ mod tests {
 
     #[test]
     fn status_defaults_to_allowed() {
-        let m = parse(r#"{"serialNumber":"SN-1"}"#);
+        let m = parse(r#"{"serialNumber":"SN-1"}"#, "prov-");
         assert_eq!(m.profiles[0].status, DeviceStatus::Allowed);
+    }
+
+    /// A manifest cannot take over the canary's serial (any region's), nor
+    /// name a serial the claim key could connect as.
+    #[test]
+    fn reserved_serials_are_refused_by_line() {
+        let text = [
+            r#"{"serialNumber":"geoprov-canary-eu-west-1-probe","allowedRegions":["eu-west-1","us-east-1"]}"#,
+            r#"{"serialNumber":"GEOPROV-CANARY-us-east-1-PROBE"}"#,
+            r#"{"serialNumber":"prov-SN-1"}"#,
+            r#"{"serialNumber":"SN-1"}"#,
+            r#"{"serialNumber":"provision-SN-2"}"#,
+        ]
+        .join("\n");
+        let m = parse(&text, "prov-");
+        let lines: Vec<usize> = m.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [1, 2, 3], "{:?}", m.errors);
+        assert!(
+            m.errors[0].message.contains("region canary"),
+            "{}",
+            m.errors[0]
+        );
+        assert!(
+            m.errors[2].message.contains("client-id prefix"),
+            "{}",
+            m.errors[2]
+        );
+        let kept: Vec<&str> = m
+            .profiles
+            .iter()
+            .map(|p| p.serial_number.as_str())
+            .collect();
+        assert_eq!(kept, ["SN-1", "provision-SN-2"]);
+        // Another prefix reserves other serials.
+        assert!(parse(r#"{"serialNumber":"prov-SN-1"}"#, "claim:")
+            .errors
+            .is_empty());
     }
 }

@@ -160,6 +160,7 @@ mod tests {
                 r#"{"serialNumber":"SN-5","thingGroup":"gateways"}"#,
             ]
             .join("\n"),
+            "prov-",
         );
         assert!(manifest.errors.is_empty(), "{:?}", manifest.errors);
         assert_eq!(

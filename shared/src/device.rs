@@ -25,6 +25,30 @@ pub fn canary_serial(region: &str) -> String {
     format!("geoprov-canary-{region}-probe")
 }
 
+/// Why a manifest may not name `serial`, if it may not:
+/// - a region canary's serial (`geoprov-canary-<region>-probe`, any
+///   region): only `geoprov setup canary` writes its profile, pinned to its
+///   region; a manifest line could otherwise drop the pin and let the claim
+///   key provision it;
+/// - a serial that starts with the provisioning client-id prefix: its
+///   provisioning client id (`<prefix><serial>`) would then begin with the
+///   prefix twice, and the device's own client id (`<serial>`) would be one
+///   the claim policy lets the claim key connect as.
+pub fn reserved_serial(serial: &str, client_id_prefix: &str) -> Option<String> {
+    let lower = serial.to_ascii_lowercase();
+    if lower.starts_with("geoprov-canary-") && lower.ends_with("-probe") {
+        return Some(format!(
+            "{serial} is reserved for the region canary (geoprov setup canary writes it)"
+        ));
+    }
+    if !client_id_prefix.is_empty() && serial.starts_with(client_id_prefix) {
+        return Some(format!(
+            "{serial} starts with the provisioning client-id prefix {client_id_prefix:?}, which the claim key may connect as"
+        ));
+    }
+    None
+}
+
 /// A string newtype that exists only in valid form: serde, `TryFrom` and
 /// `Display` all go through `check`, which may also normalise the value.
 macro_rules! validated_string {

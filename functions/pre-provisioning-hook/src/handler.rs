@@ -473,7 +473,7 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
                 Verdict::Allow(grant) => grant,
             };
             if canary {
-                return Ok(self.canary_outcome(grant, device.as_ref()));
+                return Ok(self.canary_outcome(grant, device.as_ref(), policy));
             }
             let GrantKind::New { region_limit } = grant.kind else {
                 return Ok(Outcome::allowed(grant.parameter_overrides, RETRY, false));
@@ -538,12 +538,35 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
     /// key whatever `REQUIRE_FACTORY_KEY` says (the claim key is public, the
     /// canary's provisioning key is not), and is neither committed nor
     /// audited: the canary deletes its thing and certificate afterwards.
-    fn canary_outcome(&self, grant: Grant, device: Option<&DeviceRecord>) -> Outcome {
+    /// Its profile must pin exactly this region, as `geoprov setup canary`
+    /// writes it: a profile that lets the serial go anywhere else is not the
+    /// canary's (a tampered manifest line), and is denied, audited.
+    fn canary_outcome(
+        &self,
+        grant: Grant,
+        device: Option<&DeviceRecord>,
+        policy: &Policy,
+    ) -> Outcome {
         let keyed = device.is_some_and(|d| d.profile.public_key_sha256.is_some());
         if !keyed {
             return Outcome::denied(Denial::new(
                 Reason::NoFactoryKey,
                 "the canary serial has no factory key (publicKeySha256) in the registry",
+            ));
+        }
+        let pinned_here = device.is_some_and(|d| {
+            d.profile
+                .allowed_regions
+                .as_ref()
+                .is_some_and(|regions| regions.len() == 1 && regions.contains(&policy.region))
+        });
+        if !pinned_here {
+            return Outcome::denied(Denial::new(
+                Reason::RegionNotAllowed,
+                format!(
+                    "the canary serial's profile does not pin exactly {}; geoprov setup canary writes it",
+                    policy.region
+                ),
             ));
         }
         Outcome {

@@ -750,9 +750,36 @@ fn canary_hook(profiles: Vec<DeviceProfile>) -> ProvisioningHook<MemoryRegistry>
     hook_with(profiles).with_canary_serial(Some(serial(CANARY)))
 }
 
+/// The canary's profile as `geoprov setup canary` writes it: its key, and
+/// pinned to its region.
+fn canary_profile() -> DeviceProfile {
+    let mut canary = profile(CANARY);
+    canary.allowed_regions = Some([region("eu-west-1")].into());
+    canary
+}
+
+/// A manifest line that takes over the canary serial and widens its
+/// regions: every rule passes, but a canary not pinned to exactly this
+/// region is not the canary's; denied and audited.
+#[tokio::test]
+async fn a_canary_serial_not_pinned_to_exactly_this_region_is_denied() {
+    for regions in [None, Some(vec!["eu-west-1", "us-east-1"])] {
+        let mut taken = profile(CANARY);
+        taken.allowed_regions = regions.map(|r| r.into_iter().map(region).collect());
+        let hook = canary_hook(vec![taken]);
+        let decision = hook.handle(request(CANARY, "cert-a"), "req-1").await;
+        assert_eq!(decision.reason, Reason::RegionNotAllowed);
+        assert!(!decision.response.allow_provisioning);
+        assert_eq!(
+            reasons(&hook.registry().audit_events()),
+            ["REGION_NOT_ALLOWED"]
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_canary_serial_is_allowed_again_and_again_without_quota_or_audit() {
-    let mut canary = profile(CANARY);
+    let mut canary = canary_profile();
     canary.max_provisions = Some(1);
     let hook = canary_hook(vec![canary, profile("SN-1")]);
     for (i, certificate) in ["cert-a", "cert-b", "cert-c"].iter().enumerate() {
@@ -781,7 +808,7 @@ async fn the_canary_serial_is_allowed_again_and_again_without_quota_or_audit() {
 async fn provisionings_of_the_canary_serial_from_before_count_for_nothing() {
     // A probe run while the hook did not know the serial committed like a
     // device's, up to the quota.
-    let mut canary = profile(CANARY);
+    let mut canary = canary_profile();
     canary.max_provisions = Some(1);
     let registry = MemoryRegistry::with_profiles(vec![canary]);
     let read = registry.record(&serial(CANARY)).unwrap();
