@@ -57,6 +57,22 @@ pub enum ActivationError {
     Contended,
 }
 
+/// The Lambda error the IoT rule sees (and retries): a stable type by
+/// cause, never a Rust type name.
+impl From<ActivationError> for lambda_runtime::Diagnostic {
+    fn from(error: ActivationError) -> Self {
+        let error_type = match &error {
+            ActivationError::Registry(_) => "RegistryUnavailable",
+            ActivationError::Iot(_) => "IotUnavailable",
+            ActivationError::Contended => "Contended",
+        };
+        lambda_runtime::Diagnostic {
+            error_type: error_type.to_owned(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
 pub struct Activator<R, I> {
     policy: Policy,
     registry: R,
@@ -331,4 +347,21 @@ fn common_name(certificate_pem: &str) -> Option<String> {
     let mut names = certificate.subject().iter_common_name();
     let cn = names.next()?.as_str().ok()?.to_owned();
     names.next().is_none().then_some(cn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the IoT rule sees of a failed run: a stable type by cause.
+    #[test]
+    fn an_error_has_a_stable_type() {
+        let diagnostic = lambda_runtime::Diagnostic::from(ActivationError::Contended);
+        assert_eq!(diagnostic.error_type, "Contended");
+        let diagnostic = lambda_runtime::Diagnostic::from(ActivationError::Registry(
+            RegistryError::Unavailable("throttled".into()),
+        ));
+        assert_eq!(diagnostic.error_type, "RegistryUnavailable");
+        assert!(!diagnostic.error_type.contains("::"));
+    }
 }

@@ -7,7 +7,7 @@ use device_activation::iot::SdkRegistrar;
 use geoprov_shared::config::Env;
 use geoprov_shared::registry::DynamoRegistry;
 use geoprov_shared::{aws, telemetry};
-use lambda_runtime::{service_fn, Error, LambdaEvent};
+use lambda_runtime::{service_fn, Diagnostic, Error, LambdaEvent};
 use serde_json::Value;
 
 #[tokio::main(flavor = "current_thread")]
@@ -36,7 +36,13 @@ async fn main() -> Result<(), Error> {
         let outcome = activator
             .handle(event.payload, &event.context.request_id)
             .await?;
-        Ok::<_, Error>(serde_json::to_value(outcome)?)
+        serde_json::to_value(outcome).map_err(|e| {
+            tracing::error!(error = %e, "the outcome could not be serialised");
+            Diagnostic {
+                error_type: "InternalError".to_owned(),
+                error_message: "the outcome could not be serialised".to_owned(),
+            }
+        })
     }))
     .await
 }
