@@ -58,6 +58,29 @@ pub enum SetupError {
         operation: &'static str,
         message: String,
     },
+    #[error(
+        "the CA {certificate_id} in {region} still names the provisioning template {template} \
+         after UpdateCACertificate with an empty registration config (which the IoT API does not \
+         document as clearing it): a new certificate would be provisioned by JITP, without the \
+         registry. Update the regional stack (it deletes the template) or register the CA again \
+         (README, \"Deploying\", step 8)"
+    )]
+    TemplateLeft {
+        region: String,
+        certificate_id: String,
+        template: String,
+    },
+}
+
+/// The provisioning template a CA registration still names, if any.
+fn template_of(found: &DescribeCaCertificateOutput) -> Option<String> {
+    found
+        .registration_config()
+        .and_then(|c| match (c.template_name(), c.template_body()) {
+            (Some(name), _) => Some(name.to_owned()),
+            (None, Some(_)) => Some("(a template body)".to_owned()),
+            (None, None) => None,
+        })
 }
 
 fn aws_error<E: std::error::Error + 'static>(
@@ -609,8 +632,8 @@ async fn repair_ca(
         update = update.new_auto_registration_status(AutoRegistrationStatus::Enable);
         repaired.push("autoRegistrationStatus");
     }
-    let config = found.registration_config();
-    if config.is_some_and(|c| c.template_name().is_some() || c.template_body().is_some()) {
+    let template = template_of(found);
+    if template.is_some() {
         update = update.registration_config(RegistrationConfig::builder().build());
         repaired.push("registrationConfig");
     }
@@ -619,6 +642,20 @@ async fn repair_ca(
             .send()
             .await
             .map_err(|e| aws_error(IOT, region, "UpdateCACertificate", e))?;
+    }
+    // The API does not document an empty registration config as clearing
+    // a template: read it back, and fail loudly if it is still there.
+    if template.is_some() {
+        let again = describe_ca(client, region, id)
+            .await?
+            .ok_or_else(|| missing(IOT, region, DESCRIBE, "the CA certificate"))?;
+        if let Some(template) = template_of(&again) {
+            return Err(SetupError::TemplateLeft {
+                region: region.to_owned(),
+                certificate_id: id.to_owned(),
+                template,
+            });
+        }
     }
     Ok(RegisteredCa {
         certificate_id: id.to_owned(),
@@ -638,6 +675,26 @@ mod tests {
 
     const ARN: &str =
         "arn:aws:acm-pca:eu-central-1:123456789012:certificate-authority/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0";
+
+    /// A registration that names a template, by name or by body, is one
+    /// `setup ca` must clear and then see cleared.
+    #[test]
+    fn a_template_is_found_by_name_or_body() {
+        let with = |config: Option<RegistrationConfig>| {
+            DescribeCaCertificateOutput::builder()
+                .set_registration_config(config)
+                .build()
+        };
+        assert_eq!(template_of(&with(None)), None);
+        assert_eq!(
+            template_of(&with(Some(RegistrationConfig::builder().build()))),
+            None
+        );
+        let named = RegistrationConfig::builder().template_name("jitp").build();
+        assert_eq!(template_of(&with(Some(named))).as_deref(), Some("jitp"));
+        let body = RegistrationConfig::builder().template_body("{}").build();
+        assert!(template_of(&with(Some(body))).is_some());
+    }
 
     #[test]
     fn a_pca_arn_names_its_region() {
