@@ -445,13 +445,32 @@ async fn ensure_claim_active(
         {
             const REGISTER: &str = "RegisterCertificateWithoutCA";
             // Without a CA, IoT registers the certificate in SNI_ONLY mode.
-            let registered = client
+            let registered = match client
                 .register_certificate_without_ca()
                 .certificate_pem(pem_text)
                 .status(CertificateStatus::Active)
                 .send()
                 .await
-                .map_err(|e| aws_error(IOT, region, REGISTER, e))?;
+            {
+                Ok(registered) => registered,
+                // Registered under an id other than the one computed here:
+                // the answer names it. The same certificate is present.
+                Err(e) => {
+                    let named = e
+                        .as_service_error()
+                        .filter(|e| e.is_resource_already_exists_exception())
+                        .and_then(|e| match e {
+                            aws_sdk_iot::operation::register_certificate_without_ca::RegisterCertificateWithoutCAError::ResourceAlreadyExistsException(found) => {
+                                found.resource_id().map(str::to_owned)
+                            }
+                            _ => None,
+                        });
+                    return match named {
+                        Some(other_id) => present_under(client, region, &other_id, pem_text).await,
+                        None => Err(aws_error(IOT, region, REGISTER, e)),
+                    };
+                }
+            };
             let (certificate_id, certificate_arn) = registered_ids(
                 region,
                 REGISTER,
@@ -466,6 +485,51 @@ async fn ensure_claim_active(
         }
         Err(e) => Err(aws_error(IOT, region, DESCRIBE, e)),
     }
+}
+
+/// The claim certificate as IoT holds it under `id` (the id a "certificate
+/// already registered" answer named): it must be the same certificate, and
+/// it is made ACTIVE when it is not.
+async fn present_under(
+    client: &Client,
+    region: &str,
+    id: &str,
+    pem_text: &str,
+) -> Result<RegisteredCertificate, SetupError> {
+    const DESCRIBE: &str = "DescribeCertificate";
+    let found = client
+        .describe_certificate()
+        .certificate_id(id)
+        .send()
+        .await
+        .map_err(|e| aws_error(IOT, region, DESCRIBE, e))?;
+    let description = found
+        .certificate_description()
+        .ok_or_else(|| missing(IOT, region, DESCRIBE, "certificateDescription"))?;
+    let der = |text: &str| pem::parse(text.trim()).ok().map(|p| p.into_contents());
+    let same = der(description.certificate_pem().unwrap_or_default())
+        .is_some_and(|held| Some(held) == der(pem_text));
+    if !same {
+        return Err(SetupError::Aws {
+            service: IOT,
+            region: region.to_owned(),
+            operation: "RegisterCertificateWithoutCA",
+            message: format!(
+                "IoT answers that the certificate is registered as {id}, which is another certificate"
+            ),
+        });
+    }
+    if description.status() != Some(&CertificateStatus::Active) {
+        set_active(client, region, id).await?;
+    }
+    Ok(RegisteredCertificate {
+        certificate_id: id.to_owned(),
+        certificate_arn: description
+            .certificate_arn()
+            .ok_or_else(|| missing(IOT, region, DESCRIBE, "certificateArn"))?
+            .to_owned(),
+        created: false,
+    })
 }
 
 /// Fetches the CA certificate of an ACM Private CA and makes it registered in

@@ -629,3 +629,74 @@ fn setup_ca_names_a_pca_that_does_not_exist() {
         "{stderr}"
     );
 }
+
+/// moto as it ships, without the launcher's corrections: its certificate
+/// ids are not the SHA-256 of the DER that `setup` computes, as a registry
+/// that names certificates otherwise would. Stopped when dropped.
+struct PlainMoto {
+    endpoint: String,
+    child: std::process::Child,
+}
+
+impl PlainMoto {
+    fn start() -> Self {
+        let port = geoprov_tests::free_port();
+        let server = geoprov_tests::python()
+            .parent()
+            .expect("the venv's bin")
+            .join("moto_server");
+        let child = std::process::Command::new(server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "moto_server did not listen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        PlainMoto {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            child,
+        }
+    }
+}
+
+impl Drop for PlainMoto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every `setup` command can be run again: where IoT answers that the claim
+/// certificate is already registered (its id not the one `setup` computed),
+/// the certificate it names is checked to be the same one and taken as
+/// present.
+#[tokio::test]
+async fn a_second_claim_run_takes_an_already_registered_answer_as_present() {
+    let plain = PlainMoto::start();
+    let cli = Geoprov::new(aws_env(&plain.endpoint, "ap-southeast-2"));
+    let dir = fresh_dir("setup-claim-plain");
+    let args = [
+        "setup",
+        "claim",
+        "--regions",
+        "eu-west-1",
+        "--out-dir",
+        dir.to_str().unwrap(),
+    ];
+    let first = cli.ok(&args);
+    let second = cli.ok(&args);
+    let (a, b) = (
+        &first["regions"]["eu-west-1"],
+        &second["regions"]["eu-west-1"],
+    );
+    assert_eq!(b["created"], false, "{second}");
+    assert_eq!(b["certificateId"], a["certificateId"], "{second}");
+    assert_eq!(b["certificateArn"], a["certificateArn"], "{second}");
+}
