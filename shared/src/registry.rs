@@ -119,6 +119,18 @@ pub trait DeviceRegistry: Send + Sync {
         commit: &ProvisioningCommit,
         denial: &AuditEvent,
     ) -> impl Future<Output = Result<Settled, RegistryError>> + Send;
+
+    /// Appends `denial` for a lost commit that could not be settled, in one
+    /// transaction with the check that the commit did not apply (its
+    /// certificate is not provisioned in the region): `Ok(true)` when
+    /// appended, `Ok(false)` when the commit applied (its own event is the
+    /// decision's outcome) or the settlement's denial is already there.
+    /// Either way the decision has exactly one audit outcome.
+    fn append_unless_committed(
+        &self,
+        commit: &ProvisioningCommit,
+        denial: &AuditEvent,
+    ) -> impl Future<Output = Result<bool, RegistryError>> + Send;
 }
 
 /// How a lost commit was settled.

@@ -479,3 +479,44 @@ async fn a_malformed_claim_item_counts_as_retired_for_its_id_only() {
         "the malformed id is retired, the other trusted"
     );
 }
+
+/// The denial of a lost commit that could not be settled is appended only
+/// if the commit did not apply, and once: one outcome per decision.
+#[tokio::test]
+async fn an_unsettled_denial_is_appended_only_when_the_commit_did_not_apply() {
+    let registry = registry_with("SN-1").await;
+    let denial = |request: &str| {
+        let mut e = event("SN-1", request, "2026-11-29T12:00:05Z");
+        e.decision = Decision::Deny;
+        e.reason = "DEADLINE_EXCEEDED".into();
+        e
+    };
+    // Applied: its ALLOWED is the outcome; the denial is not appended.
+    let applied = commit(&registry, "SN-1", "cert-a", 3).await;
+    registry
+        .record_provisioning(&applied, &event("SN-1", "r-a", "2026-11-29T12:00:00Z"))
+        .await
+        .unwrap();
+    assert!(!registry
+        .append_unless_committed(&applied, &denial("r-a"))
+        .await
+        .unwrap());
+    // Not applied: appended, once.
+    let lost = commit(&registry, "SN-1", "cert-b", 3).await;
+    assert!(registry
+        .append_unless_committed(&lost, &denial("r-b"))
+        .await
+        .unwrap());
+    assert!(!registry
+        .append_unless_committed(&lost, &denial("r-b"))
+        .await
+        .unwrap());
+    let reasons: Vec<String> = registry
+        .audit_events(&serial("SN-1"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| format!("{} {}", e.request_id, e.reason))
+        .collect();
+    assert_eq!(reasons, ["r-a ALLOWED", "r-b DEADLINE_EXCEEDED"]);
+}

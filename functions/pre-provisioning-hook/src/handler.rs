@@ -105,6 +105,10 @@ struct Outcome {
     /// denial: appended again under the same key, it cannot be a second
     /// event).
     event: Option<AuditEvent>,
+    /// A lost commit that could not be settled: the denial is appended only
+    /// if this commit did not apply, in one transaction, so the decision
+    /// keeps one outcome either way.
+    unsettled: Option<ProvisioningCommit>,
 }
 
 impl Outcome {
@@ -117,6 +121,7 @@ impl Outcome {
             overshoot: None,
             settle: None,
             event: None,
+            unsettled: None,
             canary: false,
         }
     }
@@ -130,6 +135,7 @@ impl Outcome {
             overshoot: None,
             settle: None,
             event: None,
+            unsettled: None,
             canary: false,
         }
     }
@@ -263,9 +269,12 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
         });
         let (decision_written, _) = tokio::join!(
             async {
-                match &decision_event {
-                    Some(event) => self.append_audit(event).await,
-                    None => true,
+                match (&decision_event, &outcome.unsettled) {
+                    (Some(event), Some(commit)) => {
+                        self.append_unless_committed(commit, event).await
+                    }
+                    (Some(event), None) => self.append_audit(event).await,
+                    (None, _) => true,
                 }
             },
             async {
@@ -403,6 +412,7 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
             // decision still has one audit event.
             Err(_) => Outcome {
                 event: Some(denial),
+                unsettled: Some(pending.commit),
                 ..Outcome::denied(Denial::new(
                     reason,
                     format!(
@@ -604,6 +614,34 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
 
     /// Best effort within [`AUDIT_WRITE_TIMEOUT`]; the decision log line and
     /// the `AuditWriteFailed` metric stand in when the table does not answer.
+    /// The denial of a commit that could not be settled, appended unless
+    /// the commit applied; `true` when the decision has its one outcome.
+    async fn append_unless_committed(
+        &self,
+        commit: &ProvisioningCommit,
+        event: &AuditEvent,
+    ) -> bool {
+        let write = self.registry.append_unless_committed(commit, event);
+        match tokio::time::timeout(AUDIT_WRITE_TIMEOUT, write).await {
+            Ok(Ok(true)) => true,
+            Ok(Ok(false)) => {
+                tracing::warn!(
+                    service = SERVICE,
+                    "the lost commit applied: its ALLOWED event is the decision's outcome; IoT was denied and its retry is a retry"
+                );
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "audit write failed");
+                false
+            }
+            Err(_) => {
+                tracing::error!("audit write not done in time");
+                false
+            }
+        }
+    }
+
     async fn append_audit(&self, event: &AuditEvent) -> bool {
         match tokio::time::timeout(AUDIT_WRITE_TIMEOUT, self.registry.append(event)).await {
             Ok(Ok(())) => true,

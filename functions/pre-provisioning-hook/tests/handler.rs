@@ -249,6 +249,13 @@ impl DeviceRegistry for Unresponsive {
     ) -> impl Future<Output = Result<Settled, RegistryError>> + Send {
         std::future::pending()
     }
+    fn append_unless_committed(
+        &self,
+        _: &ProvisioningCommit,
+        _: &AuditEvent,
+    ) -> impl Future<Output = Result<bool, RegistryError>> + Send {
+        std::future::pending()
+    }
 }
 
 impl AuditLog for Unresponsive {
@@ -288,6 +295,13 @@ impl DeviceRegistry for Failing {
         _: &ProvisioningCommit,
         _: &AuditEvent,
     ) -> Result<Settled, RegistryError> {
+        Err(RegistryError::Unavailable("refused".into()))
+    }
+    async fn append_unless_committed(
+        &self,
+        _: &ProvisioningCommit,
+        _: &AuditEvent,
+    ) -> Result<bool, RegistryError> {
         Err(RegistryError::Unavailable("refused".into()))
     }
 }
@@ -395,6 +409,14 @@ macro_rules! wrapping_registry {
             ) -> Result<Settled, RegistryError> {
                 let $this = self;
                 $inner.settle_lost_commit(commit, denial).await
+            }
+            async fn append_unless_committed(
+                &self,
+                commit: &ProvisioningCommit,
+                denial: &AuditEvent,
+            ) -> Result<bool, RegistryError> {
+                let $this = self;
+                $inner.append_unless_committed(commit, denial).await
             }
         }
 
@@ -942,6 +964,13 @@ impl DeviceRegistry for ClaimsUnreadable {
     ) -> Result<Settled, RegistryError> {
         self.inner.settle_lost_commit(commit, denial).await
     }
+    async fn append_unless_committed(
+        &self,
+        commit: &ProvisioningCommit,
+        denial: &AuditEvent,
+    ) -> Result<bool, RegistryError> {
+        self.inner.append_unless_committed(commit, denial).await
+    }
 }
 
 impl AuditLog for ClaimsUnreadable {
@@ -994,4 +1023,70 @@ async fn before_the_claims_are_read_nothing_is_trusted() {
         hook.handle(request("SN-2", "cert-c"), "r3").await.reason,
         Reason::UntrustedClaim
     );
+}
+
+/// A fake (named as such: neither moto nor the in-process registry loses
+/// answers on demand) that loses two answers in a row: the commit applies
+/// and its answer never comes, and the settlement never answers either.
+struct LostTwice {
+    inner: Arc<MemoryRegistry>,
+}
+
+impl DeviceRegistry for LostTwice {
+    async fn trusted_claims(&self) -> Result<Vec<TrustedClaim>, RegistryError> {
+        self.inner.trusted_claims().await
+    }
+    async fn device(&self, serial: &SerialNumber) -> Result<Option<DeviceRecord>, RegistryError> {
+        self.inner.device(serial).await
+    }
+    async fn record_provisioning(
+        &self,
+        commit: &ProvisioningCommit,
+        audit: &AuditEvent,
+    ) -> Result<CommitOutcome, RegistryError> {
+        self.inner.record_provisioning(commit, audit).await?;
+        std::future::pending().await
+    }
+    async fn settle_lost_commit(
+        &self,
+        _: &ProvisioningCommit,
+        _: &AuditEvent,
+    ) -> Result<Settled, RegistryError> {
+        std::future::pending().await
+    }
+    async fn append_unless_committed(
+        &self,
+        commit: &ProvisioningCommit,
+        denial: &AuditEvent,
+    ) -> Result<bool, RegistryError> {
+        self.inner.append_unless_committed(commit, denial).await
+    }
+}
+
+impl AuditLog for LostTwice {
+    async fn append(&self, event: &AuditEvent) -> Result<(), RegistryError> {
+        self.inner.append(event).await
+    }
+}
+
+/// The commit applied, its answer was lost, and the settlement got no
+/// answer in its time: the hook can only deny, but the decision keeps one
+/// audit outcome, the commit's. IoT, denied, asks again with the same
+/// certificate, which is then a retry.
+#[tokio::test]
+async fn a_lost_commit_and_a_lost_settlement_leave_one_outcome() {
+    let inner = Arc::new(MemoryRegistry::with_profiles([profile("SN-1")]));
+    let hook = ProvisioningHook::new(
+        policy(),
+        LostTwice {
+            inner: inner.clone(),
+        },
+        Duration::from_millis(100),
+    );
+    let decision = hook.handle(request("SN-1", "cert-a"), "r").await;
+    assert_eq!(decision.response, HookResponse::deny());
+    assert_eq!(decision.reason, Reason::DeadlineExceeded);
+    assert!(decision.audit_written, "the commit's event is the outcome");
+    assert_eq!(reasons(&inner.audit_events()), ["ALLOWED"]);
+    assert_eq!(count_in(&inner, "SN-1", "eu-west-1"), 1);
 }

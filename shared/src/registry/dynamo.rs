@@ -455,6 +455,58 @@ impl DeviceRegistry for DynamoRegistry {
         Ok(claims)
     }
 
+    async fn append_unless_committed(
+        &self,
+        commit: &ProvisioningCommit,
+        denial: &AuditEvent,
+    ) -> Result<bool, RegistryError> {
+        let not_committed = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(provisioning_pk(commit.serial.as_str())))
+            .key(SORT_KEY, s(region_sk(commit.region.as_str())))
+            .condition_expression("attribute_not_exists(#pk) OR NOT contains(#certs, :cert)")
+            .expression_attribute_names("#pk", PARTITION_KEY)
+            .expression_attribute_names("#certs", "provisionedCertificateIds")
+            .expression_attribute_values(":cert", s(&commit.certificate_id))
+            .build()
+            .map_err(|e| RegistryError::dynamo("TransactWriteItems", e))?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(
+                TransactWriteItem::builder()
+                    .condition_check(not_committed)
+                    .build(),
+            )
+            .transact_items(
+                TransactWriteItem::builder()
+                    .put(self.audit_put(denial)?)
+                    .build(),
+            )
+            .send()
+            .await;
+        let Err(err) = result else {
+            return Ok(true);
+        };
+        // Either condition failing is an outcome already recorded: the
+        // commit applied (its own event), or this denial is there.
+        let refused = err
+            .as_service_error()
+            .and_then(|e| match e {
+                TransactWriteItemsError::TransactionCanceledException(c) => Some(c),
+                _ => None,
+            })
+            .is_some_and(|c| {
+                c.cancellation_reasons()
+                    .iter()
+                    .any(|r| r.code() == Some("ConditionalCheckFailed"))
+            });
+        match refused {
+            true => Ok(false),
+            false => Err(RegistryError::dynamo("TransactWriteItems", err)),
+        }
+    }
+
     async fn settle_lost_commit(
         &self,
         commit: &ProvisioningCommit,

@@ -160,6 +160,34 @@ impl DeviceRegistry for MemoryRegistry {
         self.audit.lock().expect("audit lock").push(denial.clone());
         Ok(Settled::Fenced)
     }
+
+    async fn append_unless_committed(
+        &self,
+        commit: &ProvisioningCommit,
+        denial: &AuditEvent,
+    ) -> Result<bool, RegistryError> {
+        let committed = self
+            .devices
+            .lock()
+            .expect("registry lock")
+            .get(&commit.serial)
+            .is_some_and(|d| {
+                d.provisioning
+                    .has_certificate_in(&commit.region, &commit.certificate_id)
+            });
+        let mut audit = self.audit.lock().expect("audit lock");
+        // Append-only, as DynamoDB's: the same event (time, request) once.
+        let already = audit.iter().any(|e| {
+            e.time == denial.time
+                && e.request_id == denial.request_id
+                && e.serial_number == denial.serial_number
+        });
+        if committed || already {
+            return Ok(false);
+        }
+        audit.push(denial.clone());
+        Ok(true)
+    }
 }
 
 impl AuditLog for MemoryRegistry {
