@@ -25,6 +25,11 @@ pub fn canary_serial(region: &str) -> String {
     format!("geoprov-canary-{region}-probe")
 }
 
+/// What records which decision committed a certificate.
+pub fn commit_token(certificate_id: &str, request_id: &str) -> String {
+    format!("{certificate_id}:{request_id}")
+}
+
 /// Why a manifest may not name `serial`, if it may not:
 /// - a region canary's serial (`geoprov-canary-<region>-probe`, any
 ///   region): only `geoprov setup canary` writes its profile, pinned to its
@@ -284,6 +289,11 @@ pub struct ProvisioningState {
     /// Every certificate provisioned so far, so an IoT retry is recognised.
     #[serde(default)]
     pub provisioned_certificate_ids: BTreeSet<String>,
+    /// Which decision committed each certificate: `<certificate id>:<request
+    /// id>`, so that settling a lost commit tells its own commit from
+    /// another decision's (device activation's) of the same certificate.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub committed_by: BTreeSet<String>,
     /// Certificates whose lost commit was settled as not applied: they are
     /// never provisioned here.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
@@ -334,6 +344,21 @@ impl Provisionings {
         self.regions
             .get(region)
             .is_some_and(|state| state.fenced_certificate_ids.contains(certificate_id))
+    }
+
+    /// Whether the decision `request_id` committed `certificate_id` in
+    /// `region`.
+    pub fn committed_by(
+        &self,
+        region: &RegionName,
+        certificate_id: &str,
+        request_id: &str,
+    ) -> bool {
+        self.regions.get(region).is_some_and(|state| {
+            state
+                .committed_by
+                .contains(&commit_token(certificate_id, request_id))
+        })
     }
 
     /// Whether `certificate_id` was provisioned in `region`.

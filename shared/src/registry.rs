@@ -138,6 +138,10 @@ pub trait DeviceRegistry: Send + Sync {
 pub enum Settled {
     /// The commit had applied (with its ALLOWED audit event).
     Committed,
+    /// The certificate is provisioned in the region, but by another
+    /// decision (device activation's commit of the same certificate): this
+    /// decision's commit never applied, and has no event yet.
+    CommittedElsewhere,
     /// The commit had not applied, and now never will; the denial is audited.
     Fenced,
 }

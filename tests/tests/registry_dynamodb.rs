@@ -325,10 +325,11 @@ async fn a_lost_commit_settles_to_exactly_one_outcome() {
     denial.decision = Decision::Deny;
     denial.reason = "DEADLINE_EXCEEDED".into();
 
-    // Applied before it was settled: nothing more is written.
+    // Applied before it was settled (the decision's commit and its denial
+    // carry its request id): nothing more is written.
     let applied = commit(&registry, "SN-1", "cert-a", 3).await;
     registry
-        .record_provisioning(&applied, &event("SN-1", "r-a", "2026-11-29T12:00:00Z"))
+        .record_provisioning(&applied, &event("SN-1", "r-denied", "2026-11-29T12:00:00Z"))
         .await
         .unwrap();
     assert_eq!(
@@ -337,6 +338,14 @@ async fn a_lost_commit_settles_to_exactly_one_outcome() {
             .await
             .unwrap(),
         Settled::Committed
+    );
+    // The same certificate committed by another decision (device
+    // activation's request): not this decision's commit.
+    let mut other = denial.clone();
+    other.request_id = "r-hook-2".into();
+    assert_eq!(
+        registry.settle_lost_commit(&applied, &other).await.unwrap(),
+        Settled::CommittedElsewhere
     );
 
     // Not applied: fenced and denied; arriving late, it cannot apply.
@@ -360,7 +369,7 @@ async fn a_lost_commit_settles_to_exactly_one_outcome() {
         .into_iter()
         .map(|e| format!("{} {}", e.request_id, e.reason))
         .collect();
-    assert_eq!(reasons, ["r-a ALLOWED", "r-denied DEADLINE_EXCEEDED"]);
+    assert_eq!(reasons, ["r-denied ALLOWED", "r-denied DEADLINE_EXCEEDED"]);
 }
 
 #[tokio::test]

@@ -71,6 +71,9 @@ pub struct HookDecision {
 /// applied when settled.
 const SETTLED_COMMITTED: &str =
     "every rule passed; the commit's answer was lost, and it had applied";
+/// The log and audit detail of a lost commit whose certificate another
+/// decision provisioned in the region meanwhile.
+const SETTLED_ELSEWHERE: &str = "the commit's answer was lost; the certificate was provisioned here by another decision (device activation), no quota used";
 
 /// The audit detail of an allowed new provisioning.
 const NEW_PROVISIONING: &str = "every rule passed";
@@ -403,6 +406,12 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
         .await;
         match settled {
             Ok(Settled::Committed) => Outcome::allowed(pending.overrides, SETTLED_COMMITTED, true),
+            // Another decision (device activation) provisioned the same
+            // certificate here: this one never committed, and is audited
+            // now, as a retry is.
+            Ok(Settled::CommittedElsewhere) => {
+                Outcome::allowed(pending.overrides, SETTLED_ELSEWHERE, false)
+            }
             Ok(Settled::Fenced) => Outcome {
                 audited: true,
                 ..Outcome::denied(Denial::new(reason, detail))

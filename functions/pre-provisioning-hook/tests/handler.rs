@@ -1090,3 +1090,48 @@ async fn a_lost_commit_and_a_lost_settlement_leave_one_outcome() {
     assert_eq!(reasons(&inner.audit_events()), ["ALLOWED"]);
     assert_eq!(count_in(&inner, "SN-1", "eu-west-1"), 1);
 }
+
+/// A fake (named as such) in which, while this decision's commit is lost
+/// and never applies, another decision (device activation) commits the
+/// same certificate in the region.
+struct ProvisionedMeanwhile {
+    inner: Arc<MemoryRegistry>,
+}
+
+wrapping_registry!(ProvisionedMeanwhile, |this| this.inner, commit(commit, audit) {
+    let mut activation = audit.clone();
+    activation.request_id = "activation-1".into();
+    this.inner.record_provisioning(commit, &activation).await?;
+    std::future::pending().await
+});
+
+/// Settling tells this decision's commit from another's: the certificate
+/// is provisioned, by device activation, so the hook allows it as a retry,
+/// with an audit event of its own beside activation's.
+#[tokio::test]
+async fn a_certificate_another_decision_committed_is_allowed_and_audited_by_both() {
+    let inner = Arc::new(MemoryRegistry::with_profiles([profile("SN-1")]));
+    let hook = ProvisioningHook::new(
+        policy(),
+        ProvisionedMeanwhile {
+            inner: inner.clone(),
+        },
+        Duration::from_millis(100),
+    );
+    let decision = hook.handle(request("SN-1", "cert-a"), "r-hook").await;
+    assert!(decision.response.allow_provisioning, "{decision:?}");
+    assert!(decision.audit_written);
+    let events: Vec<(String, String)> = inner
+        .audit_events()
+        .iter()
+        .map(|e| (e.request_id.clone(), e.reason.clone()))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("activation-1".to_owned(), "ALLOWED".to_owned()),
+            ("r-hook".to_owned(), "ALLOWED".to_owned()),
+        ]
+    );
+    assert_eq!(count_in(&inner, "SN-1", "eu-west-1"), 1, "one quota unit");
+}

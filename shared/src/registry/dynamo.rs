@@ -14,8 +14,8 @@ use super::{AuditLog, CommitOutcome, DeviceRegistry, ProvisioningCommit, Registr
 use crate::audit::{bounded_field, AuditEvent};
 use crate::claims::{claim_sk, TrustedClaim, CLAIMS_PK, CLAIM_SK_PREFIX};
 use crate::device::{
-    is_thing_name, DeviceProfile, DeviceRecord, OperatorBlock, ProvisioningState, Provisionings,
-    RegionName, SerialNumber,
+    commit_token, is_thing_name, DeviceProfile, DeviceRecord, OperatorBlock, ProvisioningState,
+    Provisionings, RegionName, SerialNumber,
 };
 use crate::table::{
     audit_pk, audit_sk, device_pk, new_version, provisioning_pk, region_sk, unattributed_audit_pk,
@@ -348,7 +348,7 @@ impl DeviceRegistry for DynamoRegistry {
             .update_expression(
                 "SET #count = if_not_exists(#count, :zero) + :one, \
                  #lastCert = :cert, #lastAt = :at \
-                 ADD #certs :certSet",
+                 ADD #certs :certSet, #committedBy :token",
             )
             .condition_expression(
                 "(attribute_not_exists(#count) OR #count < :limit) \
@@ -368,6 +368,14 @@ impl DeviceRegistry for DynamoRegistry {
                 AttributeValue::Ss(vec![commit.certificate_id.clone()]),
             )
             .expression_attribute_values(":at", s(&commit.at))
+            .expression_attribute_names("#committedBy", "committedBy")
+            .expression_attribute_values(
+                ":token",
+                AttributeValue::Ss(vec![commit_token(
+                    &commit.certificate_id,
+                    &audit.request_id,
+                )]),
+            )
             .build()
             .map_err(|e| RegistryError::dynamo("TransactWriteItems", e))?;
         let guard = Update::builder()
@@ -545,14 +553,26 @@ impl DeviceRegistry for DynamoRegistry {
             err.as_service_error()
         {
             // The certificate is in the region's provisioned set: the commit
-            // applied, with its own audit event.
+            // applied, with its own audit event, if the set of commits names
+            // this decision; else another decision committed it.
             if cancelled
                 .cancellation_reasons()
                 .first()
                 .and_then(|r| r.code())
                 == Some("ConditionalCheckFailed")
             {
-                return Ok(Settled::Committed);
+                let record = self.device(&commit.serial).await?;
+                let ours = record.is_some_and(|d| {
+                    d.provisioning.committed_by(
+                        &commit.region,
+                        &commit.certificate_id,
+                        &denial.request_id,
+                    )
+                });
+                return Ok(match ours {
+                    true => Settled::Committed,
+                    false => Settled::CommittedElsewhere,
+                });
             }
         }
         Err(RegistryError::dynamo("TransactWriteItems", err))

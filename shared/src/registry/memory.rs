@@ -7,7 +7,9 @@ use std::sync::Mutex;
 use super::{AuditLog, CommitOutcome, DeviceRegistry, ProvisioningCommit, RegistryError, Settled};
 use crate::audit::AuditEvent;
 use crate::claims::TrustedClaim;
-use crate::device::{DeviceProfile, DeviceRecord, DeviceStatus, OperatorBlock, SerialNumber};
+use crate::device::{
+    commit_token, DeviceProfile, DeviceRecord, DeviceStatus, OperatorBlock, SerialNumber,
+};
 use crate::table::new_version;
 
 #[derive(Debug, Default)]
@@ -118,6 +120,9 @@ impl DeviceRegistry for MemoryRegistry {
         state
             .provisioned_certificate_ids
             .insert(commit.certificate_id.clone());
+        state
+            .committed_by
+            .insert(commit_token(&commit.certificate_id, &audit.request_id));
         state.last_certificate_id = Some(commit.certificate_id.clone());
         state.last_provisioned_at = Some(commit.at.clone());
         device.provisioning.guard = Some(new_version());
@@ -151,7 +156,11 @@ impl DeviceRegistry for MemoryRegistry {
                 .provisioned_certificate_ids
                 .contains(&commit.certificate_id)
             {
-                return Ok(Settled::Committed);
+                let ours = commit_token(&commit.certificate_id, &denial.request_id);
+                return Ok(match state.committed_by.contains(&ours) {
+                    true => Settled::Committed,
+                    false => Settled::CommittedElsewhere,
+                });
             }
             state
                 .fenced_certificate_ids
