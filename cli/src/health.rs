@@ -12,8 +12,10 @@
 //!   AlarmIdentifier for each check whose copy differs, and nothing for the
 //!   others.
 //! - `health` computes each health check's status at a time, as Route 53
-//!   would, from the alarm's datapoints (GetMetricStatistics) and the
-//!   settings the check copied (route53_answer::health).
+//!   would, from the alarm's datapoints (GetMetricStatistics over the
+//!   evaluation range) and the settings the check copied
+//!   (route53_answer::health). It has no history: with `LastKnownStatus`,
+//!   insufficient data reads as healthy (a check with no last status).
 
 use std::collections::BTreeMap;
 
@@ -313,6 +315,15 @@ pub async fn refresh_health_checks(
         let (Some(check), Some(alarm)) = (&d.check, &d.alarm) else {
             continue;
         };
+        // Only a check on the configured alarm is refreshed: one that reads
+        // another alarm (OTHER_ALARM) is not silently repointed.
+        let reads_it = check
+            .health_check_config()
+            .and_then(|c| c.alarm_identifier())
+            .is_some_and(|a| a.name() == d.alarm_name && a.region().as_str() == d.region);
+        if !reads_it {
+            continue;
+        }
         let Some(current) = alarm.configuration() else {
             continue;
         };
@@ -350,7 +361,8 @@ pub async fn refresh_health_checks(
 #[serde(rename_all = "camelCase")]
 pub struct RegionHealth {
     pub health_check_id: String,
-    /// The datapoints of the evaluated periods, oldest first (`null`: none).
+    /// The datapoints of the evaluation range's periods, oldest first
+    /// (`null`: none).
     pub periods: Vec<Option<f64>>,
     pub data: DataVerdict,
     pub status: HealthStatus,
@@ -407,7 +419,7 @@ pub async fn health_at(
         let periods = health::period_values(
             per_period.statistic,
             per_period.period,
-            per_period.evaluation_periods,
+            health::evaluation_range(&per_period),
             &points,
             at,
         );
@@ -440,9 +452,10 @@ async fn period_statistics(
     config: &AlarmConfiguration,
     at: i64,
 ) -> Result<Vec<Datapoint>, CliError> {
-    let period = i64::from(config.period);
+    // The evaluation range, as the evaluator reads it.
+    let period = i64::from(config.period.max(60));
     let end = at.div_euclid(period) * period;
-    let start = end - period * i64::from(config.evaluation_periods);
+    let start = end - period * i64::from(health::evaluation_range(config));
     let time = |s: i64| aws_sdk_cloudwatch::primitives::DateTime::from_secs(s);
     let mut request = cloudwatch(sdk, region)
         .get_metric_statistics()

@@ -226,9 +226,13 @@ async fn check_health_finds_an_m_of_n_alarm_and_a_stale_check_and_refresh_fixes_
     assert_eq!(first["regions"][eu]["status"], "HEALTHY", "{first:#}");
     let second = cli().ok(&["failover", "health", "--config", file, "--at", &at(2)]);
     assert_eq!(second["regions"][us]["status"], "UNHEALTHY", "{second:#}");
-    assert_eq!(second["regions"][us]["periods"], json!([3.0]));
+    assert_eq!(
+        second["regions"][us]["periods"],
+        json!([null, null, null, 0.0, 3.0])
+    );
     assert_eq!(second["unhealthy"], json!([us_check]));
-    let third = cli().ok(&["failover", "health", "--config", file, "--at", &at(3)]);
+    // Silence past the evaluation range (1 + 4 periods): no data.
+    let third = cli().ok(&["failover", "health", "--config", file, "--at", &at(8)]);
     assert_eq!(
         third["regions"][eu]["data"], "INSUFFICIENT_DATA",
         "{third:#}"

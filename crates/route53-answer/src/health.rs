@@ -30,14 +30,16 @@
 //!   UpdateHealthCheck (Developer Guide, "Updating CloudWatch alarm settings
 //!   for a health check"); [`config_drift`] names what differs.
 //!
-//! Where the guides are silent, the model is strict and says so:
-//! - the periods evaluated at time `t` are the last `EvaluationPeriods`
-//!   whole periods that ended at or before `t`, aligned to the period as
-//!   CloudWatch aligns them;
+//! Where the guides are silent, the model says what it assumes:
+//! - the periods evaluated at time `t` are whole periods that ended at or
+//!   before `t`, aligned to the period as CloudWatch aligns them;
+//! - Route 53 reads the data stream as CloudWatch evaluates an alarm's data:
+//!   within the evaluation range (more periods than EvaluationPeriods; its
+//!   length is undocumented, the model takes [`EVALUATION_RANGE_EXTRA`]
+//!   more), the most recent EvaluationPeriods periods with data decide;
 //! - "enough information" means the verdict cannot change whatever the
-//!   missing periods hold: ALARM needs every period present and breaching
-//!   (no M-of-N, so N of N), OK needs one present period that does not
-//!   breach; anything else is insufficient data.
+//!   missing periods hold: with fewer periods of data than EvaluationPeriods,
+//!   OK needs one that does not breach; anything else is insufficient data.
 //!
 //! The CloudWatch side ([`cloudwatch_state`]) follows the CloudWatch User
 //! Guide's "Evaluating an alarm" and "Configuring how CloudWatch alarms
@@ -50,7 +52,11 @@
 //! with TreatMissingData `breaching`, and a health check with
 //! InsufficientDataHealthStatus `Unhealthy`, the alarm's state (what the
 //! failover reads) and the health check's status (what Route 53 answers by)
-//! are the same verdict for every series of datapoints.
+//! are the same verdict for every series of datapoints and any evaluation
+//! range both read alike. A late datapoint counts, on both sides, in the
+//! period it names; a silence (a canary that stopped) keeps the last
+//! verdict through the evaluation range and is then ALARM on one side and
+//! insufficient data, so unhealthy, on the other.
 
 use std::collections::BTreeMap;
 
@@ -514,22 +520,71 @@ pub fn period_values(
         .collect()
 }
 
-/// What the data stream says at `at`, as Route 53 reads it: ALARM when every
-/// evaluated period has a datapoint and breaches, OK when one has a datapoint
-/// and does not breach, else insufficient data.
+/// How many periods back an evaluation looks for datapoints: CloudWatch
+/// "attempts to retrieve a higher number of data points than the number
+/// specified as Evaluation Periods" (the evaluation range; CloudWatch User
+/// Guide, "How alarm state is evaluated when data is missing"). Its length
+/// is not documented for a given period; the model takes
+/// `EvaluationPeriods + EVALUATION_RANGE_EXTRA`, named as an assumption.
+pub const EVALUATION_RANGE_EXTRA: u32 = 4;
+
+/// The statistic of the periods that have a datapoint among the last
+/// `range` whole periods before `at`, most recent first.
+pub fn real_values(
+    statistic: Statistic,
+    period: u32,
+    range: u32,
+    points: &[Datapoint],
+    at: i64,
+) -> Vec<f64> {
+    let mut values: Vec<f64> = period_values(statistic, period, range, points, at)
+        .into_iter()
+        .flatten()
+        .collect();
+    values.reverse();
+    values
+}
+
+/// What the data stream says at `at`, as Route 53 reads it. Route 53
+/// "monitors the data stream for the corresponding alarm": the model reads
+/// it as CloudWatch evaluates an alarm's data (the evaluation range), with
+/// the settings the check copied and nothing else, so no M-of-N and no
+/// treatment of missing data:
+/// - with at least EvaluationPeriods periods of data in the range, the most
+///   recent EvaluationPeriods decide: ALARM when every one breaches, else OK;
+/// - with fewer, OK when one of them does not breach (ALARM is impossible
+///   whatever the missing ones hold), else insufficient data.
 pub fn data_verdict(config: &AlarmConfiguration, points: &[Datapoint], at: i64) -> DataVerdict {
-    let values = period_values(
+    data_verdict_in(config, evaluation_range(config), points, at)
+}
+
+/// The evaluation range, in periods, the model takes for `config`.
+pub fn evaluation_range(config: &AlarmConfiguration) -> u32 {
+    config.evaluation_periods + EVALUATION_RANGE_EXTRA
+}
+
+fn data_verdict_in(
+    config: &AlarmConfiguration,
+    range: u32,
+    points: &[Datapoint],
+    at: i64,
+) -> DataVerdict {
+    let n = config.evaluation_periods as usize;
+    let real = real_values(
         config.statistic,
         config.period,
-        config.evaluation_periods,
+        range.max(config.evaluation_periods),
         points,
         at,
     );
-    let breach = |v: f64| config.comparison_operator.breaches(v, config.threshold);
-    if values.iter().flatten().any(|v| !breach(*v)) {
+    let breach = |v: &f64| config.comparison_operator.breaches(*v, config.threshold);
+    if real.len() >= n && n > 0 {
+        match real[..n].iter().all(breach) {
+            true => DataVerdict::Alarm,
+            false => DataVerdict::Ok,
+        }
+    } else if real.iter().any(|v| !breach(v)) {
         DataVerdict::Ok
-    } else if values.iter().all(Option::is_some) && !values.is_empty() {
-        DataVerdict::Alarm
     } else {
         DataVerdict::InsufficientData
     }
@@ -632,23 +687,51 @@ pub fn cloudwatch_state(
             ))
         }
     };
-    let m = alarm
-        .datapoints_to_alarm
-        .unwrap_or(config.evaluation_periods);
-    let breaching = period_values(
-        config.statistic,
-        config.period,
-        config.evaluation_periods,
+    cloudwatch_state_in(
+        &config,
+        alarm,
+        missing_breaches,
+        evaluation_range(&config),
         points,
         at,
     )
-    .into_iter()
-    .filter(|v| match v {
-        Some(v) => config.comparison_operator.breaches(*v, config.threshold),
-        None => missing_breaches,
-    })
-    .count();
-    Ok(match breaching >= m as usize {
+}
+
+/// CloudWatch's evaluation over `range` periods: with at least
+/// EvaluationPeriods periods of data in the range, the most recent ones
+/// decide and the treatment of missing data "is not needed and is ignored";
+/// with fewer, the missing ones are filled by the treatment.
+fn cloudwatch_state_in(
+    config: &AlarmConfiguration,
+    alarm: &MetricAlarm,
+    missing_breaches: bool,
+    range: u32,
+    points: &[Datapoint],
+    at: i64,
+) -> Result<AlarmState, NotModelled> {
+    let n = config.evaluation_periods as usize;
+    let m = alarm
+        .datapoints_to_alarm
+        .unwrap_or(config.evaluation_periods) as usize;
+    let real = real_values(
+        config.statistic,
+        config.period,
+        range.max(config.evaluation_periods),
+        points,
+        at,
+    );
+    let breach = |v: &&f64| config.comparison_operator.breaches(**v, config.threshold);
+    let breaching = match real.len() >= n {
+        true => real[..n].iter().filter(breach).count(),
+        false => {
+            let filled = match missing_breaches {
+                true => n - real.len(),
+                false => 0,
+            };
+            real.iter().filter(breach).count() + filled
+        }
+    };
+    Ok(match breaching >= m {
         true => AlarmState::Alarm,
         false => AlarmState::Ok,
     })
@@ -664,10 +747,31 @@ pub fn verdicts_agree(
     at: i64,
 ) -> Option<bool> {
     let config = alarm.configuration()?;
-    let state = cloudwatch_state(alarm, points, at).ok()?;
+    verdicts_agree_in(alarm, insufficient, evaluation_range(&config), points, at)
+}
+
+/// The same, for an evaluation range of `range` periods on both sides
+/// (the range is not documented: the invariant must hold for any).
+pub fn verdicts_agree_in(
+    alarm: &MetricAlarm,
+    insufficient: InsufficientData,
+    range: u32,
+    points: &[Datapoint],
+    at: i64,
+) -> Option<bool> {
+    let config = alarm.configuration()?;
+    let missing_breaches = match alarm.treat_missing_data.as_deref() {
+        Some("breaching") => true,
+        Some("notBreaching") => false,
+        _ => return None,
+    };
+    let state = cloudwatch_state_in(&config, alarm, missing_breaches, range, points, at).ok()?;
     let failover_healthy = state == AlarmState::Ok;
-    let route53_healthy =
-        health_status(&config, insufficient, points, at, None) == HealthStatus::Healthy;
+    let route53_healthy = match data_verdict_in(&config, range, points, at) {
+        DataVerdict::Ok => true,
+        DataVerdict::Alarm => false,
+        DataVerdict::InsufficientData => insufficient == InsufficientData::Healthy,
+    };
     Some(failover_healthy == route53_healthy)
 }
 
@@ -827,11 +931,13 @@ mod tests {
     }
 
     /// "Route 53 monitors the data stream for the corresponding alarm instead
-    /// of monitoring the alarm state": the last whole period decides, and a
-    /// period without data is insufficient data, which
-    /// InsufficientDataHealthStatus maps.
+    /// of monitoring the alarm state": the most recent whole periods with
+    /// data decide, within the evaluation range ("CloudWatch attempts to
+    /// retrieve a higher number of data points than the number specified as
+    /// Evaluation Periods"); a stream with no data in the range is
+    /// insufficient data, which InsufficientDataHealthStatus maps.
     #[test]
-    fn the_health_check_follows_the_last_whole_period_and_maps_a_gap() {
+    fn the_health_check_follows_the_last_periods_with_data_and_maps_a_silence() {
         let config = geoprov_alarm().configuration().unwrap();
         let points = [point(10, 0.0), point(11, 2.0), point(13, 1.0)];
         let at = |minute: i64, second: i64| minute * 60 + second;
@@ -841,13 +947,20 @@ mod tests {
             data_verdict(&config, &points, at(12, 0)),
             DataVerdict::Alarm
         );
-        // Minute 12 has no datapoint: a gap.
+        // Minute 12 has no datapoint: minute 11's still decides.
         assert_eq!(
             data_verdict(&config, &points, at(13, 0)),
+            DataVerdict::Alarm
+        );
+        assert_eq!(data_verdict(&config, &points, at(14, 0)), DataVerdict::Ok);
+        // Silence past the evaluation range (1 + 4 periods): no data.
+        let silent = at(14 + i64::from(EVALUATION_RANGE_EXTRA) + 1, 0);
+        assert_eq!(
+            data_verdict(&config, &points, silent),
             DataVerdict::InsufficientData
         );
         let status =
-            |insufficient, last| health_status(&config, insufficient, &points, at(13, 0), last);
+            |insufficient, last| health_status(&config, insufficient, &points, silent, last);
         assert_eq!(
             status(InsufficientData::Unhealthy, Some(HealthStatus::Healthy)),
             HealthStatus::Unhealthy
@@ -873,11 +986,11 @@ mod tests {
             &config,
             InsufficientData::LastKnownStatus,
             &points,
-            [at(11, 0), at(12, 0), at(13, 0), at(14, 0)],
+            [at(11, 0), at(12, 0), at(14, 0), silent],
         );
         let statuses: Vec<_> = steps.iter().map(|s| s.status).collect();
         use HealthStatus::*;
-        assert_eq!(statuses, vec![Healthy, Unhealthy, Unhealthy, Healthy]);
+        assert_eq!(statuses, vec![Healthy, Unhealthy, Healthy, Healthy]);
     }
 
     /// N of N over several periods: ALARM needs every period present and
@@ -965,14 +1078,15 @@ mod tests {
     proptest! {
         /// The invariant: for the deployed alarm, the failover's reading of
         /// the alarm state and Route 53's health check agree at every minute
-        /// of every series, gaps included.
+        /// of every series, gaps and silences included, whatever the
+        /// evaluation range (undocumented) as long as both read the same.
         #[test]
-        fn the_failover_and_route53_agree_on_every_series(series in series()) {
+        fn the_failover_and_route53_agree_on_every_series(series in series(), extra in 0u32..8) {
             let alarm = geoprov_alarm();
             let points = points_of(&series);
-            for minute in 0..=series.len() as i64 + 1 {
+            for minute in 0..=series.len() as i64 + 10 {
                 prop_assert_eq!(
-                    verdicts_agree(&alarm, InsufficientData::Unhealthy, &points, minute * 60),
+                    verdicts_agree_in(&alarm, InsufficientData::Unhealthy, 1 + extra, &points, minute * 60),
                     Some(true)
                 );
             }
@@ -998,7 +1112,7 @@ mod tests {
             };
             prop_assert!(check_alarm(&alarm).is_empty());
             let points = points_of(&series);
-            for minute in 0..=series.len() as i64 + 1 {
+            for minute in 0..=series.len() as i64 + 10 {
                 prop_assert_eq!(
                     verdicts_agree(&alarm, InsufficientData::Unhealthy, &points, minute * 60),
                     Some(true)
