@@ -71,6 +71,27 @@ async fn the_canary_connects_round_trips_and_provisions_and_leaves_nothing_behin
     assert_eq!(region.setup[REGION]["provisioningSerial"], serial.as_str());
     assert_eq!(region.setup[REGION]["certificateCreated"], true);
 
+    // A window item that does not parse (a hand edit, a bad write) is
+    // replaced by a new window, not kept for ever.
+    let table_sdk = sdk_config(&region.fleet.table_endpoint, REGION).await;
+    aws_sdk_dynamodb::Client::new(&table_sdk)
+        .put_item()
+        .table_name(&region.fleet.table)
+        .item(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("CANARY#{REGION}")),
+        )
+        .item(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("WINDOW".into()),
+        )
+        .item(
+            "minutes",
+            aws_sdk_dynamodb::types::AttributeValue::S("garbage".into()),
+        )
+        .send()
+        .await
+        .unwrap();
     let function = region.function(&region.environment(20_000, true));
     // Two minutes in a row of a new window (5 minutes): the minutes before
     // the first run count as failures until runs replace them.

@@ -8,8 +8,10 @@
 //! included) whose run failed or is missing, and the region's health alarm
 //! is 1 of 1 on it (`>= M`, Maximum, 60 s, missing data breaching). The
 //! region is unhealthy from the run that makes M failures of the last N,
-//! and healthy again only after N - M + 1 good minutes in a row: fail fast,
-//! recover slower, by construction, and every datapoint carries its verdict.
+//! and healthy again once no more than M - 1 of the last N failed: after at
+//! most N - M + 1 good minutes in a row (a full window of failures needs all
+//! of them). Fail fast, recover slower, by construction, and every
+//! datapoint carries its verdict.
 //!
 //! A minute with no recorded run counts as a failure: a canary that did not
 //! run proved nothing. A new region (no window yet) is therefore unhealthy
@@ -17,7 +19,10 @@
 //! or written, the run publishes N: fail closed.
 //!
 //! The minute of a run is the scheduled event's `time` (the minute
-//! EventBridge fired for), else the clock's.
+//! EventBridge fired for), else the clock's; a time more than two minutes
+//! ahead of the clock is not believed (one bad event must not push the
+//! window into the future and leave every real minute outside it). An item
+//! that does not parse is replaced by a new window, not kept for ever.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -78,11 +83,21 @@ impl Window {
     }
 }
 
-/// The window as stored, and the version it was read at (0: none stored).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The window as stored, and the version it was read at (0: none stored;
+/// `None`: an item that does not parse, replaced whatever it holds).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
     pub window: Window,
-    pub version: u64,
+    pub version: Option<u64>,
+}
+
+impl Default for Stored {
+    fn default() -> Self {
+        Stored {
+            window: Window::default(),
+            version: Some(0),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,12 +116,13 @@ pub enum WindowError {
 /// Where the window is kept.
 pub trait WindowStore {
     fn load(&self, region: &str) -> impl Future<Output = Result<Stored, WindowError>> + Send;
-    /// Writes `window` if the stored version is still `read_version`.
+    /// Writes `window` if the stored version is still `read_version`
+    /// (`None`: whatever is stored).
     fn save(
         &self,
         region: &str,
         window: &Window,
-        read_version: u64,
+        read_version: Option<u64>,
     ) -> impl Future<Output = Result<(), WindowError>> + Send;
 }
 
@@ -180,22 +196,38 @@ impl WindowStore for DynamoWindowStore {
         let window = item
             .get("minutes")
             .and_then(|v| v.as_s().ok())
-            .and_then(|raw| Window::decode(raw))
-            .ok_or(WindowError::Malformed)?;
+            .and_then(|raw| Window::decode(raw));
         let version = item
             .get("version")
             .and_then(|v| v.as_n().ok())
-            .and_then(|n| n.parse().ok())
-            .ok_or(WindowError::Malformed)?;
-        Ok(Stored { window, version })
+            .and_then(|n| n.parse::<u64>().ok());
+        match (window, version) {
+            (Some(window), Some(version)) => Ok(Stored {
+                window,
+                version: Some(version),
+            }),
+            // Fail closed for this minute (a new window counts what it has
+            // not seen as failed), and replace the item.
+            _ => {
+                tracing::error!(
+                    region,
+                    "the canary window item does not parse; a new window replaces it"
+                );
+                Ok(Stored {
+                    window: Window::default(),
+                    version: None,
+                })
+            }
+        }
     }
 
     async fn save(
         &self,
         region: &str,
         window: &Window,
-        read_version: u64,
+        read_version: Option<u64>,
     ) -> Result<(), WindowError> {
+        let next = read_version.unwrap_or(0) + 1;
         let put = self
             .client
             .put_item()
@@ -203,12 +235,13 @@ impl WindowStore for DynamoWindowStore {
             .item(PARTITION_KEY, AttributeValue::S(window_pk(region)))
             .item(SORT_KEY, AttributeValue::S(WINDOW_SK.into()))
             .item("minutes", AttributeValue::S(window.encode()))
-            .item("version", AttributeValue::N((read_version + 1).to_string()));
+            .item("version", AttributeValue::N(next.to_string()));
         let put = match read_version {
-            0 => put
+            None => put,
+            Some(0) => put
                 .condition_expression("attribute_not_exists(#pk)")
                 .expression_attribute_names("#pk", PARTITION_KEY),
-            v => put
+            Some(v) => put
                 .condition_expression("#version = :read")
                 .expression_attribute_names("#version", "version")
                 .expression_attribute_values(":read", AttributeValue::N(v.to_string())),
@@ -230,17 +263,19 @@ impl WindowStore for DynamoWindowStore {
     }
 }
 
-/// The run's minute: the scheduled event's `time`, else `now_ms`'s.
+/// The run's minute: the scheduled event's `time`, else `now_ms`'s; a time
+/// more than two minutes ahead of the clock is not believed.
 pub fn run_minute(event: &serde_json::Value, now_ms: i64) -> i64 {
+    let now = now_ms.div_euclid(60_000);
     event
         .get("time")
         .and_then(|t| t.as_str())
         .and_then(|t| {
             time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
         })
-        .map_or(now_ms.div_euclid(60_000), |t| {
-            t.unix_timestamp().div_euclid(60)
-        })
+        .map(|t| t.unix_timestamp().div_euclid(60))
+        .filter(|minute| *minute <= now + 2)
+        .unwrap_or(now)
 }
 
 #[cfg(test)]
@@ -308,7 +343,11 @@ mod tests {
     #[test]
     fn the_minute_is_the_events_then_the_clocks() {
         let event = serde_json::json!({"time": "2026-11-30T12:00:59Z"});
-        assert_eq!(run_minute(&event, 0), 1_796_040_000 / 60);
+        let now = 1_796_040_000_i64 * 1000 + 60_000;
+        assert_eq!(run_minute(&event, now), 1_796_040_000 / 60);
+        // A time far ahead of the clock is not believed.
+        let ahead = serde_json::json!({"time": "2099-01-01T00:00:00Z"});
+        assert_eq!(run_minute(&ahead, now), now / 60_000);
         assert_eq!(1_796_040_000 % 60, 0);
         assert_eq!(run_minute(&serde_json::json!({}), 125_000), 2);
         assert_eq!(run_minute(&serde_json::json!({"time": "soon"}), 60_000), 1);
@@ -325,7 +364,12 @@ mod tests {
         async fn load(&self, _: &str) -> Result<Stored, WindowError> {
             Ok(self.stored.lock().unwrap().clone())
         }
-        async fn save(&self, _: &str, window: &Window, read: u64) -> Result<(), WindowError> {
+        async fn save(
+            &self,
+            _: &str,
+            window: &Window,
+            read: Option<u64>,
+        ) -> Result<(), WindowError> {
             let mut left = self.conflicts_left.lock().unwrap();
             if *left > 0 {
                 *left -= 1;
@@ -335,7 +379,7 @@ mod tests {
             assert_eq!(stored.version, read);
             *stored = Stored {
                 window: window.clone(),
-                version: read + 1,
+                version: Some(read.unwrap_or(0) + 1),
             };
             Ok(())
         }
@@ -348,7 +392,7 @@ mod tests {
             conflicts_left: Mutex::new(1),
         };
         assert_eq!(record_run(&store, "eu-west-1", 10, true, 3).await, Ok(2));
-        assert_eq!(store.stored.lock().unwrap().version, 1);
+        assert_eq!(store.stored.lock().unwrap().version, Some(1));
         *store.conflicts_left.lock().unwrap() = 2;
         assert_eq!(
             record_run(&store, "eu-west-1", 11, true, 3).await,
