@@ -347,6 +347,10 @@ enum RegistryCommand {
         /// it is refused, as are the region canaries' serials.
         #[arg(long, env = "PROVISIONING_CLIENT_ID_PREFIX", default_value = geoprov_shared::config::DEFAULT_CLIENT_ID_PREFIX)]
         client_id_prefix: String,
+        /// The stack's ThingGroupPrefix: a line naming a thing group
+        /// without it is refused (a device inherits its group's policies).
+        #[arg(long, env = "THING_GROUP_PREFIX", default_value = geoprov_shared::device::DEFAULT_THING_GROUP_PREFIX)]
+        thing_group_prefix: String,
         /// Comma-separated: the regions devices provision in.
         #[arg(long, value_delimiter = ',')]
         regions: Option<Vec<String>>,
@@ -648,6 +652,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             table,
             skip_invalid,
             client_id_prefix,
+            thing_group_prefix,
             regions,
             file,
         }) => {
@@ -655,7 +660,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let manifest = ManifestFile {
                 path: &file,
                 skip_invalid,
-                client_id_prefix: &client_id_prefix,
+                reserved: manifest::Reserved {
+                    client_id_prefix: &client_id_prefix,
+                    thing_group_prefix: &thing_group_prefix,
+                },
             };
             import(&sdk, registry, manifest, regions.as_deref()).await
         }
@@ -798,7 +806,7 @@ fn parse_time(raw: &str) -> Result<i64, CliError> {
 struct ManifestFile<'a> {
     path: &'a Path,
     skip_invalid: bool,
-    client_id_prefix: &'a str,
+    reserved: manifest::Reserved<'a>,
 }
 
 async fn import(
@@ -810,14 +818,14 @@ async fn import(
     let ManifestFile {
         path: file,
         skip_invalid,
-        client_id_prefix,
+        reserved,
     } = file;
     let regions = regions.map(setup::parse_regions).transpose()?;
     let text = std::fs::read_to_string(file).map_err(|source| CliError::Read {
         path: file.to_path_buf(),
         source,
     })?;
-    let manifest = manifest::parse(&text, client_id_prefix);
+    let manifest = manifest::parse(&text, reserved);
     for error in &manifest.errors {
         eprintln!("{}: {error}", file.display());
     }

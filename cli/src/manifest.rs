@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use geoprov_shared::device::{reserved_serial, DeviceProfile};
+use geoprov_shared::device::{reserved_serial, thing_group_refused, DeviceProfile};
 
 /// A line that is not a valid device profile.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,11 +21,30 @@ pub struct Manifest {
     pub errors: Vec<ManifestError>,
 }
 
+/// What a manifest may not name: serials that start with the provisioning
+/// client-id prefix (and the region canaries'), and thing groups without
+/// the stack's prefix.
+#[derive(Debug, Clone, Copy)]
+pub struct Reserved<'a> {
+    pub client_id_prefix: &'a str,
+    pub thing_group_prefix: &'a str,
+}
+
+impl Default for Reserved<'_> {
+    fn default() -> Self {
+        Reserved {
+            client_id_prefix: geoprov_shared::config::DEFAULT_CLIENT_ID_PREFIX,
+            thing_group_prefix: geoprov_shared::device::DEFAULT_THING_GROUP_PREFIX,
+        }
+    }
+}
+
 /// Parses a whole manifest. Blank lines are skipped; a serial that appears
 /// twice is an error on its second line, and so is a reserved serial
-/// ([`reserved_serial`]: a region canary's, or one that starts with
-/// `client_id_prefix`).
-pub fn parse(text: &str, client_id_prefix: &str) -> Manifest {
+/// ([`reserved_serial`]: a region canary's, or one that starts with the
+/// client-id prefix) and a thing group without the stack's prefix
+/// ([`thing_group_refused`]).
+pub fn parse(text: &str, reserved: Reserved<'_>) -> Manifest {
     let mut manifest = Manifest::default();
     let mut first_line_of: HashMap<String, usize> = HashMap::new();
     for (index, raw) in text.lines().enumerate() {
@@ -36,10 +55,20 @@ pub fn parse(text: &str, client_id_prefix: &str) -> Manifest {
         match parse_line(raw, line) {
             Ok(profile) => {
                 let serial = profile.serial_number.to_string();
-                if let Some(why) = reserved_serial(&serial, client_id_prefix) {
+                let group_refused = profile
+                    .thing_group
+                    .as_ref()
+                    .and_then(|g| thing_group_refused(g.as_str(), reserved.thing_group_prefix));
+                if let Some(why) = reserved_serial(&serial, reserved.client_id_prefix) {
                     manifest.errors.push(ManifestError {
                         line,
                         field: "serialNumber".into(),
+                        message: why,
+                    });
+                } else if let Some(why) = group_refused {
+                    manifest.errors.push(ManifestError {
+                        line,
+                        field: "thingGroup".into(),
                         message: why,
                     });
                 } else if let Some(first) = first_line_of.get(&serial) {
@@ -127,8 +156,8 @@ mod tests {
     #[test]
     fn parses_a_full_line() {
         let m = parse(
-            r#"{"serialNumber":"SN-1","status":"ALLOWED","allowedRegions":["eu-west-1"],"maxProvisions":2,"publicKeySha256":"ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB","thingGroup":"sensors-eu","attributes":{"model":"X1"}}"#,
-            "prov-",
+            r#"{"serialNumber":"SN-1","status":"ALLOWED","allowedRegions":["eu-west-1"],"maxProvisions":2,"publicKeySha256":"ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB","thingGroup":"geoprov-sensors-eu","attributes":{"model":"X1"}}"#,
+            Reserved::default(),
         );
         assert!(m.errors.is_empty(), "{:?}", m.errors);
         let p = &m.profiles[0];
@@ -157,7 +186,7 @@ mod tests {
             r#"{"serialNumber":"SN-10","publicKeySha256":"abc"}"#,
         ]
         .join("\n");
-        let m = parse(&text, "prov-");
+        let m = parse(&text, Reserved::default());
         assert_eq!(m.profiles.len(), 1);
         let got: Vec<(usize, &str)> = m
             .errors
@@ -184,7 +213,7 @@ mod tests {
 
     #[test]
     fn status_defaults_to_allowed() {
-        let m = parse(r#"{"serialNumber":"SN-1"}"#, "prov-");
+        let m = parse(r#"{"serialNumber":"SN-1"}"#, Reserved::default());
         assert_eq!(m.profiles[0].status, DeviceStatus::Allowed);
     }
 
@@ -200,7 +229,7 @@ mod tests {
             r#"{"serialNumber":"provision-SN-2"}"#,
         ]
         .join("\n");
-        let m = parse(&text, "prov-");
+        let m = parse(&text, Reserved::default());
         let lines: Vec<usize> = m.errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, [1, 2, 3], "{:?}", m.errors);
         assert!(
@@ -220,8 +249,32 @@ mod tests {
             .collect();
         assert_eq!(kept, ["SN-1", "provision-SN-2"]);
         // Another prefix reserves other serials.
-        assert!(parse(r#"{"serialNumber":"prov-SN-1"}"#, "claim:")
+        let other = Reserved {
+            client_id_prefix: "claim:",
+            ..Reserved::default()
+        };
+        assert!(parse(r#"{"serialNumber":"prov-SN-1"}"#, other)
             .errors
             .is_empty());
+    }
+
+    /// A device inherits its thing group's policies: a manifest names only
+    /// the stack's groups.
+    #[test]
+    fn a_thing_group_without_the_stack_prefix_is_refused() {
+        let text = [
+            r#"{"serialNumber":"SN-1","thingGroup":"geoprov-sensors-eu"}"#,
+            r#"{"serialNumber":"SN-2","thingGroup":"fleet-admins"}"#,
+            r#"{"serialNumber":"SN-3"}"#,
+        ]
+        .join("\n");
+        let m = parse(&text, Reserved::default());
+        let got: Vec<(usize, &str)> = m
+            .errors
+            .iter()
+            .map(|e| (e.line, e.field.as_str()))
+            .collect();
+        assert_eq!(got, [(2, "thingGroup")], "{:?}", m.errors);
+        assert_eq!(m.profiles.len(), 2);
     }
 }

@@ -153,19 +153,22 @@ mod tests {
     fn the_stack_group_and_repeats_are_left_out() {
         let manifest = crate::manifest::parse(
             &[
-                r#"{"serialNumber":"SN-1","thingGroup":"sensors-eu"}"#,
+                r#"{"serialNumber":"SN-1","thingGroup":"geoprov-sensors-eu"}"#,
                 r#"{"serialNumber":"SN-2","thingGroup":"geoprov-devices"}"#,
                 r#"{"serialNumber":"SN-3"}"#,
-                r#"{"serialNumber":"SN-4","thingGroup":"sensors-eu"}"#,
-                r#"{"serialNumber":"SN-5","thingGroup":"gateways"}"#,
+                r#"{"serialNumber":"SN-4","thingGroup":"geoprov-sensors-eu"}"#,
+                r#"{"serialNumber":"SN-5","thingGroup":"geoprov-gateways"}"#,
             ]
             .join("\n"),
-            "prov-",
+            crate::manifest::Reserved::default(),
         );
         assert!(manifest.errors.is_empty(), "{:?}", manifest.errors);
         assert_eq!(
             named_groups(&manifest.profiles),
-            BTreeSet::from(["gateways".to_owned(), "sensors-eu".to_owned()])
+            BTreeSet::from([
+                "geoprov-gateways".to_owned(),
+                "geoprov-sensors-eu".to_owned()
+            ])
         );
     }
 }

@@ -25,6 +25,22 @@ pub fn canary_serial(region: &str) -> String {
     format!("geoprov-canary-{region}-probe")
 }
 
+/// The prefix the thing groups a manifest may name must have, unless the
+/// stack's `ThingGroupPrefix` says otherwise: the stack's own.
+pub const DEFAULT_THING_GROUP_PREFIX: &str = "geoprov-";
+
+/// Why a profile may not name `group`, if it may not: a device inherits its
+/// thing group's policies, so a manifest line (which may be tampered with)
+/// names only the stack's groups: those with `prefix`.
+pub fn thing_group_refused(group: &str, prefix: &str) -> Option<String> {
+    match group.starts_with(prefix) {
+        true => None,
+        false => Some(format!(
+            "the thing group {group} is not one a device may be put in: it must start with {prefix:?} (ThingGroupPrefix)"
+        )),
+    }
+}
+
 /// What records which decision committed a certificate.
 pub fn commit_token(certificate_id: &str, request_id: &str) -> String {
     format!("{certificate_id}:{request_id}")

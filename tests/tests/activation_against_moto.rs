@@ -43,6 +43,7 @@ impl Region {
             require_factory_key: true,
             default_max_provisions: 3,
             default_thing_group: GROUP.try_into().unwrap(),
+            thing_group_prefix: "geoprov-".into(),
         };
         Activator::new(
             settings.device_only_policy(),
@@ -304,7 +305,7 @@ async fn a_failover_is_activated_without_quota_and_audited_and_other_cas_are_not
         .put_profiles(&[
             profile("SN-ROAMING", &roaming),
             DeviceProfile {
-                thing_group: Some("no-such-group".try_into().unwrap()),
+                thing_group: Some("geoprov-no-such-group".try_into().unwrap()),
                 ..profile("SN-GROUPED", &grouped)
             },
         ])

@@ -765,8 +765,8 @@ async fn thing_group_exists(region: &str, group: &str) -> bool {
 #[tokio::test]
 async fn import_creates_the_thing_groups_the_manifest_names_in_every_region_first() {
     let cli = cli_with_table();
-    let sensors = unique_table("sensors");
-    let gateways = unique_table("gateways");
+    let sensors = unique_table("geoprov-sensors");
+    let gateways = unique_table("geoprov-gateways");
     iot("us-east-1")
         .await
         .create_thing_group()
@@ -837,8 +837,8 @@ async fn import_creates_the_thing_groups_the_manifest_names_in_every_region_firs
 #[tokio::test]
 async fn import_without_regions_refuses_a_manifest_naming_groups_and_writes_nothing() {
     let cli = cli_with_table();
-    let sensors = unique_table("sensors");
-    let gateways = unique_table("gateways");
+    let sensors = unique_table("geoprov-sensors");
+    let gateways = unique_table("geoprov-gateways");
     let file = manifest_file(
         &format!("{gateways}.jsonl"),
         &[

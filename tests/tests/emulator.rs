@@ -174,7 +174,7 @@ async fn the_endpoint_refuses_a_wrong_sni_an_unknown_certificate_and_a_claim_out
 async fn a_claim_provisions_a_device_by_iot_made_keys_and_by_csr_and_the_device_owns_its_topics() {
     let csr_key = factory_key();
     let manifest = [
-        json!({"serialNumber": "SN-KEYS-1", "status": "ALLOWED", "thingGroup": "sensors",
+        json!({"serialNumber": "SN-KEYS-1", "status": "ALLOWED", "thingGroup": "geoprov-sensors",
                "attributes": {"model": "X1", "firmware": "1.0.0"}}),
         json!({"serialNumber": "SN-CSR-1", "status": "ALLOWED", "publicKeySha256": csr_key.spki_sha256}),
         json!({"serialNumber": "SN-CLI-1", "status": "ALLOWED"}),
@@ -193,7 +193,7 @@ async fn a_claim_provisions_a_device_by_iot_made_keys_and_by_csr_and_the_device_
     for (device, group, attributes) in [
         (
             &by_keys,
-            "sensors",
+            "geoprov-sensors",
             json!({"serialNumber": "SN-KEYS-1", "region": "eu-west-2", "model": "X1", "firmware": "1.0.0"}),
         ),
         (
@@ -414,7 +414,7 @@ async fn register_thing_is_rejected_for_a_denial_a_slow_hook_an_expired_token_an
         json!({"serialNumber": "SN-REJ-ATTRS", "status": "ALLOWED"}),
         json!({"serialNumber": "SN-REJ-SLOW", "status": "ALLOWED"}),
         json!({"serialNumber": "SN-REJ-TOKEN", "status": "ALLOWED"}),
-        json!({"serialNumber": "SN-REJ-GROUP", "status": "ALLOWED", "thingGroup": "sensors-gone"}),
+        json!({"serialNumber": "SN-REJ-GROUP", "status": "ALLOWED", "thingGroup": "geoprov-sensors-gone"}),
     ];
     let fleet = FleetRegion::start("eu-west-3", &manifest);
     let iot = fleet.iot().await;
@@ -434,7 +434,7 @@ async fn register_thing_is_rejected_for_a_denial_a_slow_hook_an_expired_token_an
 
     // A thing group that no longer exists: nothing is made.
     iot.delete_thing_group()
-        .thing_group_name("sensors-gone")
+        .thing_group_name("geoprov-sensors-gone")
         .send()
         .await
         .unwrap();
@@ -444,7 +444,7 @@ async fn register_thing_is_rejected_for_a_denial_a_slow_hook_an_expired_token_an
         "InvalidParameters",
     );
     assert!(
-        message.contains("thing group sensors-gone does not exist"),
+        message.contains("thing group geoprov-sensors-gone does not exist"),
         "{message}"
     );
     assert!(!thing_exists(&iot, "SN-REJ-GROUP").await);

@@ -167,6 +167,7 @@ fn every_function_gets_exactly_the_environment_it_reads() {
         ("REQUIRE_FACTORY_KEY", "true"),
         ("DEFAULT_MAX_PROVISIONS", "3"),
         ("DEFAULT_THING_GROUP", "geoprov-devices"),
+        ("THING_GROUP_PREFIX", "geoprov-"),
         ("DEVICE_SETTABLE_PARAMETERS", "SerialNumber"),
         ("THING_ATTRIBUTE_PARAMETERS", "model,firmware"),
         ("TRUSTED_CLAIM_CERTIFICATE_IDS", "abc"),
@@ -874,7 +875,7 @@ fn the_provisioning_templates_evaluate_to_a_typed_thing_in_the_default_or_manife
     let thing = fleet.thing.unwrap();
     assert_eq!(thing.name, "SN-EU-0001");
     assert_eq!(thing.thing_type.as_deref(), Some("geoprov-device"));
-    assert_eq!(thing.groups, ["sensors-eu"]);
+    assert_eq!(thing.groups, ["geoprov-sensors-eu"]);
     assert_eq!(thing.attributes["region"], "eu-west-1");
     assert_eq!(thing.attributes.len(), 4);
     assert_eq!(fleet.certificate.unwrap().status, "ACTIVE");

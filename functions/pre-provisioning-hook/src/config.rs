@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use geoprov_shared::config::{ConfigError, Env};
-use geoprov_shared::device::{RegionName, SerialNumber, ThingGroupName};
+use geoprov_shared::device::{
+    thing_group_refused, RegionName, SerialNumber, ThingGroupName, DEFAULT_THING_GROUP_PREFIX,
+};
 
 use crate::handler::{AUDIT_WRITE_TIMEOUT, SETTLE_TIMEOUT};
 use crate::rules::Policy;
@@ -173,6 +175,7 @@ impl HookConfig {
                 require_factory_key: devices.require_factory_key,
                 default_max_provisions: devices.default_max_provisions,
                 default_thing_group: devices.default_thing_group,
+                thing_group_prefix: devices.thing_group_prefix,
                 device_settable_parameters: settable,
                 attribute_parameters: attributes,
             },
@@ -182,13 +185,14 @@ impl HookConfig {
 
 /// What the device rules ([`Policy::device_rules`]) need, whoever applies
 /// them: `AWS_REGION`, `REQUIRE_FACTORY_KEY`, `DEFAULT_MAX_PROVISIONS`,
-/// `DEFAULT_THING_GROUP`.
+/// `DEFAULT_THING_GROUP`, `THING_GROUP_PREFIX`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceRuleSettings {
     pub region: RegionName,
     pub require_factory_key: bool,
     pub default_max_provisions: u32,
     pub default_thing_group: ThingGroupName,
+    pub thing_group_prefix: String,
 }
 
 impl DeviceRuleSettings {
@@ -217,11 +221,31 @@ impl DeviceRuleSettings {
             .unwrap_or(DEFAULT_THING_GROUP);
         let default_thing_group = ThingGroupName::try_from(group_raw.to_owned())
             .map_err(|e| ConfigError::invalid("DEFAULT_THING_GROUP", group_raw, e.0))?;
+        let prefix = env
+            .optional("THING_GROUP_PREFIX")
+            .unwrap_or(DEFAULT_THING_GROUP_PREFIX)
+            .to_owned();
+        let prefix_ok = !prefix.is_empty()
+            && prefix.len() <= 64
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b':' | b'.'));
+        if !prefix_ok {
+            return Err(ConfigError::invalid(
+                "THING_GROUP_PREFIX",
+                &prefix,
+                "must be 1-64 characters of [A-Za-z0-9:_.-]",
+            ));
+        }
+        if let Some(why) = thing_group_refused(default_thing_group.as_str(), &prefix) {
+            return Err(ConfigError::invalid("DEFAULT_THING_GROUP", group_raw, why));
+        }
         Ok(DeviceRuleSettings {
             region,
             require_factory_key,
             default_max_provisions,
             default_thing_group,
+            thing_group_prefix: prefix,
         })
     }
 
@@ -235,6 +259,7 @@ impl DeviceRuleSettings {
             require_factory_key: self.require_factory_key,
             default_max_provisions: self.default_max_provisions,
             default_thing_group: self.default_thing_group.clone(),
+            thing_group_prefix: self.thing_group_prefix.clone(),
             device_settable_parameters: BTreeSet::from(["SerialNumber".to_owned()]),
             attribute_parameters: BTreeSet::new(),
         }
@@ -301,6 +326,7 @@ mod tests {
             ("REQUIRE_FACTORY_KEY", "false"),
             ("DEFAULT_MAX_PROVISIONS", "5"),
             ("DEFAULT_THING_GROUP", "fleet"),
+            ("THING_GROUP_PREFIX", "fleet"),
             ("DEVICE_SETTABLE_PARAMETERS", "SerialNumber,Nonce"),
             ("THING_ATTRIBUTE_PARAMETERS", "model"),
         ]))
@@ -315,6 +341,7 @@ mod tests {
         assert!(!policy.require_factory_key);
         assert_eq!(policy.default_max_provisions, 5);
         assert_eq!(policy.default_thing_group.as_str(), "fleet");
+        assert_eq!(policy.thing_group_prefix, "fleet");
         assert!(policy.device_settable_parameters.contains("Nonce"));
         assert_eq!(
             policy.attribute_parameters,

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use geoprov_shared::device::{
-    DeviceRecord, DeviceStatus, RegionName, SerialNumber, ThingGroupName,
+    thing_group_refused, DeviceRecord, DeviceStatus, RegionName, SerialNumber, ThingGroupName,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -40,6 +40,7 @@ pub enum Reason {
     NoFactoryKey,
     KeyMismatch,
     ClientIdMismatch,
+    ThingGroupNotAllowed,
     DeadlineExceeded,
     InternalError,
 }
@@ -58,6 +59,7 @@ impl Reason {
             Reason::NoFactoryKey => "NO_FACTORY_KEY",
             Reason::KeyMismatch => "KEY_MISMATCH",
             Reason::ClientIdMismatch => "CLIENT_ID_MISMATCH",
+            Reason::ThingGroupNotAllowed => "THING_GROUP_NOT_ALLOWED",
             Reason::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Reason::InternalError => "INTERNAL_ERROR",
         }
@@ -124,6 +126,9 @@ pub struct Policy {
     pub default_max_provisions: u32,
     /// The thing group of a device whose profile names none.
     pub default_thing_group: ThingGroupName,
+    /// The prefix of the thing groups a profile may name
+    /// (`THING_GROUP_PREFIX`): a device inherits its group's policies.
+    pub thing_group_prefix: String,
     /// The request parameters a device may set (besides the one IoT adds).
     pub device_settable_parameters: BTreeSet<String>,
     /// The template parameters that take the profile's attributes ("" when
@@ -238,6 +243,13 @@ impl Policy {
                     format!("{serial} may not be provisioned in {}", self.region),
                 ));
             }
+        }
+        if let Some(why) = profile
+            .thing_group
+            .as_ref()
+            .and_then(|group| thing_group_refused(group.as_str(), &self.thing_group_prefix))
+        {
+            return Err(Denial::new(Reason::ThingGroupNotAllowed, why));
         }
 
         let provisioned = &device.provisioning;
@@ -386,6 +398,7 @@ mod tests {
             require_factory_key: true,
             default_max_provisions: 3,
             default_thing_group: ThingGroupName::try_from("geoprov-devices".to_owned()).unwrap(),
+            thing_group_prefix: "geoprov-".into(),
             device_settable_parameters: BTreeSet::from(["SerialNumber".to_owned()]),
             attribute_parameters: BTreeSet::from(["model".to_owned(), "firmware".to_owned()]),
         }
@@ -451,7 +464,7 @@ mod tests {
     fn allows_a_registered_device_and_overrides_every_template_parameter() {
         let mut device = record("SN-1");
         device.profile.thing_group =
-            Some(ThingGroupName::try_from("sensors-eu".to_owned()).unwrap());
+            Some(ThingGroupName::try_from("geoprov-sensors-eu".to_owned()).unwrap());
         device.profile.attributes =
             ThingAttributes::try_from(BTreeMap::from([("model".to_owned(), "X1".to_owned())]))
                 .unwrap();
@@ -462,11 +475,27 @@ mod tests {
             grant.parameter_overrides,
             BTreeMap::from([
                 ("Region".to_owned(), "eu-west-1".to_owned()),
-                ("ThingGroupName".to_owned(), "sensors-eu".to_owned()),
+                ("ThingGroupName".to_owned(), "geoprov-sensors-eu".to_owned()),
                 ("model".to_owned(), "X1".to_owned()),
                 ("firmware".to_owned(), String::new()),
             ])
         );
+    }
+
+    /// A tampered manifest line names a privileged group: the device would
+    /// inherit its policies. Only groups with the stack's prefix are given.
+    #[test]
+    fn a_profile_group_without_the_stack_prefix_is_denied() {
+        let mut device = record("SN-1");
+        device.profile.thing_group =
+            Some(ThingGroupName::try_from("fleet-admins".to_owned()).unwrap());
+        match policy().decide(&claim("SN-1"), Some(&device)) {
+            Verdict::Deny(denial) => {
+                assert_eq!(denial.reason, Reason::ThingGroupNotAllowed);
+                assert!(denial.detail.contains("fleet-admins"), "{denial:?}");
+            }
+            Verdict::Allow(grant) => panic!("allowed: {grant:?}"),
+        }
     }
 
     #[test]
