@@ -483,3 +483,41 @@ async fn a_certificate_the_hook_fenced_is_denied_and_audited_not_retried() {
         ]
     );
 }
+
+/// A thing of the serial's name that is not a device's (here, one without
+/// the device type, as an operator's console might be) is never given the
+/// certificate: refused, audited, the certificate left PENDING_ACTIVATION.
+#[tokio::test]
+async fn an_existing_thing_of_another_type_is_refused() {
+    let ca = device_ca();
+    let here = region("ap-northeast-1", &ca).await;
+    let registry = fresh_registry("activation-thing-type").await;
+    let device = ca.sign("SN-CONSOLE");
+    registry
+        .put_profiles(&[profile("SN-CONSOLE", &device)])
+        .await
+        .unwrap();
+    here.iot
+        .create_thing()
+        .thing_name("SN-CONSOLE")
+        .send()
+        .await
+        .unwrap();
+    let event = here.auto_register(&ca, &device).await;
+    let outcome = here.activator(&registry).handle(event, "r1").await.unwrap();
+    assert!(
+        matches!(
+            outcome,
+            Activation::Denied {
+                reason: Reason::ThingTypeMismatch,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(here.status(&device).await, "PENDING_ACTIVATION");
+    assert_eq!(
+        audit_decisions(&registry, "SN-CONSOLE").await,
+        [(Decision::Deny, "THING_TYPE_MISMATCH".to_owned())]
+    );
+}

@@ -205,6 +205,23 @@ where
                     .unwrap_or_else(|| self.policy.default_thing_group.to_string()),
                 policy_name: self.device_policy.clone(),
             };
+            // A thing of the serial's name that is not a device's (another
+            // type, or none) may be privileged: the certificate would take
+            // its groups and what its policies grant. Refused, audited.
+            if let Some(existing) = self.iot.existing_thing_type(&plan.thing_name).await? {
+                if existing.as_deref() != Some(plan.thing_type.as_str()) {
+                    let denial = Denial::new(
+                        Reason::ThingTypeMismatch,
+                        format!(
+                            "a thing named {} exists with type {}, not {}",
+                            plan.thing_name,
+                            existing.as_deref().unwrap_or("(none)"),
+                            plan.thing_type
+                        ),
+                    );
+                    return self.deny(&serial, &certificate, denial, request_id).await;
+                }
+            }
             // What would fail every run after the commit is refused before it.
             if !self.iot.thing_group_exists(&plan.thing_group).await? {
                 let denial = Denial::new(

@@ -60,6 +60,13 @@ pub trait DeviceRegistrar: Send + Sync {
         group: &str,
     ) -> impl Future<Output = Result<bool, IotError>> + Send;
 
+    /// The type of the thing named `name`: `None` when there is no such
+    /// thing, `Some(None)` for a thing without a type.
+    fn existing_thing_type(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Option<String>>, IotError>> + Send;
+
     /// The thing (created, or its type and attributes updated), its group,
     /// the policy and the principal attached, and last the certificate
     /// ACTIVE. Every step may run again.
@@ -134,6 +141,14 @@ impl DeviceRegistrar for SdkRegistrar {
             Ok(_) => Ok(true),
             Err(e) if not_found(&e) => Ok(false),
             Err(e) => Err(failed("DescribeThingGroup", e)),
+        }
+    }
+
+    async fn existing_thing_type(&self, name: &str) -> Result<Option<Option<String>>, IotError> {
+        match self.client.describe_thing().thing_name(name).send().await {
+            Ok(thing) => Ok(Some(thing.thing_type_name().map(str::to_owned))),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(failed("DescribeThing", e)),
         }
     }
 

@@ -41,6 +41,9 @@ pub enum Reason {
     KeyMismatch,
     ClientIdMismatch,
     ThingGroupNotAllowed,
+    /// Device activation: a thing of the serial's name exists with another
+    /// type.
+    ThingTypeMismatch,
     DeadlineExceeded,
     InternalError,
 }
@@ -60,6 +63,7 @@ impl Reason {
             Reason::KeyMismatch => "KEY_MISMATCH",
             Reason::ClientIdMismatch => "CLIENT_ID_MISMATCH",
             Reason::ThingGroupNotAllowed => "THING_GROUP_NOT_ALLOWED",
+            Reason::ThingTypeMismatch => "THING_TYPE_MISMATCH",
             Reason::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Reason::InternalError => "INTERNAL_ERROR",
         }
