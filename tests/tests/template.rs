@@ -876,6 +876,12 @@ fn the_provisioning_templates_evaluate_to_a_typed_thing_in_the_default_or_manife
     assert_eq!(thing.name, "SN-EU-0001");
     assert_eq!(thing.thing_type.as_deref(), Some("geoprov-device"));
     assert_eq!(thing.groups, ["geoprov-sensors-eu"]);
+    // An existing thing of the serial's name leaves every other group: the
+    // certificate never inherits a group the registry did not give it.
+    assert_eq!(
+        thing.overrides.groups,
+        geoprov_iot_emu::template::Override::Replace
+    );
     assert_eq!(thing.attributes["region"], "eu-west-1");
     assert_eq!(thing.attributes.len(), 4);
     assert_eq!(fleet.certificate.unwrap().status, "ACTIVE");
