@@ -68,9 +68,11 @@ pub async fn run(function_key: &str) {
             .await
             .unwrap_or_else(|e| panic!("register {serial}: {e:?}"));
     }
-    // A thing left from an earlier provisioning of the device.
+    // A thing left from an earlier provisioning of the device: of the
+    // device type (a thing of another type is refused, THING_TYPE_MISMATCH).
     iot.create_thing()
         .thing_name("SN-JITR-0003")
+        .thing_type_name(&env_of["THING_TYPE_NAME"])
         .send()
         .await
         .unwrap();
