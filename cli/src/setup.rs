@@ -423,22 +423,7 @@ async fn ensure_claim_active(
         .send()
         .await
     {
-        Ok(found) => {
-            let description = found
-                .certificate_description()
-                .ok_or_else(|| missing(IOT, region, DESCRIBE, "certificateDescription"))?;
-            if description.status() != Some(&CertificateStatus::Active) {
-                set_active(client, region, id).await?;
-            }
-            Ok(RegisteredCertificate {
-                certificate_id: id.to_owned(),
-                certificate_arn: description
-                    .certificate_arn()
-                    .ok_or_else(|| missing(IOT, region, DESCRIBE, "certificateArn"))?
-                    .to_owned(),
-                created: false,
-            })
-        }
+        Ok(found) => present(client, region, id, &found).await,
         Err(e)
             if e.as_service_error()
                 .is_some_and(|e| e.is_resource_not_found_exception()) =>
@@ -503,12 +488,12 @@ async fn present_under(
         .send()
         .await
         .map_err(|e| aws_error(IOT, region, DESCRIBE, e))?;
-    let description = found
+    let held = found
         .certificate_description()
-        .ok_or_else(|| missing(IOT, region, DESCRIBE, "certificateDescription"))?;
+        .and_then(|d| d.certificate_pem())
+        .unwrap_or_default();
     let der = |text: &str| pem::parse(text.trim()).ok().map(|p| p.into_contents());
-    let same = der(description.certificate_pem().unwrap_or_default())
-        .is_some_and(|held| Some(held) == der(pem_text));
+    let same = der(held).is_some_and(|held| Some(held) == der(pem_text));
     if !same {
         return Err(SetupError::Aws {
             service: IOT,
@@ -519,6 +504,21 @@ async fn present_under(
             ),
         });
     }
+    present(client, region, id, &found).await
+}
+
+/// The claim certificate found registered as `id`: made ACTIVE when it is
+/// not, and reported as present.
+async fn present(
+    client: &Client,
+    region: &str,
+    id: &str,
+    found: &aws_sdk_iot::operation::describe_certificate::DescribeCertificateOutput,
+) -> Result<RegisteredCertificate, SetupError> {
+    const DESCRIBE: &str = "DescribeCertificate";
+    let description = found
+        .certificate_description()
+        .ok_or_else(|| missing(IOT, region, DESCRIBE, "certificateDescription"))?;
     if description.status() != Some(&CertificateStatus::Active) {
         set_active(client, region, id).await?;
     }
