@@ -402,54 +402,30 @@ impl MetricAlarm {
 /// The settings of a health check's copy that differ from the alarm's
 /// current ones, by the API's field names; empty when they are the same.
 pub fn config_drift(copied: &AlarmConfiguration, current: &AlarmConfiguration) -> Vec<String> {
-    let mut differ = Vec::new();
-    let mut note = |field: &str, a: String, b: String| {
-        if a != b {
-            differ.push(format!("{field}: health check {a}, alarm {b}"));
-        }
-    };
-    note(
-        "EvaluationPeriods",
-        copied.evaluation_periods.to_string(),
-        current.evaluation_periods.to_string(),
-    );
-    note(
-        "Threshold",
-        copied.threshold.to_string(),
-        current.threshold.to_string(),
-    );
-    note(
-        "ComparisonOperator",
-        copied.comparison_operator.as_str().into(),
-        current.comparison_operator.as_str().into(),
-    );
-    note(
-        "Period",
-        copied.period.to_string(),
-        current.period.to_string(),
-    );
-    note(
-        "MetricName",
-        copied.metric_name.clone(),
-        current.metric_name.clone(),
-    );
-    note(
-        "Namespace",
-        copied.namespace.clone(),
-        current.namespace.clone(),
-    );
-    note(
-        "Statistic",
-        copied.statistic.as_str().into(),
-        current.statistic.as_str().into(),
-    );
-    let dims = |c: &AlarmConfiguration| {
-        let mut d = c.dimensions.clone();
-        d.sort();
-        format!("{d:?}")
-    };
-    note("Dimensions", dims(copied), dims(current));
-    differ
+    type Field = (&'static str, fn(&AlarmConfiguration) -> String);
+    const FIELDS: [Field; 8] = [
+        ("EvaluationPeriods", |c| c.evaluation_periods.to_string()),
+        ("Threshold", |c| c.threshold.to_string()),
+        ("ComparisonOperator", |c| {
+            c.comparison_operator.as_str().into()
+        }),
+        ("Period", |c| c.period.to_string()),
+        ("MetricName", |c| c.metric_name.clone()),
+        ("Namespace", |c| c.namespace.clone()),
+        ("Statistic", |c| c.statistic.as_str().into()),
+        ("Dimensions", |c| {
+            let mut d = c.dimensions.clone();
+            d.sort();
+            format!("{d:?}")
+        }),
+    ];
+    FIELDS
+        .iter()
+        .filter_map(|(field, value)| {
+            let (a, b) = (value(copied), value(current));
+            (a != b).then(|| format!("{field}: health check {a}, alarm {b}"))
+        })
+        .collect()
 }
 
 /// One datapoint of the metric: epoch seconds and value.
