@@ -15,9 +15,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use geoprov_device_rules::rules::{self, Denial};
 use geoprov_shared::audit::{AuditEvent, Decision};
 use geoprov_shared::claims::{effective_trust, is_certificate_id, ClaimsRead};
-use geoprov_shared::device::{DeviceStatus, SerialNumber};
+use geoprov_shared::device::SerialNumber;
 use geoprov_shared::registry::{AuditLog, DeviceRegistry};
 use geoprov_shared::telemetry::{MetricLine, Unit};
 use serde_json::Value;
@@ -30,7 +31,7 @@ use crate::ledger::{Begun, IssuanceLedger, IssuanceStatus, LedgerEntry, Quota};
 use crate::pca::{CertificateAuthority, CertificatePem};
 use crate::provider::{self, ProviderAnswer, ProviderEvent, ProviderRefusal};
 use crate::request::{self, IssueRequest, Parsed};
-use crate::response::{ErrorCode, Issued, ItemResponse, Response};
+use crate::response::{error_code, ErrorCode, Issued, ItemResponse, Response};
 use crate::SERVICE;
 
 /// The first wait between two GetCertificate polls; it doubles up to `MAX_POLL`.
@@ -466,54 +467,24 @@ where
         let csr = csr::check(serial.as_str(), &request.csr_pem)
             .map_err(|refusal| refuse(refusal.code, refusal.message))?;
         let record = match self.registry.device(&serial).await {
-            Ok(Some(record)) => record,
-            Ok(None) => {
-                return Err(refuse(
-                    ErrorCode::UnknownDevice,
-                    format!("{serial} is not in the device registry"),
-                ))
-            }
+            Ok(record) => record,
             // Fail closed: without the registry nothing is issued.
             Err(e) => {
                 return Err(self.failed(raw_serial, "the device registry could not be read", e))
             }
         };
+        // The device rules the hook and device activation apply too.
+        let refused = |denial: Denial| refuse(error_code(denial.reason), denial.detail);
+        let record = rules::standing(&serial, record.as_ref(), caller.connected_in.as_deref())
+            .map_err(refused)?;
+        rules::factory_key(
+            &serial,
+            record,
+            || Ok(csr.public_key_sha256.clone()),
+            caller.require_factory_key,
+        )
+        .map_err(refused)?;
         let profile = &record.profile;
-        if profile.status != DeviceStatus::Allowed {
-            return Err(refuse(
-                ErrorCode::DeviceBlocked,
-                format!("{serial} is {}", profile.status.as_str()),
-            ));
-        }
-        if record.block.is_some() {
-            return Err(refuse(
-                ErrorCode::DeviceBlocked,
-                format!("{serial} is blocked by an operator"),
-            ));
-        }
-        if let (Some(region), Some(allowed)) = (&caller.connected_in, &profile.allowed_regions) {
-            if !allowed.iter().any(|r| r.as_str() == region) {
-                return Err(refuse(
-                    ErrorCode::RegionNotAllowed,
-                    format!("{serial} may not use {region}"),
-                ));
-            }
-        }
-        match &profile.public_key_sha256 {
-            Some(factory) if factory.as_str() != csr.public_key_sha256 => {
-                return Err(refuse(
-                    ErrorCode::KeyMismatch,
-                    format!("the CSR's public key is not the factory key recorded for {serial}"),
-                ));
-            }
-            None if caller.require_factory_key => {
-                return Err(refuse(
-                    ErrorCode::NoFactoryKey,
-                    format!("{serial} has no factory key (publicKeySha256) in the registry"),
-                ));
-            }
-            _ => {}
-        }
         Ok(Approved {
             max_certificates: profile
                 .max_certificates

@@ -45,6 +45,23 @@ pub enum ErrorCode {
     IssuanceFailed,
 }
 
+/// The issuer's code for a refusal by the device rules
+/// (`geoprov_device_rules::rules::{standing, factory_key}`).
+pub fn error_code(reason: geoprov_device_rules::Reason) -> ErrorCode {
+    use geoprov_device_rules::Reason;
+    match reason {
+        Reason::UnknownDevice => ErrorCode::UnknownDevice,
+        Reason::RegionNotAllowed => ErrorCode::RegionNotAllowed,
+        Reason::KeyMismatch => ErrorCode::KeyMismatch,
+        Reason::NoFactoryKey => ErrorCode::NoFactoryKey,
+        Reason::QuotaExceeded => ErrorCode::QuotaExceeded,
+        Reason::UntrustedClaim => ErrorCode::UntrustedClaim,
+        // Anything else the rules refuse is a device that may not have a
+        // certificate: fail closed.
+        _ => ErrorCode::DeviceBlocked,
+    }
+}
+
 impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {

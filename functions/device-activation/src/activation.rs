@@ -17,7 +17,7 @@ use geoprov_shared::registry::{
     AuditLog, CommitOutcome, DeviceRegistry, ProvisioningCommit, RegistryError,
 };
 use geoprov_shared::telemetry::{MetricLine, Unit};
-use pre_provisioning_hook::rules::{Denial, GrantKind, Policy, Reason};
+use geoprov_device_rules::rules::{Denial, GrantKind, Policy, Reason};
 use serde_json::Value;
 use x509_parser::prelude::FromDer;
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use geoprov_shared::config::{ConfigError, Env};
-use pre_provisioning_hook::DeviceRuleSettings;
+use geoprov_device_rules::DeviceRuleSettings;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActivationConfig {

@@ -9,7 +9,7 @@
 //! just-in-time registration"); IoT publishes it again whenever the client
 //! comes back with the certificate still PENDING_ACTIVATION. A topic rule
 //! sends the event here. The device rules are the hook's
-//! ([`pre_provisioning_hook::Policy::device_rules`]: registered, not blocked,
+//! ([`geoprov_device_rules::Policy::device_rules`]: registered, not blocked,
 //! region allowed, quota, factory key), not a copy:
 //! - allowed: the provisioning is committed like the hook's (quota and
 //!   audit event in one transaction), then the thing, its group, the device

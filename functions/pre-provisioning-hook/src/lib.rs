@@ -8,7 +8,9 @@
 pub mod config;
 pub mod handler;
 pub mod request;
-pub mod rules;
+/// The device rules, from the core crate that the hook, device activation and
+/// the issuer share.
+pub use geoprov_device_rules::rules;
 
 pub use config::{DeviceRuleSettings, HookConfig};
 pub use handler::{HookDecision, ProvisioningHook};

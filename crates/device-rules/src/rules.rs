@@ -19,7 +19,7 @@ use geoprov_shared::device::{
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::request::ProvisioningClaim;
+use crate::claim::ProvisioningClaim;
 
 /// The parameter IoT itself adds to a request: the new certificate's id.
 pub const IOT_CERTIFICATE_ID_PARAMETER: &str = "AWS::IoT::Certificate::Id";
@@ -216,38 +216,9 @@ impl Policy {
         certificate_pem: &str,
         device: Option<&DeviceRecord>,
     ) -> Result<Grant, Denial> {
-        let device = device.ok_or_else(|| {
-            Denial::new(
-                Reason::UnknownDevice,
-                format!("{serial} is not in the registry"),
-            )
-        })?;
+        let device = standing(serial, device, Some(self.region.as_str()))?;
         let profile = &device.profile;
 
-        if profile.status != DeviceStatus::Allowed {
-            return Err(Denial::new(
-                Reason::DeviceBlocked,
-                format!("{serial} is {}", profile.status.as_str()),
-            ));
-        }
-        if let Some(block) = &device.block {
-            return Err(Denial::new(
-                Reason::DeviceBlocked,
-                format!(
-                    "{serial} is blocked by an operator since {}: {}",
-                    block.blocked_at, block.reason
-                ),
-            ));
-        }
-
-        if let Some(allowed) = &profile.allowed_regions {
-            if !allowed.contains(&self.region) {
-                return Err(Denial::new(
-                    Reason::RegionNotAllowed,
-                    format!("{serial} may not be provisioned in {}", self.region),
-                ));
-            }
-        }
         if let Some(why) = profile
             .thing_group
             .as_ref()
@@ -277,26 +248,12 @@ impl Policy {
             }
         };
 
-        match &profile.public_key_sha256 {
-            Some(expected) => {
-                let actual = spki_sha256(certificate_pem).map_err(|e| {
-                    Denial::new(Reason::KeyMismatch, format!("certificatePem: {e}"))
-                })?;
-                if actual != expected.as_str() {
-                    return Err(Denial::new(
-                        Reason::KeyMismatch,
-                        "the certificate's public key is not the factory key".to_owned(),
-                    ));
-                }
-            }
-            None if self.require_factory_key => {
-                return Err(Denial::new(
-                    Reason::NoFactoryKey,
-                    format!("{serial} has no factory key (publicKeySha256) in the registry"),
-                ));
-            }
-            None => {}
-        }
+        factory_key(
+            serial,
+            device,
+            || spki_sha256(certificate_pem).map_err(|e| format!("certificatePem: {e}")),
+            self.require_factory_key,
+        )?;
 
         Ok(Grant {
             kind,
@@ -339,6 +296,75 @@ impl Policy {
         overrides.insert("ThingGroupName".into(), group.as_str().to_owned());
         overrides.insert("Region".into(), self.region.to_string());
         overrides
+    }
+}
+
+/// The device's standing, whoever asks (the hook, device activation, the
+/// issuer): registered, not blocked by the manifest or by an operator, and
+/// allowed in `region` when the caller knows where the device is.
+pub fn standing<'a>(
+    serial: &SerialNumber,
+    device: Option<&'a DeviceRecord>,
+    region: Option<&str>,
+) -> Result<&'a DeviceRecord, Denial> {
+    let device = device.ok_or_else(|| {
+        Denial::new(
+            Reason::UnknownDevice,
+            format!("{serial} is not in the registry"),
+        )
+    })?;
+    let profile = &device.profile;
+    if profile.status != DeviceStatus::Allowed {
+        return Err(Denial::new(
+            Reason::DeviceBlocked,
+            format!("{serial} is {}", profile.status.as_str()),
+        ));
+    }
+    if let Some(block) = &device.block {
+        return Err(Denial::new(
+            Reason::DeviceBlocked,
+            format!(
+                "{serial} is blocked by an operator since {}: {}",
+                block.blocked_at, block.reason
+            ),
+        ));
+    }
+    if let (Some(region), Some(allowed)) = (region, &profile.allowed_regions) {
+        if !allowed.iter().any(|r| r.as_str() == region) {
+            return Err(Denial::new(
+                Reason::RegionNotAllowed,
+                format!("{serial} may not be provisioned in {region}"),
+            ));
+        }
+    }
+    Ok(device)
+}
+
+/// The factory-key rule: a key recorded in the registry must be the key
+/// presented (`presented` gives its SHA-256, read only when needed), and with
+/// `require` a device without a recorded key is refused.
+pub fn factory_key(
+    serial: &SerialNumber,
+    device: &DeviceRecord,
+    presented: impl FnOnce() -> Result<String, String>,
+    require: bool,
+) -> Result<(), Denial> {
+    match &device.profile.public_key_sha256 {
+        Some(expected) => {
+            let actual = presented().map_err(|e| Denial::new(Reason::KeyMismatch, e))?;
+            if actual != expected.as_str() {
+                return Err(Denial::new(
+                    Reason::KeyMismatch,
+                    format!("the public key presented for {serial} is not its factory key"),
+                ));
+            }
+            Ok(())
+        }
+        None if require => Err(Denial::new(
+            Reason::NoFactoryKey,
+            format!("{serial} has no factory key (publicKeySha256) in the registry"),
+        )),
+        None => Ok(()),
     }
 }
 
