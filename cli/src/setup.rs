@@ -63,7 +63,7 @@ pub enum SetupError {
          after UpdateCACertificate with an empty registration config (which the IoT API does not \
          document as clearing it): a new certificate would be provisioned by JITP, without the \
          registry. Update the regional stack (it deletes the template) or register the CA again \
-         (README, \"Deploying\", step 8)"
+         (docs/deploying.md, step 8)"
     )]
     TemplateLeft {
         region: String,

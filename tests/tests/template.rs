@@ -410,7 +410,7 @@ fn each_region_s_canary_alarm_feeds_its_route53_health_check() {
         config["AlarmIdentifier"],
         json!({"Region": {"Ref": "RegionName"}, "Name": {"Fn::Sub": "geoprov-health-${RegionName}"}})
     );
-    // No TCP check beside it (see the README: it adds no signal the canary
+    // No TCP check beside it (see docs/failover.md: it adds no signal the canary
     // lacks, and a CALCULATED parent would let it mask the canary).
     assert!(config.get("FullyQualifiedDomainName").is_none());
 
