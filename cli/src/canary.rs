@@ -22,11 +22,11 @@ use aws_sdk_ssm::types::ParameterType;
 use geoprov_shared::config::Env;
 use geoprov_shared::device::{DeviceProfile, PublicKeyFingerprint, RegionName, SerialNumber};
 use geoprov_shared::registry::DynamoRegistry;
-use region_canary::canary::Canary;
-use region_canary::cleanup::SdkThingRemover;
-use region_canary::config::CanaryConfig;
-use region_canary::material::{self, MaterialCache};
-use region_canary::probe::Report;
+use geoprov_canary::canary::Canary;
+use geoprov_canary::cleanup::SdkThingRemover;
+use geoprov_canary::config::CanaryConfig;
+use geoprov_canary::material::{self, MaterialCache};
+use geoprov_canary::probe::Report;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -100,7 +100,7 @@ pub fn policy_document(partition: &str, region: &str, account: &str) -> String {
         "Version": "2012-10-17",
         "Statement": [
             {"Effect": "Allow", "Action": "iot:Connect",
-             "Resource": arn("client", &format!("{}-*", region_canary::thing_name(region)))},
+             "Resource": arn("client", &format!("{}-*", geoprov_canary::thing_name(region)))},
             {"Effect": "Allow", "Action": ["iot:Publish", "iot:Receive"],
              "Resource": arn("topic", &format!("canary/{region}/*"))},
             {"Effect": "Allow", "Action": "iot:Subscribe",
@@ -171,12 +171,12 @@ async fn setup_region(
 ) -> Result<RegionCanary, CanaryError> {
     let iot = iot_client(sdk, region);
     let ssm = ssm_client(sdk, region);
-    let path = region_canary::parameter_path(region);
+    let path = geoprov_canary::parameter_path(region);
     let at = |name: &str| format!("{path}/{name}");
     let existing: BTreeMap<String, String> =
         material::read_ssm(&ssm, &path).await?.into_iter().collect();
 
-    let thing = region_canary::thing_name(region);
+    let thing = geoprov_canary::thing_name(region);
     match iot.create_thing().thing_name(&thing).send().await {
         Ok(_) => {}
         Err(e) if e.code() == Some("ResourceAlreadyExistsException") => {}
@@ -203,7 +203,7 @@ async fn setup_region(
             })
         }
     };
-    let policy = region_canary::POLICY_NAME;
+    let policy = geoprov_canary::POLICY_NAME;
     match iot
         .create_policy()
         .policy_name(policy)
@@ -295,7 +295,7 @@ async fn setup_region(
         let spki = hex::encode(Sha256::digest(
             rcgen::PublicKeyData::subject_public_key_info(&key),
         ));
-        let serial_text = region_canary::provisioning_serial(region);
+        let serial_text = geoprov_canary::provisioning_serial(region);
         let serial = SerialNumber::try_from(serial_text.as_str())
             .map_err(|e| CanaryError::ProvisioningKey(e.0))?;
         let mut profile = DeviceProfile::allowed(serial);
@@ -333,7 +333,7 @@ pub struct RunArgs<'a> {
 
 /// `geoprov canary run`: the function's probe, once, from here.
 pub async fn run(sdk: &SdkConfig, args: RunArgs<'_>) -> Result<Report, CanaryError> {
-    let serial = region_canary::provisioning_serial(args.region);
+    let serial = geoprov_canary::provisioning_serial(args.region);
     let budget = args.budget_ms.to_string();
     let mut pairs = vec![
         ("AWS_REGION", args.region),

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_sdk_route53::error::DisplayErrorContext;
-use endpoint_failover::config::CONTINENT_CODES;
-use endpoint_failover::route53::{self, Retry, Route53, SdkRoute53};
+use geoprov_failover::config::CONTINENT_CODES;
+use geoprov_failover::route53::{self, Retry, Route53, SdkRoute53};
 use route53_answer::{ClientLocation, Resolution, Zone};
 
 use crate::CliError;

@@ -9,8 +9,8 @@ use std::path::Path;
 use aws_config::SdkConfig;
 use aws_sdk_iot::error::DisplayErrorContext;
 use aws_sdk_iot::types::{DomainConfigurationStatus, ServiceType};
-use endpoint_failover::config::{normalize_dns_name, ConfigSource, FailoverConfig};
-use endpoint_failover::config_store;
+use geoprov_failover::config::{normalize_dns_name, ConfigSource, FailoverConfig};
+use geoprov_failover::config_store;
 use geoprov_shared::config::ConfigError;
 use serde::Serialize;
 

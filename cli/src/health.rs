@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use aws_config::SdkConfig;
 use aws_sdk_cloudwatch::types::{Dimension, Statistic as CwStatistic};
 use aws_sdk_route53::types::{AlarmIdentifier, CloudWatchRegion, HealthCheck};
-use endpoint_failover::config::FailoverConfig;
+use geoprov_failover::config::FailoverConfig;
 use route53_answer::health::{
     self, AlarmConfiguration, AlarmFinding, Comparison, DataVerdict, Datapoint, HealthStatus,
     InsufficientData, MetricAlarm, Statistic,

@@ -419,16 +419,16 @@ enum CliError {
     #[error("{}: {source}", path.display())]
     InvalidFailoverConfig {
         path: PathBuf,
-        source: endpoint_failover::config::InvalidFailoverConfig,
+        source: geoprov_failover::config::InvalidFailoverConfig,
     },
     #[error("--to {to:?}: {reason}")]
     Destination { to: String, reason: String },
     #[error("nothing was stored: {0}")]
-    Store(endpoint_failover::config::FunctionConfigError),
+    Store(geoprov_failover::config::FunctionConfigError),
     #[error("hosted zone {zone_id}: {message}")]
     HostedZone { zone_id: String, message: String },
     #[error("{0}")]
-    Route53(#[from] endpoint_failover::route53::Route53Error),
+    Route53(#[from] geoprov_failover::route53::Route53Error),
     #[error("{0}")]
     Setup(#[from] setup::SetupError),
     #[error("{0}")]

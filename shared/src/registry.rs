@@ -2,10 +2,13 @@
 //! write that consumes a provisioning, and the audit log beside them.
 //!
 //! Decision code sees only the traits; [`DynamoRegistry`] is the DynamoDB
-//! adapter (tested against moto), [`memory::MemoryRegistry`] an in-process
-//! copy with the same semantics for unit tests of the handlers.
+//! adapter (tested against moto), `memory::MemoryRegistry` an in-process
+//! copy with the same semantics for unit tests of the handlers: a test
+//! double, compiled only for this crate's tests and behind the `test-util`
+//! feature, never into a function.
 
 pub mod dynamo;
+#[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 
 use std::future::Future;

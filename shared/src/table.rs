@@ -26,7 +26,7 @@
 //! resetting anyone's quota or lifting anyone's block. Audit events without a
 //! valid serial spread over 16 partitions, so a flood of malformed requests
 //! makes no hot partition. The
-//! failover's items are described in `endpoint_failover::state`, the
+//! failover's items are described in `geoprov_failover::state`, the
 //! issuance ledger in `cert_issuer::ledger`.
 
 use std::time::Duration;

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use endpoint_failover::config::FailoverConfig;
+use geoprov_failover::config::FailoverConfig;
 use geoprov_tests::failover::{
     alarm_event, answers, every_country_config, expected_targets, hosted_zone, FIVE_REGIONS,
 };

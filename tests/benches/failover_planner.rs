@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use endpoint_failover::config::FailoverConfig;
-use endpoint_failover::tree::{apply, plan};
+use geoprov_failover::config::FailoverConfig;
+use geoprov_failover::tree::{apply, plan};
 use geoprov_shared::device::RegionName;
 use geoprov_tests::failover::every_country_config;
 use route53_answer::{ClientLocation, RecordSet, Zone};

@@ -48,12 +48,12 @@ impl CanaryRegion {
             ("CANARY_SERVER_NAME", GLOBAL_NAME.to_owned()),
             (
                 "CANARY_PARAMETER_PATH",
-                region_canary::parameter_path(region),
+                geoprov_canary::parameter_path(region),
             ),
             ("CANARY_BUDGET_MS", budget_ms.to_string()),
             ("CANARY_PROVISIONING", "true".into()),
             ("CANARY_TEMPLATE_NAME", "geoprov-fleet".into()),
-            ("CANARY_SERIAL", region_canary::provisioning_serial(region)),
+            ("CANARY_SERIAL", geoprov_canary::provisioning_serial(region)),
             ("PROVISIONING_CLIENT_ID_PREFIX", "prov-".into()),
             // The window is kept in the region's table.
             ("TABLE_NAME", self.fleet.table.clone()),

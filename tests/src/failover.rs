@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aws_sdk_route53::types::{HealthCheckConfig, HealthCheckType};
-use endpoint_failover::alarms::SdkAlarms;
-use endpoint_failover::config::{Bounds, FailoverConfig};
+use geoprov_failover::alarms::SdkAlarms;
+use geoprov_failover::config::{Bounds, FailoverConfig};
 use endpoint_failover::handler::Failover;
-use endpoint_failover::route53::{self, Retry, Route53, SdkRoute53};
-use endpoint_failover::state::DynamoFailoverStore;
-use endpoint_failover::tree::{self, ZoneChange};
+use geoprov_failover::route53::{self, Retry, Route53, SdkRoute53};
+use geoprov_failover::state::DynamoFailoverStore;
+use geoprov_failover::tree::{self, ZoneChange};
 use route53_answer::{ClientLocation, RecordSet, Zone};
 use serde_json::{json, Value};
 use std::time::Duration;

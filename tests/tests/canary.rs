@@ -67,7 +67,7 @@ async fn certificates_of_key(region: &CanaryRegion, spki_sha256: &str) -> Vec<St
 #[tokio::test]
 async fn the_canary_connects_round_trips_and_provisions_and_leaves_nothing_behind() {
     let region = CanaryRegion::start(REGION);
-    let serial = region_canary::provisioning_serial(REGION);
+    let serial = geoprov_canary::provisioning_serial(REGION);
     assert_eq!(region.setup[REGION]["provisioningSerial"], serial.as_str());
     assert_eq!(region.setup[REGION]["certificateCreated"], true);
 
@@ -168,7 +168,7 @@ async fn the_canary_connects_round_trips_and_provisions_and_leaves_nothing_behin
     );
     // The canary's own thing stays, with its certificate.
     iot.describe_thing()
-        .thing_name(region_canary::thing_name(REGION))
+        .thing_name(geoprov_canary::thing_name(REGION))
         .send()
         .await
         .unwrap();
@@ -263,7 +263,7 @@ fn fails_at(region: &CanaryRegion, budget_ms: u64, fault: &str, step: &str) -> V
     // The budget, and the cleanup's bound (it runs after the budget), and
     // the invocation's own overhead on a loaded machine.
     let bound = Duration::from_millis(budget_ms)
-        + region_canary::probe::CLEANUP_LIMIT
+        + geoprov_canary::probe::CLEANUP_LIMIT
         + Duration::from_secs(3);
     assert!(took <= bound, "{fault}: the run took {took:?}");
     let elapsed = Duration::from_secs_f64(report["elapsedMs"].as_f64().unwrap() / 1000.0);
@@ -317,7 +317,7 @@ async fn under_each_fault_the_canary_reports_zero_within_its_budget_and_names_th
     let cleanup = hook["steps"].as_array().unwrap().last().unwrap();
     assert_eq!(cleanup["step"], "cleanup");
     assert_eq!(cleanup["ok"], true, "{cleanup}");
-    let serial = region_canary::provisioning_serial(FAULT_REGION);
+    let serial = geoprov_canary::provisioning_serial(FAULT_REGION);
     assert!(region.fleet.audit_reasons(&serial).await.is_empty());
     // The refused and stalled runs cleaned up too (the cleanup runs
     // whenever the provisioning probe is on).

@@ -8,14 +8,14 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use endpoint_failover::config::FailoverConfig;
-use endpoint_failover::health::Status;
-use endpoint_failover::report::{ErrorCode, Report};
-use endpoint_failover::route53::SdkRoute53;
-use endpoint_failover::state::{
+use geoprov_failover::config::FailoverConfig;
+use geoprov_failover::health::Status;
+use geoprov_failover::report::{ErrorCode, Report};
+use geoprov_failover::route53::SdkRoute53;
+use geoprov_failover::state::{
     failover_pk, DynamoFailoverStore, FailoverStore, LedgerEntry, LedgerError,
 };
-use endpoint_failover::tree::{self, ZoneChange};
+use geoprov_failover::tree::{self, ZoneChange};
 use geoprov_tests::failover::{
     alarm_event, alarm_event_at, answers, answers_from, every_country_config, expected_targets,
     failover, failover_with_store, flat_records, fresh_store, hosted_zone, moto_alarms,
@@ -406,7 +406,7 @@ async fn with_route53s_api_down_every_invocation_reports_and_health_alone_moves_
     // The same function with Route 53 at a closed port: its state and alarms still work.
     let sdk =
         geoprov_tests::sdk_config(&format!("http://127.0.0.1:{}", free_port()), "us-east-1").await;
-    let dead = SdkRoute53::new(endpoint_failover::route53::client(&sdk), TEST_RETRY);
+    let dead = SdkRoute53::new(geoprov_failover::route53::client(&sdk), TEST_RETRY);
     let store = fresh_store(&cfg).await;
     let alarms = moto_alarms(&cfg).await;
     let failover =
@@ -447,7 +447,7 @@ struct PausingStore {
 impl FailoverStore for PausingStore {
     async fn load(
         &self,
-    ) -> Result<endpoint_failover::state::StoredState, geoprov_shared::registry::RegistryError>
+    ) -> Result<geoprov_failover::state::StoredState, geoprov_shared::registry::RegistryError>
     {
         let state = self.inner.load().await;
         let n = self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
@@ -459,9 +459,9 @@ impl FailoverStore for PausingStore {
     async fn update_region(
         &self,
         region: &geoprov_shared::device::RegionName,
-        update: endpoint_failover::state::RegionUpdate,
+        update: geoprov_failover::state::RegionUpdate,
         event_id: Option<&str>,
-    ) -> Result<endpoint_failover::state::UpdateOutcome, geoprov_shared::registry::RegistryError>
+    ) -> Result<geoprov_failover::state::UpdateOutcome, geoprov_shared::registry::RegistryError>
     {
         self.inner.update_region(region, update, event_id).await
     }
@@ -469,25 +469,25 @@ impl FailoverStore for PausingStore {
         &self,
         owner: &str,
         duration: Duration,
-    ) -> Result<Option<endpoint_failover::state::Lease>, geoprov_shared::registry::RegistryError>
+    ) -> Result<Option<geoprov_failover::state::Lease>, geoprov_shared::registry::RegistryError>
     {
         self.inner.try_lock(owner, duration).await
     }
     async fn holds(
         &self,
-        lease: &endpoint_failover::state::Lease,
+        lease: &geoprov_failover::state::Lease,
     ) -> Result<bool, geoprov_shared::registry::RegistryError> {
         self.inner.holds(lease).await
     }
     async fn unlock(
         &self,
-        lease: &endpoint_failover::state::Lease,
+        lease: &geoprov_failover::state::Lease,
     ) -> Result<(), geoprov_shared::registry::RegistryError> {
         self.inner.unlock(lease).await
     }
     async fn record_changes(
         &self,
-        lease: &endpoint_failover::state::Lease,
+        lease: &geoprov_failover::state::Lease,
         entries: &[LedgerEntry],
         changed_at: i64,
         change_id: &str,
@@ -507,7 +507,7 @@ async fn stalled_writer(
 ) -> endpoint_failover::handler::Failover<
     SdkRoute53,
     PausingStore,
-    endpoint_failover::alarms::SdkAlarms,
+    geoprov_failover::alarms::SdkAlarms,
 > {
     let mut bounds = test_bounds();
     bounds.lease = lease;
@@ -680,25 +680,25 @@ async fn a_lapsed_lease_is_fenced_out_of_the_ledger() {
 /// for what moto cannot do: hang one call).
 struct HangingChanges(SdkRoute53);
 
-impl endpoint_failover::route53::Route53 for HangingChanges {
+impl geoprov_failover::route53::Route53 for HangingChanges {
     async fn records(
         &self,
         zone: &str,
         name: &str,
-    ) -> Result<Vec<RecordSet>, endpoint_failover::route53::Route53Error> {
+    ) -> Result<Vec<RecordSet>, geoprov_failover::route53::Route53Error> {
         self.0.records(zone, name).await
     }
     async fn change(
         &self,
         _zone: &str,
         _changes: &[ZoneChange],
-    ) -> Result<String, endpoint_failover::route53::Route53Error> {
+    ) -> Result<String, geoprov_failover::route53::Route53Error> {
         std::future::pending().await
     }
     async fn is_insync(
         &self,
         change_id: &str,
-    ) -> Result<bool, endpoint_failover::route53::Route53Error> {
+    ) -> Result<bool, geoprov_failover::route53::Route53Error> {
         self.0.is_insync(change_id).await
     }
 }

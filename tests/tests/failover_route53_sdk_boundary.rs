@@ -12,14 +12,14 @@ use aws_sdk_route53::primitives::DateTime;
 use aws_sdk_route53::types::{ChangeAction, ChangeInfo, ChangeStatus, RrType};
 use aws_sdk_route53::Client;
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
-use endpoint_failover::alarms::SdkAlarms;
-use endpoint_failover::config::FailoverConfig;
+use geoprov_failover::alarms::SdkAlarms;
+use geoprov_failover::config::FailoverConfig;
 use endpoint_failover::handler::Failover;
-use endpoint_failover::health::Status;
-use endpoint_failover::report::ErrorCode;
-use endpoint_failover::route53::{to_sdk, Route53, SdkRoute53};
-use endpoint_failover::state::DynamoFailoverStore;
-use endpoint_failover::tree::{self, ZoneChange};
+use geoprov_failover::health::Status;
+use geoprov_failover::report::ErrorCode;
+use geoprov_failover::route53::{to_sdk, Route53, SdkRoute53};
+use geoprov_failover::state::DynamoFailoverStore;
+use geoprov_failover::tree::{self, ZoneChange};
 use geoprov_tests::failover::{
     alarm_event, fresh_store, moto_alarms, test_bounds, two_region_config, TEST_RETRY,
 };

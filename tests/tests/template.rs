@@ -196,7 +196,7 @@ fn every_function_gets_exactly_the_environment_it_reads() {
     assert_eq!(read_by(&env), names(&facts, "pre-provisioning-hook"));
 
     let env = Env::from_pairs(all);
-    endpoint_failover::config::FunctionConfig::from_env(&env).unwrap();
+    geoprov_failover::config::FunctionConfig::from_env(&env).unwrap();
     assert_eq!(read_by(&env), names(&facts, "endpoint-failover"));
 
     let env = Env::from_pairs(all);
@@ -221,7 +221,7 @@ fn every_function_gets_exactly_the_environment_it_reads() {
         ("CANARY_WINDOW", "5"),
     ];
     let env = Env::from_pairs(canary);
-    region_canary::config::CanaryConfig::from_env(&env).unwrap();
+    geoprov_canary::config::CanaryConfig::from_env(&env).unwrap();
     assert_eq!(read_by(&env), names(&facts, "region-canary"));
 }
 
@@ -237,8 +237,8 @@ fn the_canary_finishes_inside_its_timeout_and_probes_the_serial_the_hook_reserve
         .parse()
         .unwrap();
     let timeout_s = facts["timeouts"]["region-canary"].as_u64().unwrap();
-    let cleanup_ms = region_canary::probe::CLEANUP_LIMIT.as_millis() as u64;
-    let window_ms = region_canary::canary::WINDOW_LIMIT.as_millis() as u64;
+    let cleanup_ms = geoprov_canary::probe::CLEANUP_LIMIT.as_millis() as u64;
+    let window_ms = geoprov_canary::canary::WINDOW_LIMIT.as_millis() as u64;
     assert!(
         budget_ms + cleanup_ms + window_ms + 5_000 <= timeout_s * 1000,
         "budget {budget_ms} ms + cleanup {cleanup_ms} ms + window {window_ms} ms + 5 s margin > timeout {timeout_s} s"
@@ -253,7 +253,7 @@ fn the_canary_finishes_inside_its_timeout_and_probes_the_serial_the_hook_reserve
         "the hook's and the canary's CANARY_SERIAL, and the canary's cleanup grant"
     );
     assert_eq!(
-        region_canary::provisioning_serial("eu-west-1"),
+        geoprov_canary::provisioning_serial("eu-west-1"),
         serial.replace("${AWS::Region}", "eu-west-1")
     );
 }
@@ -283,8 +283,8 @@ fn each_region_s_canary_alarm_feeds_its_route53_health_check() {
         json!({"Fn::Sub": "geoprov-health-${AWS::Region}"})
     );
     // The canary's metric line is what the alarm names.
-    let mut report = region_canary::probe::Report::new("eu-west-1", "r");
-    report.window = Some(region_canary::probe::WindowReading {
+    let mut report = geoprov_canary::probe::Report::new("eu-west-1", "r");
+    report.window = Some(geoprov_canary::probe::WindowReading {
         minute: 1,
         size: 5,
         failures: 3,
@@ -357,7 +357,7 @@ fn each_region_s_canary_alarm_feeds_its_route53_health_check() {
         // recovers.
         let config = deployed.configuration().unwrap();
         let (m, n) = (m as u32, n as u32);
-        let mut window = region_canary::window::Window::default();
+        let mut window = geoprov_canary::window::Window::default();
         let mut points = Vec::new();
         let mut minute = 1_000;
         let mut run = |ok: bool| {

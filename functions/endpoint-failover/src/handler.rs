@@ -17,16 +17,16 @@ use geoprov_shared::telemetry::{self, MetricLine, Unit};
 use route53_answer::{ClientLocation, RecordSet, Zone};
 use serde_json::Value;
 
-use crate::alarms::RegionAlarms;
-use crate::config::{Bounds, FailoverConfig};
+use geoprov_failover::alarms::RegionAlarms;
+use geoprov_failover::config::{Bounds, FailoverConfig};
 use crate::event::{self, Action, Trigger};
-use crate::health::{self, RegionHealth, Signal};
-use crate::report::{ChainStep, ChangeSummary, Deferred, ErrorCode, LocationState, Report};
-use crate::route53::{Route53, Route53Error};
-use crate::state::{
+use geoprov_failover::health::{self, RegionHealth, Signal};
+use geoprov_failover::report::{ChainStep, ChangeSummary, Deferred, ErrorCode, LocationState, Report};
+use geoprov_failover::route53::{Route53, Route53Error};
+use geoprov_failover::state::{
     FailoverStore, Lease, LedgerEntry, LedgerError, RegionUpdate, StoredState, UpdateOutcome,
 };
-use crate::tree::{self, TreePlan};
+use geoprov_failover::tree::{self, TreePlan};
 use crate::SERVICE;
 
 const LOCK_POLL: Duration = Duration::from_millis(200);

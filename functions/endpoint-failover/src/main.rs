@@ -1,12 +1,12 @@
 //! Lambda entry point: configuration and clients once at cold start, then
 //! every event to the failover.
 
-use endpoint_failover::alarms::SdkAlarms;
-use endpoint_failover::config::{FunctionConfig, SDK_ATTEMPT_TIMEOUT, SDK_OPERATION_TIMEOUT};
-use endpoint_failover::config_store;
+use geoprov_failover::alarms::SdkAlarms;
+use geoprov_failover::config::{FunctionConfig, SDK_ATTEMPT_TIMEOUT, SDK_OPERATION_TIMEOUT};
+use geoprov_failover::config_store;
 use endpoint_failover::handler::Failover;
-use endpoint_failover::route53::{self, Retry, SdkRoute53};
-use endpoint_failover::state::DynamoFailoverStore;
+use geoprov_failover::route53::{self, Retry, SdkRoute53};
+use geoprov_failover::state::DynamoFailoverStore;
 use geoprov_shared::config::Env;
 use geoprov_shared::{aws, telemetry};
 use lambda_runtime::{service_fn, Error, LambdaEvent};

@@ -4,11 +4,11 @@
 use geoprov_shared::config::Env;
 use geoprov_shared::{aws, clock, telemetry};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-use region_canary::canary::Canary;
-use region_canary::cleanup::SdkThingRemover;
-use region_canary::config::CanaryConfig;
-use region_canary::material::MaterialCache;
-use region_canary::window::{run_minute, DynamoWindowStore};
+use geoprov_canary::canary::Canary;
+use geoprov_canary::cleanup::SdkThingRemover;
+use geoprov_canary::config::CanaryConfig;
+use geoprov_canary::material::MaterialCache;
+use geoprov_canary::window::{run_minute, DynamoWindowStore};
 use serde_json::Value;
 
 #[tokio::main(flavor = "current_thread")]

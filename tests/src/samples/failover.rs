@@ -12,7 +12,7 @@ use crate::failover::{
 };
 use crate::lambda::RuntimeEmulator;
 use crate::{aws_env, moto, unique_table, workspace_binary, workspace_root};
-use endpoint_failover::config::FailoverConfig;
+use geoprov_failover::config::FailoverConfig;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -70,13 +70,13 @@ async fn store_config(config: &Value) -> (String, String) {
         .await
         .expect("create bucket in moto");
     let s3 =
-        endpoint_failover::config::ConfigSource::parse(&format!("s3://{bucket}/failover.json"))
+        geoprov_failover::config::ConfigSource::parse(&format!("s3://{bucket}/failover.json"))
             .unwrap();
     let ssm_name = format!("/{}/failover", unique_table("geoprov"));
-    let ssm = endpoint_failover::config::ConfigSource::parse(&format!("ssm:{ssm_name}")).unwrap();
+    let ssm = geoprov_failover::config::ConfigSource::parse(&format!("ssm:{ssm_name}")).unwrap();
     let text = config.to_string();
     for source in [&s3, &ssm] {
-        endpoint_failover::config_store::put(source, &text, &sdk)
+        geoprov_failover::config_store::put(source, &text, &sdk)
             .await
             .expect("store the configuration in moto");
     }
