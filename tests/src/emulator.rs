@@ -234,7 +234,10 @@ pub fn hook_environment(region: &str, table: &str, claim_id: &str) -> BTreeMap<S
         ("THING_ATTRIBUTE_PARAMETERS", "model,firmware"),
         ("TRUSTED_CLAIM_CERTIFICATE_IDS", claim_id),
         // As the template sets it when the canary provisions.
-        ("CANARY_SERIAL", &geoprov_canary::provisioning_serial(region)),
+        (
+            "CANARY_SERIAL",
+            &geoprov_canary::provisioning_serial(region),
+        ),
     ] {
         env.insert(k.into(), v.into());
     }

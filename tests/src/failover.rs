@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aws_sdk_route53::types::{HealthCheckConfig, HealthCheckType};
+use endpoint_failover::handler::Failover;
 use geoprov_failover::alarms::SdkAlarms;
 use geoprov_failover::config::{Bounds, FailoverConfig};
-use endpoint_failover::handler::Failover;
 use geoprov_failover::route53::{self, Retry, Route53, SdkRoute53};
 use geoprov_failover::state::DynamoFailoverStore;
 use geoprov_failover::tree::{self, ZoneChange};

@@ -16,6 +16,7 @@ use geoprov_shared::table;
 
 pub mod canary;
 pub mod certs;
+pub mod child;
 pub mod cli;
 pub mod emulator;
 pub mod failover;

@@ -69,9 +69,8 @@ async fn store_config(config: &Value) -> (String, String) {
         .send()
         .await
         .expect("create bucket in moto");
-    let s3 =
-        geoprov_failover::config::ConfigSource::parse(&format!("s3://{bucket}/failover.json"))
-            .unwrap();
+    let s3 = geoprov_failover::config::ConfigSource::parse(&format!("s3://{bucket}/failover.json"))
+        .unwrap();
     let ssm_name = format!("/{}/failover", unique_table("geoprov"));
     let ssm = geoprov_failover::config::ConfigSource::parse(&format!("ssm:{ssm_name}")).unwrap();
     let text = config.to_string();

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use geoprov_tests::{iam, samples, template_facts, unique_table, RECORDING_VARIABLE};
+use geoprov_tests::{child, iam, samples, template_facts, unique_table, RECORDING_VARIABLE};
 use serde_json::Value;
 
 /// The access key each function's requests are signed with.
@@ -214,10 +214,16 @@ fn granted() -> BTreeMap<String, BTreeSet<String>> {
 
 #[tokio::test]
 async fn every_function_is_granted_exactly_the_aws_actions_it_performs() {
+    // Alone in a child process whose moto records every request it serves.
     let recording = std::env::temp_dir().join(unique_table("moto-recording") + ".jsonl");
-    // Before the first moto(): the only test of this binary, so nothing reads
-    // the environment concurrently.
-    std::env::set_var(RECORDING_VARIABLE, &recording);
+    if !child::alone(
+        module_path!(),
+        "every_function_is_granted_exactly_the_aws_actions_it_performs",
+        &[(RECORDING_VARIABLE, recording.as_os_str())],
+    ) {
+        return;
+    }
+    let recording = std::path::PathBuf::from(std::env::var_os(RECORDING_VARIABLE).unwrap());
 
     samples::hook::run(FUNCTIONS[0].1).await;
     samples::failover::run(FUNCTIONS[1].1).await;

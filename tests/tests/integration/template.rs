@@ -674,7 +674,7 @@ fn every_thing_group_a_template_names_exists_in_the_stack() {
     assert_eq!(named, 1, "the template adds its thing to the default group");
     // Any other group comes from the manifest through the hook's
     // ThingGroupName override; `geoprov registry import --regions` creates it
-    // in every region before the profile is written (tests/tests/cli.rs).
+    // in every region before the profile is written (tests/tests/integration/cli.rs).
 }
 
 fn grants(facts: &Value, binary: &str) -> Value {

@@ -2,12 +2,15 @@
 //! client's proxy support from the environment (`HTTP_PROXY`, `HTTPS_PROXY`,
 //! `ALL_PROXY`, `NO_PROXY`): plain HTTP is forwarded in absolute form, and
 //! HTTPS goes through a CONNECT tunnel, with TLS end to end to the endpoint.
-//! One test in a binary of its own, as it sets the process environment.
+//! The test runs in a child process of its own (`geoprov_tests::child`),
+//! started with the proxy variables set.
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use geoprov_shared::aws;
+use geoprov_tests::child;
 use geoprov_tests::emulator::WorkDir;
 use geoprov_tests::tls::{list_tables, list_tables_answer, read_request, tls_endpoint};
 use tokio::io::AsyncWriteExt;
@@ -21,8 +24,8 @@ const TUNNELED: &str = "dynamodb.geoprov.invalid";
 /// itself; a CONNECT to `TUNNELED:443` it tunnels to `tls`, the real
 /// endpoint; any other CONNECT it refuses. Every request line it reads is
 /// recorded.
-async fn proxy(tls: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+async fn proxy(port: u16, tls: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
@@ -71,18 +74,31 @@ async fn serve(mut conn: TcpStream, tls: SocketAddr, seen: Arc<Mutex<Vec<String>
 
 #[tokio::test]
 async fn calls_go_through_the_proxies_the_environment_names() {
+    let port = child::free_port();
+    let proxy_url = format!("http://127.0.0.1:{port}");
+    let env: [(&str, &OsStr); 2] = [
+        ("HTTP_PROXY", proxy_url.as_ref()),
+        ("HTTPS_PROXY", proxy_url.as_ref()),
+    ];
+    if !child::alone(
+        module_path!(),
+        "calls_go_through_the_proxies_the_environment_names",
+        &env,
+    ) {
+        return;
+    }
+    // In the child: the proxy variables are set, and no other is.
+    for name in ["NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"] {
+        assert!(std::env::var_os(name).is_none(), "{name} is set");
+    }
+    let port: u16 = std::env::var("HTTP_PROXY").unwrap()["http://127.0.0.1:".len()..]
+        .parse()
+        .unwrap();
     let endpoint = tls_endpoint(TUNNELED, "geoprov-through-tunnel").await;
-    let (proxy, seen) = proxy(endpoint.addr).await;
+    let (_proxy, seen) = proxy(port, endpoint.addr).await;
     let dir = WorkDir::new("https-proxy");
     let bundle = dir.path().join("ca.pem");
     std::fs::write(&bundle, &endpoint.ca_pem).unwrap();
-
-    // The only test of this binary: nothing else reads the environment.
-    std::env::set_var("HTTP_PROXY", format!("http://127.0.0.1:{}", proxy.port()));
-    std::env::set_var("HTTPS_PROXY", format!("http://127.0.0.1:{}", proxy.port()));
-    for name in ["NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"] {
-        std::env::remove_var(name);
-    }
 
     // Plain HTTP: forwarded in absolute form; the proxy answers.
     let tables = list_tables(

@@ -13,7 +13,7 @@ use pre_provisioning_hook::rules::spki_sha256;
 use pre_provisioning_hook::{HookConfig, Policy, ProvisioningHook, Reason};
 use serde_json::{json, Value};
 
-const SAMPLE_EVENT: &str = include_str!("../../events/pre-provisioning-hook/allow.json");
+const SAMPLE_EVENT: &str = include_str!("../../../events/pre-provisioning-hook/allow.json");
 
 fn sample() -> Value {
     serde_json::from_str(SAMPLE_EVENT).unwrap()

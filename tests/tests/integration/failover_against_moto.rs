@@ -447,8 +447,7 @@ struct PausingStore {
 impl FailoverStore for PausingStore {
     async fn load(
         &self,
-    ) -> Result<geoprov_failover::state::StoredState, geoprov_shared::registry::RegistryError>
-    {
+    ) -> Result<geoprov_failover::state::StoredState, geoprov_shared::registry::RegistryError> {
         let state = self.inner.load().await;
         let n = self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         if n == self.pause_on_load {

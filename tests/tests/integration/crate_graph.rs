@@ -1,0 +1,125 @@
+//! The crate graph keeps its shape (issue: cores and adapters): a function
+//! is a thin adapter over the core crates, so no function crate depends on
+//! another, and neither the CLI nor any library crate depends on a function.
+//! Only this test crate may (it runs them). Read from `cargo metadata`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Every workspace package by name, with its directory relative to the
+/// workspace root and the names of the workspace packages it depends on
+/// (normal, build and dev dependencies alike).
+fn workspace() -> BTreeMap<String, (String, Vec<String>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(root)
+        .output()
+        .expect("cargo metadata");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metadata: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let packages = metadata["packages"].as_array().unwrap();
+    let names: Vec<&str> = packages
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    packages
+        .iter()
+        .map(|p| {
+            let manifest = Path::new(p["manifest_path"].as_str().unwrap());
+            let dir = manifest.parent().unwrap().strip_prefix(root).unwrap();
+            let deps = p["dependencies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["name"].as_str().unwrap().to_owned())
+                .filter(|d| names.contains(&d.as_str()))
+                .collect();
+            let name = p["name"].as_str().unwrap().to_owned();
+            (name, (dir.to_string_lossy().into_owned(), deps))
+        })
+        .collect()
+}
+
+#[test]
+fn no_crate_but_the_tests_depends_on_a_function() {
+    let packages = workspace();
+    let functions: Vec<&String> = packages
+        .iter()
+        .filter(|(_, (dir, _))| dir.starts_with("functions/"))
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(functions.len(), 5, "{functions:?}");
+    let mut edges = Vec::new();
+    for (name, (dir, deps)) in &packages {
+        if dir == "tests" {
+            continue;
+        }
+        for dep in deps.iter().filter(|dep| functions.contains(dep)) {
+            edges.push(format!("{name} ({dir}) -> {dep}"));
+        }
+    }
+    assert!(
+        edges.is_empty(),
+        "a function is an adapter, not a library; move what is shared into crates/: {edges:?}"
+    );
+}
+
+#[test]
+fn the_cli_and_the_core_crates_are_where_the_layout_says() {
+    let packages = workspace();
+    let dir_of = |name: &str| packages[name].0.clone();
+    assert_eq!(dir_of("geoprov-cli"), "cli");
+    for core in [
+        "geoprov-device-rules",
+        "geoprov-failover",
+        "geoprov-canary",
+        "route53-answer",
+    ] {
+        assert!(dir_of(core).starts_with("crates/"), "{core}");
+    }
+    // The pure cores name no AWS SDK client among their own dependencies
+    // (device-rules reaches the SDK's types only through geoprov-shared's
+    // device model).
+    for pure in ["geoprov-device-rules", "route53-answer"] {
+        let out = Command::new(env!("CARGO"))
+            .args([
+                "tree",
+                "--offline",
+                "-e",
+                "normal",
+                "--prefix",
+                "none",
+                "--depth",
+                "1",
+                "-p",
+                pure,
+            ])
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
+            .output()
+            .expect("cargo tree");
+        let tree = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !tree.lines().any(|line| line.starts_with("aws-sdk-")),
+            "{pure} depends on an AWS SDK client:\n{tree}"
+        );
+    }
+}
