@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use geoprov_device_rules::rules::{Denial, GrantKind, Policy, Reason};
 use geoprov_shared::audit::{AuditEvent, Decision};
 use geoprov_shared::clock::now_rfc3339;
 use geoprov_shared::device::SerialNumber;
@@ -17,7 +18,6 @@ use geoprov_shared::registry::{
     AuditLog, CommitOutcome, DeviceRegistry, ProvisioningCommit, RegistryError,
 };
 use geoprov_shared::telemetry::{MetricLine, Unit};
-use geoprov_device_rules::rules::{Denial, GrantKind, Policy, Reason};
 use serde_json::Value;
 use x509_parser::prelude::FromDer;
 
