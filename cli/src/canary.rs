@@ -19,18 +19,21 @@ use std::path::Path;
 use aws_config::{Region, SdkConfig};
 use aws_sdk_iot::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_ssm::types::ParameterType;
-use geoprov_shared::config::Env;
-use geoprov_shared::device::{DeviceProfile, PublicKeyFingerprint, RegionName, SerialNumber};
-use geoprov_shared::registry::DynamoRegistry;
+use clap::{Args, Subcommand};
 use geoprov_canary::canary::Canary;
 use geoprov_canary::cleanup::SdkThingRemover;
 use geoprov_canary::config::CanaryConfig;
 use geoprov_canary::material::{self, MaterialCache};
 use geoprov_canary::probe::Report;
+use geoprov_shared::config::Env;
+use geoprov_shared::device::{DeviceProfile, PublicKeyFingerprint, RegionName, SerialNumber};
+use geoprov_shared::registry::DynamoRegistry;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::error::CliError;
 use crate::iot::iot_client;
+use crate::output::print_json;
 use crate::setup::{read, CLAIM_CERTIFICATE, CLAIM_KEY};
 
 #[derive(Debug, thiserror::Error)]
@@ -177,72 +180,16 @@ async fn setup_region(
         material::read_ssm(&ssm, &path).await?.into_iter().collect();
 
     let thing = geoprov_canary::thing_name(region);
-    match iot.create_thing().thing_name(&thing).send().await {
-        Ok(_) => {}
-        Err(e) if e.code() == Some("ResourceAlreadyExistsException") => {}
-        Err(e) => return Err(aws(region, "IoT CreateThing", e)),
-    }
-    let thing_arn = iot
-        .describe_thing()
-        .thing_name(&thing)
-        .send()
-        .await
-        .map_err(|e| aws(region, "IoT DescribeThing", e))?
-        .thing_arn()
-        .unwrap_or_default()
-        .to_owned();
-    // arn:PARTITION:iot:REGION:ACCOUNT:thing/NAME
-    let fields: Vec<&str> = thing_arn.splitn(6, ':').collect();
-    let (partition, account) = match fields.as_slice() {
-        [_, partition, _, _, account, _] => (partition.to_string(), account.to_string()),
-        _ => {
-            return Err(CanaryError::Aws {
-                region: region.into(),
-                operation: "IoT DescribeThing",
-                message: format!("thingArn {thing_arn:?} is not an ARN"),
-            })
-        }
-    };
+    let (partition, account) = ensure_thing(&iot, region, &thing).await?;
     let policy = geoprov_canary::POLICY_NAME;
-    match iot
-        .create_policy()
-        .policy_name(policy)
-        .policy_document(policy_document(&partition, region, &account))
-        .send()
-        .await
-    {
-        Ok(_) => {}
-        Err(e) if e.code() == Some("ResourceAlreadyExistsException") => {}
-        Err(e) => return Err(aws(region, "IoT CreatePolicy", e)),
-    }
+    ensure_policy(&iot, region, &partition, &account).await?;
 
     let (certificate_pem, created) = match (
         existing.get(&at(material::CERTIFICATE)),
         existing.get(&at(material::PRIVATE_KEY)),
     ) {
         (Some(pem), Some(_)) => (pem.clone(), false),
-        _ => {
-            let made = iot
-                .create_keys_and_certificate()
-                .set_as_active(true)
-                .send()
-                .await
-                .map_err(|e| aws(region, "IoT CreateKeysAndCertificate", e))?;
-            let (Some(pem), Some(key)) = (
-                made.certificate_pem(),
-                made.key_pair().and_then(|k| k.private_key()),
-            ) else {
-                return Err(CanaryError::Aws {
-                    region: region.into(),
-                    operation: "IoT CreateKeysAndCertificate",
-                    message: "no certificatePem or keyPair in the answer".into(),
-                });
-            };
-            // The key first: a certificate without its key is made again.
-            put(&ssm, region, at(material::PRIVATE_KEY), key, true).await?;
-            put(&ssm, region, at(material::CERTIFICATE), pem, false).await?;
-            (pem.to_owned(), true)
-        }
+        _ => (create_certificate(&iot, &ssm, region, &at).await?, true),
     };
     let certificate_id =
         crate::setup::certificate_id(&certificate_pem, &at(material::CERTIFICATE))?;
@@ -263,50 +210,9 @@ async fn setup_region(
     put(&ssm, region, at(material::CA), ca_pem, false).await?;
 
     let mut provisioning_serial = None;
-    if let (Some((claim_pem, claim_key)), Some(registry)) = (claim, registry) {
-        put(
-            &ssm,
-            region,
-            at(material::CLAIM_CERTIFICATE),
-            claim_pem,
-            false,
-        )
-        .await?;
-        put(
-            &ssm,
-            region,
-            at(material::CLAIM_PRIVATE_KEY),
-            claim_key,
-            true,
-        )
-        .await?;
-        let key_pem = match existing.get(&at(material::PROVISIONING_KEY)) {
-            Some(pem) => pem.clone(),
-            None => {
-                let key = rcgen::KeyPair::generate()
-                    .map_err(|_| CanaryError::ProvisioningKey("a new key".into()))?;
-                let pem = key.serialize_pem();
-                put(&ssm, region, at(material::PROVISIONING_KEY), &pem, true).await?;
-                pem
-            }
-        };
-        let key = rcgen::KeyPair::from_pem(&key_pem)
-            .map_err(|_| CanaryError::ProvisioningKey(at(material::PROVISIONING_KEY)))?;
-        let spki = hex::encode(Sha256::digest(
-            rcgen::PublicKeyData::subject_public_key_info(&key),
-        ));
-        let serial_text = geoprov_canary::provisioning_serial(region);
-        let serial = SerialNumber::try_from(serial_text.as_str())
-            .map_err(|e| CanaryError::ProvisioningKey(e.0))?;
-        let mut profile = DeviceProfile::allowed(serial);
-        profile.allowed_regions = Some(BTreeSet::from([
-            RegionName::try_from(region).map_err(|e| CanaryError::ProvisioningKey(e.0))?
-        ]));
-        profile.public_key_sha256 = Some(
-            PublicKeyFingerprint::try_from(spki).map_err(|e| CanaryError::ProvisioningKey(e.0))?,
-        );
-        registry.put_profiles(&[profile]).await?;
-        provisioning_serial = Some(serial_text);
+    if let (Some(claim), Some(registry)) = (claim, registry) {
+        let serial = setup_provisioning(&ssm, region, &at, &existing, claim, registry).await?;
+        provisioning_serial = Some(serial);
     }
 
     Ok(RegionCanary {
@@ -319,42 +225,248 @@ async fn setup_region(
     })
 }
 
-/// What `geoprov canary run` was given.
-pub struct RunArgs<'a> {
-    pub region: &'a str,
-    pub server_name: &'a str,
-    pub endpoint: Option<&'a str>,
-    pub parameter_path: Option<&'a str>,
-    /// The template name: probe provisioning too.
-    pub provisioning_template: Option<&'a str>,
-    pub client_id_prefix: &'a str,
-    pub budget_ms: u64,
+/// The canary's thing in `region`, made when absent; the partition and the
+/// account its ARN names.
+async fn ensure_thing(
+    iot: &aws_sdk_iot::Client,
+    region: &str,
+    thing: &str,
+) -> Result<(String, String), CanaryError> {
+    match iot.create_thing().thing_name(thing).send().await {
+        Ok(_) => {}
+        Err(e) if e.code() == Some("ResourceAlreadyExistsException") => {}
+        Err(e) => return Err(aws(region, "IoT CreateThing", e)),
+    }
+    let thing_arn = iot
+        .describe_thing()
+        .thing_name(thing)
+        .send()
+        .await
+        .map_err(|e| aws(region, "IoT DescribeThing", e))?
+        .thing_arn()
+        .unwrap_or_default()
+        .to_owned();
+    // arn:PARTITION:iot:REGION:ACCOUNT:thing/NAME
+    let fields: Vec<&str> = thing_arn.splitn(6, ':').collect();
+    match fields.as_slice() {
+        [_, partition, _, _, account, _] => Ok((partition.to_string(), account.to_string())),
+        _ => Err(CanaryError::Aws {
+            region: region.into(),
+            operation: "IoT DescribeThing",
+            message: format!("thingArn {thing_arn:?} is not an ARN"),
+        }),
+    }
 }
 
-/// `geoprov canary run`: the function's probe, once, from here.
-pub async fn run(sdk: &SdkConfig, args: RunArgs<'_>) -> Result<Report, CanaryError> {
-    let serial = geoprov_canary::provisioning_serial(args.region);
+/// The canary's policy in `region`; an existing one is kept as it is.
+async fn ensure_policy(
+    iot: &aws_sdk_iot::Client,
+    region: &str,
+    partition: &str,
+    account: &str,
+) -> Result<(), CanaryError> {
+    match iot
+        .create_policy()
+        .policy_name(geoprov_canary::POLICY_NAME)
+        .policy_document(policy_document(partition, region, account))
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some("ResourceAlreadyExistsException") => Ok(()),
+        Err(e) => Err(aws(region, "IoT CreatePolicy", e)),
+    }
+}
+
+/// A new ACTIVE certificate and its key, both stored in SSM; its PEM.
+async fn create_certificate(
+    iot: &aws_sdk_iot::Client,
+    ssm: &aws_sdk_ssm::Client,
+    region: &str,
+    at: &impl Fn(&str) -> String,
+) -> Result<String, CanaryError> {
+    let made = iot
+        .create_keys_and_certificate()
+        .set_as_active(true)
+        .send()
+        .await
+        .map_err(|e| aws(region, "IoT CreateKeysAndCertificate", e))?;
+    let (Some(pem), Some(key)) = (
+        made.certificate_pem(),
+        made.key_pair().and_then(|k| k.private_key()),
+    ) else {
+        return Err(CanaryError::Aws {
+            region: region.into(),
+            operation: "IoT CreateKeysAndCertificate",
+            message: "no certificatePem or keyPair in the answer".into(),
+        });
+    };
+    // The key first: a certificate without its key is made again.
+    put(ssm, region, at(material::PRIVATE_KEY), key, true).await?;
+    put(ssm, region, at(material::CERTIFICATE), pem, false).await?;
+    Ok(pem.to_owned())
+}
+
+/// The claim and a provisioning key (made once, kept on reruns) in SSM, and
+/// the key's hash registered for the region's reserved serial; that serial.
+async fn setup_provisioning(
+    ssm: &aws_sdk_ssm::Client,
+    region: &str,
+    at: &impl Fn(&str) -> String,
+    existing: &BTreeMap<String, String>,
+    (claim_pem, claim_key): &(String, String),
+    registry: &DynamoRegistry,
+) -> Result<String, CanaryError> {
+    put(
+        ssm,
+        region,
+        at(material::CLAIM_CERTIFICATE),
+        claim_pem,
+        false,
+    )
+    .await?;
+    put(
+        ssm,
+        region,
+        at(material::CLAIM_PRIVATE_KEY),
+        claim_key,
+        true,
+    )
+    .await?;
+    let key_pem = match existing.get(&at(material::PROVISIONING_KEY)) {
+        Some(pem) => pem.clone(),
+        None => {
+            let key = rcgen::KeyPair::generate()
+                .map_err(|_| CanaryError::ProvisioningKey("a new key".into()))?;
+            let pem = key.serialize_pem();
+            put(ssm, region, at(material::PROVISIONING_KEY), &pem, true).await?;
+            pem
+        }
+    };
+    let key = rcgen::KeyPair::from_pem(&key_pem)
+        .map_err(|_| CanaryError::ProvisioningKey(at(material::PROVISIONING_KEY)))?;
+    let (serial, profile) = provisioning_profile(region, &key)?;
+    registry.put_profiles(&[profile]).await?;
+    Ok(serial)
+}
+
+/// The reserved serial of `region`, allowed there only, with `key`'s SPKI
+/// hash as its factory key.
+fn provisioning_profile(
+    region: &str,
+    key: &rcgen::KeyPair,
+) -> Result<(String, DeviceProfile), CanaryError> {
+    let spki = hex::encode(Sha256::digest(
+        rcgen::PublicKeyData::subject_public_key_info(key),
+    ));
+    let serial_text = geoprov_canary::provisioning_serial(region);
+    let serial = SerialNumber::try_from(serial_text.as_str())
+        .map_err(|e| CanaryError::ProvisioningKey(e.0))?;
+    let mut profile = DeviceProfile::allowed(serial);
+    profile.allowed_regions = Some(BTreeSet::from([
+        RegionName::try_from(region).map_err(|e| CanaryError::ProvisioningKey(e.0))?
+    ]));
+    profile.public_key_sha256 =
+        Some(PublicKeyFingerprint::try_from(spki).map_err(|e| CanaryError::ProvisioningKey(e.0))?);
+    Ok((serial_text, profile))
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the region canary's probe once, as the function does: connect to
+    /// the region's endpoint with SNI = the global name and the canary's
+    /// certificate (from SSM, as `geoprov setup canary` stored it), the
+    /// publish/subscribe round trip, and with --provision-template the
+    /// fleet-provisioning round trip with the reserved serial. Prints each
+    /// step's outcome and latency (a table on stderr, the report as JSON);
+    /// exits non-zero when a step failed.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[arg(long)]
+    region: String,
+    /// The global name (SNI).
+    #[arg(long)]
+    server_name: String,
+    /// host[:port] of the region's endpoint; by default IoT's
+    /// iot:Data-ATS endpoint, port 8883.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// By default /geoprov/canary/REGION.
+    #[arg(long)]
+    parameter_path: Option<String>,
+    /// The fleet provisioning template: probe provisioning too.
+    #[arg(long)]
+    provision_template: Option<String>,
+    #[arg(long, default_value = "prov-")]
+    client_id_prefix: String,
+    #[arg(long, default_value_t = 20_000)]
+    budget_ms: u64,
+}
+
+pub async fn run(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Run(args) => run_once(&args).await,
+    }
+}
+
+/// `geoprov canary run`: the probe's steps as a table on stderr and its
+/// report on stdout; a failed step is the command's error.
+async fn run_once(args: &RunArgs) -> Result<(), CliError> {
+    let sdk = geoprov_shared::aws::load_sdk_config().await?;
+    let report = probe(&sdk, args).await?;
+    for step in &report.steps {
+        eprintln!(
+            "{:<10} {:<4} {:>10.1} ms  {}",
+            step.step.as_str(),
+            if step.ok { "ok" } else { "FAIL" },
+            step.latency_ms,
+            step.error.as_deref().unwrap_or("")
+        );
+    }
+    print_json(&report);
+    match report.failed_step {
+        None => Ok(()),
+        Some(step) => Err(CanaryError::Failed {
+            step: step.as_str().into(),
+            error: report
+                .step(step)
+                .and_then(|s| s.error.clone())
+                .unwrap_or_default(),
+        }
+        .into()),
+    }
+}
+
+/// The function's probe, once, from here.
+async fn probe(sdk: &SdkConfig, args: &RunArgs) -> Result<Report, CanaryError> {
+    let serial = geoprov_canary::provisioning_serial(&args.region);
     let budget = args.budget_ms.to_string();
     let mut pairs = vec![
-        ("AWS_REGION", args.region),
-        ("CANARY_SERVER_NAME", args.server_name),
+        ("AWS_REGION", args.region.as_str()),
+        ("CANARY_SERVER_NAME", args.server_name.as_str()),
         ("CANARY_BUDGET_MS", budget.as_str()),
-        ("PROVISIONING_CLIENT_ID_PREFIX", args.client_id_prefix),
+        (
+            "PROVISIONING_CLIENT_ID_PREFIX",
+            args.client_id_prefix.as_str(),
+        ),
     ];
-    if let Some(endpoint) = args.endpoint {
+    if let Some(endpoint) = args.endpoint.as_deref() {
         pairs.push(("CANARY_ENDPOINT", endpoint));
     }
-    if let Some(path) = args.parameter_path {
+    if let Some(path) = args.parameter_path.as_deref() {
         pairs.push(("CANARY_PARAMETER_PATH", path));
     }
-    if let Some(template) = args.provisioning_template {
+    if let Some(template) = args.provision_template.as_deref() {
         pairs.push(("CANARY_PROVISIONING", "true"));
         pairs.push(("CANARY_TEMPLATE_NAME", template));
         pairs.push(("CANARY_SERIAL", serial.as_str()));
     }
     let config = CanaryConfig::from_env(&Env::from_pairs(pairs))?;
-    let iot = iot_client(sdk, args.region);
-    let material = MaterialCache::new(ssm_client(sdk, args.region), config.parameter_path.clone());
+    let iot = iot_client(sdk, &args.region);
+    let material = MaterialCache::new(ssm_client(sdk, &args.region), config.parameter_path.clone());
     // A probe alone: no minute of the window is recorded.
     let canary = Canary::new(config, material, iot.clone(), SdkThingRemover::new(iot), ());
     Ok(canary.probe_once().await)

@@ -6,6 +6,7 @@
 
 use aws_config::SdkConfig;
 use aws_sdk_iot::types::CertificateStatus;
+use clap::Subcommand;
 use geoprov_shared::claims::{is_certificate_id, TrustedClaim};
 use geoprov_shared::clock::now_rfc3339;
 use geoprov_shared::registry::{DeviceRegistry, DynamoRegistry};
@@ -13,8 +14,94 @@ use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::error::CliError;
 use crate::iot::iot_client;
-use crate::CliError;
+use crate::output::print_json;
+use crate::registry::open;
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Trust a claim certificate from --not-before (default now) until
+    /// --not-after (RFC 3339); an id already in the table is left as it is.
+    Add {
+        #[arg(long, env = "TABLE_NAME")]
+        table: String,
+        /// The certificate id (64 hex), as `geoprov setup claim` printed it.
+        certificate_id: String,
+        #[arg(long)]
+        not_before: Option<String>,
+        #[arg(long)]
+        not_after: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Stop trusting a claim certificate, for good.
+    Retire {
+        #[arg(long, env = "TABLE_NAME")]
+        table: String,
+        certificate_id: String,
+    },
+    /// Every claim certificate in the table, and whether it is trusted now.
+    List {
+        #[arg(long, env = "TABLE_NAME")]
+        table: String,
+    },
+    /// A leaked claim key: set the certificate INACTIVE in IoT in every
+    /// region, then retire it in the table.
+    Deactivate {
+        #[arg(long, env = "TABLE_NAME")]
+        table: String,
+        certificate_id: String,
+        /// Comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        regions: Vec<String>,
+    },
+}
+
+/// `geoprov claim`: each command opens the registry before it checks the
+/// certificate id.
+pub async fn run(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Add {
+            table,
+            certificate_id,
+            not_before,
+            not_after,
+            note,
+        } => {
+            let (_, registry) = open(table).await?;
+            let added = add(
+                &registry,
+                &certificate_id,
+                not_before.as_deref(),
+                &not_after,
+                note,
+            )
+            .await?;
+            print_json(&added);
+        }
+        Command::Retire {
+            table,
+            certificate_id,
+        } => {
+            let (_, registry) = open(table).await?;
+            print_json(&retire(&registry, &certificate_id).await?);
+        }
+        Command::List { table } => {
+            let (_, registry) = open(table).await?;
+            print_json(&list(&registry).await?);
+        }
+        Command::Deactivate {
+            table,
+            certificate_id,
+            regions,
+        } => {
+            let (sdk, registry) = open(table).await?;
+            print_json(&deactivate(&sdk, &registry, &certificate_id, &regions).await?);
+        }
+    }
+    Ok(())
+}
 
 /// Checks a certificate id as IoT writes it.
 pub fn certificate_id(id: &str) -> Result<String, CliError> {

@@ -10,10 +10,13 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, Subcommand};
 use geoprov_device::provision::{provision, ProvisionError, ProvisionRequest};
 use geoprov_device::{Device, DeviceError, Endpoint, Identity};
 use serde_json::{json, Value};
+
+use crate::error::CliError;
+use crate::output::print_json;
 
 /// MQTT over TLS, as IoT serves it.
 const MQTT_PORT: u16 = 8883;
@@ -40,6 +43,30 @@ pub enum DeviceCommandError {
     Provision(#[from] ProvisionError),
     #[error(transparent)]
     Device(#[from] DeviceError),
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Provision by claim: connect with the claim as the provisioning client
+    /// id (prefix + serial), get a certificate (made by IoT, or from a CSR
+    /// with --csr), RegisterThing, and write the certificate and key (mode
+    /// 0600) to --out-dir. Prints thingName, certificateId, region and
+    /// deviceConfiguration (JSON).
+    Provision(ProvisionArgs),
+    /// Connect with a device certificate (retrying after JITR's first drop),
+    /// subscribe to and publish on devices/<client id>/hello, and print what
+    /// the policy allowed of each step (JSON).
+    Connect(ConnectArgs),
+}
+
+/// The device calls no AWS API: it speaks MQTT to the endpoint.
+pub async fn run(command: Command) -> Result<(), CliError> {
+    let report = match command {
+        Command::Provision(args) => provision_command(args).await?,
+        Command::Connect(args) => connect_command(args).await?,
+    };
+    print_json(&report);
+    Ok(())
 }
 
 /// Where the device connects.

@@ -8,11 +8,14 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_sdk_route53::error::DisplayErrorContext;
+use clap::Subcommand;
 use geoprov_failover::config::CONTINENT_CODES;
 use geoprov_failover::route53::{self, Retry, Route53, SdkRoute53};
+use geoprov_shared::aws;
 use route53_answer::{ClientLocation, Resolution, Zone};
 
-use crate::CliError;
+use crate::error::CliError;
+use crate::output::print_json;
 
 /// Retries of each ListResourceRecordSets page.
 const LIST_RETRY: Retry = Retry {
@@ -20,6 +23,56 @@ const LIST_RETRY: Retry = Retry {
     base: Duration::from_millis(200),
     cap: Duration::from_secs(5),
 };
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// What a resolver in a location gets for a name from the zone's records
+    /// as Route 53 holds them, and the records that led there (JSON). Every
+    /// health check passes except those named with --unhealthy.
+    Resolve {
+        #[arg(long)]
+        zone_id: String,
+        #[arg(long)]
+        name: String,
+        /// ISO 3166 country code of the resolver.
+        #[arg(long)]
+        country: Option<String>,
+        /// Subdivision (a US state, for example) of the resolver's country.
+        #[arg(long)]
+        subdivision: Option<String>,
+        /// Continent code (AF, AN, AS, EU, NA, OC, SA); implied by --country.
+        #[arg(long)]
+        continent: Option<String>,
+        /// Health check ids to count as unhealthy.
+        #[arg(long, num_args = 1.., value_name = "HEALTH_CHECK_ID")]
+        unhealthy: Vec<String>,
+    },
+}
+
+/// The location is checked before the AWS configuration is loaded.
+pub async fn run(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Resolve {
+            zone_id,
+            name,
+            country,
+            subdivision,
+            continent,
+            unhealthy,
+        } => {
+            let client = client_location(
+                continent.as_deref(),
+                country.as_deref(),
+                subdivision.as_deref(),
+            )?;
+            let unhealthy: BTreeSet<String> = unhealthy.into_iter().collect();
+            let sdk = aws::load_sdk_config().await?;
+            let resolution = resolve(&sdk, &zone_id, &name, &client, &unhealthy).await?;
+            print_json(&resolution);
+            Ok(())
+        }
+    }
+}
 
 /// Where the resolver is, from the command line, upper-cased and checked
 /// against the codes Route 53 geolocation uses.

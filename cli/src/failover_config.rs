@@ -4,18 +4,60 @@
 //! function reads a large one (an S3 object or an SSM parameter).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use aws_config::SdkConfig;
 use aws_sdk_iot::error::DisplayErrorContext;
 use aws_sdk_iot::types::{DomainConfigurationStatus, ServiceType};
+use clap::Subcommand;
 use geoprov_failover::config::{normalize_dns_name, ConfigSource, FailoverConfig};
 use geoprov_failover::config_store;
 use geoprov_shared::config::ConfigError;
 use serde::Serialize;
 
+use crate::error::CliError;
 use crate::iot::iot_client;
-use crate::CliError;
+use crate::output::print_json;
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Check a FAILOVER_CONFIG document as the function will at cold start;
+    /// print what it names and its size (JSON).
+    Validate {
+        file: PathBuf,
+        /// Also check that every region of the document has an ENABLED IoT
+        /// domain configuration for its recordName (IoT matches a device's
+        /// TLS SNI to one; without it, devices routed there fail TLS).
+        #[arg(long)]
+        check_regions: bool,
+    },
+    /// Validate a FAILOVER_CONFIG document and check its regions as
+    /// `validate --check-regions` does, then store it in S3 or SSM Parameter
+    /// Store (Intelligent-Tiering: SSM keeps up to 4 KB standard and moves a
+    /// larger document, up to 8 KB, to the advanced tier);
+    /// nothing is stored when either fails.
+    Put {
+        file: PathBuf,
+        /// s3://bucket/key or ssm:<parameter name>: what the function's
+        /// FAILOVER_CONFIG will name.
+        #[arg(long)]
+        to: String,
+    },
+}
+
+/// These load the AWS configuration only when they need it: validating a
+/// file without --check-regions calls no AWS API, and neither does a put
+/// refused for its document or destination.
+pub async fn run(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Validate {
+            file,
+            check_regions,
+        } => print_json(&validate(&file, check_regions).await?),
+        Command::Put { file, to } => print_json(&put(&file, &to).await?),
+    }
+    Ok(())
+}
 
 /// A document that the function would accept, as read from its file.
 pub struct CheckedConfig {

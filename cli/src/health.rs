@@ -29,7 +29,7 @@ use route53_answer::health::{
 };
 use serde::Serialize;
 
-use crate::CliError;
+use crate::error::CliError;
 
 /// One thing wrong with a region's health path.
 #[derive(Debug, Clone, Serialize)]
@@ -262,31 +262,30 @@ fn findings_of(d: &Deployed) -> Vec<Finding> {
             ),
         ));
     }
-    let current = d.alarm.as_ref().and_then(MetricAlarm::configuration);
-    match (copied_configuration(check), current) {
-        (Some(copied), Some(current)) => {
-            let drift = health::config_drift(&copied, &current);
-            if !drift.is_empty() {
-                found.push(finding(
-                    "STALE_HEALTH_CHECK",
-                    format!(
-                        "health check {} copied other settings than the alarm has now ({}): run `geoprov failover refresh-health-checks`",
-                        d.health_check_id,
-                        drift.join("; ")
-                    ),
-                ));
-            }
-        }
-        (None, Some(_)) => found.push(finding(
-            "STALE_HEALTH_CHECK",
-            format!(
-                "health check {} holds no copy of the alarm's settings",
-                d.health_check_id
-            ),
-        )),
-        (_, None) => {}
+    if let Some(message) = stale_copy(d, check) {
+        found.push(finding("STALE_HEALTH_CHECK", message));
     }
     found
+}
+
+/// Why the health check's copy of its alarm's settings is stale, if it is:
+/// it differs from the alarm's current settings, or there is none.
+fn stale_copy(d: &Deployed, check: &HealthCheck) -> Option<String> {
+    let current = d.alarm.as_ref().and_then(MetricAlarm::configuration)?;
+    let Some(copied) = copied_configuration(check) else {
+        return Some(format!(
+            "health check {} holds no copy of the alarm's settings",
+            d.health_check_id
+        ));
+    };
+    let drift = health::config_drift(&copied, &current);
+    (!drift.is_empty()).then(|| {
+        format!(
+            "health check {} copied other settings than the alarm has now ({}): run `geoprov failover refresh-health-checks`",
+            d.health_check_id,
+            drift.join("; ")
+        )
+    })
 }
 
 /// `geoprov failover check-health`.

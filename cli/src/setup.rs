@@ -1,5 +1,6 @@
 //! `geoprov setup claim|ca`: the claim certificate and the CA certificate
 //! registered in every region's IoT, so samconfig names them by id.
+//! `geoprov setup canary` is [`crate::canary::setup`].
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -15,15 +16,109 @@ use aws_sdk_iot::types::{
     RegistrationConfig,
 };
 use aws_sdk_iot::Client;
+use clap::Subcommand;
+use geoprov_shared::aws;
 use geoprov_shared::device::RegionName;
+use geoprov_shared::registry::DynamoRegistry;
 use sha2::{Digest, Sha256};
 
+use crate::error::CliError;
 use crate::iot::iot_client;
+use crate::output::print_json;
 
 pub(crate) const CLAIM_CERTIFICATE: &str = "claim.pem";
 pub(crate) const CLAIM_KEY: &str = "claim.key";
 const IOT: &str = "IoT";
 const PCA: &str = "ACM PCA";
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create the claim key pair and certificate (or reuse those in
+    /// --out-dir), and make the certificate ACTIVE in every region, registered
+    /// without a CA (SNI_ONLY). The private key goes to OUT_DIR/claim.key
+    /// (mode 0600), never to stdout. Prints the certificate id per region
+    /// (JSON).
+    Claim {
+        /// Comma-separated; the key pair is created in the first.
+        #[arg(long, value_delimiter = ',', required = true)]
+        regions: Vec<String>,
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
+    /// Fetch an ACM Private CA's certificate and register it in every
+    /// region for JITR (SNI_ONLY, ACTIVE, auto-registration on, no
+    /// provisioning template: the regional stack's topic rule sends each
+    /// auto-registered certificate to device-activation), or, where it is
+    /// registered, set those right. Prints the CA certificate id per region
+    /// and whether it was created, repaired or left (JSON).
+    Ca {
+        /// The CA's ARN (arn:aws:acm-pca:REGION:ACCOUNT:certificate-authority/ID).
+        #[arg(long)]
+        pca_arn: String,
+        /// The CA's region; by default the region its ARN names.
+        #[arg(long)]
+        pca_region: Option<String>,
+        /// Comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        regions: Vec<String>,
+    },
+    /// Make, in every region, what the region canary connects with: the
+    /// policy geoprov-canary, the thing geoprov-canary-REGION, a certificate
+    /// attached to both, and SSM parameters under /geoprov/canary/REGION
+    /// (keys as SecureString, never printed). With --claim-dir (where
+    /// `setup claim` wrote claim.pem and claim.key) also the claim and a
+    /// provisioning key, whose hash is registered in --table for the
+    /// reserved serial geoprov-canary-REGION-probe. Prints what each region
+    /// has (JSON). Runs before the stacks; rerunning keeps the certificate.
+    Canary {
+        /// Comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        regions: Vec<String>,
+        /// The CA certificates (PEM) the endpoint's server certificate
+        /// chains to, as devices ship them.
+        #[arg(long)]
+        server_ca_file: PathBuf,
+        #[arg(long)]
+        claim_dir: Option<PathBuf>,
+        #[arg(long, env = "TABLE_NAME")]
+        table: Option<String>,
+    },
+}
+
+/// Each loads the AWS configuration first, then checks the rest.
+pub async fn run(command: Command) -> Result<(), CliError> {
+    let sdk = aws::load_sdk_config().await?;
+    match command {
+        Command::Claim { regions, out_dir } => {
+            print_json(&claim(&sdk, &regions, &out_dir).await?);
+        }
+        Command::Ca {
+            pca_arn,
+            pca_region,
+            regions,
+        } => {
+            print_json(&ca(&sdk, &pca_arn, pca_region.as_deref(), &regions).await?);
+        }
+        Command::Canary {
+            regions,
+            server_ca_file,
+            claim_dir,
+            table,
+        } => {
+            let registry = table.map(|t| DynamoRegistry::new(aws::dynamodb_client(&sdk), t));
+            let done = crate::canary::setup(
+                &sdk,
+                &regions,
+                &server_ca_file,
+                claim_dir.as_deref(),
+                registry.as_ref(),
+            )
+            .await?;
+            print_json(&done);
+        }
+    }
+    Ok(())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
