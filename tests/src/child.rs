@@ -41,11 +41,3 @@ pub fn alone(module: &str, name: &str, env: &[(&str, &OsStr)]) -> bool {
     );
     false
 }
-
-/// A free port on 127.0.0.1, for a child process to listen on.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
-        .port()
-}

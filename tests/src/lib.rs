@@ -1,5 +1,5 @@
 //! Test harness for geoprov: a moto server on a free loopback port (one per
-//! test binary, tables named uniquely per test), SDK clients pointed at it,
+//! test module, tables named uniquely per test), SDK clients pointed at it,
 //! and the paths of the workspace's binaries.
 
 use std::collections::BTreeMap;
@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use aws_config::{Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
@@ -61,18 +61,33 @@ pub fn python() -> PathBuf {
 /// moto record every request it serves to that file, one JSON object a line.
 pub const RECORDING_VARIABLE: &str = "GEOPROV_MOTO_RECORDING";
 
-/// The moto server of this test binary, started on first use. It stops
-/// when the test binary exits (the launcher watches its parent).
+/// The moto server of the calling test's module, started on first use: a
+/// module's tests share moto's state (IoT's registry, Route 53's zones, the
+/// alarms), and no two modules do, as when each module was a test binary of
+/// its own. The module is read from the name libtest gives the test's
+/// thread (`<module>::<test>`), where a test's body runs; a call from any
+/// other thread (a task on a runtime's worker) gets the binary's shared
+/// server, and says so on stderr. Each server stops when the test binary
+/// exits (the launcher watches its parent).
 pub fn moto() -> &'static Moto {
-    static MOTO: OnceLock<Moto> = OnceLock::new();
-    // A test that audits what the functions ask of AWS has moto record
-    // every request to this file (moto's own recorder).
-    MOTO.get_or_init(|| {
-        launch_moto(
-            std::env::var_os(RECORDING_VARIABLE)
-                .as_deref()
-                .map(Path::new),
-        )
+    static MOTOS: Mutex<BTreeMap<String, &'static Moto>> = Mutex::new(BTreeMap::new());
+    let thread = std::thread::current();
+    let module = match thread.name().and_then(|name| name.split_once("::")) {
+        Some((module, _)) => module.to_owned(),
+        None => {
+            eprintln!(
+                "moto() from thread {:?}, not a test's: the binary's shared moto",
+                thread.name()
+            );
+            String::new()
+        }
+    };
+    let mut motos = MOTOS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    motos.entry(module).or_insert_with(|| {
+        // A test that audits what the functions ask of AWS has moto record
+        // every request to this file (moto's own recorder).
+        let recording = std::env::var_os(RECORDING_VARIABLE);
+        Box::leak(Box::new(launch_moto(recording.as_deref().map(Path::new))))
     })
 }
 

@@ -74,7 +74,7 @@ async fn serve(mut conn: TcpStream, tls: SocketAddr, seen: Arc<Mutex<Vec<String>
 
 #[tokio::test]
 async fn calls_go_through_the_proxies_the_environment_names() {
-    let port = child::free_port();
+    let port = geoprov_tests::free_port();
     let proxy_url = format!("http://127.0.0.1:{port}");
     let env: [(&str, &OsStr); 2] = [
         ("HTTP_PROXY", proxy_url.as_ref()),

@@ -14,6 +14,7 @@ mod canary;
 mod cli;
 mod crate_graph;
 mod demo_e2e;
+mod docs;
 mod emulator;
 mod failover_against_moto;
 mod failover_binary;
