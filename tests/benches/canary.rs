@@ -9,6 +9,12 @@
 //!
 //! Run with `make bench-canary`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::too_many_lines,
+    reason = "a test is a scenario read top to bottom, and a failed unwrap is a failed test"
+)]
+
 use std::time::{Duration, Instant};
 
 use geoprov_tests::canary::{scheduled_event, CanaryRegion};

@@ -7,6 +7,12 @@
 //! path and number of devices in flight, provisionings per second and the
 //! p50 and p99 of connect-to-provisioned. Run with `make bench-emulator`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::too_many_lines,
+    reason = "a test is a scenario read top to bottom, and a failed unwrap is a failed test"
+)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

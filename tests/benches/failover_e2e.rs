@@ -7,6 +7,12 @@
 //! health checks on the records) needs no call and is not timed here. Run with
 //! `make bench-failover`; prints a table.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::too_many_lines,
+    reason = "a test is a scenario read top to bottom, and a failed unwrap is a failed test"
+)]
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

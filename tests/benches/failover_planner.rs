@@ -3,6 +3,12 @@
 //! answer model resolving every location over it. `cargo bench -p
 //! geoprov-tests --bench failover_planner`; prints a table. Pure: no moto.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::too_many_lines,
+    reason = "a test is a scenario read top to bottom, and a failed unwrap is a failed test"
+)]
+
 use std::collections::BTreeSet;
 use std::hint::black_box;
 use std::time::{Duration, Instant};

@@ -3,6 +3,12 @@
 //! release binary under the Runtime API emulator against moto, at
 //! ISSUE_CONCURRENCY 1, 8 and 32. Prints tables.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::too_many_lines,
+    reason = "a test is a scenario read top to bottom, and a failed unwrap is a failed test"
+)]
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 

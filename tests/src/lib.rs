@@ -2,6 +2,12 @@
 //! test module, tables named uniquely per test), SDK clients pointed at it,
 //! and the paths of the workspace's binaries.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::too_many_lines,
+    reason = "a test is a scenario read top to bottom, and a failed unwrap is a failed test"
+)]
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

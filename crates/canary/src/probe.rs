@@ -374,9 +374,20 @@ async fn probe(input: &ProbeInput<'_>, deadline: Instant, report: &mut Report) {
     let left = deadline.saturating_duration_since(Instant::now());
     let _ = tokio::time::timeout(DISCONNECT_LIMIT.min(left), device.disconnect()).await;
 
-    let Some(probe) = input.provisioning else {
-        return;
-    };
+    if let Some(probe) = input.provisioning {
+        provision_probe(input, probe, &endpoint, deadline, report).await;
+    }
+}
+
+/// The optional last step: fleet provisioning by claim with the reserved
+/// canary serial, as a device would.
+async fn provision_probe(
+    input: &ProbeInput<'_>,
+    probe: &ProvisioningProbe,
+    endpoint: &Endpoint,
+    deadline: Instant,
+    report: &mut Report,
+) {
     let provisioned = bounded(deadline, async {
         let (claim, key) = input.material.provisioning.as_ref().ok_or(
             "CANARY_PROVISIONING is on but the claim or the provisioning key is missing \
@@ -390,7 +401,7 @@ async fn probe(input: &ProbeInput<'_>, deadline: Instant, report: &mut Report) {
             key_pem: Some(key.clone()),
             parameters: BTreeMap::from([("SerialNumber".into(), probe.serial.to_string())]),
         };
-        let done = provision(&endpoint, claim, &request)
+        let done = provision(endpoint, claim, &request)
             .await
             .map_err(|e| e.to_string())?;
         if done.thing_name != probe.serial.as_str() {

@@ -279,8 +279,37 @@ pub enum AlarmFinding {
 /// Every reason the alarm cannot back a geoprov health check; empty when it
 /// can. On success, [`MetricAlarm::configuration`] is what Route 53 copies.
 pub fn check_alarm(alarm: &MetricAlarm) -> Vec<AlarmFinding> {
-    let name = || alarm.name.clone();
     let mut findings = Vec::new();
+    statistic_findings(alarm, &mut findings);
+    period_findings(alarm, &mut findings);
+    comparison_findings(alarm, &mut findings);
+    let name = || alarm.name.clone();
+    if !alarm.metric_math && (alarm.namespace.is_none() || alarm.metric_name.is_none()) {
+        findings.push(AlarmFinding::Missing {
+            alarm: name(),
+            field: "Namespace and MetricName",
+        });
+    }
+    if !ROUTE53_ALARM_REGIONS.contains(&alarm.region.as_str()) {
+        findings.push(AlarmFinding::Region {
+            alarm: name(),
+            region: alarm.region.clone(),
+        });
+    }
+    let treatment = alarm.treat_missing_data.as_deref().unwrap_or("missing");
+    if treatment != "breaching" {
+        findings.push(AlarmFinding::TreatMissingData {
+            alarm: name(),
+            treatment: treatment.to_owned(),
+        });
+    }
+    findings
+}
+
+/// What is measured: no metric math, and one of the statistics Route 53
+/// copies.
+fn statistic_findings(alarm: &MetricAlarm, findings: &mut Vec<AlarmFinding>) {
+    let name = || alarm.name.clone();
     if alarm.metric_math {
         findings.push(AlarmFinding::MetricMath { alarm: name() });
     }
@@ -307,6 +336,11 @@ pub fn check_alarm(alarm: &MetricAlarm) -> Vec<AlarmFinding> {
         }),
         _ => {}
     }
+}
+
+/// Over what time: a period of whole minutes, and N of N (no M out of N).
+fn period_findings(alarm: &MetricAlarm, findings: &mut Vec<AlarmFinding>) {
+    let name = || alarm.name.clone();
     match alarm.period {
         Some(period) if period < 60 || period % 60 != 0 => {
             findings.push(AlarmFinding::HighResolution {
@@ -334,6 +368,12 @@ pub fn check_alarm(alarm: &MetricAlarm) -> Vec<AlarmFinding> {
         }),
         _ => {}
     }
+}
+
+/// Against what: a static threshold and one of the comparisons Route 53
+/// copies (no anomaly detection band).
+fn comparison_findings(alarm: &MetricAlarm, findings: &mut Vec<AlarmFinding>) {
+    let name = || alarm.name.clone();
     match &alarm.comparison_operator {
         Some(op) if Comparison::parse(op).is_none() => findings.push(AlarmFinding::Comparison {
             alarm: name(),
@@ -357,26 +397,6 @@ pub fn check_alarm(alarm: &MetricAlarm) -> Vec<AlarmFinding> {
             field: "Threshold",
         });
     }
-    if !alarm.metric_math && (alarm.namespace.is_none() || alarm.metric_name.is_none()) {
-        findings.push(AlarmFinding::Missing {
-            alarm: name(),
-            field: "Namespace and MetricName",
-        });
-    }
-    if !ROUTE53_ALARM_REGIONS.contains(&alarm.region.as_str()) {
-        findings.push(AlarmFinding::Region {
-            alarm: name(),
-            region: alarm.region.clone(),
-        });
-    }
-    let treatment = alarm.treat_missing_data.as_deref().unwrap_or("missing");
-    if treatment != "breaching" {
-        findings.push(AlarmFinding::TreatMissingData {
-            alarm: name(),
-            treatment: treatment.to_owned(),
-        });
-    }
-    findings
 }
 
 impl MetricAlarm {

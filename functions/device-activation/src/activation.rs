@@ -10,10 +10,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use geoprov_device_rules::rules::{Denial, GrantKind, Policy, Reason};
+use geoprov_device_rules::rules::{Denial, Grant, GrantKind, Policy, Reason};
 use geoprov_shared::audit::{AuditEvent, Decision};
 use geoprov_shared::clock::now_rfc3339;
-use geoprov_shared::device::SerialNumber;
+use geoprov_shared::device::{DeviceRecord, SerialNumber};
 use geoprov_shared::registry::{
     AuditLog, CommitOutcome, DeviceRegistry, ProvisioningCommit, RegistryError,
 };
@@ -136,31 +136,10 @@ where
         payload: Value,
         request_id: &str,
     ) -> Result<Activation, ActivationError> {
-        let ignored = |why: String| Ok(Activation::Ignored { why });
-        let event = match RegisteredEvent::parse(payload) {
-            Ok(event) => event,
-            Err(e) => return ignored(e.to_string()),
+        let certificate = match self.pending_certificate(payload).await? {
+            Ok(certificate) => certificate,
+            Err(why) => return Ok(Activation::Ignored { why }),
         };
-        // The rule hears every CA with auto-registration in the account:
-        // only the fleet's is this function's to decide.
-        if !self.fleet_ca_ids.contains(&event.ca_certificate_id) {
-            return ignored("the event's CA is not a fleet CA".into());
-        }
-        if event.certificate_status != PENDING_ACTIVATION {
-            return ignored(format!(
-                "the event's status is {}",
-                event.certificate_status
-            ));
-        }
-        let Some(certificate) = self.iot.certificate(&event.certificate_id).await? else {
-            return ignored("the certificate is not registered".into());
-        };
-        if certificate.status != PENDING_ACTIVATION {
-            return ignored(format!("the certificate is {}", certificate.status));
-        }
-        if certificate.ca_certificate_id.as_deref() != Some(event.ca_certificate_id.as_str()) {
-            return ignored("the certificate is not under the event's CA".into());
-        }
         let serial = match common_name(&certificate.pem).map(SerialNumber::try_from) {
             Some(Ok(serial)) => serial,
             _ => {
@@ -194,61 +173,14 @@ where
                     return self.deny(&serial, &certificate, denial, request_id).await;
                 }
             };
-            let plan = ThingPlan {
-                thing_name: serial.to_string(),
-                thing_type: self.thing_type.clone(),
-                attributes: attributes(&serial, &self.policy, &device),
-                thing_group: grant
-                    .parameter_overrides
-                    .get("ThingGroupName")
-                    .cloned()
-                    .unwrap_or_else(|| self.policy.default_thing_group.to_string()),
-                policy_name: self.device_policy.clone(),
-            };
-            // A thing of the serial's name that is not a device's (another
-            // type, or none) may be privileged: the certificate would take
-            // its groups and what its policies grant. Refused, audited.
-            if let Some(existing) = self.iot.existing_thing_type(&plan.thing_name).await? {
-                if existing.as_deref() != Some(plan.thing_type.as_str()) {
-                    let denial = Denial::new(
-                        Reason::ThingTypeMismatch,
-                        format!(
-                            "a thing named {} exists with type {}, not {}",
-                            plan.thing_name,
-                            existing.as_deref().unwrap_or("(none)"),
-                            plan.thing_type
-                        ),
-                    );
-                    return self.deny(&serial, &certificate, denial, request_id).await;
-                }
-            }
-            // What would fail every run after the commit is refused before it.
-            if !self.iot.thing_group_exists(&plan.thing_group).await? {
-                let denial = Denial::new(
-                    Reason::InternalError,
-                    format!("the thing group {} does not exist here", plan.thing_group),
-                );
+            let plan = self.thing_plan(&serial, &grant, &device);
+            if let Some(denial) = self.thing_refusal(&plan).await? {
                 return self.deny(&serial, &certificate, denial, request_id).await;
             }
             let GrantKind::New { region_limit } = grant.kind else {
-                // Provisioned before. Here: a run again after a failure,
-                // already audited. In another region: a failover, no quota,
-                // but a decision of this region, audited here.
-                if !device
-                    .provisioning
-                    .has_certificate_in(&self.policy.region, &certificate.id)
-                {
-                    let failover = Denial::new(
-                        Reason::Allowed,
-                        "provisioned in another region before; activated here, no quota used",
-                    );
-                    self.audit(&self.event(Some(&serial), &certificate, &failover, request_id))
-                        .await?;
-                }
-                self.iot.activate(&certificate, &plan).await?;
-                return Ok(Activation::Completed {
-                    serial: serial.to_string(),
-                });
+                return self
+                    .reactivate(&serial, &certificate, &device, &plan, request_id)
+                    .await;
             };
             // A certificate whose provisioning the hook settled as not
             // applied (fenced) can never commit here: every commit would
@@ -285,6 +217,118 @@ where
             }
         }
         Err(ActivationError::Contended)
+    }
+
+    /// The certificate the event announces, when it is this function's to
+    /// decide: a fleet CA's, still PENDING_ACTIVATION, under that CA. Else
+    /// why the event is ignored.
+    async fn pending_certificate(
+        &self,
+        payload: Value,
+    ) -> Result<Result<RegisteredCertificate, String>, ActivationError> {
+        let ignored = |why: String| Ok(Err(why));
+        let event = match RegisteredEvent::parse(payload) {
+            Ok(event) => event,
+            Err(e) => return ignored(e.to_string()),
+        };
+        // The rule hears every CA with auto-registration in the account:
+        // only the fleet's is this function's to decide.
+        if !self.fleet_ca_ids.contains(&event.ca_certificate_id) {
+            return ignored("the event's CA is not a fleet CA".into());
+        }
+        if event.certificate_status != PENDING_ACTIVATION {
+            return ignored(format!(
+                "the event's status is {}",
+                event.certificate_status
+            ));
+        }
+        let Some(certificate) = self.iot.certificate(&event.certificate_id).await? else {
+            return ignored("the certificate is not registered".into());
+        };
+        if certificate.status != PENDING_ACTIVATION {
+            return ignored(format!("the certificate is {}", certificate.status));
+        }
+        if certificate.ca_certificate_id.as_deref() != Some(event.ca_certificate_id.as_str()) {
+            return ignored("the certificate is not under the event's CA".into());
+        }
+        Ok(Ok(certificate))
+    }
+
+    /// Why the thing the plan names cannot take this certificate, if it
+    /// cannot: a thing of the serial's name of another type, or a thing
+    /// group that does not exist here.
+    async fn thing_refusal(&self, plan: &ThingPlan) -> Result<Option<Denial>, ActivationError> {
+        // A thing of the serial's name that is not a device's (another
+        // type, or none) may be privileged: the certificate would take
+        // its groups and what its policies grant. Refused, audited.
+        if let Some(existing) = self.iot.existing_thing_type(&plan.thing_name).await? {
+            if existing.as_deref() != Some(plan.thing_type.as_str()) {
+                let denial = Denial::new(
+                    Reason::ThingTypeMismatch,
+                    format!(
+                        "a thing named {} exists with type {}, not {}",
+                        plan.thing_name,
+                        existing.as_deref().unwrap_or("(none)"),
+                        plan.thing_type
+                    ),
+                );
+                return Ok(Some(denial));
+            }
+        }
+        // What would fail every run after the commit is refused before it.
+        if !self.iot.thing_group_exists(&plan.thing_group).await? {
+            let denial = Denial::new(
+                Reason::InternalError,
+                format!("the thing group {} does not exist here", plan.thing_group),
+            );
+            return Ok(Some(denial));
+        }
+        Ok(None)
+    }
+
+    /// The thing a granted certificate is attached to, as the template
+    /// would make it.
+    fn thing_plan(&self, serial: &SerialNumber, grant: &Grant, device: &DeviceRecord) -> ThingPlan {
+        ThingPlan {
+            thing_name: serial.to_string(),
+            thing_type: self.thing_type.clone(),
+            attributes: attributes(serial, &self.policy, device),
+            thing_group: grant
+                .parameter_overrides
+                .get("ThingGroupName")
+                .cloned()
+                .unwrap_or_else(|| self.policy.default_thing_group.to_string()),
+            policy_name: self.device_policy.clone(),
+        }
+    }
+
+    /// A certificate provisioned before, activated with no quota used.
+    async fn reactivate(
+        &self,
+        serial: &SerialNumber,
+        certificate: &RegisteredCertificate,
+        device: &DeviceRecord,
+        plan: &ThingPlan,
+        request_id: &str,
+    ) -> Result<Activation, ActivationError> {
+        // Provisioned before. Here: a run again after a failure,
+        // already audited. In another region: a failover, no quota,
+        // but a decision of this region, audited here.
+        if !device
+            .provisioning
+            .has_certificate_in(&self.policy.region, &certificate.id)
+        {
+            let failover = Denial::new(
+                Reason::Allowed,
+                "provisioned in another region before; activated here, no quota used",
+            );
+            self.audit(&self.event(Some(serial), certificate, &failover, request_id))
+                .await?;
+        }
+        self.iot.activate(certificate, plan).await?;
+        Ok(Activation::Completed {
+            serial: serial.to_string(),
+        })
     }
 
     async fn deny(

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeSet;
 
-use geoprov_shared::config::{ConfigError, Env};
 use geoprov_device_rules::DeviceRuleSettings;
+use geoprov_shared::config::{ConfigError, Env};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActivationConfig {

@@ -311,97 +311,10 @@ impl DeviceRegistry for DynamoRegistry {
         commit: &ProvisioningCommit,
         audit: &AuditEvent,
     ) -> Result<CommitOutcome, RegistryError> {
-        let pk = device_pk(commit.serial.as_str());
-        let profile_unchanged = match &commit.profile_version {
-            Some(_) => "attribute_exists(#pk) AND #status = :allowed AND #version = :version",
-            None => {
-                "attribute_exists(#pk) AND #status = :allowed AND attribute_not_exists(#version)"
-            }
-        };
-        let mut still_allowed = ConditionCheck::builder()
-            .table_name(&self.table)
-            .key(PARTITION_KEY, s(&pk))
-            .key(SORT_KEY, s(PROFILE_SK))
-            .condition_expression(profile_unchanged)
-            .expression_attribute_names("#pk", PARTITION_KEY)
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#version", "version")
-            .expression_attribute_values(":allowed", s("ALLOWED"));
-        if let Some(version) = &commit.profile_version {
-            still_allowed = still_allowed.expression_attribute_values(":version", s(version));
-        }
-        let still_allowed = still_allowed
-            .build()
-            .map_err(|e| RegistryError::dynamo("TransactWriteItems", e))?;
-        let not_blocked = ConditionCheck::builder()
-            .table_name(&self.table)
-            .key(PARTITION_KEY, s(&pk))
-            .key(SORT_KEY, s(BLOCK_SK))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", PARTITION_KEY)
-            .build()
-            .map_err(|e| RegistryError::dynamo("TransactWriteItems", e))?;
-        let consume = Update::builder()
-            .table_name(&self.table)
-            .key(PARTITION_KEY, s(provisioning_pk(commit.serial.as_str())))
-            .key(SORT_KEY, s(region_sk(commit.region.as_str())))
-            .update_expression(
-                "SET #count = if_not_exists(#count, :zero) + :one, \
-                 #lastCert = :cert, #lastAt = :at \
-                 ADD #certs :certSet, #committedBy :token",
-            )
-            .condition_expression(
-                "(attribute_not_exists(#count) OR #count < :limit) \
-                 AND NOT contains(#certs, :cert) AND NOT contains(#fenced, :cert)",
-            )
-            .expression_attribute_names("#fenced", "fencedCertificateIds")
-            .expression_attribute_names("#count", "provisionCount")
-            .expression_attribute_names("#lastCert", "lastCertificateId")
-            .expression_attribute_names("#lastAt", "lastProvisionedAt")
-            .expression_attribute_names("#certs", "provisionedCertificateIds")
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":limit", n(commit.region_limit))
-            .expression_attribute_values(":cert", s(&commit.certificate_id))
-            .expression_attribute_values(
-                ":certSet",
-                AttributeValue::Ss(vec![commit.certificate_id.clone()]),
-            )
-            .expression_attribute_values(":at", s(&commit.at))
-            .expression_attribute_names("#committedBy", "committedBy")
-            .expression_attribute_values(
-                ":token",
-                AttributeValue::Ss(vec![commit_token(
-                    &commit.certificate_id,
-                    &audit.request_id,
-                )]),
-            )
-            .build()
-            .map_err(|e| RegistryError::dynamo("TransactWriteItems", e))?;
-        let guard = Update::builder()
-            .table_name(&self.table)
-            .key(PARTITION_KEY, s(provisioning_pk(commit.serial.as_str())))
-            .key(SORT_KEY, s(GUARD_SK))
-            .update_expression("SET #guard = :next")
-            .condition_expression(match commit.guard {
-                Some(_) => "#guard = :seen",
-                None => "attribute_not_exists(#guard)",
-            })
-            .expression_attribute_names("#guard", "guard")
-            .set_expression_attribute_values(Some(
-                [
-                    Some((":next".to_owned(), s(new_version()))),
-                    commit
-                        .guard
-                        .as_ref()
-                        .map(|seen| (":seen".to_owned(), s(seen))),
-                ]
-                .into_iter()
-                .flatten()
-                .collect(),
-            ))
-            .build()
-            .map_err(|e| RegistryError::dynamo("TransactWriteItems", e))?;
+        let still_allowed = self.still_allowed(commit)?;
+        let not_blocked = self.not_blocked(commit)?;
+        let consume = self.consume(commit, audit)?;
+        let guard = self.guard(commit)?;
         let audit_put = self.audit_put(audit)?;
         let result = self
             .client
@@ -595,6 +508,121 @@ impl AuditLog for DynamoRegistry {
 }
 
 impl DynamoRegistry {
+    /// The transaction's check that the device's profile is still ALLOWED
+    /// and of the version the decision read.
+    fn still_allowed(&self, commit: &ProvisioningCommit) -> Result<ConditionCheck, RegistryError> {
+        let pk = device_pk(commit.serial.as_str());
+        let profile_unchanged = match &commit.profile_version {
+            Some(_) => "attribute_exists(#pk) AND #status = :allowed AND #version = :version",
+            None => {
+                "attribute_exists(#pk) AND #status = :allowed AND attribute_not_exists(#version)"
+            }
+        };
+        let mut still_allowed = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(&pk))
+            .key(SORT_KEY, s(PROFILE_SK))
+            .condition_expression(profile_unchanged)
+            .expression_attribute_names("#pk", PARTITION_KEY)
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":allowed", s("ALLOWED"));
+        if let Some(version) = &commit.profile_version {
+            still_allowed = still_allowed.expression_attribute_values(":version", s(version));
+        }
+        still_allowed
+            .build()
+            .map_err(|e| RegistryError::dynamo("TransactWriteItems", e))
+    }
+
+    /// The transaction's check that no operator block exists.
+    fn not_blocked(&self, commit: &ProvisioningCommit) -> Result<ConditionCheck, RegistryError> {
+        let pk = device_pk(commit.serial.as_str());
+        ConditionCheck::builder()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(&pk))
+            .key(SORT_KEY, s(BLOCK_SK))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PARTITION_KEY)
+            .build()
+            .map_err(|e| RegistryError::dynamo("TransactWriteItems", e))
+    }
+
+    /// The transaction's update that consumes one provisioning in the
+    /// commit's region, under its limit, once per certificate.
+    fn consume(
+        &self,
+        commit: &ProvisioningCommit,
+        audit: &AuditEvent,
+    ) -> Result<Update, RegistryError> {
+        Update::builder()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(provisioning_pk(commit.serial.as_str())))
+            .key(SORT_KEY, s(region_sk(commit.region.as_str())))
+            .update_expression(
+                "SET #count = if_not_exists(#count, :zero) + :one, \
+             #lastCert = :cert, #lastAt = :at \
+             ADD #certs :certSet, #committedBy :token",
+            )
+            .condition_expression(
+                "(attribute_not_exists(#count) OR #count < :limit) \
+             AND NOT contains(#certs, :cert) AND NOT contains(#fenced, :cert)",
+            )
+            .expression_attribute_names("#fenced", "fencedCertificateIds")
+            .expression_attribute_names("#count", "provisionCount")
+            .expression_attribute_names("#lastCert", "lastCertificateId")
+            .expression_attribute_names("#lastAt", "lastProvisionedAt")
+            .expression_attribute_names("#certs", "provisionedCertificateIds")
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":limit", n(commit.region_limit))
+            .expression_attribute_values(":cert", s(&commit.certificate_id))
+            .expression_attribute_values(
+                ":certSet",
+                AttributeValue::Ss(vec![commit.certificate_id.clone()]),
+            )
+            .expression_attribute_values(":at", s(&commit.at))
+            .expression_attribute_names("#committedBy", "committedBy")
+            .expression_attribute_values(
+                ":token",
+                AttributeValue::Ss(vec![commit_token(
+                    &commit.certificate_id,
+                    &audit.request_id,
+                )]),
+            )
+            .build()
+            .map_err(|e| RegistryError::dynamo("TransactWriteItems", e))
+    }
+
+    /// The transaction's update of the device's guard, from the version the
+    /// decision saw.
+    fn guard(&self, commit: &ProvisioningCommit) -> Result<Update, RegistryError> {
+        Update::builder()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(provisioning_pk(commit.serial.as_str())))
+            .key(SORT_KEY, s(GUARD_SK))
+            .update_expression("SET #guard = :next")
+            .condition_expression(match commit.guard {
+                Some(_) => "#guard = :seen",
+                None => "attribute_not_exists(#guard)",
+            })
+            .expression_attribute_names("#guard", "guard")
+            .set_expression_attribute_values(Some(
+                [
+                    Some((":next".to_owned(), s(new_version()))),
+                    commit
+                        .guard
+                        .as_ref()
+                        .map(|seen| (":seen".to_owned(), s(seen))),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
+            ))
+            .build()
+            .map_err(|e| RegistryError::dynamo("TransactWriteItems", e))
+    }
+
     /// Every item of a partition, read consistently.
     async fn partition(&self, pk: String) -> Result<Vec<Item>, RegistryError> {
         self.client

@@ -8,6 +8,12 @@
 //! first. A test that must change the process environment runs in a child
 //! process of its own (`geoprov_tests::child`).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::too_many_lines,
+    reason = "a test is a scenario read top to bottom, and a failed unwrap is a failed test"
+)]
+
 mod activation_against_moto;
 mod activation_binary;
 mod canary;
