@@ -214,6 +214,16 @@ impl FailoverConfig {
     }
 
     fn validate(&self) -> Result<(), InvalidFailoverConfig> {
+        self.validate_zone()?;
+        self.validate_regions()?;
+        self.validate_locations()?;
+        self.validate_step_names()?;
+        self.validate_default_location()?;
+        self.validate_timing()
+    }
+
+    /// Whether the hosted zone, the record name and the TTL are usable.
+    fn validate_zone(&self) -> Result<(), InvalidFailoverConfig> {
         if self.hosted_zone_id.trim().is_empty() {
             return Err(invalid("hostedZoneId", "is empty"));
         }
@@ -224,6 +234,11 @@ impl FailoverConfig {
                 format!("{} is not between 1 and {MAX_TTL} seconds", self.ttl),
             ));
         }
+        Ok(())
+    }
+
+    /// Whether regions are given, each with its own IoT endpoint, health check and alarm.
+    fn validate_regions(&self) -> Result<(), InvalidFailoverConfig> {
         if self.regions.is_empty() {
             return Err(invalid("regions", "names no region"));
         }
@@ -262,6 +277,11 @@ impl FailoverConfig {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Whether locations are given, each with its own set identifier, geolocation and preference.
+    fn validate_locations(&self) -> Result<(), InvalidFailoverConfig> {
         if self.locations.is_empty() {
             return Err(invalid("locations", "names no location"));
         }
@@ -293,22 +313,37 @@ impl FailoverConfig {
             if location.preference.is_empty() {
                 return Err(invalid(field("preference"), "is empty"));
             }
-            let mut seen = BTreeSet::new();
-            for (j, region) in location.preference.iter().enumerate() {
-                if !self.regions.contains_key(region) {
-                    return Err(invalid(
-                        format!("locations[{i}].preference[{j}]"),
-                        format!("{region} is not one of the configured regions"),
-                    ));
-                }
-                if !seen.insert(region) {
-                    return Err(invalid(
-                        format!("locations[{i}].preference[{j}]"),
-                        format!("{region} is listed twice"),
-                    ));
-                }
+            self.validate_preference(i, location)?;
+        }
+        Ok(())
+    }
+
+    /// Whether each region of location `i`'s preference is configured and listed once.
+    fn validate_preference(
+        &self,
+        i: usize,
+        location: &Location,
+    ) -> Result<(), InvalidFailoverConfig> {
+        let mut seen = BTreeSet::new();
+        for (j, region) in location.preference.iter().enumerate() {
+            if !self.regions.contains_key(region) {
+                return Err(invalid(
+                    format!("locations[{i}].preference[{j}]"),
+                    format!("{region} is not one of the configured regions"),
+                ));
+            }
+            if !seen.insert(region) {
+                return Err(invalid(
+                    format!("locations[{i}].preference[{j}]"),
+                    format!("{region} is listed twice"),
+                ));
             }
         }
+        Ok(())
+    }
+
+    /// Whether every step name of the tree is still a DNS name.
+    fn validate_step_names(&self) -> Result<(), InvalidFailoverConfig> {
         // The longest step name, `<region>.<location key>.<record name>`, must
         // still be a DNS name.
         for (i, location) in self.locations.iter().enumerate() {
@@ -323,6 +358,11 @@ impl FailoverConfig {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Whether some location is the default, so every address gets an answer.
+    fn validate_default_location(&self) -> Result<(), InvalidFailoverConfig> {
         if !self.locations.iter().any(|l| l.geo_location.is_default()) {
             return Err(invalid(
                 "locations",
@@ -330,6 +370,11 @@ impl FailoverConfig {
                  location would get no answer",
             ));
         }
+        Ok(())
+    }
+
+    /// Whether the hysteresis counts, the event age and the change interval are in range.
+    fn validate_timing(&self) -> Result<(), InvalidFailoverConfig> {
         if self.fail_after == 0 || self.fail_after > 100 {
             return Err(invalid("failAfter", "must be between 1 and 100"));
         }
@@ -602,10 +647,15 @@ mod tests {
         );
     }
 
-    #[test]
-    fn every_bad_field_is_named() {
-        type Mutation = Box<dyn Fn(&mut Value)>;
-        let cases: Vec<(&str, Mutation, &str)> = vec![
+    /// A change that makes the example document invalid.
+    type Mutation = Box<dyn Fn(&mut Value)>;
+
+    /// A bad-field case: its name, the change, and the field its error names.
+    type Case = (&'static str, Mutation, &'static str);
+
+    /// Bad preferences, set identifiers, default location and TTLs, with the field each names.
+    fn location_and_ttl_cases() -> Vec<Case> {
+        vec![
             (
                 "unknown region in a preference",
                 Box::new(|d| d["locations"][0]["preference"][1] = json!("ap-south-1")),
@@ -641,6 +691,12 @@ mod tests {
             ),
             ("TTL negative", Box::new(|d| d["ttl"] = json!(-5)), "ttl"),
             ("TTL a string", Box::new(|d| d["ttl"] = json!("60")), "ttl"),
+        ]
+    }
+
+    /// Bad geolocations and regions, with the field each names.
+    fn geolocation_and_region_cases() -> Vec<Case> {
+        vec![
             (
                 "unknown continent",
                 Box::new(|d| d["locations"][0]["geoLocation"] = json!({"ContinentCode": "XX"})),
@@ -691,6 +747,12 @@ mod tests {
                 Box::new(|d| d["regions"]["eu-west-1"]["healthCheckId"] = json!("")),
                 "regions.eu-west-1.healthCheckId",
             ),
+        ]
+    }
+
+    /// Bad counts, fields, record name and region set, with the field each names.
+    fn document_cases() -> Vec<Case> {
+        vec![
             (
                 "failAfter zero",
                 Box::new(|d| d["failAfter"] = json!(0)),
@@ -714,7 +776,15 @@ mod tests {
                 Box::new(|d| d["regions"] = json!({})),
                 "regions",
             ),
-        ];
+        ]
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let cases = location_and_ttl_cases()
+            .into_iter()
+            .chain(geolocation_and_region_cases())
+            .chain(document_cases());
         for (case, mutate, field) in cases {
             let mut doc = example();
             mutate(&mut doc);

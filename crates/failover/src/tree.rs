@@ -283,82 +283,191 @@ pub fn plan(
     current: &[RecordSet],
     admitted: &dyn Fn(&RegionName) -> bool,
 ) -> TreePlan {
-    let record_name = &config.record_name;
-    let by_key: BTreeMap<_, &RecordSet> = current.iter().map(|r| (r.key(), r)).collect();
-    let mut by_name: BTreeMap<String, Vec<&RecordSet>> = BTreeMap::new();
-    for record in current {
-        by_name
-            .entry(normalize_name(&record.name))
-            .or_default()
-            .push(record);
-    }
-    let at_name: &[&RecordSet] = by_name.get(record_name.as_str()).map_or(&[], Vec::as_slice);
-    // Which location a record belongs to: by the key in a step's name, or by
-    // the set identifier of a geolocation alias.
-    let keys: BTreeMap<String, usize> = config
-        .locations
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (location_key(&l.geo_location), i))
-        .collect();
-    let ids: BTreeMap<&str, usize> = config
-        .locations
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.set_identifier.as_str(), i))
-        .collect();
-    let suffix = format!(".{record_name}");
-    let location_of = |record: &RecordSet| -> Option<usize> {
-        let name = normalize_name(&record.name);
-        if name == *record_name {
-            return ids.get(record.set_identifier.as_deref()?).copied();
-        }
-        let (_region, key) = name.strip_suffix(&suffix)?.split_once('.')?;
-        keys.get(key).copied()
-    };
-    let configured_ids: BTreeSet<&str> = config
-        .locations
-        .iter()
-        .map(|l| l.set_identifier.as_str())
-        .collect();
-
-    let mut plan = TreePlan::default();
-    let mut wanted: BTreeSet<(String, String, Option<String>)> = BTreeSet::new();
-    let mut upserts: Vec<(usize, ZoneChange)> = Vec::new();
+    let lookup = Lookup::new(config, current);
+    let mut planned = Planned::default();
     for (index, location) in config.locations.iter().enumerate() {
+        planned.location(config, &lookup, index, location, admitted);
+    }
+    let deletes = lookup.deletes(&planned.wanted);
+    let Planned {
+        mut plan, upserts, ..
+    } = planned;
+    for (index, change) in upserts {
+        plan.changes.push(change);
+        plan.change_locations.push(Some(index));
+    }
+    for record in deletes {
+        plan.changes.push(ZoneChange::Delete(record.clone()));
+        plan.change_locations.push(lookup.location_of(record));
+    }
+    plan
+}
+
+/// The key of a record set: its name, type and set identifier.
+type RecordKey = (String, String, Option<String>);
+
+/// The records `plan` starts from, indexed, and the configured locations
+/// by the key in a step's name and by set identifier.
+struct Lookup<'a> {
+    record_name: &'a String,
+    current: &'a [RecordSet],
+    by_key: BTreeMap<RecordKey, &'a RecordSet>,
+    by_name: BTreeMap<String, Vec<&'a RecordSet>>,
+    keys: BTreeMap<String, usize>,
+    ids: BTreeMap<&'a str, usize>,
+    suffix: String,
+    configured_ids: BTreeSet<&'a str>,
+}
+
+impl<'a> Lookup<'a> {
+    /// Indexes `current` by key and by name, and `config`'s locations.
+    fn new(config: &'a FailoverConfig, current: &'a [RecordSet]) -> Self {
+        let record_name = &config.record_name;
+        let by_key: BTreeMap<_, &RecordSet> = current.iter().map(|r| (r.key(), r)).collect();
+        let mut by_name: BTreeMap<String, Vec<&RecordSet>> = BTreeMap::new();
+        for record in current {
+            by_name
+                .entry(normalize_name(&record.name))
+                .or_default()
+                .push(record);
+        }
+        // Which location a record belongs to: by the key in a step's name, or by
+        // the set identifier of a geolocation alias.
+        let keys: BTreeMap<String, usize> = config
+            .locations
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (location_key(&l.geo_location), i))
+            .collect();
+        let ids: BTreeMap<&str, usize> = config
+            .locations
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.set_identifier.as_str(), i))
+            .collect();
+        let suffix = format!(".{record_name}");
+        let configured_ids: BTreeSet<&str> = config
+            .locations
+            .iter()
+            .map(|l| l.set_identifier.as_str())
+            .collect();
+        Lookup {
+            record_name,
+            current,
+            by_key,
+            by_name,
+            keys,
+            ids,
+            suffix,
+            configured_ids,
+        }
+    }
+
+    /// The records at the global name itself.
+    fn at_name(&self) -> &[&'a RecordSet] {
+        self.by_name
+            .get(self.record_name.as_str())
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Which configured location a record belongs to, if any.
+    fn location_of(&self, record: &RecordSet) -> Option<usize> {
+        let name = normalize_name(&record.name);
+        if name == *self.record_name {
+            return self.ids.get(record.set_identifier.as_deref()?).copied();
+        }
+        let (_region, key) = name.strip_suffix(&self.suffix)?.split_once('.')?;
+        self.keys.get(key).copied()
+    }
+
+    /// The records geoprov made that the tree no longer has, in deletion order.
+    fn deletes(&self, wanted: &BTreeSet<RecordKey>) -> Vec<&'a RecordSet> {
+        let record_name = self.record_name;
+        let mut deletes: Vec<&RecordSet> = self
+            .current
+            .iter()
+            .filter(|r| !wanted.contains(&r.key()) && is_geoprov_record(r, record_name))
+            .filter(|r| {
+                // A geolocation alias of a location still configured is replaced by
+                // an UPSERT, never deleted.
+                !(normalize_name(&r.name) == *record_name
+                    && r.set_identifier
+                        .as_deref()
+                        .is_some_and(|id| self.configured_ids.contains(id)))
+            })
+            .collect();
+        deletes.sort_by_key(|r| (delete_rank(r, record_name), r.key()));
+        deletes
+    }
+}
+
+/// What `plan` gathers location by location: the chains and conflicts, the
+/// records to keep, and the UPSERTs and replaces with their locations.
+#[derive(Default)]
+struct Planned {
+    plan: TreePlan,
+    wanted: BTreeSet<RecordKey>,
+    upserts: Vec<(usize, ZoneChange)>,
+}
+
+impl Planned {
+    /// Decides a location's chain, and whether its records are written or (conflict) kept.
+    fn location(
+        &mut self,
+        config: &FailoverConfig,
+        lookup: &Lookup<'_>,
+        index: usize,
+        location: &Location,
+        admitted: &dyn Fn(&RegionName) -> bool,
+    ) {
         let (regions, stranded) = chain(location, admitted);
         let records = location_records(config, location, &regions);
-        plan.chains.push((regions, stranded));
+        self.plan.chains.push((regions, stranded));
         for record in &records {
-            wanted.insert(record.key());
+            self.wanted.insert(record.key());
         }
         let renamed = match in_the_way(
             location,
             &records,
-            at_name,
-            &by_name,
-            record_name,
-            &configured_ids,
+            lookup.at_name(),
+            &lookup.by_name,
+            lookup.record_name,
+            &lookup.configured_ids,
         ) {
             Some(InTheWay::Conflict(conflict)) => {
-                plan.conflicts.push(conflict);
+                self.plan.conflicts.push(conflict);
                 // Keep what is there: nothing of this location is changed or deleted.
-                for record in current.iter().filter(|r| location_of(r) == Some(index)) {
-                    wanted.insert(record.key());
+                for record in lookup
+                    .current
+                    .iter()
+                    .filter(|r| lookup.location_of(r) == Some(index))
+                {
+                    self.wanted.insert(record.key());
                 }
-                continue;
+                return;
             }
             Some(InTheWay::Renamed(old)) => Some(old),
             None => None,
         };
+        self.changes(lookup, index, records, renamed);
+    }
+
+    /// Decides whether each of a location's records is kept, UPSERTed or replaced.
+    fn changes(
+        &mut self,
+        lookup: &Lookup<'_>,
+        index: usize,
+        records: Vec<RecordSet>,
+        renamed: Option<&RecordSet>,
+    ) {
         for record in records {
-            let is_alias_of_location = normalize_name(&record.name) == *record_name;
-            match (by_key.get(&record.key()), &renamed) {
+            let is_alias_of_location = normalize_name(&record.name) == *lookup.record_name;
+            match (lookup.by_key.get(&record.key()), &renamed) {
                 (None, Some(old)) if is_alias_of_location => {
                     // The location's own alias under its former set identifier:
                     // replaced in one request, so the geolocation never goes unanswered.
-                    wanted.insert(old.key());
-                    upserts.push((
+                    self.wanted.insert(old.key());
+                    self.upserts.push((
                         index,
                         ZoneChange::Replace {
                             old: Box::new((*old).clone()),
@@ -368,7 +477,7 @@ pub fn plan(
                 }
                 (Some(old), _) if same_record(old, &record) => {}
                 (Some(old), _) if old.alias_target.is_some() != record.alias_target.is_some() => {
-                    upserts.push((
+                    self.upserts.push((
                         index,
                         ZoneChange::Replace {
                             old: Box::new((*old).clone()),
@@ -376,35 +485,10 @@ pub fn plan(
                         },
                     ));
                 }
-                _ => upserts.push((index, ZoneChange::Upsert(record))),
+                _ => self.upserts.push((index, ZoneChange::Upsert(record))),
             }
         }
     }
-
-    // Records geoprov made that the tree no longer has.
-    let mut deletes: Vec<&RecordSet> = current
-        .iter()
-        .filter(|r| !wanted.contains(&r.key()) && is_geoprov_record(r, record_name))
-        .filter(|r| {
-            // A geolocation alias of a location still configured is replaced by
-            // an UPSERT, never deleted.
-            !(normalize_name(&r.name) == *record_name
-                && r.set_identifier
-                    .as_deref()
-                    .is_some_and(|id| configured_ids.contains(id)))
-        })
-        .collect();
-    deletes.sort_by_key(|r| (delete_rank(r, record_name), r.key()));
-
-    for (index, change) in upserts {
-        plan.changes.push(change);
-        plan.change_locations.push(Some(index));
-    }
-    for record in deletes {
-        plan.changes.push(ZoneChange::Delete(record.clone()));
-        plan.change_locations.push(location_of(record));
-    }
-    plan
 }
 
 /// Deletes of geolocation aliases first, then of secondaries (aliases), then
@@ -704,14 +788,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_drain_moves_the_head_of_each_chain_and_deletes_what_it_left() {
-        let config = two_regions();
-        let zone = built(&config, &all);
-        let no_us = |r: &RegionName| r.as_str() != "us-east-1";
-        let drain = plan(&config, &zone, &no_us);
-        let summary: Vec<(&str, String, Option<&str>)> = drain
-            .changes
+    /// Each change as its kind, normalized name and set identifier.
+    fn summary(changes: &[ZoneChange]) -> Vec<(&str, String, Option<&str>)> {
+        changes
             .iter()
             .map(|c| {
                 let kind = match c {
@@ -725,9 +804,41 @@ mod tests {
                     c.record().set_identifier.as_deref(),
                 )
             })
-            .collect();
+            .collect()
+    }
+
+    /// Asserts every prefix of `changes` answers each location in its preference.
+    fn assert_every_prefix_in_preference(
+        config: &FailoverConfig,
+        zone: &[RecordSet],
+        changes: &[ZoneChange],
+    ) {
+        for k in 0..=changes.len() {
+            let partial = apply(zone, &changes[..k]);
+            for down in [&[][..], &["us-east-1", "eu-west-1"][..]] {
+                for (location, answer) in
+                    config.locations.iter().zip(answers(config, &partial, down))
+                {
+                    assert!(
+                        answer
+                            .as_ref()
+                            .is_some_and(|a| location.preference.iter().any(|r| r.as_str() == a)),
+                        "after {k} changes {} answers {answer:?}",
+                        location.set_identifier
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_drain_moves_the_head_of_each_chain_and_deletes_what_it_left() {
+        let config = two_regions();
+        let zone = built(&config, &all);
+        let no_us = |r: &RegionName| r.as_str() != "us-east-1";
+        let drain = plan(&config, &zone, &no_us);
         assert_eq!(
-            summary,
+            summary(&drain.changes),
             [
                 // NA: eu-west-1 is its only step now; its SECONDARY names it.
                 (
@@ -767,24 +878,7 @@ mod tests {
         );
         // Every prefix of the drain answers each location in its preference,
         // all healthy and all down.
-        for k in 0..=drain.changes.len() {
-            let partial = apply(&zone, &drain.changes[..k]);
-            for down in [&[][..], &["us-east-1", "eu-west-1"][..]] {
-                for (location, answer) in config
-                    .locations
-                    .iter()
-                    .zip(answers(&config, &partial, down))
-                {
-                    assert!(
-                        answer
-                            .as_ref()
-                            .is_some_and(|a| location.preference.iter().any(|r| r.as_str() == a)),
-                        "after {k} changes {} answers {answer:?}",
-                        location.set_identifier
-                    );
-                }
-            }
-        }
+        assert_every_prefix_in_preference(&config, &zone, &drain.changes);
         let drained = apply(&zone, &drain.changes);
         // us-east-1 healthy or not, nobody is sent there.
         assert_eq!(

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use geoprov_shared::device::RegionName;
@@ -17,17 +18,19 @@ use geoprov_shared::telemetry::{self, MetricLine, Unit};
 use route53_answer::{ClientLocation, RecordSet, Zone};
 use serde_json::Value;
 
+use crate::event::{self, Action, Command, Trigger};
+use crate::SERVICE;
 use geoprov_failover::alarms::RegionAlarms;
 use geoprov_failover::config::{Bounds, FailoverConfig};
-use crate::event::{self, Action, Trigger};
 use geoprov_failover::health::{self, RegionHealth, Signal};
-use geoprov_failover::report::{ChainStep, ChangeSummary, Deferred, ErrorCode, LocationState, Report};
+use geoprov_failover::report::{
+    ChainStep, ChangeSummary, Deferred, ErrorCode, LocationState, Report,
+};
 use geoprov_failover::route53::{Route53, Route53Error};
 use geoprov_failover::state::{
     FailoverStore, Lease, LedgerEntry, LedgerError, RegionUpdate, StoredState, UpdateOutcome,
 };
 use geoprov_failover::tree::{self, TreePlan};
-use crate::SERVICE;
 
 const LOCK_POLL: Duration = Duration::from_millis(200);
 
@@ -135,48 +138,12 @@ where
             self.fill_health(&mut report, &state, now);
             return report;
         }
-        for (region, update, event_id) in updates {
-            let current = state.health.get(&region).copied().unwrap_or_default();
-            let outcome = match writes_nothing {
-                true if update.is_stale_for(&current) => UpdateOutcome::Stale(current),
-                true => UpdateOutcome::Applied(update.apply(current)),
-                false => match self
-                    .store
-                    .update_region(&region, update, event_id.as_deref())
-                    .await
-                {
-                    Ok(outcome) => outcome,
-                    Err(e) => {
-                        // The signal is not stored: acting on it would break the
-                        // hysteresis the stored health promises.
-                        report.region_error(
-                            ErrorCode::StateUnavailable,
-                            region.as_str(),
-                            e.to_string(),
-                        );
-                        self.fill_health(&mut report, &state, now);
-                        return report;
-                    }
-                },
-            };
-            if let UpdateOutcome::Stale(health) = outcome {
-                report.region_error(
-                    ErrorCode::StaleEvent,
-                    region.as_str(),
-                    format!(
-                        "a newer signal (of {} ms) was applied already; this one is dropped",
-                        health.last_signal_at.unwrap_or_default()
-                    ),
-                );
-                // A stale alarm event changes nothing; a schedule goes on
-                // with the other regions.
-                if !matches!(trigger, Trigger::Schedule { .. }) {
-                    self.fill_health(&mut report, &state, now);
-                    return report;
-                }
-                continue;
-            }
-            state.health.insert(region, outcome.health());
+        if self
+            .store_updates(&trigger, updates, &mut state, now, &mut report)
+            .await
+            .is_break()
+        {
+            return report;
         }
 
         let Some((current, plan)) = self.plan(&state, now, &mut report).await else {
@@ -209,6 +176,62 @@ where
         report
     }
 
+    /// Stores each health update (in memory only if writing nothing); `Break` ends the invocation.
+    async fn store_updates(
+        &self,
+        trigger: &Trigger,
+        updates: Vec<(RegionName, RegionUpdate, Option<String>)>,
+        state: &mut StoredState,
+        now: i64,
+        report: &mut Report,
+    ) -> ControlFlow<()> {
+        let writes_nothing = trigger.writes_nothing();
+        for (region, update, event_id) in updates {
+            let current = state.health.get(&region).copied().unwrap_or_default();
+            let outcome = match writes_nothing {
+                true if update.is_stale_for(&current) => UpdateOutcome::Stale(current),
+                true => UpdateOutcome::Applied(update.apply(current)),
+                false => match self
+                    .store
+                    .update_region(&region, update, event_id.as_deref())
+                    .await
+                {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        // The signal is not stored: acting on it would break the
+                        // hysteresis the stored health promises.
+                        report.region_error(
+                            ErrorCode::StateUnavailable,
+                            region.as_str(),
+                            e.to_string(),
+                        );
+                        self.fill_health(report, state, now);
+                        return ControlFlow::Break(());
+                    }
+                },
+            };
+            if let UpdateOutcome::Stale(health) = outcome {
+                report.region_error(
+                    ErrorCode::StaleEvent,
+                    region.as_str(),
+                    format!(
+                        "a newer signal (of {} ms) was applied already; this one is dropped",
+                        health.last_signal_at.unwrap_or_default()
+                    ),
+                );
+                // A stale alarm event changes nothing; a schedule goes on
+                // with the other regions.
+                if !matches!(trigger, Trigger::Schedule { .. }) {
+                    self.fill_health(report, state, now);
+                    return ControlFlow::Break(());
+                }
+                continue;
+            }
+            state.health.insert(region, outcome.health());
+        }
+        ControlFlow::Continue(())
+    }
+
     /// The health updates the trigger asks for, each with the id of the
     /// event it comes from (so a redelivered event is not counted twice).
     async fn updates_for(
@@ -217,14 +240,7 @@ where
         now: i64,
         report: &mut Report,
     ) -> Vec<(RegionName, RegionUpdate, Option<String>)> {
-        let thresholds = self.config.thresholds();
         let now_ms = now.saturating_mul(1000);
-        let observe = |signal, at| RegionUpdate::Observe {
-            signal,
-            thresholds,
-            at,
-            now,
-        };
         match trigger {
             Trigger::Alarm {
                 alarm_name,
@@ -234,98 +250,143 @@ where
                 time,
                 changed_at,
             } => {
-                let Some(region) = self.config.region_of_alarm(alarm_name) else {
-                    report.error(
-                        ErrorCode::UnknownAlarm,
-                        format!("alarm {alarm_name:?} is no region's health alarm"),
-                    );
+                let Some(region) =
+                    self.alarm_region(alarm_name, source.as_deref(), *time, now, report)
+                else {
                     return Vec::new();
                 };
-                if let Some(source) = source.as_deref().filter(|s| *s != region.as_str()) {
-                    report.region_error(
-                        ErrorCode::UnknownAlarm,
-                        source,
-                        format!(
-                            "alarm {alarm_name:?} is {region}'s, but the event comes from {source}"
-                        ),
-                    );
-                    return Vec::new();
-                }
-                let age = now - time;
-                if age > self.config.max_event_age_seconds as i64 {
-                    report.region_error(
-                        ErrorCode::StaleEvent,
-                        region.as_str(),
-                        format!(
-                            "the event is {age} s old, more than maxEventAgeSeconds ({}); dropped",
-                            self.config.max_event_age_seconds
-                        ),
-                    );
-                    return Vec::new();
-                }
                 let signal = health::signal_from_alarm_state(state);
                 // An event from the future (clock skew) counts as of now.
                 vec![(
                     region.clone(),
-                    observe(signal, (*changed_at).min(now_ms)),
+                    self.observe(signal, (*changed_at).min(now_ms), now),
                     event_id.clone(),
                 )]
             }
-            Trigger::Schedule { event_id } => {
-                let reads = self
-                    .config
-                    .regions
-                    .iter()
-                    .map(|(region, target)| async move {
-                        (region, self.alarms.read(region, &target.alarm_name).await)
-                    });
-                let mut updates = Vec::new();
-                for (region, result) in futures::future::join_all(reads).await {
-                    let signal = match result {
-                        Ok(Some(reading)) => health::signal_from_alarm_state(&reading.state),
-                        Ok(None) => {
-                            let alarm = &self.config.regions[region].alarm_name;
-                            report.region_error(
-                                ErrorCode::HealthReadFailed,
-                                region.as_str(),
-                                format!("alarm {alarm} does not exist in {region}; its signal is UNKNOWN"),
-                            );
-                            Signal::Unknown
-                        }
-                        Err(e) => {
-                            report.region_error(
-                                ErrorCode::HealthReadFailed,
-                                region.as_str(),
-                                format!("{e}; its signal is UNKNOWN"),
-                            );
-                            Signal::Unknown
-                        }
-                    };
-                    updates.push((region.clone(), observe(signal, now_ms), event_id.clone()));
+            Trigger::Schedule { event_id } => self.schedule_updates(event_id, now, report).await,
+            Trigger::Command(command) => self.command_updates(command, report),
+        }
+    }
+
+    /// The update observing `signal` at `at` (epoch ms), applied at `now` (epoch s).
+    fn observe(&self, signal: Signal, at: i64, now: i64) -> RegionUpdate {
+        RegionUpdate::Observe {
+            signal,
+            thresholds: self.config.thresholds(),
+            at,
+            now,
+        }
+    }
+
+    /// The region of an alarm event's alarm, unless it is unknown, from elsewhere, or too old.
+    fn alarm_region(
+        &self,
+        alarm_name: &str,
+        source: Option<&str>,
+        time: i64,
+        now: i64,
+        report: &mut Report,
+    ) -> Option<&RegionName> {
+        let Some(region) = self.config.region_of_alarm(alarm_name) else {
+            report.error(
+                ErrorCode::UnknownAlarm,
+                format!("alarm {alarm_name:?} is no region's health alarm"),
+            );
+            return None;
+        };
+        if let Some(source) = source.filter(|s| *s != region.as_str()) {
+            report.region_error(
+                ErrorCode::UnknownAlarm,
+                source,
+                format!("alarm {alarm_name:?} is {region}'s, but the event comes from {source}"),
+            );
+            return None;
+        }
+        let age = now - time;
+        if age > self.config.max_event_age_seconds as i64 {
+            report.region_error(
+                ErrorCode::StaleEvent,
+                region.as_str(),
+                format!(
+                    "the event is {age} s old, more than maxEventAgeSeconds ({}); dropped",
+                    self.config.max_event_age_seconds
+                ),
+            );
+            return None;
+        }
+        Some(region)
+    }
+
+    /// Every region's signal read from its health alarm, UNKNOWN when it cannot be read.
+    async fn schedule_updates(
+        &self,
+        event_id: &Option<String>,
+        now: i64,
+        report: &mut Report,
+    ) -> Vec<(RegionName, RegionUpdate, Option<String>)> {
+        let now_ms = now.saturating_mul(1000);
+        let reads = self
+            .config
+            .regions
+            .iter()
+            .map(|(region, target)| async move {
+                (region, self.alarms.read(region, &target.alarm_name).await)
+            });
+        let mut updates = Vec::new();
+        for (region, result) in futures::future::join_all(reads).await {
+            let signal = match result {
+                Ok(Some(reading)) => health::signal_from_alarm_state(&reading.state),
+                Ok(None) => {
+                    let alarm = &self.config.regions[region].alarm_name;
+                    report.region_error(
+                        ErrorCode::HealthReadFailed,
+                        region.as_str(),
+                        format!("alarm {alarm} does not exist in {region}; its signal is UNKNOWN"),
+                    );
+                    Signal::Unknown
                 }
-                updates
-            }
-            Trigger::Command(command) => {
-                let drained = match command.action {
-                    Action::Drain => true,
-                    Action::Undrain => false,
-                    Action::Reconcile | Action::Status => return Vec::new(),
-                };
-                let named = command.region.as_deref().unwrap_or_default();
-                match RegionName::try_from(named)
-                    .ok()
-                    .filter(|r| self.config.regions.contains_key(r))
-                {
-                    Some(region) => vec![(region, RegionUpdate::Drain(drained), None)],
-                    None => {
-                        report.region_error(
-                            ErrorCode::UnknownRegion,
-                            named,
-                            format!("{named:?} is not one of the configured regions"),
-                        );
-                        Vec::new()
-                    }
+                Err(e) => {
+                    report.region_error(
+                        ErrorCode::HealthReadFailed,
+                        region.as_str(),
+                        format!("{e}; its signal is UNKNOWN"),
+                    );
+                    Signal::Unknown
                 }
+            };
+            updates.push((
+                region.clone(),
+                self.observe(signal, now_ms, now),
+                event_id.clone(),
+            ));
+        }
+        updates
+    }
+
+    /// The drain or undrain a command asks for, if any, of a configured region.
+    fn command_updates(
+        &self,
+        command: &Command,
+        report: &mut Report,
+    ) -> Vec<(RegionName, RegionUpdate, Option<String>)> {
+        let drained = match command.action {
+            Action::Drain => true,
+            Action::Undrain => false,
+            Action::Reconcile | Action::Status => return Vec::new(),
+        };
+        let named = command.region.as_deref().unwrap_or_default();
+        match RegionName::try_from(named)
+            .ok()
+            .filter(|r| self.config.regions.contains_key(r))
+        {
+            Some(region) => vec![(region, RegionUpdate::Drain(drained), None)],
+            None => {
+                report.region_error(
+                    ErrorCode::UnknownRegion,
+                    named,
+                    format!("{named:?} is not one of the configured regions"),
+                );
+                Vec::new()
             }
         }
     }

@@ -1,10 +1,10 @@
 //! Lambda entry point: configuration and clients once at cold start, then
 //! every event to the failover.
 
+use endpoint_failover::handler::Failover;
 use geoprov_failover::alarms::SdkAlarms;
 use geoprov_failover::config::{FunctionConfig, SDK_ATTEMPT_TIMEOUT, SDK_OPERATION_TIMEOUT};
 use geoprov_failover::config_store;
-use endpoint_failover::handler::Failover;
 use geoprov_failover::route53::{self, Retry, SdkRoute53};
 use geoprov_failover::state::DynamoFailoverStore;
 use geoprov_shared::config::Env;

@@ -1,14 +1,14 @@
 //! Lambda entry point: configuration and clients once at cold start, then a
 //! probe on every scheduled event (the event's content does not matter).
 
-use geoprov_shared::config::Env;
-use geoprov_shared::{aws, clock, telemetry};
-use lambda_runtime::{service_fn, Error, LambdaEvent};
 use geoprov_canary::canary::Canary;
 use geoprov_canary::cleanup::SdkThingRemover;
 use geoprov_canary::config::CanaryConfig;
 use geoprov_canary::material::MaterialCache;
 use geoprov_canary::window::{run_minute, DynamoWindowStore};
+use geoprov_shared::config::Env;
+use geoprov_shared::{aws, clock, telemetry};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 
 #[tokio::main(flavor = "current_thread")]
