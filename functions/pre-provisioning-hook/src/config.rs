@@ -45,122 +45,22 @@ pub struct HookConfig {
 }
 
 impl HookConfig {
+    /// Every group in turn, in the order that decides which error a bad
+    /// environment reports first.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let table_name = env.required("TABLE_NAME")?.to_owned();
         let devices = DeviceRuleSettings::from_env(env)?;
-        let deadline_ms: u64 = env.parse_or("HOOK_DEADLINE_MS", DEFAULT_DEADLINE_MS)?;
-        if !(1..=MAX_DEADLINE_MS).contains(&deadline_ms) {
-            return Err(ConfigError::invalid(
-                "HOOK_DEADLINE_MS",
-                &deadline_ms.to_string(),
-                format!("must be between 1 and {MAX_DEADLINE_MS} (IoT waits at most 5 s)"),
-            ));
-        }
-        let deadline = Duration::from_millis(deadline_ms);
-        let lambda_timeout_raw = env.required("LAMBDA_TIMEOUT_MS")?;
-        let lambda_timeout = lambda_timeout_raw
-            .parse::<u64>()
-            .map(Duration::from_millis)
-            .map_err(|e| {
-                ConfigError::invalid("LAMBDA_TIMEOUT_MS", lambda_timeout_raw, e.to_string())
-            })?;
-        let needed = deadline + SETTLE_TIMEOUT + AUDIT_WRITE_TIMEOUT + RUNTIME_MARGIN;
-        if needed > IOT_WAIT {
-            return Err(ConfigError::invalid(
-                "HOOK_DEADLINE_MS",
-                &deadline_ms.to_string(),
-                format!(
-                    "the deadline and what may follow it (settling {} ms, the audit write {} ms, \
-                     the runtime {} ms) need {} ms, more than IoT waits ({} ms)",
-                    SETTLE_TIMEOUT.as_millis(),
-                    AUDIT_WRITE_TIMEOUT.as_millis(),
-                    RUNTIME_MARGIN.as_millis(),
-                    needed.as_millis(),
-                    IOT_WAIT.as_millis()
-                ),
-            ));
-        }
-        if needed > lambda_timeout {
-            return Err(ConfigError::invalid(
-                "HOOK_DEADLINE_MS",
-                &deadline_ms.to_string(),
-                format!(
-                    "the deadline, settling a lost commit ({} ms), the audit write ({} ms) and \
-                     the runtime ({} ms) need {} ms, more than the function's timeout \
-                     (LAMBDA_TIMEOUT_MS {})",
-                    SETTLE_TIMEOUT.as_millis(),
-                    AUDIT_WRITE_TIMEOUT.as_millis(),
-                    RUNTIME_MARGIN.as_millis(),
-                    needed.as_millis(),
-                    lambda_timeout.as_millis()
-                ),
-            ));
-        }
-
-        let trusted: BTreeSet<String> = env
-            .list("TRUSTED_CLAIM_CERTIFICATE_IDS")
-            .into_iter()
-            .filter(|id| !id.trim().is_empty())
-            .collect();
-        let deny_all = env.flag_or("ALLOW_EMPTY_CLAIM_TRUST", false)?;
-        if trusted.is_empty() && !deny_all {
-            return Err(ConfigError::invalid(
-                "TRUSTED_CLAIM_CERTIFICATE_IDS",
-                "",
-                "trusts no claim certificate; set ALLOW_EMPTY_CLAIM_TRUST=true to deny every \
-                 claim on purpose",
-            ));
-        }
-        if trusted.is_empty() {
-            tracing::error!("no claim certificate is trusted: every provisioning is denied");
-        }
-
+        let TimeBudget {
+            deadline,
+            lambda_timeout,
+        } = time_budget(env)?;
+        let trusted = claim_trust(env)?;
         let prefix = env.provisioning_client_id_prefix()?;
-
-        let settable = names(
-            env,
-            "DEVICE_SETTABLE_PARAMETERS",
-            DEFAULT_DEVICE_SETTABLE_PARAMETERS,
-        );
-        if !settable.contains("SerialNumber") {
-            return Err(ConfigError::invalid(
-                "DEVICE_SETTABLE_PARAMETERS",
-                &settable.iter().cloned().collect::<Vec<_>>().join(","),
-                "must include SerialNumber, which names the device",
-            ));
-        }
-        let attributes = names(
-            env,
-            "THING_ATTRIBUTE_PARAMETERS",
-            DEFAULT_ATTRIBUTE_PARAMETERS,
-        );
-        if let Some(both) = attributes.intersection(&settable).next() {
-            return Err(ConfigError::invalid(
-                "THING_ATTRIBUTE_PARAMETERS",
-                both,
-                "a parameter the hook overrides cannot also be one the device sets",
-            ));
-        }
-
-        // Only the region canary's own serial: a device's serial here would
-        // provision without quota or audit.
-        let canary_serial = match env.optional("CANARY_SERIAL").map(str::trim) {
-            None | Some("") => None,
-            Some(raw) => {
-                let expected = geoprov_shared::device::canary_serial(devices.region.as_str());
-                if raw != expected {
-                    return Err(ConfigError::invalid(
-                        "CANARY_SERIAL",
-                        raw,
-                        format!("must be {expected}, the region canary's reserved serial"),
-                    ));
-                }
-                Some(
-                    SerialNumber::try_from(raw)
-                        .map_err(|e| ConfigError::invalid("CANARY_SERIAL", raw, e.0))?,
-                )
-            }
-        };
+        let Parameters {
+            settable,
+            attributes,
+        } = parameters(env)?;
+        let canary_serial = canary_serial(env, devices.region.as_str())?;
 
         Ok(HookConfig {
             canary_serial,
@@ -179,6 +79,157 @@ impl HookConfig {
                 attribute_parameters: attributes,
             },
         })
+    }
+}
+
+/// The invocation's time budget: `HOOK_DEADLINE_MS` and `LAMBDA_TIMEOUT_MS`.
+struct TimeBudget {
+    deadline: Duration,
+    lambda_timeout: Duration,
+}
+
+/// `HOOK_DEADLINE_MS` and `LAMBDA_TIMEOUT_MS`, and whether the deadline and
+/// what may follow it fit in what IoT waits and in the function's timeout.
+fn time_budget(env: &Env) -> Result<TimeBudget, ConfigError> {
+    let deadline_ms: u64 = env.parse_or("HOOK_DEADLINE_MS", DEFAULT_DEADLINE_MS)?;
+    if !(1..=MAX_DEADLINE_MS).contains(&deadline_ms) {
+        return Err(ConfigError::invalid(
+            "HOOK_DEADLINE_MS",
+            &deadline_ms.to_string(),
+            format!("must be between 1 and {MAX_DEADLINE_MS} (IoT waits at most 5 s)"),
+        ));
+    }
+    let deadline = Duration::from_millis(deadline_ms);
+    let lambda_timeout = lambda_timeout(env)?;
+    let needed = deadline + SETTLE_TIMEOUT + AUDIT_WRITE_TIMEOUT + RUNTIME_MARGIN;
+    if needed > IOT_WAIT {
+        return Err(ConfigError::invalid(
+            "HOOK_DEADLINE_MS",
+            &deadline_ms.to_string(),
+            format!(
+                "the deadline and what may follow it (settling {} ms, the audit write {} ms, \
+                 the runtime {} ms) need {} ms, more than IoT waits ({} ms)",
+                SETTLE_TIMEOUT.as_millis(),
+                AUDIT_WRITE_TIMEOUT.as_millis(),
+                RUNTIME_MARGIN.as_millis(),
+                needed.as_millis(),
+                IOT_WAIT.as_millis()
+            ),
+        ));
+    }
+    if needed > lambda_timeout {
+        return Err(ConfigError::invalid(
+            "HOOK_DEADLINE_MS",
+            &deadline_ms.to_string(),
+            format!(
+                "the deadline, settling a lost commit ({} ms), the audit write ({} ms) and \
+                 the runtime ({} ms) need {} ms, more than the function's timeout \
+                 (LAMBDA_TIMEOUT_MS {})",
+                SETTLE_TIMEOUT.as_millis(),
+                AUDIT_WRITE_TIMEOUT.as_millis(),
+                RUNTIME_MARGIN.as_millis(),
+                needed.as_millis(),
+                lambda_timeout.as_millis()
+            ),
+        ));
+    }
+    Ok(TimeBudget {
+        deadline,
+        lambda_timeout,
+    })
+}
+
+/// `LAMBDA_TIMEOUT_MS`, required.
+fn lambda_timeout(env: &Env) -> Result<Duration, ConfigError> {
+    let lambda_timeout_raw = env.required("LAMBDA_TIMEOUT_MS")?;
+    lambda_timeout_raw
+        .parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|e| ConfigError::invalid("LAMBDA_TIMEOUT_MS", lambda_timeout_raw, e.to_string()))
+}
+
+/// The claim trust: `TRUSTED_CLAIM_CERTIFICATE_IDS`, which may be empty only
+/// where `ALLOW_EMPTY_CLAIM_TRUST` says so.
+fn claim_trust(env: &Env) -> Result<BTreeSet<String>, ConfigError> {
+    let trusted: BTreeSet<String> = env
+        .list("TRUSTED_CLAIM_CERTIFICATE_IDS")
+        .into_iter()
+        .filter(|id| !id.trim().is_empty())
+        .collect();
+    let deny_all = env.flag_or("ALLOW_EMPTY_CLAIM_TRUST", false)?;
+    if trusted.is_empty() && !deny_all {
+        return Err(ConfigError::invalid(
+            "TRUSTED_CLAIM_CERTIFICATE_IDS",
+            "",
+            "trusts no claim certificate; set ALLOW_EMPTY_CLAIM_TRUST=true to deny every \
+             claim on purpose",
+        ));
+    }
+    if trusted.is_empty() {
+        tracing::error!("no claim certificate is trusted: every provisioning is denied");
+    }
+    Ok(trusted)
+}
+
+/// The template's parameters: those the device sets and those the hook
+/// makes thing attributes.
+struct Parameters {
+    settable: BTreeSet<String>,
+    attributes: BTreeSet<String>,
+}
+
+/// `DEVICE_SETTABLE_PARAMETERS` (with `SerialNumber`) and
+/// `THING_ATTRIBUTE_PARAMETERS` (none of them settable).
+fn parameters(env: &Env) -> Result<Parameters, ConfigError> {
+    let settable = names(
+        env,
+        "DEVICE_SETTABLE_PARAMETERS",
+        DEFAULT_DEVICE_SETTABLE_PARAMETERS,
+    );
+    if !settable.contains("SerialNumber") {
+        return Err(ConfigError::invalid(
+            "DEVICE_SETTABLE_PARAMETERS",
+            &settable.iter().cloned().collect::<Vec<_>>().join(","),
+            "must include SerialNumber, which names the device",
+        ));
+    }
+    let attributes = names(
+        env,
+        "THING_ATTRIBUTE_PARAMETERS",
+        DEFAULT_ATTRIBUTE_PARAMETERS,
+    );
+    if let Some(both) = attributes.intersection(&settable).next() {
+        return Err(ConfigError::invalid(
+            "THING_ATTRIBUTE_PARAMETERS",
+            both,
+            "a parameter the hook overrides cannot also be one the device sets",
+        ));
+    }
+    Ok(Parameters {
+        settable,
+        attributes,
+    })
+}
+
+/// `CANARY_SERIAL`, if set: the region canary's reserved serial of `region`.
+fn canary_serial(env: &Env, region: &str) -> Result<Option<SerialNumber>, ConfigError> {
+    // Only the region canary's own serial: a device's serial here would
+    // provision without quota or audit.
+    match env.optional("CANARY_SERIAL").map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(raw) => {
+            let expected = geoprov_shared::device::canary_serial(region);
+            if raw != expected {
+                return Err(ConfigError::invalid(
+                    "CANARY_SERIAL",
+                    raw,
+                    format!("must be {expected}, the region canary's reserved serial"),
+                ));
+            }
+            Ok(Some(SerialNumber::try_from(raw).map_err(|e| {
+                ConfigError::invalid("CANARY_SERIAL", raw, e.0)
+            })?))
+        }
     }
 }
 
