@@ -1,5 +1,11 @@
 //! Each documented Route 53 rule, on small zones.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::too_many_lines,
+    reason = "a test is a scenario read top to bottom, and a failed unwrap is a failed test"
+)]
+
 use std::collections::BTreeSet;
 
 use route53_answer::{

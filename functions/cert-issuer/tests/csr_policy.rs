@@ -1,6 +1,12 @@
 //! The CSR policy with CSRs made in the test by rcgen, and (for the keys
 //! rcgen cannot make: RSA, P-192) by openssl, kept in `tests/fixtures/`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::too_many_lines,
+    reason = "a test is a scenario read top to bottom, and a failed unwrap is a failed test"
+)]
+
 use cert_issuer::csr::{check, KeyKind};
 use cert_issuer::response::ErrorCode;
 use proptest::prelude::*;

@@ -227,11 +227,39 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
         let started = Instant::now();
         let cold_start = take_cold_start();
         let ids = RequestIdentifiers::of(&payload);
+        let outcome = self.decide_in_time(payload, &ids, request_id).await;
+        let reason = outcome.reason;
+        let audit_written = self.write_audit(&outcome, &ids, request_id).await;
+        self.report(
+            &outcome,
+            &ids,
+            request_id,
+            started,
+            cold_start,
+            audit_written,
+        );
+        HookDecision {
+            response: match outcome.overrides {
+                Some(overrides) => HookResponse::allow(overrides),
+                None => HookResponse::deny(),
+            },
+            reason,
+            audit_written,
+        }
+    }
 
+    /// The decision within the deadline, and a commit it left in flight
+    /// settled after it.
+    async fn decide_in_time(
+        &self,
+        payload: Value,
+        ids: &RequestIdentifiers,
+        request_id: &str,
+    ) -> Outcome {
         let pending = Mutex::new(None);
-        let outcome = match tokio::time::timeout(
+        match tokio::time::timeout(
             self.deadline,
-            self.decide(payload, &ids, request_id, &pending),
+            self.decide(payload, ids, request_id, &pending),
         )
         .await
         {
@@ -240,16 +268,27 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
                 // be cut off and leave a second outcome.
                 Some((reason, cause)) => {
                     let pending = pending.lock().expect("pending commit lock").take();
-                    self.settle_because(pending, &ids, request_id, reason, cause)
+                    self.settle_because(pending, ids, request_id, reason, cause)
                         .await
                 }
                 None => outcome,
             },
             Err(_) => {
                 let pending = pending.lock().expect("pending commit lock").take();
-                self.settle(pending, &ids, request_id).await
+                self.settle(pending, ids, request_id).await
             }
-        };
+        }
+    }
+
+    /// The decision's audit event (unless the decision wrote it) and any
+    /// overshoot report, written side by side: whether the decision's event
+    /// is in the log.
+    async fn write_audit(
+        &self,
+        outcome: &Outcome,
+        ids: &RequestIdentifiers,
+        request_id: &str,
+    ) -> bool {
         // The overshoot report is written beside the decision's event, not
         // before it: it must not stretch the answer's time budget.
         let overshoot = outcome.overshoot.map(|(provisionings, quota)| {
@@ -258,7 +297,7 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
             MetricLine::new(SERVICE)
                 .metric("QuotaOvershoot", 1.0, Unit::Count)
                 .emit();
-            let mut event = self.audit_event(&ids, Reason::QuotaExceeded, &detail, request_id);
+            let mut event = self.audit_event(ids, Reason::QuotaExceeded, &detail, request_id);
             event.kind = OVERSHOOT_KIND.into();
             event
         });
@@ -268,7 +307,7 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
             outcome
                 .event
                 .clone()
-                .unwrap_or_else(|| self.audit_event(&ids, reason, &outcome.detail, request_id))
+                .unwrap_or_else(|| self.audit_event(ids, reason, &outcome.detail, request_id))
         });
         let (decision_written, _) = tokio::join!(
             async {
@@ -287,8 +326,20 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
             },
         );
         // The canary's probe has no audit event to have written.
-        let audit_written = !outcome.canary && (outcome.audited || decision_written);
+        !outcome.canary && (outcome.audited || decision_written)
+    }
 
+    /// The decision's log line and metrics, and the abuse sentinel's count.
+    fn report(
+        &self,
+        outcome: &Outcome,
+        ids: &RequestIdentifiers,
+        request_id: &str,
+        started: Instant,
+        cold_start: bool,
+        audit_written: bool,
+    ) {
+        let reason = outcome.reason;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(
             service = SERVICE,
@@ -344,15 +395,6 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
                     .metric("ClaimDenials", 1.0, Unit::Count)
                     .emit();
             }
-        }
-
-        HookDecision {
-            response: match outcome.overrides {
-                Some(overrides) => HookResponse::allow(overrides),
-                None => HookResponse::deny(),
-            },
-            reason,
-            audit_written,
         }
     }
 

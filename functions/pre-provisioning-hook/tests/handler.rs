@@ -3,6 +3,12 @@
 //! under a decision, operator blocks, and fail-closed behaviour. (The
 //! DynamoDB adapter is tested against moto in the workspace's `tests` crate.)
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::too_many_lines,
+    reason = "a test is a scenario read top to bottom, and a failed unwrap is a failed test"
+)]
+
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
