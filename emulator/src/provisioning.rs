@@ -26,8 +26,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::faults::{Clock, Faults};
-use crate::registry::{CaCertificate, Registry, RegistryError};
-use crate::template::{self, Override, PolicySpec, ProvisioningPlan};
+use crate::registry::{CaCertificate, Registry, RegistryError, Thing};
+use crate::template::{self, Override, PolicySpec, ProvisioningPlan, ThingSpec};
 use crate::tls::LocalCa;
 
 /// How long IoT waits for a pre-provisioning hook.
@@ -497,75 +497,8 @@ impl Provisioning {
         let url = self.lambdas.get(function).cloned().ok_or_else(|| {
             Rejection::access_denied(format!("no endpoint for function {function}"))
         })?;
-        let call = tokio::task::spawn_blocking(move || -> Result<Value, String> {
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .timeout_global(Some(HOOK_LIMIT))
-                .http_status_as_error(false)
-                .build()
-                .into();
-            let mut response = agent
-                .post(&url)
-                .send_json(&input)
-                .map_err(|e| e.to_string())?;
-            if response.headers().contains_key("x-amz-function-error")
-                || !response.status().is_success()
-            {
-                return Err(format!("the function failed (HTTP {})", response.status()));
-            }
-            response
-                .body_mut()
-                .read_json::<Value>()
-                .map_err(|e| e.to_string())
-        });
-        let started = std::time::Instant::now();
-        let answered = tokio::time::timeout(HOOK_LIMIT, call).await;
-        tracing::info!(
-            function,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "hook called"
-        );
-        let answer = match answered {
-            Err(_) => {
-                return Err(Rejection::access_denied(
-                    "the pre-provisioning hook did not answer within 5 s",
-                ))
-            }
-            Ok(Err(join)) => return Err(Rejection::access_denied(format!("hook call: {join}"))),
-            Ok(Ok(Err(e))) => {
-                return Err(Rejection::access_denied(format!(
-                    "the pre-provisioning hook failed: {e}"
-                )))
-            }
-            Ok(Ok(Ok(answer))) => answer,
-        };
-        if answer.get("allowProvisioning") != Some(&Value::Bool(true)) {
-            return Err(Rejection::access_denied(
-                "the pre-provisioning hook did not allow provisioning",
-            ));
-        }
-        let mut overrides = BTreeMap::new();
-        match answer.get("parameterOverrides") {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(map)) => {
-                for (k, v) in map {
-                    if k.starts_with("AWS::") {
-                        return Err(Rejection::access_denied(format!(
-                            "parameter override {k} is IoT's to set"
-                        )));
-                    }
-                    let v = v.as_str().ok_or_else(|| {
-                        Rejection::access_denied(format!("parameter override {k} is not a string"))
-                    })?;
-                    overrides.insert(k.clone(), v.to_owned());
-                }
-            }
-            Some(_) => {
-                return Err(Rejection::access_denied(
-                    "parameterOverrides is not an object",
-                ))
-            }
-        }
-        Ok(overrides)
+        let answer = invoke_hook(function, url, input).await?;
+        hook_overrides(&answer)
     }
 
     /// Applies a plan for `certificate_id`: every check first, then the
@@ -597,46 +530,72 @@ impl Provisioning {
         }
         // Checks.
         let existing = match &plan.thing {
-            Some(thing) => {
-                if let Some(kind) = &thing.thing_type {
-                    if !self.registry.thing_type_exists(kind).await? {
-                        return Err(Rejection::new(
-                            400,
-                            "InvalidParameters",
-                            format!("thing type {kind} does not exist"),
-                        ));
-                    }
-                }
-                for group in &thing.groups {
-                    if !self.registry.thing_group_exists(group).await? {
-                        return Err(Rejection::new(
-                            400,
-                            "InvalidParameters",
-                            format!("thing group {group} does not exist"),
-                        ));
-                    }
-                }
-                let existing = self.registry.thing(&thing.name).await?;
-                if existing.is_some()
-                    && [
-                        thing.overrides.attributes,
-                        thing.overrides.thing_type,
-                        thing.overrides.groups,
-                    ]
-                    .contains(&Override::Fail)
-                {
-                    return Err(Rejection::new(
-                        409,
-                        "ResourceConflictsException",
-                        format!("thing {} exists and the template says FAIL", thing.name),
-                    ));
-                }
-                existing
-            }
+            Some(thing) => self.check_thing(thing).await?,
             None => None,
         };
+        let policy_names = self.check_policies(&plan.policies).await?;
+        // Writes.
+        if let Some(thing) = &plan.thing {
+            self.write_thing(thing, existing).await?;
+            self.registry
+                .attach_thing(&thing.name, &certificate.arn)
+                .await?;
+        }
+        self.attach_policies(&policy_names, &certificate.arn)
+            .await?;
+        if let Some(spec) = &plan.certificate {
+            self.registry
+                .set_certificate_status(certificate_id, &spec.status)
+                .await?;
+        }
+        Ok(plan.thing.as_ref().map(|t| t.name.clone()))
+    }
+
+    /// Checks the thing's type, groups and FAIL settings; returns the existing thing.
+    async fn check_thing(&self, thing: &ThingSpec) -> Result<Option<Thing>, Rejection> {
+        if let Some(kind) = &thing.thing_type {
+            if !self.registry.thing_type_exists(kind).await? {
+                return Err(Rejection::new(
+                    400,
+                    "InvalidParameters",
+                    format!("thing type {kind} does not exist"),
+                ));
+            }
+        }
+        for group in &thing.groups {
+            if !self.registry.thing_group_exists(group).await? {
+                return Err(Rejection::new(
+                    400,
+                    "InvalidParameters",
+                    format!("thing group {group} does not exist"),
+                ));
+            }
+        }
+        let existing = self.registry.thing(&thing.name).await?;
+        if existing.is_some()
+            && [
+                thing.overrides.attributes,
+                thing.overrides.thing_type,
+                thing.overrides.groups,
+            ]
+            .contains(&Override::Fail)
+        {
+            return Err(Rejection::new(
+                409,
+                "ResourceConflictsException",
+                format!("thing {} exists and the template says FAIL", thing.name),
+            ));
+        }
+        Ok(existing)
+    }
+
+    /// Checks named policies exist; returns each name with an inline document.
+    async fn check_policies(
+        &self,
+        policies: &[PolicySpec],
+    ) -> Result<Vec<(String, Option<String>)>, Rejection> {
         let mut policy_names = Vec::new();
-        for policy in &plan.policies {
+        for policy in policies {
             match policy {
                 PolicySpec::Named(name) => {
                     if !self.registry.policy_exists(name).await? {
@@ -658,74 +617,86 @@ impl Provisioning {
                 }
             }
         }
-        // Writes.
-        if let Some(thing) = &plan.thing {
-            let attributes: HashMap<String, String> =
-                thing.attributes.clone().into_iter().collect();
-            match existing {
-                None => {
-                    self.registry
-                        .create_thing(&thing.name, thing.thing_type.as_deref(), &attributes)
-                        .await?;
-                    for group in &thing.groups {
-                        self.registry.add_to_group(&thing.name, group).await?;
-                    }
-                }
-                Some(current) => {
-                    let merged = match thing.overrides.attributes {
-                        Override::Replace => attributes,
-                        Override::Merge => {
-                            let mut all = current.attributes.clone();
-                            all.extend(attributes);
-                            all
-                        }
-                        Override::DoNothing | Override::Fail => current.attributes.clone(),
-                    };
-                    let kind = match thing.overrides.thing_type {
-                        Override::Replace | Override::Merge => thing.thing_type.clone(),
-                        Override::DoNothing | Override::Fail => current.thing_type.clone(),
-                    };
-                    self.registry
-                        .update_thing(&thing.name, kind.as_deref(), &merged)
-                        .await?;
-                    match thing.overrides.groups {
-                        Override::Replace => {
-                            for group in self.registry.groups_of(&thing.name).await? {
-                                if !thing.groups.contains(&group) {
-                                    self.registry.remove_from_group(&thing.name, &group).await?;
-                                }
-                            }
-                            for group in &thing.groups {
-                                self.registry.add_to_group(&thing.name, group).await?;
-                            }
-                        }
-                        Override::Merge => {
-                            for group in &thing.groups {
-                                self.registry.add_to_group(&thing.name, group).await?;
-                            }
-                        }
-                        Override::DoNothing | Override::Fail => {}
-                    }
+        Ok(policy_names)
+    }
+
+    /// Creates the thing, or updates the `existing` one per OverrideSettings.
+    async fn write_thing(
+        &self,
+        thing: &ThingSpec,
+        existing: Option<Thing>,
+    ) -> Result<(), Rejection> {
+        let attributes: HashMap<String, String> = thing.attributes.clone().into_iter().collect();
+        match existing {
+            None => {
+                self.registry
+                    .create_thing(&thing.name, thing.thing_type.as_deref(), &attributes)
+                    .await?;
+                for group in &thing.groups {
+                    self.registry.add_to_group(&thing.name, group).await?;
                 }
             }
-            self.registry
-                .attach_thing(&thing.name, &certificate.arn)
-                .await?;
+            Some(current) => {
+                let merged = match thing.overrides.attributes {
+                    Override::Replace => attributes,
+                    Override::Merge => {
+                        let mut all = current.attributes.clone();
+                        all.extend(attributes);
+                        all
+                    }
+                    Override::DoNothing | Override::Fail => current.attributes.clone(),
+                };
+                let kind = match thing.overrides.thing_type {
+                    Override::Replace | Override::Merge => thing.thing_type.clone(),
+                    Override::DoNothing | Override::Fail => current.thing_type.clone(),
+                };
+                self.registry
+                    .update_thing(&thing.name, kind.as_deref(), &merged)
+                    .await?;
+                self.regroup(thing).await?;
+            }
         }
-        for (name, inline) in &policy_names {
+        Ok(())
+    }
+
+    /// Regroups an existing thing as its ThingGroups override setting says.
+    async fn regroup(&self, thing: &ThingSpec) -> Result<(), Rejection> {
+        match thing.overrides.groups {
+            Override::Replace => {
+                for group in self.registry.groups_of(&thing.name).await? {
+                    if !thing.groups.contains(&group) {
+                        self.registry.remove_from_group(&thing.name, &group).await?;
+                    }
+                }
+                for group in &thing.groups {
+                    self.registry.add_to_group(&thing.name, group).await?;
+                }
+            }
+            Override::Merge => {
+                for group in &thing.groups {
+                    self.registry.add_to_group(&thing.name, group).await?;
+                }
+            }
+            Override::DoNothing | Override::Fail => {}
+        }
+        Ok(())
+    }
+
+    /// Attaches the policies to the certificate, creating missing inline ones.
+    async fn attach_policies(
+        &self,
+        policy_names: &[(String, Option<String>)],
+        certificate_arn: &str,
+    ) -> Result<(), Rejection> {
+        for (name, inline) in policy_names {
             if let Some(document) = inline {
                 if !self.registry.policy_exists(name).await? {
                     self.registry.create_policy(name, document).await?;
                 }
             }
-            self.registry.attach_policy(name, &certificate.arn).await?;
+            self.registry.attach_policy(name, certificate_arn).await?;
         }
-        if let Some(spec) = &plan.certificate {
-            self.registry
-                .set_certificate_status(certificate_id, &spec.status)
-                .await?;
-        }
-        Ok(plan.thing.as_ref().map(|t| t.name.clone()))
+        Ok(())
     }
 
     /// JITP: the CA's template for a certificate just auto-registered. A CA
@@ -784,4 +755,78 @@ impl Provisioning {
             }),
         )
     }
+}
+
+/// Calls the hook at `url` within [`HOOK_LIMIT`]; any failure is ACCESS_DENIED.
+async fn invoke_hook(function: &str, url: String, input: Value) -> Result<Value, Rejection> {
+    let call = tokio::task::spawn_blocking(move || post_to_hook(&url, &input));
+    let started = std::time::Instant::now();
+    let answered = tokio::time::timeout(HOOK_LIMIT, call).await;
+    tracing::info!(
+        function,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "hook called"
+    );
+    match answered {
+        Err(_) => Err(Rejection::access_denied(
+            "the pre-provisioning hook did not answer within 5 s",
+        )),
+        Ok(Err(join)) => Err(Rejection::access_denied(format!("hook call: {join}"))),
+        Ok(Ok(Err(e))) => Err(Rejection::access_denied(format!(
+            "the pre-provisioning hook failed: {e}"
+        ))),
+        Ok(Ok(Ok(answer))) => Ok(answer),
+    }
+}
+
+/// The blocking HTTP call to the hook's function: its JSON answer, or why not.
+fn post_to_hook(url: &str, input: &Value) -> Result<Value, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(HOOK_LIMIT))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .post(url)
+        .send_json(input)
+        .map_err(|e| e.to_string())?;
+    if response.headers().contains_key("x-amz-function-error") || !response.status().is_success() {
+        return Err(format!("the function failed (HTTP {})", response.status()));
+    }
+    response
+        .body_mut()
+        .read_json::<Value>()
+        .map_err(|e| e.to_string())
+}
+
+/// The allowing answer's `parameterOverrides`; anything else is ACCESS_DENIED.
+fn hook_overrides(answer: &Value) -> Result<BTreeMap<String, String>, Rejection> {
+    if answer.get("allowProvisioning") != Some(&Value::Bool(true)) {
+        return Err(Rejection::access_denied(
+            "the pre-provisioning hook did not allow provisioning",
+        ));
+    }
+    let mut overrides = BTreeMap::new();
+    match answer.get("parameterOverrides") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            for (k, v) in map {
+                if k.starts_with("AWS::") {
+                    return Err(Rejection::access_denied(format!(
+                        "parameter override {k} is IoT's to set"
+                    )));
+                }
+                let v = v.as_str().ok_or_else(|| {
+                    Rejection::access_denied(format!("parameter override {k} is not a string"))
+                })?;
+                overrides.insert(k.clone(), v.to_owned());
+            }
+        }
+        Some(_) => {
+            return Err(Rejection::access_denied(
+                "parameterOverrides is not an object",
+            ))
+        }
+    }
+    Ok(overrides)
 }

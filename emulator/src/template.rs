@@ -96,6 +96,60 @@ pub fn evaluate(
     body: &Value,
     given: &BTreeMap<String, String>,
 ) -> Result<ProvisioningPlan, TemplateError> {
+    let parameters = parameter_values(body, given)?;
+    let scope = Scope {
+        parameters,
+        mappings: body.get("Mappings").cloned().unwrap_or(Value::Null),
+        conditions: BTreeMap::new(),
+    };
+    let scope = scope.with_conditions(body.get("Conditions"))?;
+
+    let resources = body
+        .get("Resources")
+        .and_then(Value::as_object)
+        .ok_or_else(|| malformed("the template has no Resources object"))?;
+    let mut plan = ProvisioningPlan {
+        thing: None,
+        certificate: None,
+        policies: Vec::new(),
+        device_configuration: Map::new(),
+    };
+    for (logical_id, resource) in resources {
+        if let Some(condition) = resource.get("Condition") {
+            let name = condition
+                .as_str()
+                .ok_or_else(|| malformed(format!("{logical_id}: Condition is not a name")))?;
+            if !scope.condition(name)? {
+                continue;
+            }
+        }
+        let properties = scope.resolve(resource.get("Properties").unwrap_or(&Value::Null))?;
+        let overrides = resource
+            .get("OverrideSettings")
+            .cloned()
+            .unwrap_or(Value::Null);
+        add_resource(
+            &mut plan,
+            logical_id,
+            resource.get("Type").and_then(Value::as_str),
+            &properties,
+            &overrides,
+        )?;
+    }
+    if let Some(configuration) = body.get("DeviceConfiguration") {
+        match scope.resolve(configuration)? {
+            Value::Object(map) => plan.device_configuration = map,
+            _ => return Err(malformed("DeviceConfiguration is not an object")),
+        }
+    }
+    Ok(plan)
+}
+
+/// Each declared parameter's given or `Default` value; undeclared ones are refused.
+fn parameter_values(
+    body: &Value,
+    given: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, TemplateError> {
     let declared = body
         .get("Parameters")
         .map(|p| {
@@ -130,89 +184,70 @@ pub fn evaluate(
         };
         parameters.insert(name.clone(), value);
     }
-    let scope = Scope {
-        parameters,
-        mappings: body.get("Mappings").cloned().unwrap_or(Value::Null),
-        conditions: BTreeMap::new(),
-    };
-    let scope = scope.with_conditions(body.get("Conditions"))?;
+    Ok(parameters)
+}
 
-    let resources = body
-        .get("Resources")
-        .and_then(Value::as_object)
-        .ok_or_else(|| malformed("the template has no Resources object"))?;
-    let mut plan = ProvisioningPlan {
-        thing: None,
-        certificate: None,
-        policies: Vec::new(),
-        device_configuration: Map::new(),
-    };
-    for (logical_id, resource) in resources {
-        if let Some(condition) = resource.get("Condition") {
-            let name = condition
-                .as_str()
-                .ok_or_else(|| malformed(format!("{logical_id}: Condition is not a name")))?;
-            if !scope.condition(name)? {
-                continue;
+/// Adds one resource of type `kind`, its properties resolved, to the plan.
+fn add_resource(
+    plan: &mut ProvisioningPlan,
+    logical_id: &str,
+    kind: Option<&str>,
+    properties: &Value,
+    overrides: &Value,
+) -> Result<(), TemplateError> {
+    match kind {
+        Some("AWS::IoT::Thing") => {
+            if plan.thing.is_some() {
+                return Err(malformed("a template provisions at most one thing"));
             }
+            plan.thing = Some(thing_spec(properties, overrides)?);
         }
-        let properties = scope.resolve(resource.get("Properties").unwrap_or(&Value::Null))?;
-        let overrides = resource
-            .get("OverrideSettings")
-            .cloned()
-            .unwrap_or(Value::Null);
-        match resource.get("Type").and_then(Value::as_str) {
-            Some("AWS::IoT::Thing") => {
-                if plan.thing.is_some() {
-                    return Err(malformed("a template provisions at most one thing"));
-                }
-                plan.thing = Some(thing_spec(&properties, &overrides)?);
-            }
-            Some("AWS::IoT::Certificate") => {
-                let certificate_id = text(&properties, "CertificateId")
-                    .ok_or_else(|| invalid(format!("{logical_id}: CertificateId is required")))?;
-                let status = text(&properties, "Status").unwrap_or_else(|| "ACTIVE".into());
-                if !matches!(status.as_str(), "ACTIVE" | "INACTIVE") {
-                    return Err(invalid(format!(
-                        "{logical_id}: Status {status} is not ACTIVE or INACTIVE"
-                    )));
-                }
-                plan.certificate = Some(CertificateSpec {
-                    certificate_id,
-                    status,
-                });
-            }
-            Some("AWS::IoT::Policy") => {
-                let policy = match (
-                    text(&properties, "PolicyName"),
-                    properties.get("PolicyDocument"),
-                ) {
-                    (Some(name), None) => PolicySpec::Named(name),
-                    (None, Some(Value::String(doc))) => PolicySpec::Inline(doc.clone()),
-                    (None, Some(doc @ Value::Object(_))) => PolicySpec::Inline(doc.to_string()),
-                    _ => {
-                        return Err(invalid(format!(
-                            "{logical_id}: a policy has either a PolicyName or a PolicyDocument"
-                        )))
-                    }
-                };
-                plan.policies.push(policy);
-            }
-            other => {
-                return Err(malformed(format!(
-                    "{logical_id}: resource type {} is not one a provisioning template may declare",
-                    other.unwrap_or("(none)")
-                )))
-            }
+        Some("AWS::IoT::Certificate") => {
+            plan.certificate = Some(certificate_spec(logical_id, properties)?);
+        }
+        Some("AWS::IoT::Policy") => plan.policies.push(policy_spec(logical_id, properties)?),
+        other => {
+            return Err(malformed(format!(
+                "{logical_id}: resource type {} is not one a provisioning template may declare",
+                other.unwrap_or("(none)")
+            )))
         }
     }
-    if let Some(configuration) = body.get("DeviceConfiguration") {
-        match scope.resolve(configuration)? {
-            Value::Object(map) => plan.device_configuration = map,
-            _ => return Err(malformed("DeviceConfiguration is not an object")),
-        }
+    Ok(())
+}
+
+/// An `AWS::IoT::Certificate` resource: its CertificateId and Status.
+fn certificate_spec(
+    logical_id: &str,
+    properties: &Value,
+) -> Result<CertificateSpec, TemplateError> {
+    let certificate_id = text(properties, "CertificateId")
+        .ok_or_else(|| invalid(format!("{logical_id}: CertificateId is required")))?;
+    let status = text(properties, "Status").unwrap_or_else(|| "ACTIVE".into());
+    if !matches!(status.as_str(), "ACTIVE" | "INACTIVE") {
+        return Err(invalid(format!(
+            "{logical_id}: Status {status} is not ACTIVE or INACTIVE"
+        )));
     }
-    Ok(plan)
+    Ok(CertificateSpec {
+        certificate_id,
+        status,
+    })
+}
+
+/// An `AWS::IoT::Policy` resource: a PolicyName or a PolicyDocument.
+fn policy_spec(logical_id: &str, properties: &Value) -> Result<PolicySpec, TemplateError> {
+    match (
+        text(properties, "PolicyName"),
+        properties.get("PolicyDocument"),
+    ) {
+        (Some(name), None) => Ok(PolicySpec::Named(name)),
+        (None, Some(Value::String(doc))) => Ok(PolicySpec::Inline(doc.clone())),
+        (None, Some(doc @ Value::Object(_))) => Ok(PolicySpec::Inline(doc.to_string())),
+        _ => Err(invalid(format!(
+            "{logical_id}: a policy has either a PolicyName or a PolicyDocument"
+        ))),
+    }
 }
 
 fn thing_spec(properties: &Value, overrides: &Value) -> Result<ThingSpec, TemplateError> {
@@ -453,100 +488,116 @@ impl Scope {
                 .ok_or_else(|| malformed(format!("{function} takes a list of {n}")))
         };
         match function {
-            "Ref" => {
-                let name = argument
-                    .as_str()
-                    .ok_or_else(|| malformed("Ref takes a name"))?;
-                self.parameters
-                    .get(name)
-                    .map(|v| Value::String(v.clone()))
-                    .ok_or_else(|| malformed(format!("Ref {name}: no such parameter")))
-            }
-            "Fn::Join" => {
-                let items = list(2)?;
-                let separator = items[0]
-                    .as_str()
-                    .ok_or_else(|| malformed("Fn::Join separator"))?;
-                let parts = match self.resolve(&items[1])? {
-                    Value::Array(parts) => parts,
-                    _ => return Err(malformed("Fn::Join takes a list of values")),
-                };
-                let texts = parts
-                    .iter()
-                    .map(|p| scalar_text(p).ok_or_else(|| malformed("Fn::Join joins strings")))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(Value::String(texts.join(separator)))
-            }
-            "Fn::Sub" => {
-                let (text, variables) = match argument {
-                    Value::String(s) => (s.as_str(), Map::new()),
-                    Value::Array(items) if items.len() == 2 => (
-                        items[0].as_str().ok_or_else(|| malformed("Fn::Sub text"))?,
-                        items[1]
-                            .as_object()
-                            .cloned()
-                            .ok_or_else(|| malformed("Fn::Sub variables"))?,
-                    ),
-                    _ => return Err(malformed("Fn::Sub takes a string or [string, variables]")),
-                };
-                self.substitute(text, &variables).map(Value::String)
-            }
-            "Fn::If" => {
-                let items = list(3)?;
-                let name = items[0]
-                    .as_str()
-                    .ok_or_else(|| malformed("Fn::If condition name"))?;
-                let chosen = if self.condition(name)? {
-                    &items[1]
-                } else {
-                    &items[2]
-                };
-                self.resolve(chosen)
-            }
-            "Fn::FindInMap" => {
-                let items = list(3)?;
-                let map = self.resolved_text(&items[0], "Fn::FindInMap map name")?;
-                let top = self.resolved_text(&items[1], "Fn::FindInMap top-level key")?;
-                let second = self.resolved_text(&items[2], "Fn::FindInMap second-level key")?;
-                self.mappings
-                    .get(&map)
-                    .and_then(|m| m.get(&top))
-                    .and_then(|m| m.get(&second))
-                    .cloned()
-                    .ok_or_else(|| {
-                        invalid(format!(
-                            "Fn::FindInMap: {map}/{top}/{second} is not in Mappings"
-                        ))
-                    })
-            }
-            "Fn::Split" => {
-                let items = list(2)?;
-                let separator = items[0]
-                    .as_str()
-                    .ok_or_else(|| malformed("Fn::Split separator"))?;
-                let source = self.resolved_text(&items[1], "Fn::Split source")?;
-                Ok(Value::Array(
-                    source
-                        .split(separator)
-                        .map(|s| Value::String(s.into()))
-                        .collect(),
-                ))
-            }
-            "Fn::Select" => {
-                let items = list(2)?;
-                let index: usize = self
-                    .resolved_text(&items[0], "Fn::Select index")?
-                    .parse()
-                    .map_err(|_| malformed("Fn::Select index is not a number"))?;
-                match self.resolve(&items[1])? {
-                    Value::Array(values) => values
-                        .get(index)
-                        .cloned()
-                        .ok_or_else(|| invalid(format!("Fn::Select: no item {index}"))),
-                    _ => Err(malformed("Fn::Select takes a list")),
-                }
-            }
+            "Ref" => self.reference(argument),
+            "Fn::Join" => self.join(list(2)?),
+            "Fn::Sub" => self.sub(argument),
+            "Fn::If" => self.choose(list(3)?),
+            "Fn::FindInMap" => self.find_in_map(list(3)?),
+            "Fn::Split" => self.split(list(2)?),
+            "Fn::Select" => self.select(list(2)?),
             other => Err(malformed(format!("{other} is not a template function"))),
+        }
+    }
+
+    /// `Ref`: a parameter's value.
+    fn reference(&self, argument: &Value) -> Result<Value, TemplateError> {
+        let name = argument
+            .as_str()
+            .ok_or_else(|| malformed("Ref takes a name"))?;
+        self.parameters
+            .get(name)
+            .map(|v| Value::String(v.clone()))
+            .ok_or_else(|| malformed(format!("Ref {name}: no such parameter")))
+    }
+
+    /// `Fn::Join`: `[separator, values]` joined into one string.
+    fn join(&self, items: &[Value]) -> Result<Value, TemplateError> {
+        let separator = items[0]
+            .as_str()
+            .ok_or_else(|| malformed("Fn::Join separator"))?;
+        let parts = match self.resolve(&items[1])? {
+            Value::Array(parts) => parts,
+            _ => return Err(malformed("Fn::Join takes a list of values")),
+        };
+        let texts = parts
+            .iter()
+            .map(|p| scalar_text(p).ok_or_else(|| malformed("Fn::Join joins strings")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Value::String(texts.join(separator)))
+    }
+
+    /// `Fn::Sub`: a string, or `[string, variables]`, with `${name}`s substituted.
+    fn sub(&self, argument: &Value) -> Result<Value, TemplateError> {
+        let (text, variables) = match argument {
+            Value::String(s) => (s.as_str(), Map::new()),
+            Value::Array(items) if items.len() == 2 => (
+                items[0].as_str().ok_or_else(|| malformed("Fn::Sub text"))?,
+                items[1]
+                    .as_object()
+                    .cloned()
+                    .ok_or_else(|| malformed("Fn::Sub variables"))?,
+            ),
+            _ => return Err(malformed("Fn::Sub takes a string or [string, variables]")),
+        };
+        self.substitute(text, &variables).map(Value::String)
+    }
+
+    /// `Fn::If`: `[condition, then, else]`, the branch the condition picks.
+    fn choose(&self, items: &[Value]) -> Result<Value, TemplateError> {
+        let name = items[0]
+            .as_str()
+            .ok_or_else(|| malformed("Fn::If condition name"))?;
+        let chosen = if self.condition(name)? {
+            &items[1]
+        } else {
+            &items[2]
+        };
+        self.resolve(chosen)
+    }
+
+    /// `Fn::FindInMap`: `[map, top-level key, second-level key]` in Mappings.
+    fn find_in_map(&self, items: &[Value]) -> Result<Value, TemplateError> {
+        let map = self.resolved_text(&items[0], "Fn::FindInMap map name")?;
+        let top = self.resolved_text(&items[1], "Fn::FindInMap top-level key")?;
+        let second = self.resolved_text(&items[2], "Fn::FindInMap second-level key")?;
+        self.mappings
+            .get(&map)
+            .and_then(|m| m.get(&top))
+            .and_then(|m| m.get(&second))
+            .cloned()
+            .ok_or_else(|| {
+                invalid(format!(
+                    "Fn::FindInMap: {map}/{top}/{second} is not in Mappings"
+                ))
+            })
+    }
+
+    /// `Fn::Split`: `[separator, source]` split into a list of strings.
+    fn split(&self, items: &[Value]) -> Result<Value, TemplateError> {
+        let separator = items[0]
+            .as_str()
+            .ok_or_else(|| malformed("Fn::Split separator"))?;
+        let source = self.resolved_text(&items[1], "Fn::Split source")?;
+        Ok(Value::Array(
+            source
+                .split(separator)
+                .map(|s| Value::String(s.into()))
+                .collect(),
+        ))
+    }
+
+    /// `Fn::Select`: `[index, list]`, the list's item at the index.
+    fn select(&self, items: &[Value]) -> Result<Value, TemplateError> {
+        let index: usize = self
+            .resolved_text(&items[0], "Fn::Select index")?
+            .parse()
+            .map_err(|_| malformed("Fn::Select index is not a number"))?;
+        match self.resolve(&items[1])? {
+            Value::Array(values) => values
+                .get(index)
+                .cloned()
+                .ok_or_else(|| invalid(format!("Fn::Select: no item {index}"))),
+            _ => Err(malformed("Fn::Select takes a list")),
         }
     }
 
