@@ -88,7 +88,9 @@ pub fn moto() -> &'static Moto {
             String::new()
         }
     };
-    let mut motos = MOTOS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut motos = MOTOS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     motos.entry(module).or_insert_with(|| {
         // A test that audits what the functions ask of AWS has moto record
         // every request to this file (moto's own recorder).

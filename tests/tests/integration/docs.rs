@@ -40,7 +40,10 @@ fn the_configuration_page_lists_exactly_what_each_template_sets() {
     let facts = template_facts();
     let headings: BTreeSet<&str> = documented.keys().map(String::as_str).collect();
     let expected: BTreeSet<&str> = FUNCTIONS.iter().map(|(id, _)| *id).collect();
-    assert_eq!(headings, expected, "one `## <LogicalId>` section per function");
+    assert_eq!(
+        headings, expected,
+        "one `## <LogicalId>` section per function"
+    );
     for (logical_id, binary) in FUNCTIONS {
         let set: BTreeSet<String> = facts["environment"][binary]
             .as_array()
