@@ -107,7 +107,7 @@ sam-build: venv $(SAM_VENV)/.installed
 # (make bench-*), and costs a fresh clone's demo most of its time.
 demo: venv
 	cargo build --workspace
-	$(PYTHON) scripts/demo.py --profile debug
+	target/debug/geoprov-demo --profile debug
 
 demo-hook: venv
 	cargo build --workspace --all-targets

@@ -24,6 +24,7 @@ pub mod canary;
 pub mod certs;
 pub mod child;
 pub mod cli;
+pub mod demo;
 pub mod emulator;
 pub mod failover;
 pub mod iam;
@@ -198,15 +199,32 @@ pub async fn audit_decisions(
         .collect()
 }
 
-/// A workspace binary built by `cargo build --workspace` (the Makefile's
-/// `test` target builds them before running the tests).
+/// The build whose binaries the harness runs, when a program of this crate
+/// chooses one (`geoprov-demo --profile`); set once, before the first
+/// `workspace_binary`.
+static PROFILE_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Runs the binaries of `target/<profile>` (e.g. `release`) rather than
+/// those of the build this program is part of. False if a choice was made.
+pub fn use_profile(profile: &str) -> bool {
+    PROFILE_DIR
+        .set(workspace_root().join("target").join(profile))
+        .is_ok()
+}
+
+/// The workspace binary `name` of the chosen build (`use_profile`), else of
+/// the build this program is part of: a test binary sits in
+/// `target/<profile>/deps`, a binary of this crate in `target/<profile>`.
 pub fn workspace_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary under target/<profile>/deps");
+    let profile_dir = PROFILE_DIR.get().cloned().unwrap_or_else(|| {
+        let exe = std::env::current_exe().expect("this program's path");
+        let dir = exe.parent().expect("this program's directory");
+        if dir.file_name().is_some_and(|d| d == "deps") {
+            dir.parent().expect("target/<profile>").to_path_buf()
+        } else {
+            dir.to_path_buf()
+        }
+    });
     let path = profile_dir.join(name);
     assert!(
         path.exists(),

@@ -1,22 +1,22 @@
-//! End to end: `scripts/demo.py`, the scenario of `make demo`, smaller (40
+//! End to end: `geoprov-demo` (`geoprov_tests::demo`), the scenario of
+//! `make demo`, smaller (40
 //! devices, 10 JITR certificates, 3 of them connecting) and with the debug
 //! binaries `make test` builds. Two regions, the four real functions under
 //! the Runtime API emulator, one geoprov-iot-emu per region, moto for AWS,
 //! devices over MQTT with mutual TLS: stand up, provision by location, JITR,
 //! an outage of us-east-1 with Route 53's API down, its recovery, and a
-//! drain. The script checks every decision against the manifest; this test
+//! drain. The demo checks every decision against the manifest; this test
 //! checks its exit status and its report.
 
 use std::process::Command;
 
-use geoprov_tests::{python, unique_table, workspace_root};
+use geoprov_tests::{unique_table, workspace_binary, workspace_root};
 use serde_json::Value;
 
 #[test]
 fn the_two_region_scenario_meets_every_expectation() {
     let report = std::env::temp_dir().join(unique_table("demo-report") + ".json");
-    let out = Command::new(python())
-        .arg(workspace_root().join("scripts/demo.py"))
+    let out = Command::new(workspace_binary("geoprov-demo"))
         .args([
             "--devices",
             "40",
@@ -31,7 +31,7 @@ fn the_two_region_scenario_meets_every_expectation() {
         .arg(&report)
         .current_dir(workspace_root())
         .output()
-        .expect("run scripts/demo.py");
+        .expect("run geoprov-demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
