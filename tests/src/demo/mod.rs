@@ -348,10 +348,9 @@ pub fn unix_now() -> f64 {
 
 /// `secs` as RFC 3339 in UTC, whole seconds (`2026-01-01T00:00:00Z`).
 pub fn rfc3339(secs: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .expect("a time")
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("RFC 3339")
+    geoprov_shared::clock::format_rfc3339(
+        time::OffsetDateTime::from_unix_timestamp(secs).expect("a time"),
+    )
 }
 
 /// Whole seconds since the epoch.

@@ -101,30 +101,35 @@ fn path_text(path: &std::path::Path) -> String {
     path.to_str().expect("a UTF-8 path").to_owned()
 }
 
+/// `geoprov device provision`'s arguments: `serial` with the demo's claim,
+/// its files written under `out_dir`, then `extra`.
+fn provision_args(serial: &str, out_dir: &std::path::Path, extra: &[&str]) -> Vec<String> {
+    let claim = claim_dir();
+    let mut args = vec![
+        "--claim-cert".to_owned(),
+        path_text(&claim.join("claim.pem")),
+        "--claim-key".to_owned(),
+        path_text(&claim.join("claim.key")),
+        "--serial".to_owned(),
+        serial.to_owned(),
+        "--out-dir".to_owned(),
+        path_text(out_dir),
+    ];
+    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+    args
+}
+
 /// Provisions `device` in `region` with the claim, then connects it with
 /// its new certificate.
 pub fn provision_one(cli: &DeviceCli, device: &Device, region: &str) -> Outcome {
-    let claim = claim_dir();
-    let (cert, key) = (
-        path_text(&claim.join("claim.pem")),
-        path_text(&claim.join("claim.key")),
-    );
-    let out_dir = path_text(&devices_dir());
     let key_file;
-    let mut args = vec![
-        "--claim-cert",
-        cert.as_str(),
-        "--claim-key",
-        key.as_str(),
-        "--serial",
-        device.serial.as_str(),
-        "--out-dir",
-        out_dir.as_str(),
-    ];
+    let mut extra = vec![];
     if device.csr {
         key_file = factory_key_file(&device.serial, &device.key_pem);
-        args.extend_from_slice(&["--csr", "--key", key_file.as_str()]);
+        extra.extend_from_slice(&["--csr", "--key", key_file.as_str()]);
     }
+    let args = provision_args(&device.serial, &devices_dir(), &extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match cli.run(region, "provision", &args) {
         Ok(out) => {
             let text = |k: &str| out[k].as_str().unwrap_or_default().to_owned();
@@ -296,23 +301,8 @@ impl Demo {
 
     fn attempt(&mut self, label: String, serial: &str, extra: &[&str]) {
         let region = "us-east-1";
-        let claim = claim_dir();
-        let (cert, key) = (
-            path_text(&claim.join("claim.pem")),
-            path_text(&claim.join("claim.key")),
-        );
-        let out_dir = path_text(&devices_dir().join("attacker"));
-        let mut args = vec![
-            "--claim-cert",
-            cert.as_str(),
-            "--claim-key",
-            key.as_str(),
-            "--serial",
-            serial,
-            "--out-dir",
-            out_dir.as_str(),
-        ];
-        args.extend_from_slice(extra);
+        let args = provision_args(serial, &devices_dir().join("attacker"), extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let result = self.devices.run(region, "provision", &args);
         let refused_at_connect =
             matches!(&result, Err(error) if error.contains("without a CONNACK"));
