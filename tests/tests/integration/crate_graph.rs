@@ -123,3 +123,76 @@ fn the_cli_and_the_core_crates_are_where_the_layout_says() {
         );
     }
 }
+
+/// The packages `cargo lambda build --release --bin <function>` (what sam
+/// build runs, one function at a time) compiles, each with the features that
+/// build resolves: `package version|features`, one line each.
+fn lambda_build_units(function: &str) -> std::collections::BTreeSet<String> {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "--offline",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+            "-e",
+            "normal,build",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}|{f}",
+            "-p",
+            function,
+        ])
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
+        .output()
+        .expect("cargo tree");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|line| !line.contains(" (*)"))
+        .map(|line| line.replace(" (proc-macro)", ""))
+        .filter(|line| !line.contains("(/"))
+        .collect()
+}
+
+/// sam build compiles a dependency once for all five functions only when
+/// every function resolves it with the same features; one that differs is
+/// recompiled, and everything above it (a different `syn` rebuilt every
+/// derive, then the whole SDK). crates/lambda-deps names the union; this
+/// keeps it complete.
+#[test]
+fn the_five_lambda_builds_resolve_every_shared_dependency_alike() {
+    let functions = [
+        "pre-provisioning-hook",
+        "device-activation",
+        "region-canary",
+        "cert-issuer",
+        "endpoint-failover",
+    ];
+    // package version -> features -> the functions that build it so.
+    let mut seen: BTreeMap<String, BTreeMap<String, Vec<&str>>> = BTreeMap::new();
+    for function in functions {
+        for unit in lambda_build_units(function) {
+            let (package, features) = unit.split_once('|').unwrap();
+            seen.entry(package.to_owned())
+                .or_default()
+                .entry(features.to_owned())
+                .or_default()
+                .push(function);
+        }
+    }
+    let differing: Vec<String> = seen
+        .iter()
+        .filter(|(_, builds)| builds.len() > 1)
+        .map(|(package, builds)| format!("{package}: {builds:?}"))
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "add the union of these features to crates/lambda-deps/Cargo.toml:\n{}",
+        differing.join("\n")
+    );
+}
