@@ -37,6 +37,15 @@ check() { # build dir, then the functions it must hold
 arch=x86_64
 pca=arn:aws:acm-pca:eu-central-1:123456789012:certificate-authority/11111111-2222-3333-4444-555555555555
 
+# SAM builds one function at a time (`cargo lambda build --release --bin X`),
+# and a fat-LTO link uses one core. One cargo invocation builds the five
+# binaries first, two links at a time; each of SAM's builds then finds its
+# binary fresh: same command, same source copy, same target directory, and
+# (crates/lambda-deps) the same features and LTO kind for every dependency.
+"$root/.venv/bin/cargo-lambda" lambda build --release \
+    --bin pre-provisioning-hook --bin cert-issuer --bin device-activation \
+    --bin region-canary --bin endpoint-failover
+
 # The regional stack, with env us-east-1's build settings.
 "$sam" build --config-env us-east-1 --template-file template.yaml \
     --build-dir "$root/.aws-sam/build" \

@@ -196,3 +196,66 @@ fn the_five_lambda_builds_resolve_every_shared_dependency_alike() {
         differing.join("\n")
     );
 }
+
+/// A dependency whose library is also a cdylib or staticlib makes Cargo
+/// build everything below it as object code as well as bitcode (for fat
+/// LTO), which changes their hashes; so such a crate is in all five
+/// functions' builds or in none (crates/lambda-deps names it).
+#[test]
+fn a_crate_that_is_also_a_c_library_is_in_every_lambda_build_or_in_none() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--offline"])
+        .current_dir(root)
+        .output()
+        .expect("cargo metadata");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metadata: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c_libraries: Vec<String> = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["targets"].as_array().unwrap().iter().any(|t| {
+                t["crate_types"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|c| ["cdylib", "staticlib", "dylib"].contains(&c.as_str().unwrap()))
+            })
+        })
+        .map(|p| format!("{} v{}", p["name"].as_str().unwrap(), p["version"].as_str().unwrap()))
+        .collect();
+    let functions = [
+        "pre-provisioning-hook",
+        "device-activation",
+        "region-canary",
+        "cert-issuer",
+        "endpoint-failover",
+    ];
+    let builds: Vec<std::collections::BTreeSet<String>> = functions
+        .iter()
+        .map(|f| {
+            lambda_build_units(f)
+                .into_iter()
+                .filter_map(|unit| unit.split_once('|').map(|(p, _)| p.to_owned()))
+                .collect()
+        })
+        .collect();
+    for library in &c_libraries {
+        let with: Vec<&str> = functions
+            .iter()
+            .zip(&builds)
+            .filter(|(_, units)| units.contains(library))
+            .map(|(f, _)| *f)
+            .collect();
+        assert!(
+            with.is_empty() || with.len() == functions.len(),
+            "{library} is a C library in {with:?} only: add it to crates/lambda-deps/Cargo.toml"
+        );
+    }
+}
