@@ -4,6 +4,8 @@
 //! - `GET /faults`, `PUT /faults` with any of
 //!   `{"refuseConnections","hookTimeout","stallPublishes"}` (booleans);
 //! - `POST /clock` with `{"advanceSeconds": N}`;
+//! - `GET /quotas`: each rate quota's rate, units spent and requests
+//!   throttled (`quotas`);
 //! - `GET /health`: 200 once the emulator serves.
 //!
 //! The admin API listens on loopback only and is not part of IoT.
@@ -15,6 +17,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
+
+use crate::quotas::Quotas;
 use serde_json::json;
 
 /// The faults in force.
@@ -96,6 +100,7 @@ pub fn serve_admin(
     listen: SocketAddr,
     faults: Arc<Faults>,
     clock: Arc<Clock>,
+    quotas: Arc<Quotas>,
 ) -> std::io::Result<SocketAddr> {
     let server = tiny_http::Server::http(listen).map_err(std::io::Error::other)?;
     let address = server
@@ -111,8 +116,14 @@ pub fn serve_admin(
                     .as_reader()
                     .take(64 * 1024)
                     .read_to_string(&mut body);
-                let (status, answer) =
-                    route(request.method(), request.url(), &body, &faults, &clock);
+                let (status, answer) = route(
+                    request.method(),
+                    request.url(),
+                    &body,
+                    &faults,
+                    &clock,
+                    &quotas,
+                );
                 let response = tiny_http::Response::from_string(answer.to_string())
                     .with_status_code(status)
                     .with_header(
@@ -132,11 +143,13 @@ fn route(
     body: &str,
     faults: &Faults,
     clock: &Clock,
+    quotas: &Quotas,
 ) -> (u16, serde_json::Value) {
     use tiny_http::Method;
     match (method, url) {
         (Method::Get, "/health") => (200, json!({"ok": true})),
         (Method::Get, "/faults") => (200, faults.describe()),
+        (Method::Get, "/quotas") => (200, quotas.describe()),
         (Method::Put, "/faults") => match serde_json::from_str::<FaultChange>(body) {
             Ok(change) => {
                 let set = |flag: &AtomicBool, value: Option<bool>| {

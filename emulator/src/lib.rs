@@ -2,7 +2,7 @@
 //! provisioning needs it, on loopback: MQTT 3.1.1 over TLS with client
 //! certificates (`broker`, `tls`), policy evaluation (`policy`), the fleet
 //! provisioning MQTT API with the pre-provisioning hook, JITP and JITR
-//! (`provisioning`, `template`), IoT rules with Lambda actions (`rules`), and
+//! (`provisioning`, `template`), IoT's rate quotas (`quotas`), IoT rules with Lambda actions (`rules`), and
 //! an admin API for outage tests (`faults`). The registry it reads and writes is moto's IoT (`registry`).
 //!
 //! Each module cites the pages of the AWS IoT Core developer guide it
@@ -12,6 +12,7 @@ pub mod broker;
 pub mod faults;
 pub mod policy;
 pub mod provisioning;
+pub mod quotas;
 pub mod registry;
 pub mod rules;
 pub mod template;

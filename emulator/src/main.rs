@@ -11,6 +11,7 @@ use clap::Parser;
 use geoprov_iot_emu::broker::Broker;
 use geoprov_iot_emu::faults::{serve_admin, Clock, Faults};
 use geoprov_iot_emu::provisioning::{EmulatorConfig, Provisioning};
+use geoprov_iot_emu::quotas::Quotas;
 use geoprov_iot_emu::registry::Registry;
 use geoprov_iot_emu::rules::Rules;
 use geoprov_iot_emu::tls::{server_config, LocalCa};
@@ -52,6 +53,14 @@ struct Args {
     /// CPU contention is not counted in the hook's 5 s.
     #[arg(long, default_value_t = 8)]
     max_in_flight: usize,
+    /// IoT's published default rate quotas times this (`quotas`): CONNECT,
+    /// auto-registration, certificate creation and RegisterThing per
+    /// second. 0.01 meets them with a fleet a laptop can drive.
+    #[arg(long, default_value_t = 1.0)]
+    quota_scale: f64,
+    /// No rate quota at all: for measuring the emulator itself.
+    #[arg(long, conflicts_with = "quota_scale")]
+    no_quotas: bool,
     /// Where to write the server CA certificate devices trust (PEM).
     #[arg(long)]
     server_ca_out: PathBuf,
@@ -87,6 +96,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let registry = Registry::new(aws_sdk_iot::Client::new(&sdk));
     let faults = Arc::new(Faults::default());
     let clock = Arc::new(Clock::default());
+    let quotas = Arc::new(if args.no_quotas {
+        Quotas::unlimited()
+    } else {
+        Quotas::scaled(args.quota_scale)?
+    });
 
     let server_ca = LocalCa::new(&format!("geoprov-iot-emu {} server CA", args.region))?;
     std::fs::write(&args.server_ca_out, server_ca.pem())?;
@@ -102,6 +116,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         lambdas,
         clock.clone(),
         faults.clone(),
+        quotas.clone(),
         args.max_in_flight,
     );
     let broker = Arc::new(Broker::new(
@@ -109,13 +124,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         provisioning,
         rules,
         faults.clone(),
+        quotas.clone(),
         clock.clone(),
         tls,
     ));
 
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let mqtt = listener.local_addr()?;
-    let admin = serve_admin(args.admin_listen, faults, clock)?;
+    let admin = serve_admin(args.admin_listen, faults, clock, quotas)?;
     println!(
         "{}",
         serde_json::json!({"mqtt": mqtt.to_string(), "admin": admin.to_string()})

@@ -11,7 +11,9 @@
 //!   timeout or anything but `allowProvisioning: true` is ACCESS_DENIED),
 //!   adds its `parameterOverrides`, evaluates the template and applies it;
 //! - answers go to `<request topic>/accepted` or `/rejected` with
-//!   `{"statusCode","errorCode","errorMessage"}`.
+//!   `{"statusCode","errorCode","errorMessage"}`;
+//! - each request spends a unit of its rate quota first (`quotas`): over
+//!   the rate it is rejected 429 `ThrottlingException` and nothing is made.
 //!
 //! Only the JSON format is served; a `cbor` request is rejected.
 //! moto's own CreateCertificateFromCsr signs a fresh key rather than the
@@ -26,6 +28,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::faults::{Clock, Faults};
+use crate::quotas::{Quota, Quotas};
 use crate::registry::{CaCertificate, Registry, RegistryError, Thing};
 use crate::template::{self, Override, PolicySpec, ProvisioningPlan, ThingSpec};
 use crate::tls::LocalCa;
@@ -141,6 +144,7 @@ pub struct Provisioning {
     tokens: Mutex<HashMap<String, Token>>,
     clock: Arc<Clock>,
     faults: Arc<Faults>,
+    quotas: Arc<Quotas>,
     /// Bounds on requests in flight: certificates being created, and
     /// RegisterThing, each with a queue of its own so that a registration
     /// never waits behind creations.
@@ -153,6 +157,16 @@ enum Request<'a> {
     CreateKeys,
     CreateFromCsr,
     RegisterThing(&'a str),
+}
+
+impl Request<'_> {
+    /// The rate it spends (`quotas`).
+    fn quota(&self) -> Quota {
+        match self {
+            Request::CreateKeys | Request::CreateFromCsr => Quota::CreateCertificate,
+            Request::RegisterThing(_) => Quota::RegisterThing,
+        }
+    }
 }
 
 fn parse_topic(topic: &str) -> Option<(Request<'_>, &str)> {
@@ -183,6 +197,7 @@ impl Provisioning {
         lambdas: HashMap<String, String>,
         clock: Arc<Clock>,
         faults: Arc<Faults>,
+        quotas: Arc<Quotas>,
         max_in_flight: usize,
     ) -> Self {
         Provisioning {
@@ -199,6 +214,7 @@ impl Provisioning {
             tokens: Mutex::new(HashMap::new()),
             clock,
             faults,
+            quotas,
             creating: tokio::sync::Semaphore::new(max_in_flight.max(1)),
             registering: tokio::sync::Semaphore::new(max_in_flight.max(1)),
         }
@@ -222,6 +238,8 @@ impl Provisioning {
                 "InvalidRequest",
                 "this emulator serves the json format only",
             ))
+        } else if !self.quotas.take(request.quota()) {
+            Err(Rejection::new(429, "ThrottlingException", "Rate exceeded"))
         } else {
             match request {
                 Request::CreateKeys => {

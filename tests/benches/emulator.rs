@@ -123,12 +123,14 @@ async fn main() {
                 line
             })
             .collect();
-        let fleet = Arc::new(FleetRegion::start_with(
+        // The emulator's own rate, not IoT's quotas (RegisterThing 10/s).
+        let fleet = Arc::new(FleetRegion::start_with_args(
             "eu-west-1",
             &manifest,
             WorkDir::new("bench-emulator"),
             claim.clone(),
             &tables.endpoint,
+            &["--no-quotas"],
         ));
         let result = row(&fleet, &prefix, keys, *in_flight).await;
         println!(

@@ -117,6 +117,17 @@ impl Emulator {
     /// Starts an emulator of `region` with the configuration at `config`;
     /// `lambdas` maps function names to Invoke API URLs.
     pub fn start(region: &str, config: &Path, lambdas: &[(&str, String)], dir: &Path) -> Self {
+        Self::start_with_args(region, config, lambdas, dir, &[])
+    }
+
+    /// [`Emulator::start`] with more arguments (`--quota-scale 0.2`).
+    pub fn start_with_args(
+        region: &str,
+        config: &Path,
+        lambdas: &[(&str, String)],
+        dir: &Path,
+        args: &[&str],
+    ) -> Self {
         let name = unique_table(&format!("emulator-{region}"));
         let ca = dir.join(format!("{name}-server-ca.pem"));
         let log = dir.join(format!("{name}.log"));
@@ -132,6 +143,7 @@ impl Emulator {
             // RegisterThing in flight no more than the hook's execution
             // environments: a call never queues for one inside its 5 s.
             .args(["--max-in-flight", &HOOK_ENVIRONMENTS.to_string()])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("emulator log"));
         for (name, url) in lambdas {
@@ -187,6 +199,17 @@ impl Emulator {
         ureq::post(&format!("http://{}/clock", self.admin))
             .send_json(serde_json::json!({"advanceSeconds": seconds}))
             .expect("POST /clock");
+    }
+
+    /// Each rate quota's rate, units spent and requests throttled
+    /// (`GET /quotas`).
+    pub fn quotas(&self) -> Value {
+        ureq::get(&format!("http://{}/quotas", self.admin))
+            .call()
+            .expect("GET /quotas")
+            .body_mut()
+            .read_json()
+            .expect("quotas JSON")
     }
 
     /// What the emulator has logged.
@@ -337,6 +360,35 @@ impl FleetRegion {
         claim: Claim,
         table_endpoint: &str,
     ) -> Self {
+        Self::start_with_args(region, manifest, dir, claim, table_endpoint, &[])
+    }
+
+    /// A region whose emulator meets IoT's rate quotas at `scale` times
+    /// the published defaults (`--quota-scale`).
+    pub fn start_with_quota_scale(region: &str, manifest: &[Value], scale: &str) -> Self {
+        let dir = WorkDir::new("emulator");
+        let claim = setup_claim(&[region], dir.path());
+        let endpoint = moto().endpoint.clone();
+        Self::start_with_args(
+            region,
+            manifest,
+            dir,
+            claim,
+            &endpoint,
+            &["--quota-scale", scale],
+        )
+    }
+
+    /// [`FleetRegion::start_with`] with more arguments for the emulator
+    /// (`--no-quotas` to measure the emulator rather than IoT's rates).
+    pub fn start_with_args(
+        region: &str,
+        manifest: &[Value],
+        dir: WorkDir,
+        claim: Claim,
+        table_endpoint: &str,
+        emulator_args: &[&str],
+    ) -> Self {
         let config = dir.path().join("emulator.json");
         iot_stack(
             region,
@@ -367,11 +419,12 @@ impl FleetRegion {
         let hooks = (0..HOOK_ENVIRONMENTS)
             .map(|_| runtime.run_function(&workspace_binary("pre-provisioning-hook"), &env))
             .collect();
-        let emulator = Emulator::start(
+        let emulator = Emulator::start_with_args(
             region,
             &config,
             &[("PreProvisioningHookFunction", invoke_url(&runtime))],
             dir.path(),
+            emulator_args,
         );
         FleetRegion {
             region: region.to_owned(),

@@ -27,7 +27,10 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::codec::Framed;
 
+pub mod backoff;
 pub mod provision;
+
+pub use backoff::Backoff;
 
 /// How long one step (a handshake, an acknowledgement) may take.
 pub const STEP_LIMIT: Duration = Duration::from_secs(10);
@@ -181,24 +184,24 @@ impl Device {
         }
     }
 
-    /// Connects, retrying with backoff (250 ms doubling, at most 4 s) while
-    /// the broker refuses the connection, up to `attempts` attempts: a JITR
-    /// certificate's first connection registers it and is dropped. Returns
-    /// the device and the attempts it took.
+    /// Connects, retrying while the broker refuses the connection (closed
+    /// without a CONNACK), up to `attempts` attempts, after a capped
+    /// exponential backoff with full jitter ([`Backoff::DEVICE`]): a JITR
+    /// certificate's first connection registers it and is dropped, and IoT
+    /// closes a CONNECT over its rate quota so too. Returns the device and
+    /// the attempts it took.
     pub async fn connect_retrying(
         endpoint: &Endpoint,
         identity: &Identity,
         client_id: &str,
         attempts: u32,
     ) -> Result<(Device, u32), DeviceError> {
-        let mut backoff = Duration::from_millis(250);
         let mut attempt = 1;
         loop {
             match Device::connect(endpoint, identity, client_id).await {
                 Ok(device) => return Ok((device, attempt)),
                 Err(DeviceError::ConnectRefused) if attempt < attempts => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(4));
+                    tokio::time::sleep(Backoff::DEVICE.delay(attempt - 1)).await;
                     attempt += 1;
                 }
                 Err(e) => return Err(e),

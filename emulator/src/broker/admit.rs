@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::Broker;
 use crate::policy::{self, Action, ConnectionContext};
+use crate::quotas::Quota;
 use crate::registry::Certificate;
 
 /// What a connection may do: its policies and its policy variables.
@@ -35,6 +36,8 @@ pub(super) enum Refusal {
     NotAuthorized,
     #[error("the client id is empty or longer than 128 characters")]
     BadClientId,
+    #[error("over the {} rate quota", .0.name())]
+    Throttled(Quota),
     #[error("{0}")]
     Registry(String),
 }
@@ -54,6 +57,9 @@ impl Broker {
     ) -> Result<(Certificate, Arc<SessionAuth>), Refusal> {
         if client_id.is_empty() || client_id.len() > 128 {
             return Err(Refusal::BadClientId);
+        }
+        if !self.quotas.take(Quota::Connect) {
+            return Err(Refusal::Throttled(Quota::Connect));
         }
         let registry_error = |e: crate::registry::RegistryError| Refusal::Registry(e.to_string());
         let parsed = x509_parser::parse_x509_certificate(der)
@@ -153,6 +159,9 @@ impl Broker {
         let Some(ca) = self.issuing_ca(parsed).await.map_err(registry_error)? else {
             return Err(Refusal::Unknown);
         };
+        if !self.quotas.take(Quota::AutoRegistration) {
+            return Err(Refusal::Throttled(Quota::AutoRegistration));
+        }
         let pem = pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()));
         let certificate_id = self
             .registry

@@ -21,6 +21,9 @@
 //!   policies (`policy`);
 //! - "Lifecycle events": `$aws/events/presence/connected|disconnected/
 //!   <clientId>` and `connect_failed` (none for client ids with `#` or `+`);
+//! - IoT's rate quotas (`quotas`): a CONNECT over the account's rate is
+//!   closed without a CONNACK, and so is a certificate over the
+//!   auto-registration rate, unregistered;
 //! - "Device provisioning MQTT API": requests on the provisioning topics go
 //!   to `provisioning`, and answers only to the connection that asked.
 //!
@@ -47,6 +50,7 @@ use tokio_util::codec::Framed;
 use crate::faults::{Clock, Faults};
 use crate::policy::Action;
 use crate::provisioning::Provisioning;
+use crate::quotas::Quotas;
 use crate::registry::{Certificate, Registry};
 use crate::rules::Rules;
 use crate::topics::matches;
@@ -96,6 +100,7 @@ pub struct Broker {
     provisioning: Provisioning,
     rules: Rules,
     faults: Arc<Faults>,
+    quotas: Arc<Quotas>,
     clock: Arc<Clock>,
     tls: TlsAcceptor,
     subscriptions: Mutex<Vec<Subscription>>,
@@ -109,6 +114,7 @@ impl Broker {
         provisioning: Provisioning,
         rules: Rules,
         faults: Arc<Faults>,
+        quotas: Arc<Quotas>,
         clock: Arc<Clock>,
         tls: Arc<rustls::ServerConfig>,
     ) -> Self {
@@ -121,6 +127,7 @@ impl Broker {
             provisioning,
             rules,
             faults,
+            quotas,
             clock,
             tls: TlsAcceptor::from(tls),
             subscriptions: Mutex::new(Vec::new()),

@@ -228,7 +228,13 @@ fn a_crate_that_is_also_a_c_library_is_in_every_lambda_build_or_in_none() {
                     .any(|c| ["cdylib", "staticlib", "dylib"].contains(&c.as_str().unwrap()))
             })
         })
-        .map(|p| format!("{} v{}", p["name"].as_str().unwrap(), p["version"].as_str().unwrap()))
+        .map(|p| {
+            format!(
+                "{} v{}",
+                p["name"].as_str().unwrap(),
+                p["version"].as_str().unwrap()
+            )
+        })
         .collect();
     let functions = [
         "pre-provisioning-hook",

@@ -34,6 +34,7 @@ mod iam_coverage;
 mod issuer_against_moto;
 mod issuer_binary;
 mod issuer_pca_sdk_boundary;
+mod quotas;
 mod registry_dynamodb;
 mod samconfig;
 mod setup;
