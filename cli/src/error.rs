@@ -88,6 +88,10 @@ pub enum CliError {
     },
     #[error("{0} finding(s) in the health path; see the report")]
     HealthFindings(usize),
+    #[error("{0}")]
+    Coverage(String),
+    #[error("{0} identity coverage gap(s); see the report")]
+    CoverageGaps(usize),
     #[error("--at {0:?} is neither epoch seconds nor RFC 3339")]
     AtTime(String),
     #[error("{option} {value:?} is not {expected}")]

@@ -16,6 +16,7 @@ mod error;
 mod failover;
 mod failover_config;
 mod health;
+mod identity;
 mod iot;
 mod manifest;
 mod output;
@@ -74,6 +75,9 @@ enum Command {
     /// The region canary's probe, from here.
     #[command(subcommand)]
     Canary(canary::Command),
+    /// Whether devices have a usable identity wherever DNS may send them.
+    #[command(subcommand)]
+    Identity(identity::Command),
 }
 
 #[tokio::main]
@@ -106,5 +110,6 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Device(command) => device::run(command).await,
         Command::Setup(command) => setup::run(command).await,
         Command::Canary(command) => canary::run(command).await,
+        Command::Identity(command) => identity::run(command).await,
     }
 }

@@ -234,6 +234,56 @@ impl DynamoRegistry {
         }
     }
 
+    /// Every device's profile, and whether an operator's block stands on
+    /// it: a Scan of the table for profile and block items (an operator's
+    /// fleet-wide report, not a device's path).
+    pub async fn profiles(&self) -> Result<Vec<(DeviceProfile, bool)>, RegistryError> {
+        let items = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .filter_expression("#sk = :profile OR #sk = :block")
+            .expression_attribute_names("#sk", SORT_KEY)
+            .expression_attribute_values(":profile", s(PROFILE_SK))
+            .expression_attribute_values(":block", s(BLOCK_SK))
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| RegistryError::dynamo("Scan", e))?;
+        let partition = |item: &Item| {
+            item.get(PARTITION_KEY)
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .unwrap_or_default()
+        };
+        let blocked: std::collections::HashSet<String> = items
+            .iter()
+            .filter(|item| {
+                item.get(SORT_KEY)
+                    .and_then(|v| v.as_s().ok())
+                    .map(String::as_str)
+                    == Some(BLOCK_SK)
+            })
+            .map(partition)
+            .collect();
+        items
+            .into_iter()
+            .filter(|item| {
+                item.get(SORT_KEY)
+                    .and_then(|v| v.as_s().ok())
+                    .map(String::as_str)
+                    == Some(PROFILE_SK)
+            })
+            .map(|item| {
+                let block = blocked.contains(&partition(&item));
+                from_item::<DeviceProfile>(item).map(|profile| (profile, block))
+            })
+            .collect()
+    }
+
     /// The audit events of one serial, oldest first.
     pub async fn audit_events(
         &self,

@@ -31,6 +31,7 @@ mod hook_binary;
 mod https_client;
 mod https_proxy;
 mod iam_coverage;
+mod identity;
 mod issuer_against_moto;
 mod issuer_binary;
 mod issuer_pca_sdk_boundary;

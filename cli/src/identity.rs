@@ -1,0 +1,247 @@
+//! `geoprov identity coverage`: whether every device can work in every
+//! region DNS may send it to (`geoprov_failover::coverage`), read from the
+//! deployment itself: the failover configuration, each region's IoT and the
+//! registry.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use aws_sdk_iot::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_iot::Client;
+use clap::Subcommand;
+use geoprov_failover::coverage::{self, Gap, Reach, RegionFacts};
+use geoprov_shared::device::DeviceStatus;
+use serde::Serialize;
+
+use crate::error::CliError;
+use crate::iot::iot_client;
+use crate::output::print_json;
+use crate::thing_groups::STACK_GROUP;
+use crate::{failover_config, registry};
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// For every location of the failover configuration and every
+    /// combination of region health, the regions DNS may answer it with
+    /// (the answer model); in each, whether its devices can work there: the
+    /// fleet CA ACTIVE with auto-registration, the device policy, the thing
+    /// type, each device's thing group, and the registry allowing the
+    /// region. Prints the report (JSON) and exits non-zero on any gap.
+    Coverage {
+        /// The FAILOVER_CONFIG document.
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, env = "TABLE_NAME")]
+        table: String,
+        /// The fleet CA's IoT certificate id (`geoprov setup ca` prints it;
+        /// the same in every region).
+        #[arg(long)]
+        ca_certificate_id: String,
+        /// The regional stack's device policy: NAME, or REGION=NAME for a
+        /// region whose stack named it otherwise (repeat).
+        #[arg(long = "device-policy", default_value = "geoprov-DevicePolicy")]
+        device_policies: Vec<String>,
+        #[arg(long, default_value = "geoprov-device")]
+        thing_type: String,
+        #[arg(long, default_value = STACK_GROUP)]
+        default_group: String,
+    },
+}
+
+/// What `coverage` prints.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    /// Where each location is answered while all is healthy, and every
+    /// region it may be answered with.
+    reachable: BTreeMap<String, Reach>,
+    devices: usize,
+    gaps: Vec<Gap>,
+    /// One line per gap, for a person.
+    summary: Vec<String>,
+}
+
+pub async fn run(command: Command) -> Result<(), CliError> {
+    let Command::Coverage {
+        config,
+        table,
+        ca_certificate_id,
+        device_policies,
+        thing_type,
+        default_group,
+    } = command;
+    let config = failover_config::check(&config)?.config;
+    let reachable = coverage::reachable_regions(&config).map_err(CliError::Coverage)?;
+    let (sdk, registry) = registry::open(table).await?;
+    let devices: Vec<_> = registry
+        .profiles()
+        .await?
+        .into_iter()
+        .map(|(mut profile, blocked)| {
+            if blocked {
+                profile.status = DeviceStatus::Blocked;
+            }
+            profile
+        })
+        .collect();
+    let groups = coverage::needed_groups(&devices, &default_group);
+    let mut facts = BTreeMap::new();
+    for region in config.regions.keys() {
+        let client = iot_client(&sdk, region.as_str());
+        let wanted = Wanted {
+            ca_certificate_id: &ca_certificate_id,
+            device_policy: policy_for(&device_policies, region.as_str()),
+            thing_type: &thing_type,
+            groups: &groups,
+        };
+        facts.insert(
+            region.clone(),
+            region_facts(&client, region.as_str(), &wanted).await?,
+        );
+    }
+    let gaps = coverage::gaps(&reachable, &facts, &devices, &default_group);
+    let summary = gaps
+        .iter()
+        .map(|g| {
+            format!(
+                "{} -> {}: {}; {} device(s), e.g. {}",
+                g.location,
+                g.region,
+                g.missing.describe(),
+                g.devices,
+                g.examples.join(", ")
+            )
+        })
+        .collect();
+    let found = gaps.len();
+    print_json(&Report {
+        reachable,
+        devices: devices.len(),
+        gaps,
+        summary,
+    });
+    match found {
+        0 => Ok(()),
+        n => Err(CliError::CoverageGaps(n)),
+    }
+}
+
+/// The device policy's name in `region`: a REGION=NAME entry for it, else
+/// the entry without a region.
+fn policy_for<'a>(entries: &'a [String], region: &str) -> &'a str {
+    let mut plain = "geoprov-DevicePolicy";
+    for entry in entries {
+        match entry.split_once('=') {
+            Some((r, name)) if r == region => return name,
+            Some(_) => {}
+            None => plain = entry,
+        }
+    }
+    plain
+}
+
+/// What `region_facts` looks for.
+struct Wanted<'a> {
+    ca_certificate_id: &'a str,
+    device_policy: &'a str,
+    thing_type: &'a str,
+    groups: &'a BTreeSet<String>,
+}
+
+/// Whether a Describe/Get call found its resource: a not-found error is
+/// `false`; any other error is the command's.
+fn found<T, E>(
+    outcome: Result<T, aws_sdk_iot::error::SdkError<E>>,
+    region: &str,
+    operation: &'static str,
+) -> Result<Option<T>, CliError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match outcome {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(None),
+        Err(e) => Err(CliError::Iot {
+            region: region.to_owned(),
+            operation,
+            message: DisplayErrorContext(&e).to_string(),
+        }),
+    }
+}
+
+async fn region_facts(
+    client: &Client,
+    region: &str,
+    wanted: &Wanted<'_>,
+) -> Result<RegionFacts, CliError> {
+    let ca = found(
+        client
+            .describe_ca_certificate()
+            .certificate_id(wanted.ca_certificate_id)
+            .send()
+            .await,
+        region,
+        "DescribeCACertificate",
+    )?
+    .and_then(|out| out.certificate_description)
+    .map(|ca| {
+        let active = ca.status().map(|s| s.as_str()) == Some("ACTIVE");
+        let auto = ca.auto_registration_status().map(|s| s.as_str()) == Some("ENABLE");
+        (active, auto)
+    });
+    let device_policy = found(
+        client
+            .get_policy()
+            .policy_name(wanted.device_policy)
+            .send()
+            .await,
+        region,
+        "GetPolicy",
+    )?
+    .is_some();
+    let thing_type = found(
+        client
+            .describe_thing_type()
+            .thing_type_name(wanted.thing_type)
+            .send()
+            .await,
+        region,
+        "DescribeThingType",
+    )?
+    .is_some();
+    let mut thing_groups = BTreeSet::new();
+    for group in wanted.groups {
+        let exists = found(
+            client
+                .describe_thing_group()
+                .thing_group_name(group)
+                .send()
+                .await,
+            region,
+            "DescribeThingGroup",
+        )?
+        .is_some();
+        if exists {
+            thing_groups.insert(group.clone());
+        }
+    }
+    Ok(RegionFacts {
+        fleet_ca: ca,
+        device_policy,
+        thing_type,
+        thing_groups,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_region_entry_wins_over_the_plain_name() {
+        let entries = ["geoprov-P".to_owned(), "eu-west-1=stack-eu-P".to_owned()];
+        assert_eq!(policy_for(&entries, "eu-west-1"), "stack-eu-P");
+        assert_eq!(policy_for(&entries, "us-east-1"), "geoprov-P");
+        assert_eq!(policy_for(&[], "us-east-1"), "geoprov-DevicePolicy");
+    }
+}

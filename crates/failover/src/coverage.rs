@@ -1,0 +1,512 @@
+//! Identity coverage: for every location, every region DNS may answer it
+//! with, and whether a device of that location can work there.
+//!
+//! Where a location can be sent is computed, not assumed: the location's
+//! records as the failover writes them (its whole preference as the chain:
+//! a chain the control plane trims is a part of it) are resolved by the
+//! answer model (`route53-answer`) for a resolver inside the location,
+//! under every combination of region health. That includes Route 53's own
+//! fallbacks: a failover step whose PRIMARY and SECONDARY are both
+//! unhealthy answers the PRIMARY, and the chain's last step answers its
+//! first region.
+//!
+//! What a device needs in a region it is answered to (the IoT developer
+//! guide's "Just-in-time registration" and "Provisioning templates"; the
+//! regional stack):
+//! - the fleet CA registered there, ACTIVE, with auto-registration on, so
+//!   that its certificate is registered on its first connection there;
+//! - the device policy the activation attaches, the thing type and the
+//!   device's thing group (the stack's default one, or the group its
+//!   registry entry names), or activation fails there;
+//! - the registry allowing the region (`allowedRegions`), or activation
+//!   denies it there.
+//!
+//! A device's location is not in the registry. A device restricted to some
+//! regions is taken to be in the locations whose preferred region it is
+//! allowed in (where it is provisioned while every region is healthy); when
+//! some of those never send it outside its regions, locations built for its
+//! residency, it is taken to be in those. An unrestricted device may be
+//! anywhere.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use geoprov_shared::device::{DeviceProfile, DeviceStatus, RegionName};
+use route53_answer::{ClientLocation, Zone};
+use serde::Serialize;
+
+use crate::config::FailoverConfig;
+use crate::tree::location_records;
+
+/// More regions than this make 2^n health combinations too many to walk.
+pub const MAX_REGIONS: usize = 12;
+
+/// Where DNS may send one location's devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reach {
+    /// The first region of its preference: where it is answered while every
+    /// region is healthy.
+    pub preferred: RegionName,
+    /// Every region it is answered with under some combination of health.
+    pub regions: BTreeSet<RegionName>,
+}
+
+/// Where DNS may send each location (by set identifier), under every
+/// combination of region health.
+pub fn reachable_regions(config: &FailoverConfig) -> Result<BTreeMap<String, Reach>, String> {
+    let regions: Vec<&RegionName> = config.regions.keys().collect();
+    if regions.len() > MAX_REGIONS {
+        return Err(format!(
+            "{} regions: at most {MAX_REGIONS} can be walked (2^n health combinations)",
+            regions.len()
+        ));
+    }
+    let zone = Zone::new(
+        config
+            .locations
+            .iter()
+            .flat_map(|l| location_records(config, l, &l.preference)),
+    );
+    let mut reachable = BTreeMap::new();
+    for location in &config.locations {
+        let client = ClientLocation::within(&location.geo_location);
+        let mut answered = BTreeSet::new();
+        for mask in 0u32..(1 << regions.len()) {
+            let healthy = |check: &str| {
+                regions.iter().enumerate().any(|(i, region)| {
+                    mask & (1 << i) != 0 && config.regions[*region].health_check_id == check
+                })
+            };
+            let resolution = zone.resolve(&config.record_name, &client, &healthy);
+            let region = resolution
+                .answer
+                .as_deref()
+                .and_then(|answer| config.region_of_endpoint(answer));
+            match region {
+                Some(region) => {
+                    answered.insert(region.clone());
+                }
+                None => {
+                    return Err(format!(
+                        "location {}: the records answer {:?}, which is no region's endpoint",
+                        location.set_identifier, resolution.answer
+                    ))
+                }
+            }
+        }
+        let Some(preferred) = location.preference.first() else {
+            return Err(format!(
+                "location {} has no region",
+                location.set_identifier
+            ));
+        };
+        reachable.insert(
+            location.set_identifier.clone(),
+            Reach {
+                preferred: preferred.clone(),
+                regions: answered,
+            },
+        );
+    }
+    Ok(reachable)
+}
+
+/// What a region holds of what devices need there.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegionFacts {
+    /// The fleet CA: `None` when it is not registered there; else whether
+    /// it is ACTIVE and whether auto-registration is on.
+    pub fleet_ca: Option<(bool, bool)>,
+    pub device_policy: bool,
+    pub thing_type: bool,
+    /// The thing groups that exist there, of those devices name.
+    pub thing_groups: BTreeSet<String>,
+}
+
+/// What is missing.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(tag = "missing", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Missing {
+    /// The fleet CA is not registered in the region.
+    FleetCa,
+    /// The fleet CA is registered but not ACTIVE.
+    FleetCaInactive,
+    /// The fleet CA's auto-registration is off.
+    AutoRegistration,
+    DevicePolicy,
+    ThingType,
+    ThingGroup {
+        group: String,
+    },
+    /// The registry does not allow the region for these devices.
+    RegistryExcludesRegion,
+}
+
+impl Missing {
+    pub fn describe(&self) -> String {
+        match self {
+            Missing::FleetCa => "the fleet CA is not registered".into(),
+            Missing::FleetCaInactive => "the fleet CA is registered but not ACTIVE".into(),
+            Missing::AutoRegistration => "the fleet CA's auto-registration is off".into(),
+            Missing::DevicePolicy => "the device policy does not exist".into(),
+            Missing::ThingType => "the thing type does not exist".into(),
+            Missing::ThingGroup { group } => format!("thing group {group} does not exist"),
+            Missing::RegistryExcludesRegion => {
+                "the registry's allowedRegions exclude the region".into()
+            }
+        }
+    }
+}
+
+/// One gap: devices of `location` that DNS may send to `region`, where they
+/// cannot work for want of `missing`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Gap {
+    pub location: String,
+    pub region: RegionName,
+    #[serde(flatten)]
+    pub missing: Missing,
+    /// How many registered devices it strands.
+    pub devices: usize,
+    /// A few of their serial numbers.
+    pub examples: Vec<String>,
+}
+
+/// Examples kept per gap.
+const EXAMPLES: usize = 5;
+
+/// The group a device's thing is put in: its own, or the stack's default.
+fn group_of<'a>(device: &'a DeviceProfile, default_group: &'a str) -> &'a str {
+    device
+        .thing_group
+        .as_ref()
+        .map_or(default_group, |g| g.as_str())
+}
+
+/// Every gap, by location, region and what is missing. A device that is
+/// blocked or revoked needs nothing anywhere.
+pub fn gaps(
+    reachable: &BTreeMap<String, Reach>,
+    facts: &BTreeMap<RegionName, RegionFacts>,
+    devices: &[DeviceProfile],
+    default_group: &str,
+) -> Vec<Gap> {
+    let mut found: BTreeMap<(String, RegionName, Missing), (usize, Vec<String>)> = BTreeMap::new();
+    let absent = RegionFacts::default();
+    for device in devices.iter().filter(|d| d.status == DeviceStatus::Allowed) {
+        let allowed = |r: &RegionName| {
+            device
+                .allowed_regions
+                .as_ref()
+                .is_none_or(|a| a.contains(r))
+        };
+        for (location, reach) in locations_of(reachable, &allowed) {
+            for region in &reach.regions {
+                let held = facts.get(region).unwrap_or(&absent);
+                for missing in region_gaps(held, allowed(region), group_of(device, default_group)) {
+                    let entry = found
+                        .entry((location.clone(), region.clone(), missing))
+                        .or_default();
+                    entry.0 += 1;
+                    if entry.1.len() < EXAMPLES {
+                        entry.1.push(device.serial_number.as_str().to_owned());
+                    }
+                }
+            }
+        }
+    }
+    found
+        .into_iter()
+        .map(|((location, region, missing), (devices, examples))| Gap {
+            location,
+            region,
+            missing,
+            devices,
+            examples,
+        })
+        .collect()
+}
+
+/// The locations a device with these allowed regions is taken to be in.
+fn locations_of<'a>(
+    reachable: &'a BTreeMap<String, Reach>,
+    allowed: &dyn Fn(&RegionName) -> bool,
+) -> Vec<(&'a String, &'a Reach)> {
+    // Where it is provisioned while every region is healthy.
+    let candidates: Vec<(&String, &Reach)> = reachable
+        .iter()
+        .filter(|(_, reach)| allowed(&reach.preferred))
+        .collect();
+    let residency: Vec<(&String, &Reach)> = candidates
+        .iter()
+        .copied()
+        .filter(|(_, reach)| reach.regions.iter().all(allowed))
+        .collect();
+    match residency.is_empty() {
+        true => candidates,
+        false => residency,
+    }
+}
+
+/// What one device lacks in one region.
+fn region_gaps(held: &RegionFacts, allowed: bool, group: &str) -> Vec<Missing> {
+    if !allowed {
+        // Activation denies it there whatever the region holds.
+        return vec![Missing::RegistryExcludesRegion];
+    }
+    let mut missing = Vec::new();
+    match held.fleet_ca {
+        None => missing.push(Missing::FleetCa),
+        Some((false, _)) => missing.push(Missing::FleetCaInactive),
+        Some((true, false)) => missing.push(Missing::AutoRegistration),
+        Some((true, true)) => {}
+    }
+    if !held.device_policy {
+        missing.push(Missing::DevicePolicy);
+    }
+    if !held.thing_type {
+        missing.push(Missing::ThingType);
+    }
+    if !held.thing_groups.contains(group) {
+        missing.push(Missing::ThingGroup {
+            group: group.to_owned(),
+        });
+    }
+    missing
+}
+
+/// The thing groups devices need, the default one included.
+pub fn needed_groups(devices: &[DeviceProfile], default_group: &str) -> BTreeSet<String> {
+    devices
+        .iter()
+        .filter(|d| d.status == DeviceStatus::Allowed)
+        .map(|d| group_of(d, default_group).to_owned())
+        .chain(std::iter::once(default_group.to_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Location, RegionTarget};
+    use geoprov_shared::device::SerialNumber;
+    use route53_answer::GeoLocation;
+
+    fn region(name: &str) -> RegionName {
+        RegionName::try_from(name).unwrap()
+    }
+
+    fn config(locations: &[(&str, GeoLocation, &[&str])]) -> FailoverConfig {
+        let regions = ["us-east-1", "eu-west-1", "eu-central-1"]
+            .into_iter()
+            .map(|r| {
+                (
+                    region(r),
+                    RegionTarget {
+                        endpoint: format!("iot.{r}.example.com"),
+                        health_check_id: format!("hc-{r}"),
+                        alarm_name: format!("geoprov-{r}"),
+                    },
+                )
+            })
+            .collect();
+        FailoverConfig {
+            hosted_zone_id: "Z1".into(),
+            record_name: "global.iot.example.com".into(),
+            ttl: 60,
+            regions,
+            locations: locations
+                .iter()
+                .map(|(id, geo, preference)| Location {
+                    set_identifier: (*id).into(),
+                    geo_location: geo.clone(),
+                    preference: preference.iter().map(|r| region(r)).collect(),
+                })
+                .collect(),
+            fail_after: 2,
+            recover_after: 3,
+            min_change_interval_seconds: 300,
+            unknown_counts_as_unhealthy: true,
+            max_event_age_seconds: 300,
+        }
+    }
+
+    fn regions(names: &[&str]) -> BTreeSet<RegionName> {
+        names.iter().map(|r| region(r)).collect()
+    }
+
+    #[test]
+    fn a_location_can_be_answered_with_every_region_of_its_chain_and_no_other() {
+        let config = config(&[
+            (
+                "eu",
+                GeoLocation::continent("EU"),
+                &["eu-west-1", "eu-central-1"],
+            ),
+            ("de", GeoLocation::country("DE"), &["eu-central-1"]),
+            (
+                "default",
+                GeoLocation::default_location(),
+                &["us-east-1", "eu-west-1"],
+            ),
+        ]);
+        let reachable = reachable_regions(&config).unwrap();
+        assert_eq!(
+            reachable["eu"].regions,
+            regions(&["eu-west-1", "eu-central-1"])
+        );
+        assert_eq!(reachable["eu"].preferred, region("eu-west-1"));
+        // A one-region chain answers its region whatever its health: the
+        // geolocation alias does not evaluate the chain's health.
+        assert_eq!(reachable["de"].regions, regions(&["eu-central-1"]));
+        assert_eq!(
+            reachable["default"].regions,
+            regions(&["us-east-1", "eu-west-1"])
+        );
+    }
+
+    fn facts_everywhere(groups: &[&str]) -> BTreeMap<RegionName, RegionFacts> {
+        ["us-east-1", "eu-west-1", "eu-central-1"]
+            .into_iter()
+            .map(|r| {
+                (
+                    region(r),
+                    RegionFacts {
+                        fleet_ca: Some((true, true)),
+                        device_policy: true,
+                        thing_type: true,
+                        thing_groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn device(serial: &str, allowed: Option<&[&str]>, group: Option<&str>) -> DeviceProfile {
+        let mut profile = DeviceProfile::allowed(SerialNumber::try_from(serial).unwrap());
+        profile.allowed_regions = allowed.map(regions);
+        profile.thing_group = group.map(|g| g.try_into().unwrap());
+        profile
+    }
+
+    #[test]
+    fn a_clean_deployment_has_no_gap() {
+        let config = config(&[(
+            "eu",
+            GeoLocation::continent("EU"),
+            &["eu-west-1", "eu-central-1"],
+        )]);
+        let reachable = reachable_regions(&config).unwrap();
+        let devices = [
+            device("SN-1", None, None),
+            device(
+                "SN-2",
+                Some(&["eu-west-1", "eu-central-1"]),
+                Some("geoprov-sensors"),
+            ),
+        ];
+        let facts = facts_everywhere(&["geoprov-devices", "geoprov-sensors"]);
+        assert_eq!(gaps(&reachable, &facts, &devices, "geoprov-devices"), []);
+    }
+
+    #[test]
+    fn each_missing_piece_is_named_with_its_location_region_and_devices() {
+        let config = config(&[(
+            "eu",
+            GeoLocation::continent("EU"),
+            &["eu-west-1", "eu-central-1"],
+        )]);
+        let reachable = reachable_regions(&config).unwrap();
+        let devices = [
+            device("SN-1", None, None),
+            // Pinned to eu-west-1, yet EU can fail over to eu-central-1.
+            device("SN-2", Some(&["eu-west-1"]), Some("geoprov-sensors")),
+            // Pinned to eu-central-1: not in EU, whose preferred region it
+            // may not use, so EU's failover to eu-central-1 is no gap of its.
+            device("SN-4", Some(&["eu-central-1"]), None),
+            // Blocked: needs nothing.
+            DeviceProfile {
+                status: DeviceStatus::Blocked,
+                ..device("SN-3", Some(&["us-east-1"]), None)
+            },
+        ];
+        let mut facts = facts_everywhere(&["geoprov-devices", "geoprov-sensors"]);
+        let central = facts.get_mut(&region("eu-central-1")).unwrap();
+        central.fleet_ca = None;
+        let west = facts.get_mut(&region("eu-west-1")).unwrap();
+        west.thing_groups.remove("geoprov-sensors");
+        let found = gaps(&reachable, &facts, &devices, "geoprov-devices");
+        let summary: Vec<(&str, &str, Missing, usize)> = found
+            .iter()
+            .map(|g| {
+                (
+                    g.location.as_str(),
+                    g.region.as_str(),
+                    g.missing.clone(),
+                    g.devices,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("eu", "eu-central-1", Missing::FleetCa, 1),
+                ("eu", "eu-central-1", Missing::RegistryExcludesRegion, 1),
+                (
+                    "eu",
+                    "eu-west-1",
+                    Missing::ThingGroup {
+                        group: "geoprov-sensors".into()
+                    },
+                    1
+                ),
+            ]
+        );
+        assert_eq!(found[1].examples, ["SN-2"]);
+    }
+
+    #[test]
+    fn a_pinned_device_is_taken_to_be_in_the_location_built_for_its_residency() {
+        let pinned = [device("SN-EU", Some(&["eu-west-1"]), None)];
+        let facts = facts_everywhere(&["geoprov-devices"]);
+        let default = (
+            "default",
+            GeoLocation::default_location(),
+            &["eu-west-1", "us-east-1"][..],
+        );
+        // Only the default location: it can send the device to us-east-1.
+        let reachable = reachable_regions(&config(std::slice::from_ref(&default))).unwrap();
+        let found = gaps(&reachable, &facts, &pinned, "geoprov-devices");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].missing, Missing::RegistryExcludesRegion);
+        assert_eq!(found[0].region, region("us-east-1"));
+        // With a location that never leaves eu-west-1, the device is there.
+        let eu = ("eu", GeoLocation::continent("EU"), &["eu-west-1"][..]);
+        let reachable = reachable_regions(&config(&[eu, default])).unwrap();
+        assert_eq!(gaps(&reachable, &facts, &pinned, "geoprov-devices"), []);
+    }
+
+    #[test]
+    fn an_inactive_ca_or_auto_registration_off_is_named_as_such() {
+        let held = |ca| RegionFacts {
+            fleet_ca: ca,
+            device_policy: false,
+            thing_type: false,
+            thing_groups: BTreeSet::new(),
+        };
+        assert_eq!(
+            region_gaps(&held(Some((false, true))), true, "g")[0],
+            Missing::FleetCaInactive
+        );
+        assert_eq!(
+            region_gaps(&held(Some((true, false))), true, "g"),
+            [
+                Missing::AutoRegistration,
+                Missing::DevicePolicy,
+                Missing::ThingType,
+                Missing::ThingGroup { group: "g".into() }
+            ]
+        );
+    }
+}
