@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 use crate::error::CliError;
 use crate::iot::iot_client;
 use crate::output::print_json;
-use crate::setup::{read, CLAIM_CERTIFICATE, CLAIM_KEY};
+use crate::setup::{CLAIM_CERTIFICATE, CLAIM_KEY, read};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CanaryError {

@@ -7,12 +7,12 @@
 use aws_config::SdkConfig;
 use aws_sdk_iot::types::CertificateStatus;
 use clap::Subcommand;
-use geoprov_shared::claims::{is_certificate_id, TrustedClaim};
+use geoprov_shared::claims::{TrustedClaim, is_certificate_id};
 use geoprov_shared::clock::now_rfc3339;
 use geoprov_shared::registry::{DeviceRegistry, DynamoRegistry};
 use serde::Serialize;
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::error::CliError;
 use crate::iot::iot_client;

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use geoprov_device::provision::{provision, ProvisionError, ProvisionRequest};
+use geoprov_device::provision::{ProvisionError, ProvisionRequest, provision};
 use geoprov_device::{Device, DeviceError, Endpoint, Identity};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::error::CliError;
 use crate::output::print_json;

@@ -90,23 +90,23 @@ pub fn client_location(
     let continent = continent.map(upper);
     let country = country.map(upper);
     let subdivision = subdivision.map(upper);
-    if let Some(code) = &continent {
-        if !CONTINENT_CODES.contains(&code.as_str()) {
-            return Err(bad(
-                "--continent",
-                code,
-                format!("one of {}", CONTINENT_CODES.join(", ")),
-            ));
-        }
+    if let Some(code) = &continent
+        && !CONTINENT_CODES.contains(&code.as_str())
+    {
+        return Err(bad(
+            "--continent",
+            code,
+            format!("one of {}", CONTINENT_CODES.join(", ")),
+        ));
     }
-    if let Some(code) = &country {
-        if !(code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase())) {
-            return Err(bad(
-                "--country",
-                code,
-                "a two-letter ISO 3166 country code".to_owned(),
-            ));
-        }
+    if let Some(code) = &country
+        && !(code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase()))
+    {
+        return Err(bad(
+            "--country",
+            code,
+            "a two-letter ISO 3166 country code".to_owned(),
+        ));
     }
     if let (Some(code), None) = (&subdivision, &country) {
         return Err(bad(

@@ -34,13 +34,17 @@ pub enum CliError {
     },
     #[error("UpdateCertificate in {region}: {message}")]
     Deactivate { region: String, message: String },
-    #[error("{count} invalid line(s) in the manifest; nothing was imported (use --skip-invalid to import the valid ones)")]
+    #[error(
+        "{count} invalid line(s) in the manifest; nothing was imported (use --skip-invalid to import the valid ones)"
+    )]
     InvalidManifest { count: usize },
     #[error("{count} invalid line(s) were skipped")]
     SkippedLines { count: usize },
     #[error("{0}")]
     Pca(#[from] pca::PcaSetupError),
-    #[error("--key-algorithm {0} is not one of EC_prime256v1, EC_secp384r1, RSA_2048, RSA_3072, RSA_4096")]
+    #[error(
+        "--key-algorithm {0} is not one of EC_prime256v1, EC_secp384r1, RSA_2048, RSA_3072, RSA_4096"
+    )]
     KeyAlgorithm(String),
     #[error("{}: {source}", path.display())]
     InvalidFailoverConfig {

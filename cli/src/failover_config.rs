@@ -10,7 +10,7 @@ use aws_config::SdkConfig;
 use aws_sdk_iot::error::DisplayErrorContext;
 use aws_sdk_iot::types::{DomainConfigurationStatus, ServiceType};
 use clap::Subcommand;
-use geoprov_failover::config::{normalize_dns_name, ConfigSource, FailoverConfig};
+use geoprov_failover::config::{ConfigSource, FailoverConfig, normalize_dns_name};
 use geoprov_failover::config_store;
 use geoprov_shared::config::ConfigError;
 use serde::Serialize;

@@ -88,7 +88,7 @@ fn call_error(
     service: &'static str,
     operation: &'static str,
     region: &str,
-) -> impl Fn(String) -> CliError {
+) -> impl Fn(String) -> CliError + use<> {
     let region = region.to_owned();
     move |message| CliError::Health {
         service,

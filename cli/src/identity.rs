@@ -6,8 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use aws_sdk_iot::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_iot::Client;
+use aws_sdk_iot::error::{DisplayErrorContext, ProvideErrorMetadata};
 use clap::Subcommand;
 use geoprov_failover::coverage::{self, Gap, Reach, RegionFacts};
 use geoprov_shared::device::DeviceStatus;

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use geoprov_shared::device::{reserved_serial, thing_group_refused, DeviceProfile};
+use geoprov_shared::device::{DeviceProfile, reserved_serial, thing_group_refused};
 
 /// A line that is not a valid device profile.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -253,9 +253,11 @@ mod tests {
             client_id_prefix: "claim:",
             ..Reserved::default()
         };
-        assert!(parse(r#"{"serialNumber":"prov-SN-1"}"#, other)
-            .errors
-            .is_empty());
+        assert!(
+            parse(r#"{"serialNumber":"prov-SN-1"}"#, other)
+                .errors
+                .is_empty()
+        );
     }
 
     /// A device inherits its thing group's policies: a manifest names only

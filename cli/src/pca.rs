@@ -3,13 +3,13 @@
 
 use std::time::{Duration, Instant};
 
+use aws_sdk_acmpca::Client;
 use aws_sdk_acmpca::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_acmpca::primitives::Blob;
 use aws_sdk_acmpca::types::{
     Asn1Subject, CertificateAuthorityConfiguration, CertificateAuthorityStatus,
     CertificateAuthorityType, KeyAlgorithm, SigningAlgorithm, Validity, ValidityPeriodType,
 };
-use aws_sdk_acmpca::Client;
 use clap::Subcommand;
 use geoprov_shared::aws;
 

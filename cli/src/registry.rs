@@ -251,7 +251,7 @@ async fn ensure_thing_groups(
             return Err(thing_groups::ThingGroupError::RegionsNeeded {
                 groups: groups.into_iter().collect(),
             }
-            .into())
+            .into());
         }
         (Some(regions), false) => thing_groups::ensure(sdk, regions, &groups).await?,
     };

@@ -9,13 +9,13 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use aws_config::{Region, SdkConfig};
+use aws_sdk_iot::Client;
 use aws_sdk_iot::error::DisplayErrorContext;
 use aws_sdk_iot::operation::describe_ca_certificate::DescribeCaCertificateOutput;
 use aws_sdk_iot::types::{
     AutoRegistrationStatus, CaCertificateStatus, CertificateMode, CertificateStatus,
     RegistrationConfig,
 };
-use aws_sdk_iot::Client;
 use clap::Subcommand;
 use geoprov_shared::aws;
 use geoprov_shared::device::RegionName;
@@ -406,13 +406,13 @@ pub async fn claim(
             return Err(SetupError::HalfAClaim {
                 present: pem_path,
                 missing: key_path,
-            })
+            });
         }
         (false, true) => {
             return Err(SetupError::HalfAClaim {
                 present: key_path,
                 missing: pem_path,
-            })
+            });
         }
         (false, false) => {
             let first = &regions[0];
@@ -642,7 +642,7 @@ pub async fn ca(
     let pca = PcaArn::parse(pca_arn)?;
     let pca_region = match pca_region {
         Some(region) if RegionName::try_from(region).is_err() => {
-            return Err(SetupError::PcaRegion(region.to_owned()))
+            return Err(SetupError::PcaRegion(region.to_owned()));
         }
         Some(region) => region.to_owned(),
         None => pca.region.clone(),
@@ -832,8 +832,7 @@ async fn repair_ca(
 mod tests {
     use super::*;
 
-    const ARN: &str =
-        "arn:aws:acm-pca:eu-central-1:123456789012:certificate-authority/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0";
+    const ARN: &str = "arn:aws:acm-pca:eu-central-1:123456789012:certificate-authority/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0";
 
     /// A registration that names a template, by name or by body, is one
     /// `setup ca` must clear and then see cleared.

@@ -6,9 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use aws_config::SdkConfig;
+use aws_sdk_iot::Client;
 use aws_sdk_iot::error::DisplayErrorContext;
 use aws_sdk_iot::types::ThingGroupProperties;
-use aws_sdk_iot::Client;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use geoprov_shared::device::DeviceProfile;
 use serde::Serialize;

@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use clap::Parser;
 use geoprov_iot_emu::broker::Broker;
-use geoprov_iot_emu::faults::{serve_admin, Clock, Faults};
+use geoprov_iot_emu::faults::{Clock, Faults, serve_admin};
 use geoprov_iot_emu::provisioning::{EmulatorConfig, Provisioning};
 use geoprov_iot_emu::quotas::Quotas;
 use geoprov_iot_emu::registry::Registry;
 use geoprov_iot_emu::rules::Rules;
-use geoprov_iot_emu::tls::{server_config, LocalCa};
+use geoprov_iot_emu::tls::{LocalCa, server_config};
 
 /// One region of AWS IoT Core's data plane for provisioning. The registry is
 /// the IoT API at AWS_ENDPOINT_URL (moto).

@@ -418,13 +418,15 @@ mod tests {
         doc.as_object_mut().unwrap().remove("Version");
         let ctx = attached("SN-1");
         assert!(!decide(&doc, Action::Publish, "devices/SN-1/hello", &ctx).allowed());
-        assert!(decide(
-            &doc,
-            Action::Publish,
-            "devices/${iot:Connection.Thing.ThingName}/hello",
-            &ctx
-        )
-        .allowed());
+        assert!(
+            decide(
+                &doc,
+                Action::Publish,
+                "devices/${iot:Connection.Thing.ThingName}/hello",
+                &ctx
+            )
+            .allowed()
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::faults::{Clock, Faults};
 use crate::quotas::{Quota, Quotas};
@@ -411,14 +411,14 @@ impl Provisioning {
                         400,
                         "InvalidCertificateOwnershipToken",
                         "the certificate ownership token is not valid",
-                    ))
+                    ));
                 }
                 Some(t) if t.expires_at <= self.clock.now_secs() => {
                     return Err(Rejection::new(
                         400,
                         "InvalidCertificateOwnershipToken",
                         "the certificate ownership token has expired",
-                    ))
+                    ));
                 }
                 Some(t) if t.owner != caller.certificate_id => {
                     tokens.insert(token.clone(), t);
@@ -537,14 +537,14 @@ impl Provisioning {
                     "the certificate is no longer registered",
                 )
             })?;
-        if let Some(spec) = &plan.certificate {
-            if spec.certificate_id != certificate_id {
-                return Err(Rejection::new(
-                    400,
-                    "InvalidParameters",
-                    "the template's certificate is not the one being provisioned",
-                ));
-            }
+        if let Some(spec) = &plan.certificate
+            && spec.certificate_id != certificate_id
+        {
+            return Err(Rejection::new(
+                400,
+                "InvalidParameters",
+                "the template's certificate is not the one being provisioned",
+            ));
         }
         // Checks.
         let existing = match &plan.thing {
@@ -571,14 +571,14 @@ impl Provisioning {
 
     /// Checks the thing's type, groups and FAIL settings; returns the existing thing.
     async fn check_thing(&self, thing: &ThingSpec) -> Result<Option<Thing>, Rejection> {
-        if let Some(kind) = &thing.thing_type {
-            if !self.registry.thing_type_exists(kind).await? {
-                return Err(Rejection::new(
-                    400,
-                    "InvalidParameters",
-                    format!("thing type {kind} does not exist"),
-                ));
-            }
+        if let Some(kind) = &thing.thing_type
+            && !self.registry.thing_type_exists(kind).await?
+        {
+            return Err(Rejection::new(
+                400,
+                "InvalidParameters",
+                format!("thing type {kind} does not exist"),
+            ));
         }
         for group in &thing.groups {
             if !self.registry.thing_group_exists(group).await? {
@@ -707,10 +707,10 @@ impl Provisioning {
         certificate_arn: &str,
     ) -> Result<(), Rejection> {
         for (name, inline) in policy_names {
-            if let Some(document) = inline {
-                if !self.registry.policy_exists(name).await? {
-                    self.registry.create_policy(name, document).await?;
-                }
+            if let Some(document) = inline
+                && !self.registry.policy_exists(name).await?
+            {
+                self.registry.create_policy(name, document).await?;
             }
             self.registry.attach_policy(name, certificate_arn).await?;
         }
@@ -843,7 +843,7 @@ fn hook_overrides(answer: &Value) -> Result<BTreeMap<String, String>, Rejection>
         Some(_) => {
             return Err(Rejection::access_denied(
                 "parameterOverrides is not an object",
-            ))
+            ));
         }
     }
     Ok(overrides)

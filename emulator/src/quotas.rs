@@ -32,7 +32,7 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// A rate IoT bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,11 +5,11 @@
 
 use std::collections::HashMap;
 
+use aws_sdk_iot::Client;
 use aws_sdk_iot::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_iot::types::{
     AttributePayload, AutoRegistrationStatus, CaCertificateStatus, CertificateStatus,
 };
-use aws_sdk_iot::Client;
 use serde_json::Value;
 
 /// A registry call failed (not a "not found", which each call answers).

@@ -178,7 +178,7 @@ fn parameter_values(
                 None => {
                     return Err(invalid(format!(
                         "parameter {name} has no value and no default"
-                    )))
+                    )));
                 }
             },
         };
@@ -210,7 +210,7 @@ fn add_resource(
             return Err(malformed(format!(
                 "{logical_id}: resource type {} is not one a provisioning template may declare",
                 other.unwrap_or("(none)")
-            )))
+            )));
         }
     }
     Ok(())
@@ -454,10 +454,10 @@ impl Scope {
     }
 
     fn resolve(&self, value: &Value) -> Result<Value, TemplateError> {
-        if let Some((function, argument)) = single(value) {
-            if function == "Ref" || function.starts_with("Fn::") {
-                return self.function(function, argument);
-            }
+        if let Some((function, argument)) = single(value)
+            && (function == "Ref" || function.starts_with("Fn::"))
+        {
+            return self.function(function, argument);
         }
         Ok(match value {
             Value::Object(map) => Value::Object(

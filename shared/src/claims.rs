@@ -7,8 +7,8 @@
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 pub const CLAIMS_PK: &str = "CLAIMS";
 pub const CLAIM_SK_PREFIX: &str = "CLAIM#";
@@ -146,12 +146,14 @@ mod tests {
         assert!(claim("2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z", None).trusted_at(now));
         assert!(!claim("2026-12-01T00:00:00Z", "2027-01-01T00:00:00Z", None).trusted_at(now));
         assert!(!claim("2026-01-01T00:00:00Z", "2026-11-30T12:00:00Z", None).trusted_at(now));
-        assert!(!claim(
-            "2026-01-01T00:00:00Z",
-            "2027-01-01T00:00:00Z",
-            Some("2026-11-30T11:00:00Z")
-        )
-        .trusted_at(now));
+        assert!(
+            !claim(
+                "2026-01-01T00:00:00Z",
+                "2027-01-01T00:00:00Z",
+                Some("2026-11-30T11:00:00Z")
+            )
+            .trusted_at(now)
+        );
         assert!(!claim("yesterday", "2027-01-01T00:00:00Z", None).trusted_at(now));
     }
 

@@ -1,6 +1,6 @@
 //! Wall-clock timestamps as the table and the audit log store them (RFC 3339, UTC).
 
-use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 /// Now, as RFC 3339 with nanoseconds, so audit sort keys order by time.
 pub fn now_rfc3339() -> String {

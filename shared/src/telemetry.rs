@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 /// The CloudWatch namespace of every geoprov metric.
 pub const NAMESPACE: &str = "geoprov";
@@ -27,9 +27,9 @@ pub fn take_cold_start() -> bool {
 /// function does not carry a regex engine (span-field filters are not
 /// supported). A value that does not parse, in whole, leaves INFO.
 pub fn init_function_logging() {
+    use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::Layer;
 
     let filter = log_filter(
         std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().as_deref(),

@@ -17,7 +17,7 @@
 
 use std::time::{Duration, Instant};
 
-use geoprov_tests::canary::{scheduled_event, CanaryRegion};
+use geoprov_tests::canary::{CanaryRegion, scheduled_event};
 use geoprov_tests::lambda::RuntimeEmulator;
 use geoprov_tests::workspace_binary;
 use serde_json::Value;

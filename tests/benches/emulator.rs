@@ -16,8 +16,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use geoprov_tests::emulator::{factory_key, setup_claim, FactoryKey, FleetRegion, WorkDir};
-use serde_json::{json, Value};
+use geoprov_tests::emulator::{FactoryKey, FleetRegion, WorkDir, factory_key, setup_claim};
+use serde_json::{Value, json};
 
 /// Devices per row; each row has a table, a hook and an emulator of its own,
 /// so that moto's table (copied whole for each item of a transaction) is the
@@ -106,7 +106,9 @@ async fn main() {
     let claim_dir = WorkDir::new("bench-emulator-claim");
     let claim = setup_claim(&["eu-west-1"], claim_dir.path());
 
-    println!("fleet provisioning through one geoprov-iot-emu: {DEVICES} devices a row, real hook (4 environments), moto");
+    println!(
+        "fleet provisioning through one geoprov-iot-emu: {DEVICES} devices a row, real hook (4 environments), moto"
+    );
     println!("| path | in flight | provisionings/s | p50 connect-to-provisioned | p99 | denied |");
     println!("|---|---:|---:|---:|---:|---:|");
     let mut denials = Vec::new();

@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 
 use geoprov_failover::config::FailoverConfig;
 use geoprov_tests::failover::{
-    alarm_event, answers, every_country_config, expected_targets, hosted_zone, FIVE_REGIONS,
+    FIVE_REGIONS, alarm_event, answers, every_country_config, expected_targets, hosted_zone,
 };
 use geoprov_tests::lambda::RuntimeEmulator;
 use geoprov_tests::{aws_env, moto, unique_table, workspace_binary};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const ROUNDS: usize = 10;
 
@@ -129,7 +129,10 @@ async fn main() {
         config.locations.len(),
         config.regions.len()
     );
-    println!("| {:<30} | runs | changes | invoke p50 | invoke p95 | visible p50 | visible p95 | visible max |", "event");
+    println!(
+        "| {:<30} | runs | changes | invoke p50 | invoke p95 | visible p50 | visible p95 | visible max |",
+        "event"
+    );
     println!(
         "|{:-<32}|------|---------|-----------|-----------|------------|------------|------------|",
         ""

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use cert_issuer::csr::check;
 use geoprov_shared::device::{DeviceProfile, SerialNumber};
 use geoprov_tests::certs::device_csr;
-use geoprov_tests::issuer::{local_ca, PCA_REGION};
+use geoprov_tests::issuer::{PCA_REGION, local_ca};
 use geoprov_tests::lambda::RuntimeEmulator;
 use geoprov_tests::{aws_env, fresh_registry, moto, workspace_binary, workspace_root};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const BATCH: usize = 500;
 
@@ -69,7 +69,9 @@ async fn main() {
         .collect();
 
     println!();
-    println!("a batch of {BATCH} CSRs (EC P-256), release binary, cargo-lambda emulator, moto on loopback");
+    println!(
+        "a batch of {BATCH} CSRs (EC P-256), release binary, cargo-lambda emulator, moto on loopback"
+    );
     println!(
         "| {:>11} | {:>8} | {:>14} | {:>6} |",
         "concurrency", "wall (s)", "certificates/s", "issued"

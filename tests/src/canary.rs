@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::emulator::{geoprov, FleetRegion, GLOBAL_NAME};
+use crate::emulator::{FleetRegion, GLOBAL_NAME, geoprov};
 use crate::lambda::{FunctionProcess, RuntimeEmulator};
 use crate::{aws_env, moto, workspace_binary};
 

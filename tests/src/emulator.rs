@@ -12,7 +12,7 @@ use aws_sdk_iot::Client as IotClient;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use geoprov_device::provision::{provision, ProvisionError, ProvisionRequest, Provisioned};
+use geoprov_device::provision::{ProvisionError, ProvisionRequest, Provisioned, provision};
 use geoprov_shared::device::SerialNumber;
 use geoprov_shared::registry::DynamoRegistry;
 
@@ -223,10 +223,10 @@ impl Drop for Emulator {
         let _ = self.child.kill();
         let _ = self.child.wait();
         // GEOPROV_KEEP_EMULATOR_LOGS=DIR keeps every emulator's log there.
-        if let Some(dir) = std::env::var_os("GEOPROV_KEEP_EMULATOR_LOGS") {
-            if let Some(name) = self.log.file_name() {
-                let _ = std::fs::copy(&self.log, Path::new(&dir).join(name));
-            }
+        if let Some(dir) = std::env::var_os("GEOPROV_KEEP_EMULATOR_LOGS")
+            && let Some(name) = self.log.file_name()
+        {
+            let _ = std::fs::copy(&self.log, Path::new(&dir).join(name));
         }
         // A failing test shows what the emulator saw.
         if std::thread::panicking() {

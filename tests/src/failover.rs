@@ -13,10 +13,10 @@ use geoprov_failover::route53::{self, Retry, Route53, SdkRoute53};
 use geoprov_failover::state::DynamoFailoverStore;
 use geoprov_failover::tree::{self, ZoneChange};
 use route53_answer::{ClientLocation, RecordSet, Zone};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::time::Duration;
 
-use crate::{moto, sdk_config, unique_table, TEST_REGION};
+use crate::{TEST_REGION, moto, sdk_config, unique_table};
 
 pub type MotoFailover = Failover<SdkRoute53, DynamoFailoverStore, SdkAlarms>;
 

@@ -2,8 +2,8 @@
 //! `geoprov pca create-local-ca`, a registry with devices, and the issuer
 //! over the real adapters.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cert_issuer::handler::{CertIssuer, Limits};
 use cert_issuer::ledger::DynamoLedger;

@@ -7,8 +7,8 @@ use std::time::Duration;
 use aws_sdk_iot::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_iot::types::CertificateStatus;
 
-use crate::probe::ThingRemover;
 pub use crate::probe::CLEANUP_LIMIT;
+use crate::probe::ThingRemover;
 
 /// The pause before trying again a delete that found an attachment still
 /// there: IoT detaches asynchronously.

@@ -149,10 +149,10 @@ impl MaterialCache {
 
     pub async fn get(&self) -> Result<Material, MaterialError> {
         let mut kept = self.kept.lock().await;
-        if let Some((read_at, material)) = kept.as_ref() {
-            if read_at.elapsed() < MATERIAL_TTL {
-                return Ok(material.clone());
-            }
+        if let Some((read_at, material)) = kept.as_ref()
+            && read_at.elapsed() < MATERIAL_TTL
+        {
+            return Ok(material.clone());
         }
         let read = read_ssm(&self.ssm, &self.path)
             .await

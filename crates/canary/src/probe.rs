@@ -8,14 +8,14 @@ use std::fmt::Display;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use geoprov_device::provision::{provision, ProvisionRequest};
+use geoprov_device::provision::{ProvisionRequest, provision};
 use geoprov_device::{Device, Endpoint};
 use geoprov_shared::telemetry::{MetricLine, Unit};
 use serde::Serialize;
 
+use crate::SERVICE;
 use crate::config::ProvisioningProbe;
 use crate::material::Material;
-use crate::SERVICE;
 
 /// How long deleting the provisioning probe's thing and certificates may
 /// take, after the budget: it must run even when provisioning spent it.

@@ -15,16 +15,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
+use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{
     Codec, Connect, ConnectReturnCode, Packet, Publish, Subscribe, SubscribeReasonCode,
 };
-use rumqttc::mqttbytes::QoS;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::Value;
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Framed;
 
 pub mod backoff;
@@ -70,11 +70,15 @@ pub enum DeviceError {
     Tcp(SocketAddr, std::io::Error),
     #[error("TLS handshake failed: {0}")]
     Tls(std::io::Error),
-    #[error("the broker closed the connection without a CONNACK (IoT's answer to a refused certificate or client id)")]
+    #[error(
+        "the broker closed the connection without a CONNACK (IoT's answer to a refused certificate or client id)"
+    )]
     ConnectRefused,
     #[error("the broker answered CONNECT with {0:?}")]
     ConnAck(ConnectReturnCode),
-    #[error("the broker closed the connection during {0} (IoT's answer to a refused publish or subscribe)")]
+    #[error(
+        "the broker closed the connection during {0} (IoT's answer to a refused publish or subscribe)"
+    )]
     Closed(&'static str),
     #[error("the broker refused the subscription to {0}")]
     SubscriptionRefused(String),

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use geoprov_shared::device::{
-    thing_group_refused, DeviceRecord, DeviceStatus, RegionName, SerialNumber, ThingGroupName,
+    DeviceRecord, DeviceStatus, RegionName, SerialNumber, ThingGroupName, thing_group_refused,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -329,13 +329,13 @@ pub fn standing<'a>(
             ),
         ));
     }
-    if let (Some(region), Some(allowed)) = (region, &profile.allowed_regions) {
-        if !allowed.iter().any(|r| r.as_str() == region) {
-            return Err(Denial::new(
-                Reason::RegionNotAllowed,
-                format!("{serial} may not be provisioned in {region}"),
-            ));
-        }
+    if let (Some(region), Some(allowed)) = (region, &profile.allowed_regions)
+        && !allowed.iter().any(|r| r.as_str() == region)
+    {
+        return Err(Denial::new(
+            Reason::RegionNotAllowed,
+            format!("{serial} may not be provisioned in {region}"),
+        ));
     }
     Ok(device)
 }

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use geoprov_shared::config::{ConfigError, Env, DEFAULT_CLIENT_ID_PREFIX};
+use geoprov_shared::config::{ConfigError, DEFAULT_CLIENT_ID_PREFIX, Env};
 use geoprov_shared::device::{
-    thing_group_refused, RegionName, ThingGroupName, DEFAULT_THING_GROUP_PREFIX,
+    DEFAULT_THING_GROUP_PREFIX, RegionName, ThingGroupName, thing_group_refused,
 };
 
 use crate::rules::Policy;

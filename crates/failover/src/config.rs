@@ -353,7 +353,9 @@ impl FailoverConfig {
                 if step.len() > 253 {
                     return Err(invalid(
                         format!("locations[{i}]"),
-                        format!("its record {step} is longer than a DNS name's 253 characters; shorten recordName"),
+                        format!(
+                            "its record {step} is longer than a DNS name's 253 characters; shorten recordName"
+                        ),
                     ));
                 }
             }
@@ -604,7 +606,7 @@ impl FunctionConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::{json, Value};
+    use serde_json::{Value, json};
 
     pub(crate) fn example() -> Value {
         json!({
@@ -910,10 +912,12 @@ mod tests {
             ("TABLE_NAME", "geoprov"),
             ("INSYNC_TIMEOUT_SECONDS", "0"),
         ]);
-        assert!(FunctionConfig::from_env(&env)
-            .unwrap_err()
-            .to_string()
-            .starts_with("INSYNC_TIMEOUT_SECONDS"));
+        assert!(
+            FunctionConfig::from_env(&env)
+                .unwrap_err()
+                .to_string()
+                .starts_with("INSYNC_TIMEOUT_SECONDS")
+        );
         let env = Env::from_pairs([
             ("FAILOVER_CONFIG", doc.as_str()),
             ("TABLE_NAME", "geoprov"),

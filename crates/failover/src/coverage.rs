@@ -90,7 +90,7 @@ pub fn reachable_regions(config: &FailoverConfig) -> Result<BTreeMap<String, Rea
                     return Err(format!(
                         "location {}: the records answer {:?}, which is no region's endpoint",
                         location.set_identifier, resolution.answer
-                    ))
+                    ));
                 }
             }
         }

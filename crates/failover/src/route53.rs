@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use aws_sdk_route53::Client;
 use aws_sdk_route53::config::retry::RetryConfig;
 use aws_sdk_route53::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_route53::types::{
@@ -16,9 +17,8 @@ use aws_sdk_route53::types::{
     GeoLocation as SdkGeoLocation, ResourceRecord as SdkResourceRecord, ResourceRecordSet,
     ResourceRecordSetFailover, RrType,
 };
-use aws_sdk_route53::Client;
 use route53_answer::{
-    normalize_name, AliasTarget, FailoverRole, GeoLocation, RecordSet, ResourceRecord,
+    AliasTarget, FailoverRole, GeoLocation, RecordSet, ResourceRecord, normalize_name,
 };
 
 use crate::tree::ZoneChange;
@@ -51,7 +51,7 @@ pub trait Route53 {
 
     /// Whether the change has reached every Route 53 name server.
     fn is_insync(&self, change_id: &str)
-        -> impl Future<Output = Result<bool, Route53Error>> + Send;
+    -> impl Future<Output = Result<bool, Route53Error>> + Send;
 }
 
 /// Bounds of the retries of one call.
@@ -151,7 +151,7 @@ impl SdkRoute53 {
                         code: err.code().map(str::to_owned),
                         message: aws_sdk_route53::error::DisplayErrorContext(&err).to_string(),
                         attempts: attempt,
-                    })
+                    });
                 }
             }
         }

@@ -18,14 +18,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::time::Duration;
 
+use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, Put, ReturnValue, TransactWriteItem,
 };
-use aws_sdk_dynamodb::Client;
 use geoprov_shared::device::RegionName;
 use geoprov_shared::registry::RegistryError;
-use geoprov_shared::table::{is_condition_failed, PARTITION_KEY, SORT_KEY};
+use geoprov_shared::table::{PARTITION_KEY, SORT_KEY, is_condition_failed};
 use serde::{Deserialize, Serialize};
 
 use crate::health::{RegionHealth, Signal, Thresholds};
@@ -445,9 +445,11 @@ impl FailoverStore for DynamoFailoverStore {
     ) -> Result<(), LedgerError> {
         for chunk in entries.chunks(LEDGER_ENTRIES_PER_TRANSACTION) {
             let now = geoprov_shared::clock::now_epoch_millis();
-            let mut items = vec![TransactWriteItem::builder()
-                .condition_check(self.lease_check(lease, now)?)
-                .build()];
+            let mut items = vec![
+                TransactWriteItem::builder()
+                    .condition_check(self.lease_check(lease, now)?)
+                    .build(),
+            ];
             for entry in chunk {
                 let mut item = self.key(format!("{RECORD_SK_PREFIX}{}", entry.set_identifier));
                 item.insert(

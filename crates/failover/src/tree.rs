@@ -34,7 +34,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use geoprov_shared::device::RegionName;
-use route53_answer::{normalize_name, FailoverRole, GeoLocation, RecordSet};
+use route53_answer::{FailoverRole, GeoLocation, RecordSet, normalize_name};
 use serde::Serialize;
 
 use crate::config::{FailoverConfig, Location};
@@ -913,10 +913,12 @@ mod tests {
             .filter(|c| matches!(c, ZoneChange::Replace { .. }))
             .count();
         assert_eq!(replaces, 3);
-        assert!(!migration
-            .changes
-            .iter()
-            .any(|c| matches!(c, ZoneChange::Delete(_))));
+        assert!(
+            !migration
+                .changes
+                .iter()
+                .any(|c| matches!(c, ZoneChange::Delete(_)))
+        );
         // Every prefix of the changes leaves every location answered in its preference.
         for k in 0..=migration.changes.len() {
             let zone = apply(&flat, &migration.changes[..k]);

@@ -246,7 +246,9 @@ pub const ROUTE53_ALARM_REGIONS: &[&str] = &[
 #[serde(tag = "rule", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum AlarmFinding {
     /// Route 53: "M out of N" alarms are not supported.
-    #[error("{alarm}: DatapointsToAlarm {datapoints} of EvaluationPeriods {periods} is an M-out-of-N alarm, which Route 53 does not support")]
+    #[error(
+        "{alarm}: DatapointsToAlarm {datapoints} of EvaluationPeriods {periods} is an M-out-of-N alarm, which Route 53 does not support"
+    )]
     MOutOfN {
         alarm: String,
         datapoints: u32,
@@ -256,13 +258,19 @@ pub enum AlarmFinding {
     #[error("{alarm}: an alarm on metric math, which Route 53 does not support")]
     MetricMath { alarm: String },
     /// Route 53: extended statistics (percentiles) are not supported.
-    #[error("{alarm}: statistic {statistic:?}; Route 53 supports Average, Minimum, Maximum, Sum and SampleCount only")]
+    #[error(
+        "{alarm}: statistic {statistic:?}; Route 53 supports Average, Minimum, Maximum, Sum and SampleCount only"
+    )]
     Statistic { alarm: String, statistic: String },
     /// Route 53: high-resolution metrics are not supported.
-    #[error("{alarm}: a period of {period} s is high resolution; Route 53 supports standard resolution (a period of 60 s or a multiple)")]
+    #[error(
+        "{alarm}: a period of {period} s is high resolution; Route 53 supports standard resolution (a period of 60 s or a multiple)"
+    )]
     HighResolution { alarm: String, period: u32 },
     /// Route 53: the four operators of `CloudWatchAlarmConfiguration` only.
-    #[error("{alarm}: comparison {operator:?} (anomaly detection) is not one of the four Route 53 supports")]
+    #[error(
+        "{alarm}: comparison {operator:?} (anomaly detection) is not one of the four Route 53 supports"
+    )]
     Comparison { alarm: String, operator: String },
     /// Route 53: the alarm's region must be one `AlarmIdentifier` lists.
     #[error("{alarm}: region {region} is not one Route 53 accepts for an alarm")]
@@ -272,7 +280,9 @@ pub enum AlarmFinding {
     Missing { alarm: String, field: &'static str },
     /// geoprov: with any other treatment of missing data the alarm's state
     /// and the health check's status can differ.
-    #[error("{alarm}: TreatMissingData {treatment:?}; geoprov needs \"breaching\", so that the alarm the failover reads and the health check (InsufficientDataHealthStatus Unhealthy) agree on a missing datapoint")]
+    #[error(
+        "{alarm}: TreatMissingData {treatment:?}; geoprov needs \"breaching\", so that the alarm the failover reads and the health check (InsufficientDataHealthStatus Unhealthy) agree on a missing datapoint"
+    )]
     TreatMissingData { alarm: String, treatment: String },
 }
 
@@ -680,7 +690,7 @@ pub fn cloudwatch_state(
         other => {
             return Err(NotModelled::TreatMissingData(
                 other.unwrap_or("missing").to_owned(),
-            ))
+            ));
         }
     };
     cloudwatch_state_in(

@@ -40,6 +40,6 @@ mod record;
 mod resolve;
 
 pub use record::{
-    normalize_name, AliasTarget, FailoverRole, GeoLocation, RecordSet, ResourceRecord,
+    AliasTarget, FailoverRole, GeoLocation, RecordSet, ResourceRecord, normalize_name,
 };
-pub use resolve::{ClientLocation, Hop, NoAnswer, Policy, Resolution, Zone, MAX_HOPS};
+pub use resolve::{ClientLocation, Hop, MAX_HOPS, NoAnswer, Policy, Resolution, Zone};

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::continents::continent_of;
-use crate::record::{normalize_name, FailoverRole, RecordSet};
+use crate::record::{FailoverRole, RecordSet, normalize_name};
 
 /// Aliases and CNAMEs followed before the model calls it a loop.
 pub const MAX_HOPS: usize = 16;

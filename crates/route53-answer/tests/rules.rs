@@ -21,7 +21,7 @@ fn geo(id: &str, geo: GeoLocation, value: &str) -> RecordSet {
         .with_geo_location(geo)
 }
 
-fn down(ids: &[&str]) -> impl Fn(&str) -> bool {
+fn down(ids: &[&str]) -> impl Fn(&str) -> bool + use<> {
     let set: BTreeSet<String> = ids.iter().map(|s| (*s).to_owned()).collect();
     move |id: &str| !set.contains(id)
 }

@@ -78,17 +78,16 @@ impl Broker {
         {
             Some(c) if c.status == "ACTIVE" => c,
             Some(c) => {
-                if c.status == "PENDING_ACTIVATION" {
-                    if let Some(ca) = self.issuing_ca(&parsed).await.map_err(registry_error)? {
-                        let (topic, event) =
-                            self.provisioning.registered_event(&ca.id, certificate_id);
-                        self.route(
-                            &topic,
-                            Bytes::from(event.to_string()),
-                            QoS::AtLeastOnce,
-                            None,
-                        );
-                    }
+                if c.status == "PENDING_ACTIVATION"
+                    && let Some(ca) = self.issuing_ca(&parsed).await.map_err(registry_error)?
+                {
+                    let (topic, event) = self.provisioning.registered_event(&ca.id, certificate_id);
+                    self.route(
+                        &topic,
+                        Bytes::from(event.to_string()),
+                        QoS::AtLeastOnce,
+                        None,
+                    );
                 }
                 return Err(Refusal::NotActive(c.status));
             }
@@ -232,10 +231,10 @@ fn subject_parameters(
     let mut parameters = BTreeMap::new();
     for attribute in certificate.subject().iter_attributes() {
         let oid = attribute.attr_type().to_id_string();
-        if let Some((_, name)) = names.iter().find(|(o, _)| *o == oid) {
-            if let Ok(value) = attribute.as_str() {
-                parameters.insert(format!("AWS::IoT::Certificate::{name}"), value.to_owned());
-            }
+        if let Some((_, name)) = names.iter().find(|(o, _)| *o == oid)
+            && let Ok(value) = attribute.as_str()
+        {
+            parameters.insert(format!("AWS::IoT::Certificate::{name}"), value.to_owned());
         }
     }
     parameters

@@ -40,8 +40,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::mqttbytes::v4::Codec;
 use rumqttc::mqttbytes::QoS;
+use rumqttc::mqttbytes::v4::Codec;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::SinkExt;
+use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{
     Packet, PubAck, Publish, SubAck, Subscribe, SubscribeReasonCode, UnsubAck, Unsubscribe,
 };
-use rumqttc::mqttbytes::QoS;
 
 use super::{Broker, Session, Subscription, Transport};
 use crate::policy::Action;

@@ -139,8 +139,7 @@ impl IssuerConfig {
 mod tests {
     use super::*;
 
-    const ARN: &str =
-        "arn:aws:acm-pca:eu-central-1:123456789012:certificate-authority/11111111-2222-3333-4444-555555555555";
+    const ARN: &str = "arn:aws:acm-pca:eu-central-1:123456789012:certificate-authority/11111111-2222-3333-4444-555555555555";
 
     fn env(extra: &[(&'static str, &'static str)]) -> Env {
         let mut pairs = vec![

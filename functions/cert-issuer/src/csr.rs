@@ -99,7 +99,9 @@ pub fn check(serial: &str, csr_pem: &str) -> Result<CheckedCsr, Refusal> {
     csr.verify_signature().map_err(|e| {
         refuse(
             ErrorCode::BadSignature,
-            format!("the CSR's signature does not verify with its own key ({e}): no proof of possession"),
+            format!(
+                "the CSR's signature does not verify with its own key ({e}): no proof of possession"
+            ),
         )
     })?;
     let common_names: Vec<&str> = info
@@ -110,7 +112,9 @@ pub fn check(serial: &str, csr_pem: &str) -> Result<CheckedCsr, Refusal> {
     if common_names != [serial] {
         return Err(refuse(
             ErrorCode::SubjectMismatch,
-            format!("the subject must have exactly one CN, the serial number {serial:?}; it has {common_names:?}"),
+            format!(
+                "the subject must have exactly one CN, the serial number {serial:?}; it has {common_names:?}"
+            ),
         ));
     }
     check_requested_extensions(info)?;
@@ -136,7 +140,9 @@ fn signature_algorithm(algorithm: &Oid<'_>) -> Result<(), Refusal> {
         true => Ok(()),
         false => Err(refuse(
             ErrorCode::WeakSignature,
-            format!("the CSR is signed with {algorithm}; sign it with SHA-256 or stronger (ECDSA or RSA PKCS#1 v1.5)"),
+            format!(
+                "the CSR is signed with {algorithm}; sign it with SHA-256 or stronger (ECDSA or RSA PKCS#1 v1.5)"
+            ),
         )),
     }
 }
@@ -227,7 +233,9 @@ fn allowed_extension(extension: &X509Extension<'_>) -> Result<(), Refusal> {
     let not_allowed = |what: String| {
         Err(refuse(
             ErrorCode::ExtensionNotAllowed,
-            format!("the CSR requests {what}; only keyUsage, extendedKeyUsage clientAuth and basicConstraints CA:FALSE are allowed"),
+            format!(
+                "the CSR requests {what}; only keyUsage, extendedKeyUsage clientAuth and basicConstraints CA:FALSE are allowed"
+            ),
         ))
     };
     let oid = &extension.oid;
@@ -324,7 +332,9 @@ fn key_kind(spki: &SubjectPublicKeyInfo<'_>) -> Result<KeyKind, Refusal> {
     }
     Err(refuse(
         ErrorCode::WeakKey,
-        format!("key algorithm {algorithm} is not accepted; use EC P-256/P-384 or RSA >= {MIN_RSA_BITS}"),
+        format!(
+            "key algorithm {algorithm} is not accepted; use EC P-256/P-384 or RSA >= {MIN_RSA_BITS}"
+        ),
     ))
 }
 

@@ -19,11 +19,11 @@
 use std::collections::HashMap;
 use std::future::Future;
 
+use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
-use aws_sdk_dynamodb::Client;
 use geoprov_shared::registry::RegistryError;
-use geoprov_shared::table::{is_condition_failed, region_sk, PARTITION_KEY, SORT_KEY};
+use geoprov_shared::table::{PARTITION_KEY, SORT_KEY, is_condition_failed, region_sk};
 use serde::{Deserialize, Serialize};
 
 pub const ISSUANCE_SK: &str = "ISSUANCE";

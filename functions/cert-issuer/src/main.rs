@@ -9,7 +9,7 @@ use cert_issuer::provider::is_provider_event;
 use geoprov_shared::config::Env;
 use geoprov_shared::registry::DynamoRegistry;
 use geoprov_shared::{aws, telemetry};
-use lambda_runtime::{service_fn, Diagnostic, Error, LambdaEvent};
+use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn};
 use serde_json::Value;
 
 #[tokio::main(flavor = "current_thread")]

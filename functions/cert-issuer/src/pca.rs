@@ -3,13 +3,13 @@
 
 use std::future::Future;
 
+use aws_sdk_acmpca::Client;
 use aws_sdk_acmpca::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_acmpca::primitives::Blob;
 use aws_sdk_acmpca::types::{
     ApiPassthrough, Asn1Subject, CertificateAuthorityStatus, KeyAlgorithm, SigningAlgorithm,
     Validity, ValidityPeriodType,
 };
-use aws_sdk_acmpca::Client;
 use tokio::sync::OnceCell;
 
 /// The ACM PCA template for device (client authentication) certificates.

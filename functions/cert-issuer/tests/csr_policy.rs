@@ -7,7 +7,7 @@
     reason = "a test is a scenario read top to bottom, and a failed unwrap is a failed test"
 )]
 
-use cert_issuer::csr::{check, KeyKind};
+use cert_issuer::csr::{KeyKind, check};
 use cert_issuer::response::ErrorCode;
 use proptest::prelude::*;
 use rcgen::{
@@ -58,9 +58,11 @@ fn accepts_p256_p384_and_rsa_of_2048_bits_and_more() {
     let checked = check("SN-1", &p256("SN-1")).unwrap();
     assert_eq!(checked.key, KeyKind::EcP256);
     assert_eq!(checked.sha256.len(), 64);
-    assert!(checked
-        .pem
-        .starts_with("-----BEGIN CERTIFICATE REQUEST-----\n"));
+    assert!(
+        checked
+            .pem
+            .starts_with("-----BEGIN CERTIFICATE REQUEST-----\n")
+    );
     let p384 = csr_with(&rcgen::PKCS_ECDSA_P384_SHA384, "SN-1", |_| {});
     assert_eq!(check("SN-1", &p384).unwrap().key, KeyKind::EcP384);
     assert_eq!(

@@ -21,9 +21,9 @@ use geoprov_shared::telemetry::{MetricLine, Unit};
 use serde_json::Value;
 use x509_parser::prelude::FromDer;
 
-use crate::event::{RegisteredEvent, PENDING_ACTIVATION};
-use crate::iot::{DeviceRegistrar, IotError, RegisteredCertificate, ThingPlan};
 use crate::SERVICE;
+use crate::event::{PENDING_ACTIVATION, RegisteredEvent};
+use crate::iot::{DeviceRegistrar, IotError, RegisteredCertificate, ThingPlan};
 
 /// The audit kind of an activation decision.
 pub const AUDIT_KIND: &str = "JITR_ACTIVATION";
@@ -163,7 +163,7 @@ where
             let (grant, device) = match (ruled, device) {
                 (Ok(grant), Some(device)) => (grant, device),
                 (Err(denial), _) => {
-                    return self.deny(&serial, &certificate, denial, request_id).await
+                    return self.deny(&serial, &certificate, denial, request_id).await;
                 }
                 (Ok(_), None) => {
                     let denial = Denial::new(
@@ -261,19 +261,19 @@ where
         // A thing of the serial's name that is not a device's (another
         // type, or none) may be privileged: the certificate would take
         // its groups and what its policies grant. Refused, audited.
-        if let Some(existing) = self.iot.existing_thing_type(&plan.thing_name).await? {
-            if existing.as_deref() != Some(plan.thing_type.as_str()) {
-                let denial = Denial::new(
-                    Reason::ThingTypeMismatch,
-                    format!(
-                        "a thing named {} exists with type {}, not {}",
-                        plan.thing_name,
-                        existing.as_deref().unwrap_or("(none)"),
-                        plan.thing_type
-                    ),
-                );
-                return Ok(Some(denial));
-            }
+        if let Some(existing) = self.iot.existing_thing_type(&plan.thing_name).await?
+            && existing.as_deref() != Some(plan.thing_type.as_str())
+        {
+            let denial = Denial::new(
+                Reason::ThingTypeMismatch,
+                format!(
+                    "a thing named {} exists with type {}, not {}",
+                    plan.thing_name,
+                    existing.as_deref().unwrap_or("(none)"),
+                    plan.thing_type
+                ),
+            );
+            return Ok(Some(denial));
         }
         // What would fail every run after the commit is refused before it.
         if !self.iot.thing_group_exists(&plan.thing_group).await? {

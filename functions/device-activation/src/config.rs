@@ -83,10 +83,12 @@ mod tests {
             ("FLEET_CA_CERTIFICATE_IDS", "AB"),
         ];
         let refused = ActivationConfig::from_env(&Env::from_pairs(base));
-        assert!(refused
-            .unwrap_err()
-            .to_string()
-            .contains("FLEET_CA_CERTIFICATE_IDS"));
+        assert!(
+            refused
+                .unwrap_err()
+                .to_string()
+                .contains("FLEET_CA_CERTIFICATE_IDS")
+        );
         let mut base = base.to_vec();
         let id = "AB".repeat(32);
         base[4] = ("FLEET_CA_CERTIFICATE_IDS", &id);

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
+use aws_sdk_iot::Client;
 use aws_sdk_iot::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_iot::types::{AttributePayload, CertificateStatus};
-use aws_sdk_iot::Client;
 
 /// An auto-registered certificate, as DescribeCertificate gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]

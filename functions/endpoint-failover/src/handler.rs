@@ -18,8 +18,8 @@ use geoprov_shared::telemetry::{self, MetricLine, Unit};
 use route53_answer::{ClientLocation, RecordSet, Zone};
 use serde_json::Value;
 
-use crate::event::{self, Action, Command, Trigger};
 use crate::SERVICE;
+use crate::event::{self, Action, Command, Trigger};
 use geoprov_failover::alarms::RegionAlarms;
 use geoprov_failover::config::{Bounds, FailoverConfig};
 use geoprov_failover::health::{self, RegionHealth, Signal};

@@ -9,7 +9,7 @@ use geoprov_failover::route53::{self, Retry, SdkRoute53};
 use geoprov_failover::state::DynamoFailoverStore;
 use geoprov_shared::config::Env;
 use geoprov_shared::{aws, telemetry};
-use lambda_runtime::{service_fn, Error, LambdaEvent};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
 
 #[tokio::main(flavor = "current_thread")]

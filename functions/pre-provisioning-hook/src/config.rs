@@ -11,7 +11,7 @@ use geoprov_shared::device::SerialNumber;
 use crate::handler::{AUDIT_WRITE_TIMEOUT, SETTLE_TIMEOUT};
 use crate::rules::Policy;
 pub use geoprov_device_rules::settings::{
-    DeviceRuleSettings, DEFAULT_MAX_PROVISIONS, DEFAULT_THING_GROUP,
+    DEFAULT_MAX_PROVISIONS, DEFAULT_THING_GROUP, DeviceRuleSettings,
 };
 
 /// IoT waits 5 s: the deadline, settling, the audit write and the runtime

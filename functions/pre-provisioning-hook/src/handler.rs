@@ -5,18 +5,18 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use geoprov_shared::audit::{bounded_field, AuditEvent, Decision};
-use geoprov_shared::claims::{effective_trust, is_certificate_id, ClaimsRead, TrustedClaim};
+use geoprov_shared::audit::{AuditEvent, Decision, bounded_field};
+use geoprov_shared::claims::{ClaimsRead, TrustedClaim, effective_trust, is_certificate_id};
 use geoprov_shared::clock::now_rfc3339;
 use geoprov_shared::registry::{
     AuditLog, CommitOutcome, DeviceRegistry, ProvisioningCommit, RegistryError, Settled,
 };
-use geoprov_shared::telemetry::{take_cold_start, MetricLine, Unit};
+use geoprov_shared::telemetry::{MetricLine, Unit, take_cold_start};
 use serde_json::Value;
 
-use crate::request::{parse_claim, HookResponse, ProvisioningClaim, RequestIdentifiers};
-use crate::rules::{Denial, Grant, GrantKind, Policy, Reason, Verdict};
 use crate::SERVICE;
+use crate::request::{HookResponse, ProvisioningClaim, RequestIdentifiers, parse_claim};
+use crate::rules::{Denial, Grant, GrantKind, Policy, Reason, Verdict};
 use geoprov_shared::device::{DeviceRecord, SerialNumber};
 
 /// How long a denial's audit write may take once the decision is made; it
@@ -529,7 +529,7 @@ impl<R: DeviceRegistry + AuditLog> ProvisioningHook<R> {
                     return Ok(Outcome {
                         overshoot,
                         ..Outcome::denied(denial)
-                    })
+                    });
                 }
                 Verdict::Allow(grant) => grant,
             };

@@ -4,7 +4,7 @@
 use geoprov_shared::config::Env;
 use geoprov_shared::registry::DynamoRegistry;
 use geoprov_shared::{aws, telemetry};
-use lambda_runtime::{service_fn, Error, LambdaEvent};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
 use pre_provisioning_hook::{HookConfig, ProvisioningHook};
 use serde_json::Value;
 

@@ -10,8 +10,8 @@
 )]
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use geoprov_shared::audit::{AuditEvent, Decision};
@@ -28,7 +28,7 @@ use geoprov_shared::registry::{
 use pre_provisioning_hook::rules::spki_sha256;
 use pre_provisioning_hook::{HookConfig, HookResponse, Policy, ProvisioningHook, Reason};
 use proptest::prelude::*;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const SAMPLE_EVENT: &str = include_str!("../../../events/pre-provisioning-hook/allow.json");
 
@@ -197,11 +197,12 @@ async fn every_denial_is_audited_with_its_reason() {
             "BAD_PARAMETERS"
         ]
     );
-    assert!(hook
-        .registry()
-        .audit_events()
-        .iter()
-        .all(|e| e.decision == Decision::Deny));
+    assert!(
+        hook.registry()
+            .audit_events()
+            .iter()
+            .all(|e| e.decision == Decision::Deny)
+    );
 }
 
 #[tokio::test]

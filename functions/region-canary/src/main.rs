@@ -5,10 +5,10 @@ use geoprov_canary::canary::Canary;
 use geoprov_canary::cleanup::SdkThingRemover;
 use geoprov_canary::config::CanaryConfig;
 use geoprov_canary::material::MaterialCache;
-use geoprov_canary::window::{run_minute, DynamoWindowStore};
+use geoprov_canary::window::{DynamoWindowStore, run_minute};
 use geoprov_shared::config::Env;
 use geoprov_shared::{aws, clock, telemetry};
-use lambda_runtime::{service_fn, Error, LambdaEvent};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
 
 #[tokio::main(flavor = "current_thread")]

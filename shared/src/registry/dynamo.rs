@@ -3,23 +3,23 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, ConditionCheck, Put, PutRequest, TransactWriteItem, Update,
     WriteRequest,
 };
-use aws_sdk_dynamodb::Client;
 
 use super::{AuditLog, CommitOutcome, DeviceRegistry, ProvisioningCommit, RegistryError, Settled};
-use crate::audit::{bounded_field, AuditEvent};
-use crate::claims::{claim_sk, TrustedClaim, CLAIMS_PK, CLAIM_SK_PREFIX};
+use crate::audit::{AuditEvent, bounded_field};
+use crate::claims::{CLAIM_SK_PREFIX, CLAIMS_PK, TrustedClaim, claim_sk};
 use crate::device::{
-    commit_token, is_thing_name, DeviceProfile, DeviceRecord, OperatorBlock, ProvisioningState,
-    Provisionings, RegionName, SerialNumber,
+    DeviceProfile, DeviceRecord, OperatorBlock, ProvisioningState, Provisionings, RegionName,
+    SerialNumber, commit_token, is_thing_name,
 };
 use crate::table::{
-    audit_pk, audit_sk, device_pk, new_version, provisioning_pk, region_sk, unattributed_audit_pk,
     AUDIT_SK_PREFIX, BLOCK_SK, GUARD_SK, PARTITION_KEY, PROFILE_SK, REGION_SK_PREFIX, SORT_KEY,
+    audit_pk, audit_sk, device_pk, new_version, provisioning_pk, region_sk, unattributed_audit_pk,
 };
 
 type Item = HashMap<String, AttributeValue>;

@@ -8,7 +8,7 @@ use super::{AuditLog, CommitOutcome, DeviceRegistry, ProvisioningCommit, Registr
 use crate::audit::AuditEvent;
 use crate::claims::TrustedClaim;
 use crate::device::{
-    commit_token, DeviceProfile, DeviceRecord, DeviceStatus, OperatorBlock, SerialNumber,
+    DeviceProfile, DeviceRecord, DeviceStatus, OperatorBlock, SerialNumber, commit_token,
 };
 use crate::table::new_version;
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::report::DnsRecord;
-use super::{endpoint, round, Demo, RECORD, REGIONS};
+use super::{Demo, RECORD, REGIONS, endpoint, round};
 
 /// How North America's answer moves: the failover rewriting records (the
 /// control plane), or Route 53 answering by health alone (the data plane,

@@ -3,8 +3,8 @@
 
 use serde_json::json;
 
-use super::dns::Via;
 use super::Demo;
+use super::dns::Via;
 
 impl Demo {
     pub fn drain(&mut self) {

@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit, StateValue};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::report::{CanaryMinute, MinuteRegion};
 use super::{
-    now_rfc3339, rfc3339, unix_now, unix_secs, Demo, ALARM_THRESHOLD, CANARY_WINDOW, REGIONS,
+    ALARM_THRESHOLD, CANARY_WINDOW, Demo, REGIONS, now_rfc3339, rfc3339, unix_now, unix_secs,
 };
 
 /// The simulated minutes, and what each region's alarm and health check

@@ -7,12 +7,12 @@
 use std::time::Instant;
 
 use rcgen::{KeyPair, PublicKeyData};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::provisioning::factory_key_file;
 use super::report::{Certificates, JitrConnection};
-use super::{devices_dir, round, Demo, Device, Progress, PCA_REGION, REGIONS};
+use super::{Demo, Device, PCA_REGION, Progress, REGIONS, devices_dir, round};
 
 /// A CSR for `serial` (its common name) signed with `key`.
 fn csr_pem(serial: &str, key: &KeyPair) -> String {

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use super::{target, Demo, EU_COUNTRIES, NA_COUNTRIES, REGIONS};
+use super::{Demo, EU_COUNTRIES, NA_COUNTRIES, REGIONS, target};
 
 /// The kinds, in the order devices take them. Each has at least one device
 /// from 10 devices on.

@@ -59,7 +59,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::cli::Geoprov;
-use crate::emulator::{invoke_url, Emulator, WorkDir, GLOBAL_NAME};
+use crate::emulator::{Emulator, GLOBAL_NAME, WorkDir, invoke_url};
 use crate::issuer::LocalCa;
 use crate::lambda::{FunctionProcess, RuntimeEmulator};
 use crate::{workspace_binary, workspace_root};
@@ -75,7 +75,7 @@ pub mod report;
 pub mod standup;
 pub mod summary;
 
-pub use manifest::{expected_reason, manifest, Device};
+pub use manifest::{Device, expected_reason, manifest};
 pub use report::Report;
 
 pub const REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::dns::Via;
 use super::health::{alarm_event, schedule_event};
-use super::{Demo, Device, ALARM_THRESHOLD, CANARY_WINDOW, FAILBACK_SECONDS};
+use super::{ALARM_THRESHOLD, CANARY_WINDOW, Demo, Device, FAILBACK_SECONDS};
 
 const US: &str = "us-east-1";
 const EU: &str = "eu-west-1";

@@ -16,8 +16,8 @@ use serde_json::Value;
 use super::manifest::new_key;
 use super::report::{Attempt, DeviceRecord};
 use super::{
-    claim_dir, devices_dir, expected_reason, Demo, Device, Env, Progress, RegionEmulator,
-    PROVISIONING_PREFIX, RECORD, TABLE, WORKERS,
+    Demo, Device, Env, PROVISIONING_PREFIX, Progress, RECORD, RegionEmulator, TABLE, WORKERS,
+    claim_dir, devices_dir, expected_reason,
 };
 use crate::cli::Geoprov;
 
@@ -178,12 +178,14 @@ impl Demo {
             let (tx, rx) = mpsc::channel();
             for _ in 0..WORKERS {
                 let tx = tx.clone();
-                scope.spawn(move || loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(device) = devices.get(i) else { break };
-                    let outcome = provision_one(cli, device, &answers_ref[device.country]);
-                    if tx.send((i, outcome)).is_err() {
-                        break;
+                scope.spawn(move || {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(device) = devices.get(i) else { break };
+                        let outcome = provision_one(cli, device, &answers_ref[device.country]);
+                        if tx.send((i, outcome)).is_err() {
+                            break;
+                        }
                     }
                 });
             }

@@ -12,17 +12,17 @@ use aws_sdk_route53::types::{
     AlarmIdentifier, CloudWatchRegion, HealthCheckConfig, HealthCheckType,
     InsufficientDataHealthStatus,
 };
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::dns::Via;
 use super::health::Clock;
 use super::provisioning::DeviceCli;
 use super::{
-    claim_dir, devices_dir, endpoint, target, unix_now, with, Demo, Env, Function, Pki,
-    RegionEmulator, ALARM_THRESHOLD, CANARY_WINDOW, FAILBACK_SECONDS, RECORD, REGIONS, TABLE, ZONE,
+    ALARM_THRESHOLD, CANARY_WINDOW, Demo, Env, FAILBACK_SECONDS, Function, Pki, RECORD, REGIONS,
+    RegionEmulator, TABLE, ZONE, claim_dir, devices_dir, endpoint, target, unix_now, with,
 };
 use crate::cli::Geoprov;
-use crate::emulator::{certificate_id, iot_stack, setup_claim, Emulator, WorkDir};
+use crate::emulator::{Emulator, WorkDir, certificate_id, iot_stack, setup_claim};
 use crate::issuer::local_ca;
 use crate::{aws_env, free_port, sdk_config};
 

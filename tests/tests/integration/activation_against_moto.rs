@@ -3,8 +3,8 @@
 //! groups, types, policies) and the device registry in DynamoDB, driven by
 //! real-shaped `$aws/events/certificates/registered/<caId>` events.
 
-use aws_sdk_iot::types::{CertificateMode, CertificateStatus};
 use aws_sdk_iot::Client as IotClient;
+use aws_sdk_iot::types::{CertificateMode, CertificateStatus};
 use device_activation::activation::{Activation, Activator};
 use device_activation::iot::SdkRegistrar;
 use geoprov_shared::audit::Decision;
@@ -12,11 +12,11 @@ use geoprov_shared::device::{
     DeviceProfile, DeviceStatus, PublicKeyFingerprint, RegionName, SerialNumber,
 };
 use geoprov_shared::registry::{DeviceRegistry, DynamoRegistry};
-use geoprov_tests::certs::{device_ca, DeviceCa, SignedDevice};
+use geoprov_tests::certs::{DeviceCa, SignedDevice, device_ca};
 use geoprov_tests::emulator::{activation_resources, certificate_id, certificate_status};
 use geoprov_tests::{audit_decisions, fresh_registry, moto, sdk_config};
 use pre_provisioning_hook::{DeviceRuleSettings, Reason};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const POLICY: &str = "geoprov-DevicePolicy";
 const THING_TYPE: &str = "geoprov-device";

@@ -11,10 +11,10 @@ use std::time::Duration;
 use geoprov_shared::device::SerialNumber;
 use geoprov_shared::registry::{DeviceRegistry, DynamoRegistry};
 use geoprov_tests::canary::CanaryRegion;
-use geoprov_tests::emulator::{geoprov, GLOBAL_NAME};
+use geoprov_tests::emulator::{GLOBAL_NAME, geoprov};
 use geoprov_tests::{moto, sdk_config};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 // Each test has a region of its own: the canary's SSM path, thing and
 // probe serial are per region, and the tests of this binary share moto.

@@ -10,8 +10,8 @@ use geoprov_failover::config::{ConfigSource, FailoverConfig};
 use geoprov_failover::route53::{self as failover_route53, Retry, Route53, SdkRoute53};
 use geoprov_failover::{config_store, tree};
 use geoprov_tests::cli::Geoprov;
-use geoprov_tests::{aws_env, moto, sdk_config, unique_table, TEST_REGION};
-use serde_json::{json, Value};
+use geoprov_tests::{TEST_REGION, aws_env, moto, sdk_config, unique_table};
+use serde_json::{Value, json};
 
 /// `geoprov` against a fresh table in moto.
 fn cli_with_table() -> Geoprov {
@@ -916,10 +916,11 @@ fn a_block_outlives_a_re_import_until_unblocked() {
     assert_eq!(shown["block"]["reason"], "reported stolen");
     assert_ne!(shown["profile"]["version"], version);
     cli.ok(&["registry", "unblock", "SN-BL"]);
-    assert!(cli
-        .ok(&["registry", "show", "SN-BL"])
-        .get("block")
-        .is_none());
+    assert!(
+        cli.ok(&["registry", "show", "SN-BL"])
+            .get("block")
+            .is_none()
+    );
     for args in [
         ["registry", "block", "SN-NONE", "--reason", "x"],
         ["registry", "block", "SN-BL", "--reason", " "],

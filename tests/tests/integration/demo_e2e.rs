@@ -62,12 +62,16 @@ fn the_two_region_scenario_meets_every_expectation() {
         report["things"],
         serde_json::json!({"us-east-1": allowed("us-east-1"), "eu-west-1": allowed("eu-west-1")})
     );
-    assert!(devices
-        .values()
-        .any(|d| d["csr"] == true && d["allowed"] == true));
-    assert!(devices
-        .values()
-        .any(|d| d["csr"] == false && d["allowed"] == true));
+    assert!(
+        devices
+            .values()
+            .any(|d| d["csr"] == true && d["allowed"] == true)
+    );
+    assert!(
+        devices
+            .values()
+            .any(|d| d["csr"] == false && d["allowed"] == true)
+    );
     let jitr = report["jitrConnections"].as_array().unwrap();
     assert_eq!(jitr.len(), 3);
     for connection in jitr {

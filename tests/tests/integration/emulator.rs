@@ -6,15 +6,15 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_iot::Client as IotClient;
-use geoprov_device::provision::{provision, ProvisionError, Provisioned};
+use geoprov_device::provision::{ProvisionError, Provisioned, provision};
 use geoprov_device::{Device, DeviceError, Identity};
 use geoprov_tests::certs::device_ca;
 use geoprov_tests::emulator::{
-    certificate_id, certificate_status, factory_key, geoprov, invoke_url, iot_stack, setup_claim,
-    Emulator, FactoryKey, FleetRegion, WorkDir,
+    Emulator, FactoryKey, FleetRegion, WorkDir, certificate_id, certificate_status, factory_key,
+    geoprov, invoke_url, iot_stack, setup_claim,
 };
 use geoprov_tests::{moto, sdk_config};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 fn assert_rejected(
     outcome: Result<Provisioned, ProvisionError>,
@@ -408,8 +408,8 @@ fn changed_template(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn register_thing_is_rejected_for_a_denial_a_slow_hook_an_expired_token_and_a_template_iot_refuses(
-) {
+async fn register_thing_is_rejected_for_a_denial_a_slow_hook_an_expired_token_and_a_template_iot_refuses()
+ {
     let manifest = [
         json!({"serialNumber": "SN-REJ-ATTRS", "status": "ALLOWED"}),
         json!({"serialNumber": "SN-REJ-SLOW", "status": "ALLOWED"}),
@@ -571,7 +571,10 @@ async fn jitr_activates_a_certificate_only_where_the_registry_allows_then_it_con
     let config = dir.path().join("emulator.json");
     iot_stack(
         region,
-        &[("PcaArn", "arn:aws:acm-pca:ap-northeast-1:123456789012:certificate-authority/11111111-2222-3333-4444-555555555555")],
+        &[(
+            "PcaArn",
+            "arn:aws:acm-pca:ap-northeast-1:123456789012:certificate-authority/11111111-2222-3333-4444-555555555555",
+        )],
         &config,
     );
     let iot = IotClient::new(&sdk_config(&moto().endpoint, region).await);
@@ -636,12 +639,13 @@ async fn jitr_activates_a_certificate_only_where_the_registry_allows_then_it_con
         assert!(refused.is_err(), "{serial} connected");
         let id = certificate_id(&signed.certificate_pem);
         assert_eq!(certificate_status(&iot, &id).await, "PENDING_ACTIVATION");
-        assert!(iot
-            .describe_thing()
-            .thing_name(serial)
-            .send()
-            .await
-            .is_err());
+        assert!(
+            iot.describe_thing()
+                .thing_name(serial)
+                .send()
+                .await
+                .is_err()
+        );
         let reasons = audit_reasons_until(region, &table, serial).await;
         assert!(reasons.iter().all(|r| r == reason), "{serial}: {reasons:?}");
     }

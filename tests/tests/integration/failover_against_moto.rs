@@ -13,18 +13,18 @@ use geoprov_failover::health::Status;
 use geoprov_failover::report::{ErrorCode, Report};
 use geoprov_failover::route53::SdkRoute53;
 use geoprov_failover::state::{
-    failover_pk, DynamoFailoverStore, FailoverStore, LedgerEntry, LedgerError,
+    DynamoFailoverStore, FailoverStore, LedgerEntry, LedgerError, failover_pk,
 };
 use geoprov_failover::tree::{self, ZoneChange};
 use geoprov_tests::failover::{
-    alarm_event, alarm_event_at, answers, answers_from, every_country_config, expected_targets,
-    failover, failover_with_store, flat_records, fresh_store, hosted_zone, moto_alarms,
-    moto_route53, region_alarm, schedule_event, set_region_alarm, test_bounds, two_region_config,
-    write_records, zone_records, MotoFailover, TEST_RETRY,
+    MotoFailover, TEST_RETRY, alarm_event, alarm_event_at, answers, answers_from,
+    every_country_config, expected_targets, failover, failover_with_store, flat_records,
+    fresh_store, hosted_zone, moto_alarms, moto_route53, region_alarm, schedule_event,
+    set_region_alarm, test_bounds, two_region_config, write_records, zone_records,
 };
 use geoprov_tests::free_port;
 use route53_answer::{GeoLocation, RecordSet};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const NA: &str = "US East IoT Global Endpoint";
 const DEFAULT: &str = "Default IoT Global Endpoint";
@@ -143,9 +143,11 @@ async fn a_reconcile_builds_the_tree_from_nothing_and_a_second_changes_nothing()
         .filter(|r| r.set_identifier.as_deref() == Some(tree::PRIMARY_ID))
         .collect();
     assert_eq!(primaries.len(), 4);
-    assert!(primaries
-        .iter()
-        .all(|r| r.health_check_id.is_some() && r.ttl == Some(60)));
+    assert!(
+        primaries
+            .iter()
+            .all(|r| r.health_check_id.is_some() && r.ttl == Some(60))
+    );
 
     // The data plane alone: with us-east-1's health check failing, North
     // America resolves to eu-west-1 with no change to the records.
@@ -354,14 +356,18 @@ async fn a_conflicting_record_is_reported_and_other_locations_are_built() {
         report.errors[0].name.as_deref(),
         Some(cfg.record_name.as_str())
     );
-    assert!(report
-        .changes
-        .iter()
-        .all(|c| c.location.as_deref() == Some(DEFAULT)));
+    assert!(
+        report
+            .changes
+            .iter()
+            .all(|c| c.location.as_deref() == Some(DEFAULT))
+    );
     let records = zone_records(&cfg).await;
-    assert!(records
-        .iter()
-        .any(|r| r.set_identifier.as_deref() == Some("not geoprov")));
+    assert!(
+        records
+            .iter()
+            .any(|r| r.set_identifier.as_deref() == Some("not geoprov"))
+    );
     let got = answers(&cfg, &[]).await;
     assert_eq!(got[DEFAULT], "eu-west-1");
     assert_eq!(got[NA], "elsewhere.example.net", "left as it was");

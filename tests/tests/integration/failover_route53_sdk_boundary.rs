@@ -4,24 +4,24 @@
 //! changes that stay PENDING, and listings over several pages. The failover
 //! state and the region alarms stay in moto.
 
+use aws_sdk_route53::Client;
 use aws_sdk_route53::config::retry::RetryConfig;
 use aws_sdk_route53::operation::change_resource_record_sets::ChangeResourceRecordSetsOutput;
 use aws_sdk_route53::operation::get_change::GetChangeOutput;
 use aws_sdk_route53::operation::list_resource_record_sets::ListResourceRecordSetsOutput;
 use aws_sdk_route53::primitives::DateTime;
 use aws_sdk_route53::types::{ChangeAction, ChangeInfo, ChangeStatus, RrType};
-use aws_sdk_route53::Client;
-use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use endpoint_failover::handler::Failover;
 use geoprov_failover::alarms::SdkAlarms;
 use geoprov_failover::config::FailoverConfig;
 use geoprov_failover::health::Status;
 use geoprov_failover::report::ErrorCode;
-use geoprov_failover::route53::{to_sdk, Route53, SdkRoute53};
+use geoprov_failover::route53::{Route53, SdkRoute53, to_sdk};
 use geoprov_failover::state::DynamoFailoverStore;
 use geoprov_failover::tree::{self, ZoneChange};
 use geoprov_tests::failover::{
-    alarm_event, fresh_store, moto_alarms, test_bounds, two_region_config, TEST_RETRY,
+    TEST_RETRY, alarm_event, fresh_store, moto_alarms, test_bounds, two_region_config,
 };
 use route53_answer::RecordSet;
 

@@ -11,7 +11,7 @@ use aws_sdk_cloudwatch::types::{
 use geoprov_tests::cli::Geoprov;
 use geoprov_tests::failover::{config_json, hosted_zone};
 use geoprov_tests::{aws_env, moto, sdk_config, unique_table};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 async fn cloudwatch(region: &str) -> aws_sdk_cloudwatch::Client {
     aws_sdk_cloudwatch::Client::new(&sdk_config(&moto().endpoint, region).await)
@@ -133,10 +133,12 @@ async fn check_health_finds_an_m_of_n_alarm_and_a_stale_check_and_refresh_fixes_
         ],
         "{report:#}"
     );
-    assert!(report["findings"][0]["message"]
-        .as_str()
-        .unwrap()
-        .contains("Threshold: health check 2, alarm 3"));
+    assert!(
+        report["findings"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Threshold: health check 2, alarm 3")
+    );
 
     // The M-of-N alarm is put back (1 of 1); both copies are stale now.
     put_alarm(us, &us_alarm, 2.0, 1, 1).await;

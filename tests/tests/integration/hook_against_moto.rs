@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use geoprov_shared::config::Env;
 use geoprov_shared::device::{DeviceProfile, PublicKeyFingerprint, SerialNumber};
 use geoprov_shared::registry::{DeviceRegistry, DynamoRegistry};
-use geoprov_tests::{fresh_registry, sdk_config, TEST_REGION};
+use geoprov_tests::{TEST_REGION, fresh_registry, sdk_config};
 use pre_provisioning_hook::rules::spki_sha256;
 use pre_provisioning_hook::{HookConfig, Policy, ProvisioningHook, Reason};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const SAMPLE_EVENT: &str = include_str!("../../../events/pre-provisioning-hook/allow.json");
 
@@ -157,9 +157,11 @@ async fn decisions_are_audited_in_the_table() {
             ("r3", "UNTRUSTED_CLAIM")
         ]
     );
-    assert!(audit
-        .iter()
-        .all(|e| e.certificate_id.is_some() && e.time.ends_with('Z')));
+    assert!(
+        audit
+            .iter()
+            .all(|e| e.certificate_id.is_some() && e.time.ends_with('Z'))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

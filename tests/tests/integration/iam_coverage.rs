@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use geoprov_tests::{child, iam, samples, template_facts, unique_table, RECORDING_VARIABLE};
+use geoprov_tests::{RECORDING_VARIABLE, child, iam, samples, template_facts, unique_table};
 use serde_json::Value;
 
 /// The access key each function's requests are signed with.

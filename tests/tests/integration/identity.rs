@@ -7,10 +7,10 @@
 
 use aws_sdk_iot::Client as IotClient;
 use geoprov_tests::certs::device_ca;
-use geoprov_tests::emulator::{geoprov, iot_stack, WorkDir};
+use geoprov_tests::emulator::{WorkDir, geoprov, iot_stack};
 use geoprov_tests::failover::config_json;
 use geoprov_tests::{moto, sdk_config, unique_table};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const WEST: &str = "eu-west-3";
 const CENTRAL: &str = "eu-north-1";
@@ -19,7 +19,12 @@ const CENTRAL: &str = "eu-north-1";
 async fn region_with_ca(region: &str, ca_pem: &str, dir: &WorkDir) -> (IotClient, String) {
     iot_stack(
         region,
-        &[("PcaArn", &format!("arn:aws:acm-pca:{region}:123456789012:certificate-authority/11111111-2222-3333-4444-555555555555"))],
+        &[(
+            "PcaArn",
+            &format!(
+                "arn:aws:acm-pca:{region}:123456789012:certificate-authority/11111111-2222-3333-4444-555555555555"
+            ),
+        )],
         &dir.path().join(format!("emulator-{region}.json")),
     );
     let iot = IotClient::new(&sdk_config(&moto().endpoint, region).await);

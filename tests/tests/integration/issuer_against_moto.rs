@@ -7,14 +7,14 @@
 use std::process::Command;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use cert_issuer::ledger::{issuance_count_pk, DynamoLedger, IssuanceLedger, IssuanceStatus};
+use cert_issuer::ledger::{DynamoLedger, IssuanceLedger, IssuanceStatus, issuance_count_pk};
 use cert_issuer::response::{ErrorCode, ItemResponse, Response};
 use geoprov_shared::audit::Decision;
 use geoprov_shared::device::{DeviceProfile, DeviceStatus, PublicKeyFingerprint, SerialNumber};
 use geoprov_tests::audit_decisions;
 use geoprov_tests::certs::device_csr;
-use geoprov_tests::issuer::{issuer, issuer_with_profiles, local_ca, LocalCa};
-use serde_json::{json, Value};
+use geoprov_tests::issuer::{LocalCa, issuer, issuer_with_profiles, local_ca};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -70,9 +70,11 @@ async fn issues_a_certificate_that_verifies_against_the_ca_and_carries_the_csr()
         .await);
     let issued = issued(&item);
     assert_eq!(issued.serial_number, "SN-1");
-    assert!(issued
-        .certificate_arn
-        .starts_with(&format!("{}/certificate/", ca.arn)));
+    assert!(
+        issued
+            .certificate_arn
+            .starts_with(&format!("{}/certificate/", ca.arn))
+    );
     assert_eq!(
         issued.certificate_chain_pem.trim(),
         ca.certificate_pem.trim()
@@ -520,9 +522,11 @@ async fn as_iots_certificate_provider_the_issuer_signs_the_csr_once_within_iots_
         ["ISSUED", "ISSUED", "SUBJECT_MISMATCH", "UNTRUSTED_CLAIM"]
     );
     // The audit names the connection: its client id and claim certificate.
-    assert!(events
-        .iter()
-        .all(|e| e.client_id.as_deref() == Some("prov-SN-JITP-0005")));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.client_id.as_deref() == Some("prov-SN-JITP-0005"))
+    );
     assert_eq!(events[3].claim_certificate_id, Some("0".repeat(64)));
     assert_eq!(
         audit_decisions(&registry, "SN-NOKEY").await,

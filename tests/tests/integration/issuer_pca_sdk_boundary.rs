@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use aws_sdk_acmpca::Client;
 use aws_sdk_acmpca::operation::describe_certificate_authority::DescribeCertificateAuthorityOutput;
 use aws_sdk_acmpca::operation::get_certificate::{GetCertificateError, GetCertificateOutput};
 use aws_sdk_acmpca::operation::issue_certificate::IssueCertificateOutput;
@@ -15,13 +16,12 @@ use aws_sdk_acmpca::types::{
     CertificateAuthority, CertificateAuthorityConfiguration, CertificateAuthorityStatus,
     KeyAlgorithm, SigningAlgorithm, ValidityPeriodType,
 };
-use aws_sdk_acmpca::Client;
-use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
-use cert_issuer::handler::{idempotency_token, CertIssuer, Deadline, FINISH_MARGIN};
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use cert_issuer::handler::{CertIssuer, Deadline, FINISH_MARGIN, idempotency_token};
 use cert_issuer::ledger::{
     Begun, DynamoLedger, IssuanceLedger, IssuanceStatus, LedgerEntry, Quota,
 };
-use cert_issuer::pca::{SdkPca, END_ENTITY_CLIENT_AUTH_TEMPLATE};
+use cert_issuer::pca::{END_ENTITY_CLIENT_AUTH_TEMPLATE, SdkPca};
 use cert_issuer::response::{ErrorCode, ItemResponse, Response};
 use geoprov_shared::device::{DeviceProfile, SerialNumber};
 use geoprov_shared::registry::DynamoRegistry;
@@ -31,8 +31,7 @@ use geoprov_tests::issuer::limits;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-const CA_ARN: &str =
-    "arn:aws:acm-pca:eu-central-1:123456789012:certificate-authority/11111111-2222-3333-4444-555555555555";
+const CA_ARN: &str = "arn:aws:acm-pca:eu-central-1:123456789012:certificate-authority/11111111-2222-3333-4444-555555555555";
 const CERT_ARN: &str = "arn:aws:acm-pca:eu-central-1:123456789012:certificate-authority/11111111-2222-3333-4444-555555555555/certificate/0123456789abcdef";
 
 fn mocked(rules: &[&Rule]) -> SdkPca {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use geoprov_device::provision::THROTTLED_ATTEMPTS;
 use geoprov_device::{Device, DeviceError};
 use geoprov_tests::emulator::FleetRegion;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 fn manifest(prefix: &str, devices: usize) -> Vec<Value> {
     (0..devices)

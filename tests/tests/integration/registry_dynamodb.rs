@@ -191,11 +191,13 @@ async fn a_commit_conflicts_and_writes_nothing_when_a_condition_fails() {
         registry.audit_events(&serial("SN-1")).await.unwrap().len(),
         1
     );
-    assert!(registry
-        .audit_events(&serial("SN-B"))
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(
+        registry
+            .audit_events(&serial("SN-B"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -404,9 +406,11 @@ async fn a_fence_on_a_region_without_provisionings_keeps_the_device_readable() {
     // The fence made the region's item: the device still reads, fenced.
     let record = registry.device(&serial("SN-1")).await.unwrap().unwrap();
     assert_eq!(record.provisioning.total(), 0);
-    assert!(record
-        .provisioning
-        .is_fenced(&region("eu-west-1"), "cert-a"));
+    assert!(
+        record
+            .provisioning
+            .is_fenced(&region("eu-west-1"), "cert-a")
+    );
     // And provisions another certificate normally.
     let next = commit(&registry, "SN-1", "cert-b", 3).await;
     assert_eq!(
@@ -444,7 +448,7 @@ async fn a_block_and_unblock_alone_make_an_earlier_decision_stale() {
 #[tokio::test]
 async fn a_malformed_claim_item_counts_as_retired_for_its_id_only() {
     use aws_sdk_dynamodb::types::AttributeValue;
-    use geoprov_shared::claims::{effective_trust, ClaimsRead, TrustedClaim};
+    use geoprov_shared::claims::{ClaimsRead, TrustedClaim, effective_trust};
     let registry = fresh_registry("claims").await;
     let (bad, good) = ("b".repeat(64), "c".repeat(64));
     registry
@@ -506,20 +510,26 @@ async fn an_unsettled_denial_is_appended_only_when_the_commit_did_not_apply() {
         .record_provisioning(&applied, &event("SN-1", "r-a", "2026-11-29T12:00:00Z"))
         .await
         .unwrap();
-    assert!(!registry
-        .append_unless_committed(&applied, &denial("r-a"))
-        .await
-        .unwrap());
+    assert!(
+        !registry
+            .append_unless_committed(&applied, &denial("r-a"))
+            .await
+            .unwrap()
+    );
     // Not applied: appended, once.
     let lost = commit(&registry, "SN-1", "cert-b", 3).await;
-    assert!(registry
-        .append_unless_committed(&lost, &denial("r-b"))
-        .await
-        .unwrap());
-    assert!(!registry
-        .append_unless_committed(&lost, &denial("r-b"))
-        .await
-        .unwrap());
+    assert!(
+        registry
+            .append_unless_committed(&lost, &denial("r-b"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !registry
+            .append_unless_committed(&lost, &denial("r-b"))
+            .await
+            .unwrap()
+    );
     let reasons: Vec<String> = registry
         .audit_events(&serial("SN-1"))
         .await

@@ -18,8 +18,8 @@ use aws_sdk_iot::types::{
 };
 use base64::Engine;
 use geoprov_tests::cli::Geoprov;
-use geoprov_tests::{aws_env, free_port, launch_moto, sdk_config, unique_table, Moto};
-use serde_json::{json, Value};
+use geoprov_tests::{Moto, aws_env, free_port, launch_moto, sdk_config, unique_table};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 const REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
@@ -145,10 +145,12 @@ async fn claim_certificate_is_active_in_both_regions_and_its_key_is_private() {
         let entry = &report["regions"][region];
         assert_eq!(entry["certificateId"], id.as_str(), "{region}: {report}");
         assert_eq!(entry["created"], true, "{region}");
-        assert!(entry["certificateArn"]
-            .as_str()
-            .unwrap()
-            .contains(&format!(":iot:{region}:")));
+        assert!(
+            entry["certificateArn"]
+                .as_str()
+                .unwrap()
+                .contains(&format!(":iot:{region}:"))
+        );
         assert_eq!(
             claim_status(region, &id).await,
             Some(CertificateStatus::Active),
@@ -409,10 +411,12 @@ async fn pca_certificate_is_registered_for_jitr_in_both_regions_and_a_rerun_leav
         assert_eq!(entry["certificateId"], id.as_str(), "{first:#}");
         assert_eq!(entry["outcome"], "created", "{region}");
         assert!(entry.get("repaired").is_none(), "{entry}");
-        assert!(entry["certificateArn"]
-            .as_str()
-            .unwrap()
-            .contains(&format!(":iot:{region}:")));
+        assert!(
+            entry["certificateArn"]
+                .as_str()
+                .unwrap()
+                .contains(&format!(":iot:{region}:"))
+        );
         assert_eq!(ca_registration(region, &id).await, jitr_ready());
     }
 

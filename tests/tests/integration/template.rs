@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 
 use geoprov_shared::config::Env;
 use geoprov_tests::{iam, template_facts, workspace_root};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 fn facts() -> Value {
     template_facts()
@@ -110,13 +110,13 @@ fn every_fleet_template_parameter_is_overridden_by_the_hook_or_set_by_the_device
             .unwrap(),
     )
     .unwrap();
-    let overridden: BTreeSet<String> = expected["events"]["allow.json"]["response"]
-        ["parameterOverrides"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .cloned()
-        .collect();
+    let overridden: BTreeSet<String> =
+        expected["events"]["allow.json"]["response"]["parameterOverrides"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
     let mut hook_sets = BTreeSet::from(["Region".to_owned(), "ThingGroupName".to_owned()]);
     hook_sets.extend(attributes);
     assert_eq!(overridden, hook_sets, "the sample allow's overrides");
@@ -329,10 +329,12 @@ fn each_region_s_canary_alarm_feeds_its_route53_health_check() {
             "{name}: recovers after {} good minutes",
             n - m + 1
         );
-        assert!(allowed["AllowedValues"]
-            .as_array()
-            .unwrap()
-            .contains(&json!(name)));
+        assert!(
+            allowed["AllowedValues"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(name))
+        );
         // The alarm as this window deploys it, through the validator's rules.
         let deployed = MetricAlarm {
             name: "geoprov-health-eu-west-1".into(),
@@ -820,10 +822,12 @@ fn the_claim_may_connect_only_with_the_provisioning_prefix() {
                 .contains(&json!("iot:Connect"))
         })
         .unwrap();
-    assert!(connect["resources"][0]
-        .as_str()
-        .unwrap()
-        .ends_with(":client/${!iot:Connection.Thing.ThingName}"));
+    assert!(
+        connect["resources"][0]
+            .as_str()
+            .unwrap()
+            .ends_with(":client/${!iot:Connection.Thing.ThingName}")
+    );
 }
 
 #[test]
@@ -853,7 +857,7 @@ fn the_hooks_timeout_in_its_environment_is_its_lambda_timeout() {
 /// IoT) evaluates it, with the sample allow's parameters and overrides.
 #[test]
 fn the_provisioning_templates_evaluate_to_a_typed_thing_in_the_default_or_manifest_group() {
-    use geoprov_iot_emu::template::{evaluate, PolicySpec};
+    use geoprov_iot_emu::template::{PolicySpec, evaluate};
     use std::collections::BTreeMap;
     let facts = facts();
     let body = |name: &str| -> Value {

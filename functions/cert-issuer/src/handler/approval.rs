@@ -10,7 +10,7 @@ use crate::csr::{self, CheckedCsr};
 use crate::ledger::IssuanceLedger;
 use crate::pca::CertificateAuthority;
 use crate::request::IssueRequest;
-use crate::response::{error_code, ErrorCode, ItemResponse};
+use crate::response::{ErrorCode, ItemResponse, error_code};
 
 /// A request that passed every check, ready for ACM PCA.
 pub(super) struct Approved {
@@ -61,7 +61,7 @@ where
             Ok(record) => record,
             // Fail closed: without the registry nothing is issued.
             Err(e) => {
-                return Err(self.failed(raw_serial, "the device registry could not be read", e))
+                return Err(self.failed(raw_serial, "the device registry could not be read", e));
             }
         };
         // The device rules the hook and device activation apply too.

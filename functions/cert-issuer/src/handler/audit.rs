@@ -10,10 +10,10 @@ use geoprov_shared::telemetry::{MetricLine, Unit};
 use sha2::{Digest, Sha256};
 
 use super::{Caller, CertIssuer};
+use crate::SERVICE;
 use crate::ledger::IssuanceLedger;
 use crate::pca::CertificateAuthority;
 use crate::response::{Issued, ItemResponse};
-use crate::SERVICE;
 
 impl<P, L, R> CertIssuer<P, L, R>
 where

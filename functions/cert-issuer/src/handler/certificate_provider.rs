@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use geoprov_shared::claims::{effective_trust, is_certificate_id, ClaimsRead};
+use geoprov_shared::claims::{ClaimsRead, effective_trust, is_certificate_id};
 use geoprov_shared::registry::{AuditLog, DeviceRegistry};
 use serde_json::Value;
 
@@ -142,7 +142,7 @@ where
                 return Err((
                     ErrorCode::IssuanceFailed,
                     "the trusted claim certificates could not be read in time".into(),
-                ))
+                ));
             }
         };
         // The hook's rule, on a read of now (this path never uses a stale one).

@@ -12,10 +12,10 @@ use x509_parser::prelude::FromDer;
 
 use super::approval::Approved;
 use super::{CertIssuer, FINISH_MARGIN};
+use crate::SERVICE;
 use crate::ledger::{Begun, IssuanceLedger, IssuanceStatus, LedgerEntry, Quota};
 use crate::pca::{CertificateAuthority, CertificatePem};
 use crate::response::{ErrorCode, Issued, ItemResponse};
-use crate::SERVICE;
 
 /// The first wait between two GetCertificate polls; it doubles up to `MAX_POLL`.
 const FIRST_POLL: Duration = Duration::from_millis(100);
@@ -99,7 +99,7 @@ where
                         "{serial} has certificates for {used} CSRs, its limit is {}",
                         quota.max
                     ),
-                ))
+                ));
             }
             Err(e) => return Err(failed("the issuance ledger could not be written", &e)),
         };
@@ -176,17 +176,16 @@ where
                 return failed(
                     "ACM PCA returned no usable certificate",
                     &format!("{arn}: {message}"),
-                )
+                );
             }
         };
-        if status != IssuanceStatus::Issued {
-            if let Err(e) = self
+        if status != IssuanceStatus::Issued
+            && let Err(e) = self
                 .ledger
                 .complete(sha, &certificate_serial, &not_after)
                 .await
-            {
-                tracing::warn!(error = %e, certificate_arn = %arn, "issuance not marked ISSUED; a retry will");
-            }
+        {
+            tracing::warn!(error = %e, certificate_arn = %arn, "issuance not marked ISSUED; a retry will");
         }
         ItemResponse::Issued(Issued {
             serial_number: serial.to_owned(),

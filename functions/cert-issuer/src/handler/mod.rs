@@ -32,7 +32,7 @@ use crate::response::{ErrorCode, ItemResponse, Response};
 pub use audit::certificate_id;
 pub use certificate_provider::{PROVIDER_AUDIT_TIMEOUT, PROVIDER_ISSUE_BUDGET};
 pub use deadline::{Deadline, FINISH_MARGIN};
-pub use issuance::{certificate_facts, idempotency_token, IDEMPOTENCY_WINDOW};
+pub use issuance::{IDEMPOTENCY_WINDOW, certificate_facts, idempotency_token};
 
 /// Who asks, beyond the request. IoT's certificate-provider event says which
 /// connection (its client id and claim certificate), which the audit
