@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::{Demo, EU_COUNTRIES, NA_COUNTRIES, REGIONS, target};
+use super::{Demo, EU_COUNTRIES, NA_COUNTRIES, REGIONS, RESIDENCY_COUNTRY, target};
 
 /// The kinds, in the order devices take them. Each has at least one device
 /// from 10 devices on.
@@ -62,7 +62,11 @@ pub fn manifest(devices: usize, seed: u64) -> Vec<Device> {
             let country = if na {
                 NA_COUNTRIES[rng.usize(..NA_COUNTRIES.len())]
             } else {
-                EU_COUNTRIES[rng.usize(..EU_COUNTRIES.len())]
+                let drawn = EU_COUNTRIES[rng.usize(..EU_COUNTRIES.len())];
+                match kind {
+                    "eu-pinned" => RESIDENCY_COUNTRY,
+                    _ => drawn,
+                }
             };
             let status = if kind.contains("blocked") {
                 "BLOCKED"

@@ -28,6 +28,9 @@
 //!    registered in both regions (`geoprov setup ca`) and some devices
 //!    connect with those certificates (dropped once, activated by
 //!    device-activation, then connected);
+//!    then `geoprov identity coverage` ([`coverage`]) finds every device a
+//!    usable identity wherever DNS may send it, and names the gap made on
+//!    purpose when the CA is set INACTIVE in us-east-1;
 //! 4. outage ([`outage`], minute by minute in [`health`]): us-east-1 goes
 //!    down, and Route 53's API with it; the canaries' windows turn its
 //!    health check unhealthy after M of N minutes; North America resolves
@@ -64,6 +67,7 @@ use crate::issuer::LocalCa;
 use crate::lambda::{FunctionProcess, RuntimeEmulator};
 use crate::{workspace_binary, workspace_root};
 
+pub mod coverage;
 pub mod dns;
 pub mod drain;
 pub mod health;
@@ -86,6 +90,11 @@ pub const RECORD: &str = GLOBAL_NAME;
 pub const TABLE: &str = "geoprov";
 pub const NA_COUNTRIES: [&str; 3] = ["US", "CA", "MX"];
 pub const EU_COUNTRIES: [&str; 4] = ["DE", "FR", "IE", "ES"];
+/// Where the eu-pinned devices are: a location of its own whose only region
+/// is eu-west-1 (residency), so DNS never sends them where the registry
+/// refuses them.
+pub const RESIDENCY_COUNTRY: &str = "CH";
+pub const RESIDENCY_LOCATION: &str = "Switzerland IoT Global Endpoint";
 /// The functions' names in the emulators' configuration (template.yaml's
 /// logical ids, as local_iot_stack.py names functions).
 pub const HOOK_FUNCTION: &str = "PreProvisioningHookFunction";
@@ -189,6 +198,7 @@ pub fn run(args: &Args) -> Report {
         .filter(|d| demo.report.devices[&d.serial].reason == "ALLOWED")
         .collect();
     demo.jitr(&allowed);
+    demo.identity_coverage();
     demo.outage(&late);
     demo.recovery();
     demo.drain();

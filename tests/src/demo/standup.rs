@@ -264,6 +264,10 @@ async fn failover_config(
         "locations": [
             {"setIdentifier": "US East IoT Global Endpoint", "geoLocation": {"ContinentCode": "NA"},
              "preference": [US, EU]},
+            // Residency: the eu-pinned devices' location is answered with
+            // eu-west-1 only, whatever its health.
+            {"setIdentifier": super::RESIDENCY_LOCATION, "geoLocation": {"CountryCode": super::RESIDENCY_COUNTRY},
+             "preference": [EU]},
             {"setIdentifier": "Default IoT Global Endpoint", "geoLocation": {"CountryCode": "*"},
              "preference": [EU, US]},
         ],
