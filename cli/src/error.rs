@@ -94,6 +94,8 @@ pub enum CliError {
     HealthFindings(usize),
     #[error("{0}")]
     Coverage(String),
+    #[error("{0}")]
+    Plan(String),
     #[error("{0} identity coverage gap(s); see the report")]
     CoverageGaps(usize),
     #[error("--at {0:?} is neither epoch seconds nor RFC 3339")]

@@ -21,6 +21,7 @@ mod iot;
 mod manifest;
 mod output;
 mod pca;
+mod plan;
 mod registry;
 mod setup;
 mod thing_groups;
@@ -78,6 +79,9 @@ enum Command {
     /// Whether devices have a usable identity wherever DNS may send them.
     #[command(subcommand)]
     Identity(identity::Command),
+    /// How long IoT's quotas make onboarding, each region's loss and its
+    /// failback take, what bounds each, and what would meet a target.
+    Plan(plan::Args),
 }
 
 #[tokio::main]
@@ -111,5 +115,6 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Setup(command) => setup::run(command).await,
         Command::Canary(command) => canary::run(command).await,
         Command::Identity(command) => identity::run(command).await,
+        Command::Plan(args) => plan::run(args),
     }
 }

@@ -1078,3 +1078,106 @@ async fn audit_reports_a_quota_overshoot_across_regions() {
         "{last}"
     );
 }
+
+/// `geoprov plan` as a binary: the table names each phase's bottleneck and
+/// the increases a target calls for; `--json` gives the same plan.
+#[test]
+fn plan_prints_each_phase_with_its_bottleneck_and_what_a_target_needs() {
+    let dir = tempfile_dir("plan");
+    let config = geoprov_tests::failover::config_json(
+        "Z0PLAN",
+        "example.com",
+        &[("us-east-1", "hc-us"), ("eu-west-1", "hc-eu")],
+        &[
+            (
+                "na",
+                json!({"ContinentCode": "NA"}),
+                &["us-east-1", "eu-west-1"],
+            ),
+            (
+                "default",
+                json!({"CountryCode": "*"}),
+                &["eu-west-1", "us-east-1"],
+            ),
+        ],
+    );
+    let config_file = dir.join("failover.json");
+    std::fs::write(&config_file, config.to_string()).unwrap();
+    let fleet_file = dir.join("fleet.json");
+    std::fs::write(
+        &fleet_file,
+        json!({"locations": {
+            "na": {"devices": 12000, "route": "claim-fleet-ca"},
+            "default": {"devices": 6000, "route": "claim-amazon-ca"},
+        }})
+        .to_string(),
+    )
+    .unwrap();
+    let cli = Geoprov::new(Default::default());
+    let args = [
+        "plan",
+        "--config",
+        config_file.to_str().unwrap(),
+        "--fleet",
+        fleet_file.to_str().unwrap(),
+        "--target-minutes",
+        "10",
+    ];
+    let out = cli.run(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    // 12,000 RegisterThing at 10 per second: 20 minutes.
+    assert!(
+        table.lines().any(|l| l.starts_with("onboard")
+            && l.contains("us-east-1")
+            && l.contains("20.0")
+            && l.contains("registerThing (10)")),
+        "{table}"
+    );
+    // Losing us-east-1: North America re-homes by JITR with no claim use.
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("rehome after losing us-east-1")
+                && l.contains("eu-west-1")
+                && l.contains("updateCertificate (10)")
+                && l.trim_end().ends_with(" 0")),
+        "{table}"
+    );
+    assert!(
+        table.contains("raise registerThing in us-east-1 from 10 to 20 per second"),
+        "{table}"
+    );
+
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let phases = cli.ok(&json_args);
+    assert_eq!(phases[0]["name"], "onboard");
+    assert_eq!(phases.as_array().unwrap().len(), 5);
+
+    let unknown = dir.join("unknown.json");
+    std::fs::write(
+        &unknown,
+        json!({"locations": {"mars": {"devices": 1, "route": "jitr"}}}).to_string(),
+    )
+    .unwrap();
+    let out = cli.run(&[
+        "plan",
+        "--config",
+        config_file.to_str().unwrap(),
+        "--fleet",
+        unknown.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"mars\""));
+}
+
+fn tempfile_dir(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique_table(label));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

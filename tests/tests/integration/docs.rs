@@ -57,3 +57,33 @@ fn the_configuration_page_lists_exactly_what_each_template_sets() {
         );
     }
 }
+
+/// The plan table in `docs/operations.md` is what `geoprov plan` prints for
+/// `docs/examples/`: a figure with its command, kept true.
+#[test]
+fn the_plan_in_operations_md_is_what_geoprov_plan_prints_for_the_example() {
+    let root = geoprov_tests::workspace_root();
+    let out = std::process::Command::new(geoprov_tests::workspace_binary("geoprov"))
+        .args([
+            "plan",
+            "--config",
+            "docs/examples/plan-failover.json",
+            "--fleet",
+            "docs/examples/plan-fleet.json",
+            "--target-minutes",
+            "30",
+        ])
+        .current_dir(&root)
+        .output()
+        .expect("run geoprov plan");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = std::fs::read_to_string(root.join("docs/operations.md")).unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    for line in table.lines().take_while(|l| !l.starts_with("to meet")) {
+        assert!(doc.contains(line), "docs/operations.md lacks {line:?}");
+    }
+}
