@@ -390,9 +390,14 @@ impl FleetRegion {
         emulator_args: &[&str],
     ) -> Self {
         let config = dir.path().join("emulator.json");
+        // As the hook below: devices without a recorded key may provision,
+        // so the claim policy offers CreateKeysAndCertificate.
         iot_stack(
             region,
-            &[("ClaimCertificateId", &claim.certificate_id)],
+            &[
+                ("ClaimCertificateId", &claim.certificate_id),
+                ("RequireFactoryKey", "false"),
+            ],
             &config,
         );
         let table = unique_table("emulator");

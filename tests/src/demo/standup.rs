@@ -443,6 +443,8 @@ fn start_emulators(
             &[
                 ("ClaimCertificateId", &pki.claim_id),
                 ("PcaArn", &pki.ca.arn),
+                // As the demo's hooks: half the devices take keys IoT makes.
+                ("RequireFactoryKey", "false"),
             ],
             &config,
         );

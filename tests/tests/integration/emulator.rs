@@ -940,3 +940,50 @@ async fn two_hundred_devices_provision_at_once_across_two_regions_as_the_manifes
         assert_eq!(things, expected[r], "{}", regions[r]);
     }
 }
+
+/// The claim policy the stack makes: with RequireFactoryKey (the default)
+/// it offers CreateCertificateFromCsr only, since a key IoT makes can never
+/// be on record; without it, CreateKeysAndCertificate too. Made from
+/// `template.yaml` in moto, as CloudFormation would make it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_claim_policy_offers_iot_made_keys_only_where_no_factory_key_is_required() {
+    let dir = WorkDir::new("claim-policy");
+    // One region each way, the claim registered in both.
+    let regions = [("us-west-1", "true"), ("us-west-2", "false")];
+    let claim = setup_claim(&regions.map(|(r, _)| r), dir.path());
+    let mut documents = Vec::new();
+    for (region, required) in regions {
+        iot_stack(
+            region,
+            &[
+                ("ClaimCertificateId", &claim.certificate_id),
+                ("RequireFactoryKey", required),
+            ],
+            &dir.path().join(format!("emulator-{region}.json")),
+        );
+        let iot = IotClient::new(&sdk_config(&moto().endpoint, region).await);
+        let policy = iot
+            .get_policy()
+            .policy_name("geoprov-ClaimPolicy")
+            .send()
+            .await
+            .unwrap();
+        documents.push(policy.policy_document().unwrap().to_owned());
+    }
+    let [required, not_required] = [&documents[0], &documents[1]];
+    for document in [required, not_required] {
+        assert!(
+            document.contains("topic/$aws/certificates/create-from-csr/*"),
+            "{document}"
+        );
+    }
+    assert!(!required.contains("certificates/create/*"), "{required}");
+    assert!(
+        not_required.contains("topic/$aws/certificates/create/*"),
+        "{not_required}"
+    );
+    assert!(
+        not_required.contains("topicfilter/$aws/certificates/create/*"),
+        "{not_required}"
+    );
+}
