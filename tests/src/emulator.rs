@@ -97,6 +97,22 @@ pub fn setup_claim(regions: &[&str], dir: &Path) -> Claim {
     }
 }
 
+/// Registers the fleet CA in `iot`'s region as `geoprov setup ca` does
+/// (SNI_ONLY, ACTIVE, auto-registration on, no template); its id.
+pub async fn register_fleet_ca(iot: &IotClient, ca_pem: &str) -> String {
+    iot.register_ca_certificate()
+        .ca_certificate(ca_pem)
+        .set_as_active(true)
+        .allow_auto_registration(true)
+        .certificate_mode(aws_sdk_iot::types::CertificateMode::SniOnly)
+        .send()
+        .await
+        .expect("RegisterCACertificate")
+        .certificate_id()
+        .expect("a CA certificate id")
+        .to_owned()
+}
+
 /// IoT's certificate id: the SHA-256 of the DER.
 pub fn certificate_id(pem_text: &str) -> String {
     let block = pem::parse(pem_text).expect("certificate PEM");

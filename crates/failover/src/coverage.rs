@@ -289,47 +289,24 @@ pub fn needed_groups(devices: &[DeviceProfile], default_group: &str) -> BTreeSet
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Location, RegionTarget};
+    use crate::fixtures::{self, region};
     use geoprov_shared::device::SerialNumber;
     use route53_answer::GeoLocation;
 
-    fn region(name: &str) -> RegionName {
-        RegionName::try_from(name).unwrap()
-    }
+    const REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", "eu-central-1"];
 
     fn config(locations: &[(&str, GeoLocation, &[&str])]) -> FailoverConfig {
-        let regions = ["us-east-1", "eu-west-1", "eu-central-1"]
-            .into_iter()
-            .map(|r| {
-                (
-                    region(r),
-                    RegionTarget {
-                        endpoint: format!("iot.{r}.example.com"),
-                        health_check_id: format!("hc-{r}"),
-                        alarm_name: format!("geoprov-{r}"),
-                    },
-                )
-            })
-            .collect();
-        FailoverConfig {
-            hosted_zone_id: "Z1".into(),
-            record_name: "global.iot.example.com".into(),
-            ttl: 60,
-            regions,
-            locations: locations
-                .iter()
-                .map(|(id, geo, preference)| Location {
-                    set_identifier: (*id).into(),
-                    geo_location: geo.clone(),
-                    preference: preference.iter().map(|r| region(r)).collect(),
-                })
-                .collect(),
-            fail_after: 2,
-            recover_after: 3,
-            min_change_interval_seconds: 300,
-            unknown_counts_as_unhealthy: true,
-            max_event_age_seconds: 300,
-        }
+        fixtures::config(&REGIONS, locations)
+    }
+
+    /// Europe, preferring eu-west-1 and failing over to eu-central-1.
+    fn europe() -> BTreeMap<String, Reach> {
+        let europe = (
+            "eu",
+            GeoLocation::continent("EU"),
+            &["eu-west-1", "eu-central-1"][..],
+        );
+        reachable_regions(&config(&[europe])).unwrap()
     }
 
     fn regions(names: &[&str]) -> BTreeSet<RegionName> {
@@ -367,7 +344,7 @@ mod tests {
     }
 
     fn facts_everywhere(groups: &[&str]) -> BTreeMap<RegionName, RegionFacts> {
-        ["us-east-1", "eu-west-1", "eu-central-1"]
+        REGIONS
             .into_iter()
             .map(|r| {
                 (
@@ -392,12 +369,7 @@ mod tests {
 
     #[test]
     fn a_clean_deployment_has_no_gap() {
-        let config = config(&[(
-            "eu",
-            GeoLocation::continent("EU"),
-            &["eu-west-1", "eu-central-1"],
-        )]);
-        let reachable = reachable_regions(&config).unwrap();
+        let reachable = europe();
         let devices = [
             device("SN-1", None, None),
             device(
@@ -412,12 +384,7 @@ mod tests {
 
     #[test]
     fn each_missing_piece_is_named_with_its_location_region_and_devices() {
-        let config = config(&[(
-            "eu",
-            GeoLocation::continent("EU"),
-            &["eu-west-1", "eu-central-1"],
-        )]);
-        let reachable = reachable_regions(&config).unwrap();
+        let reachable = europe();
         let devices = [
             device("SN-1", None, None),
             // Pinned to eu-west-1, yet EU can fail over to eu-central-1.

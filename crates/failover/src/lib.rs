@@ -15,6 +15,8 @@ pub mod alarms;
 pub mod config;
 pub mod config_store;
 pub mod coverage;
+#[cfg(test)]
+mod fixtures;
 pub mod health;
 pub mod plan;
 pub mod report;

@@ -358,56 +358,28 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Location, RegionTarget};
+    use crate::fixtures;
     use route53_answer::GeoLocation;
 
-    fn region(name: &str) -> RegionName {
-        RegionName::try_from(name).unwrap()
-    }
-
+    /// North America and the default location fail over between the two
+    /// regions; Switzerland keeps to eu-west-1.
     fn config() -> FailoverConfig {
-        let regions = ["us-east-1", "eu-west-1"]
-            .into_iter()
-            .map(|r| {
+        fixtures::config(
+            &["us-east-1", "eu-west-1"],
+            &[
                 (
-                    region(r),
-                    RegionTarget {
-                        endpoint: format!("iot.{r}.example.com"),
-                        health_check_id: format!("hc-{r}"),
-                        alarm_name: format!("geoprov-{r}"),
-                    },
-                )
-            })
-            .collect();
-        let location = |id: &str, geo: GeoLocation, preference: &[&str]| Location {
-            set_identifier: id.into(),
-            geo_location: geo,
-            preference: preference.iter().map(|r| region(r)).collect(),
-        };
-        FailoverConfig {
-            hosted_zone_id: "Z1".into(),
-            record_name: "global.iot.example.com".into(),
-            ttl: 60,
-            regions,
-            locations: vec![
-                location(
                     "na",
                     GeoLocation::continent("NA"),
                     &["us-east-1", "eu-west-1"],
                 ),
-                location("ch", GeoLocation::country("CH"), &["eu-west-1"]),
-                location(
+                ("ch", GeoLocation::country("CH"), &["eu-west-1"]),
+                (
                     "default",
                     GeoLocation::default_location(),
                     &["eu-west-1", "us-east-1"],
                 ),
             ],
-            fail_after: 2,
-            recover_after: 3,
-            min_change_interval_seconds: 300,
-            unknown_counts_as_unhealthy: true,
-            max_event_age_seconds: 300,
-        }
+        )
     }
 
     fn fleet(json: serde_json::Value) -> Fleet {

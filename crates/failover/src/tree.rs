@@ -623,52 +623,18 @@ pub fn apply(current: &[RecordSet], changes: &[ZoneChange]) -> Vec<RecordSet> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RegionTarget;
+    use crate::fixtures::{self, endpoint};
     use proptest::prelude::*;
     use route53_answer::{ClientLocation, Zone};
-
-    fn region(name: &str) -> RegionName {
-        RegionName::try_from(name).unwrap()
-    }
-
-    fn endpoint(region: &str) -> String {
-        format!("abc-ats.iot.{region}.amazonaws.com")
-    }
 
     const NAME: &str = "global.iot.example.com";
 
     fn config(regions: &[&str], locations: &[(&str, GeoLocation, Vec<&str>)]) -> FailoverConfig {
-        FailoverConfig {
-            hosted_zone_id: "Z1".into(),
-            record_name: NAME.into(),
-            ttl: 60,
-            regions: regions
-                .iter()
-                .map(|r| {
-                    (
-                        region(r),
-                        RegionTarget {
-                            endpoint: endpoint(r),
-                            health_check_id: format!("hc-{r}"),
-                            alarm_name: format!("alarm-{r}"),
-                        },
-                    )
-                })
-                .collect(),
-            locations: locations
-                .iter()
-                .map(|(id, geo, pref)| Location {
-                    set_identifier: (*id).into(),
-                    geo_location: geo.clone(),
-                    preference: pref.iter().map(|r| region(r)).collect(),
-                })
-                .collect(),
-            fail_after: 1,
-            recover_after: 1,
-            min_change_interval_seconds: 60,
-            unknown_counts_as_unhealthy: true,
-            max_event_age_seconds: 300,
-        }
+        let locations: Vec<(&str, GeoLocation, &[&str])> = locations
+            .iter()
+            .map(|(id, geo, preference)| (*id, geo.clone(), preference.as_slice()))
+            .collect();
+        fixtures::config(regions, &locations)
     }
 
     fn two_regions() -> FailoverConfig {

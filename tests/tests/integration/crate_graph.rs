@@ -9,28 +9,35 @@ use std::process::Command;
 
 use serde_json::Value;
 
+/// What `cargo ARGS` prints, run in the workspace root; its failure is the
+/// test's, with cargo's own words.
+fn cargo(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO"))
+        .args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
+        .output()
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "cargo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("cargo prints UTF-8")
+}
+
 /// Every workspace package by name, with its directory relative to the
 /// workspace root and the names of the workspace packages it depends on
 /// (normal, build and dev dependencies alike).
 fn workspace() -> BTreeMap<String, (String, Vec<String>)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--no-deps",
-            "--offline",
-        ])
-        .current_dir(root)
-        .output()
-        .expect("cargo metadata");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let metadata: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let metadata: Value = serde_json::from_str(&cargo(&[
+        "metadata",
+        "--format-version",
+        "1",
+        "--no-deps",
+        "--offline",
+    ]))
+    .unwrap();
     let packages = metadata["packages"].as_array().unwrap();
     let names: Vec<&str> = packages
         .iter()
@@ -95,28 +102,18 @@ fn the_cli_and_the_core_crates_are_where_the_layout_says() {
     // (device-rules reaches the SDK's types only through geoprov-shared's
     // device model).
     for pure in ["geoprov-device-rules", "route53-answer"] {
-        let out = Command::new(env!("CARGO"))
-            .args([
-                "tree",
-                "--offline",
-                "-e",
-                "normal",
-                "--prefix",
-                "none",
-                "--depth",
-                "1",
-                "-p",
-                pure,
-            ])
-            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
-            .output()
-            .expect("cargo tree");
-        let tree = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let tree = cargo(&[
+            "tree",
+            "--offline",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--depth",
+            "1",
+            "-p",
+            pure,
+        ]);
         assert!(
             !tree.lines().any(|line| line.starts_with("aws-sdk-")),
             "{pure} depends on an AWS SDK client:\n{tree}"
@@ -124,39 +121,38 @@ fn the_cli_and_the_core_crates_are_where_the_layout_says() {
     }
 }
 
+/// The five Lambda functions, in the order sam build builds them.
+const FUNCTIONS: [&str; 5] = [
+    "pre-provisioning-hook",
+    "device-activation",
+    "region-canary",
+    "cert-issuer",
+    "endpoint-failover",
+];
+
 /// The packages `cargo lambda build --release --bin <function>` (what sam
 /// build runs, one function at a time) compiles, each with the features that
 /// build resolves: `package version|features`, one line each.
 fn lambda_build_units(function: &str) -> std::collections::BTreeSet<String> {
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "tree",
-            "--offline",
-            "--target",
-            "x86_64-unknown-linux-gnu",
-            "-e",
-            "normal,build",
-            "--prefix",
-            "none",
-            "--format",
-            "{p}|{f}",
-            "-p",
-            function,
-        ])
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
-        .output()
-        .expect("cargo tree");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|line| !line.contains(" (*)"))
-        .map(|line| line.replace(" (proc-macro)", ""))
-        .filter(|line| !line.contains("(/"))
-        .collect()
+    cargo(&[
+        "tree",
+        "--offline",
+        "--target",
+        "x86_64-unknown-linux-gnu",
+        "-e",
+        "normal,build",
+        "--prefix",
+        "none",
+        "--format",
+        "{p}|{f}",
+        "-p",
+        function,
+    ])
+    .lines()
+    .filter(|line| !line.contains(" (*)"))
+    .map(|line| line.replace(" (proc-macro)", ""))
+    .filter(|line| !line.contains("(/"))
+    .collect()
 }
 
 /// sam build compiles a dependency once for all five functions only when
@@ -166,13 +162,7 @@ fn lambda_build_units(function: &str) -> std::collections::BTreeSet<String> {
 /// keeps it complete.
 #[test]
 fn the_five_lambda_builds_resolve_every_shared_dependency_alike() {
-    let functions = [
-        "pre-provisioning-hook",
-        "device-activation",
-        "region-canary",
-        "cert-issuer",
-        "endpoint-failover",
-    ];
+    let functions = FUNCTIONS;
     // package version -> features -> the functions that build it so.
     let mut seen: BTreeMap<String, BTreeMap<String, Vec<&str>>> = BTreeMap::new();
     for function in functions {
@@ -203,18 +193,8 @@ fn the_five_lambda_builds_resolve_every_shared_dependency_alike() {
 /// functions' builds or in none (crates/lambda-deps names it).
 #[test]
 fn a_crate_that_is_also_a_c_library_is_in_every_lambda_build_or_in_none() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let out = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--offline"])
-        .current_dir(root)
-        .output()
-        .expect("cargo metadata");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let metadata: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let metadata: Value =
+        serde_json::from_str(&cargo(&["metadata", "--format-version", "1", "--offline"])).unwrap();
     let c_libraries: Vec<String> = metadata["packages"]
         .as_array()
         .unwrap()
@@ -236,13 +216,7 @@ fn a_crate_that_is_also_a_c_library_is_in_every_lambda_build_or_in_none() {
             )
         })
         .collect();
-    let functions = [
-        "pre-provisioning-hook",
-        "device-activation",
-        "region-canary",
-        "cert-issuer",
-        "endpoint-failover",
-    ];
+    let functions = FUNCTIONS;
     let builds: Vec<std::collections::BTreeSet<String>> = functions
         .iter()
         .map(|f| {

@@ -11,7 +11,7 @@ use geoprov_device::{Device, DeviceError, Identity};
 use geoprov_tests::certs::device_ca;
 use geoprov_tests::emulator::{
     Emulator, FactoryKey, FleetRegion, WorkDir, certificate_id, certificate_status, factory_key,
-    geoprov, invoke_url, iot_stack, setup_claim,
+    geoprov, invoke_url, iot_stack, register_fleet_ca, setup_claim,
 };
 use geoprov_tests::{moto, sdk_config};
 use serde_json::{Value, json};
@@ -580,16 +580,7 @@ async fn jitr_activates_a_certificate_only_where_the_registry_allows_then_it_con
     let iot = IotClient::new(&sdk_config(&moto().endpoint, region).await);
     let ca = device_ca();
     // As `geoprov setup ca` registers it: auto-registration, no template.
-    let registered = iot
-        .register_ca_certificate()
-        .ca_certificate(&ca.pem)
-        .set_as_active(true)
-        .allow_auto_registration(true)
-        .certificate_mode(aws_sdk_iot::types::CertificateMode::SniOnly)
-        .send()
-        .await
-        .unwrap();
-    let ca_id = registered.certificate_id().unwrap().to_owned();
+    let ca_id = register_fleet_ca(&iot, &ca.pem).await;
     let allowed = ca.sign("SN-JITR-1");
     let elsewhere = ca.sign("SN-JITR-EU");
     let blocked = ca.sign("SN-JITR-BLOCKED");

@@ -7,7 +7,7 @@
 
 use aws_sdk_iot::Client as IotClient;
 use geoprov_tests::certs::device_ca;
-use geoprov_tests::emulator::{WorkDir, geoprov, iot_stack};
+use geoprov_tests::emulator::{WorkDir, geoprov, iot_stack, register_fleet_ca};
 use geoprov_tests::failover::config_json;
 use geoprov_tests::{moto, sdk_config, unique_table};
 use serde_json::{Value, json};
@@ -28,16 +28,8 @@ async fn region_with_ca(region: &str, ca_pem: &str, dir: &WorkDir) -> (IotClient
         &dir.path().join(format!("emulator-{region}.json")),
     );
     let iot = IotClient::new(&sdk_config(&moto().endpoint, region).await);
-    let registered = iot
-        .register_ca_certificate()
-        .ca_certificate(ca_pem)
-        .set_as_active(true)
-        .allow_auto_registration(true)
-        .certificate_mode(aws_sdk_iot::types::CertificateMode::SniOnly)
-        .send()
-        .await
-        .unwrap();
-    (iot, registered.certificate_id().unwrap().to_owned())
+    let ca_id = register_fleet_ca(&iot, ca_pem).await;
+    (iot, ca_id)
 }
 
 fn gaps(report: &Value) -> Vec<(String, String, String)> {
