@@ -19,6 +19,10 @@ use crate::output::print_json;
 use crate::thing_groups::STACK_GROUP;
 use crate::{failover_config, registry};
 
+/// The device policy's name as the regional stack made by
+/// `local_iot_stack.py` names it (a deployed stack's comes from its output).
+const DEVICE_POLICY: &str = "geoprov-DevicePolicy";
+
 #[derive(Subcommand)]
 pub enum Command {
     /// For every location of the failover configuration and every
@@ -39,7 +43,7 @@ pub enum Command {
         ca_certificate_id: String,
         /// The regional stack's device policy: NAME, or REGION=NAME for a
         /// region whose stack named it otherwise (repeat).
-        #[arg(long = "device-policy", default_value = "geoprov-DevicePolicy")]
+        #[arg(long = "device-policy", default_value = DEVICE_POLICY)]
         device_policies: Vec<String>,
         #[arg(long, default_value = "geoprov-device")]
         thing_type: String,
@@ -129,7 +133,7 @@ pub async fn run(command: Command) -> Result<(), CliError> {
 /// The device policy's name in `region`: a REGION=NAME entry for it, else
 /// the entry without a region.
 fn policy_for<'a>(entries: &'a [String], region: &str) -> &'a str {
-    let mut plain = "geoprov-DevicePolicy";
+    let mut plain = DEVICE_POLICY;
     for entry in entries {
         match entry.split_once('=') {
             Some((r, name)) if r == region => return name,
@@ -242,6 +246,6 @@ mod tests {
         let entries = ["geoprov-P".to_owned(), "eu-west-1=stack-eu-P".to_owned()];
         assert_eq!(policy_for(&entries, "eu-west-1"), "stack-eu-P");
         assert_eq!(policy_for(&entries, "us-east-1"), "geoprov-P");
-        assert_eq!(policy_for(&[], "us-east-1"), "geoprov-DevicePolicy");
+        assert_eq!(policy_for(&[], "us-east-1"), DEVICE_POLICY);
     }
 }

@@ -84,42 +84,48 @@ impl Quota {
     }
 }
 
-/// One token bucket: `rate` tokens a second, at most `capacity` held.
+/// One quota's token bucket, `limit` = (rate per second, capacity), none
+/// for no limit; and what it has granted and refused.
 #[derive(Debug)]
 struct Bucket {
-    rate: f64,
-    capacity: f64,
+    limit: Option<(f64, f64)>,
     tokens: f64,
     last: Instant,
-    granted: u64,
+    spent: u64,
     throttled: u64,
 }
 
 impl Bucket {
-    fn new(rate: f64, now: Instant) -> Self {
-        let capacity = rate.max(1.0);
+    fn new(rate: Option<f64>, now: Instant) -> Self {
+        let limit = rate.map(|r| (r, r.max(1.0)));
         Bucket {
-            rate,
-            capacity,
-            tokens: capacity,
+            limit,
+            tokens: limit.map_or(0.0, |(_, capacity)| capacity),
             last: now,
-            granted: 0,
+            spent: 0,
             throttled: 0,
         }
     }
 
     fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            self.granted += 1;
-            true
-        } else {
-            self.throttled += 1;
-            false
+        let granted = match self.limit {
+            None => true,
+            Some((rate, capacity)) => {
+                let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+                self.tokens = (self.tokens + elapsed * rate).min(capacity);
+                self.last = now;
+                let granted = self.tokens >= 1.0;
+                if granted {
+                    self.tokens -= 1.0;
+                }
+                granted
+            }
+        };
+        match granted {
+            true => self.spent += 1,
+            false => self.throttled += 1,
         }
+        granted
     }
 }
 
@@ -127,9 +133,8 @@ impl Bucket {
 /// and is still counted.
 #[derive(Debug)]
 pub struct Quotas {
-    buckets: Option<Mutex<[Bucket; 4]>>,
     scale: Option<f64>,
-    counts: Mutex<[(u64, u64); 4]>,
+    buckets: Mutex<[Bucket; 4]>,
 }
 
 impl Quotas {
@@ -138,22 +143,21 @@ impl Quotas {
         if !(scale.is_finite() && scale > 0.0) {
             return Err(format!("--quota-scale {scale}: expected a positive number"));
         }
-        let now = Instant::now();
-        Ok(Quotas {
-            buckets: Some(Mutex::new(
-                Quota::ALL.map(|q| Bucket::new(q.default_rate() * scale, now)),
-            )),
-            scale: Some(scale),
-            counts: Mutex::new([(0, 0); 4]),
-        })
+        Ok(Self::with_scale(Some(scale)))
     }
 
     /// No quota: for measuring the emulator itself.
     pub fn unlimited() -> Self {
+        Self::with_scale(None)
+    }
+
+    fn with_scale(scale: Option<f64>) -> Self {
+        let now = Instant::now();
         Quotas {
-            buckets: None,
-            scale: None,
-            counts: Mutex::new([(0, 0); 4]),
+            scale,
+            buckets: Mutex::new(
+                Quota::ALL.map(|q| Bucket::new(scale.map(|s| q.default_rate() * s), now)),
+            ),
         }
     }
 
@@ -163,16 +167,8 @@ impl Quotas {
     }
 
     fn take_at(&self, quota: Quota, now: Instant) -> bool {
-        let granted = match &self.buckets {
-            Some(buckets) => buckets.lock().expect("quota lock")[quota.index()].take(now),
-            None => true,
-        };
-        let mut counts = self.counts.lock().expect("quota counts lock");
-        let (spent, throttled) = &mut counts[quota.index()];
-        if granted {
-            *spent += 1;
-        } else {
-            *throttled += 1;
+        let granted = self.buckets.lock().expect("quota lock")[quota.index()].take(now);
+        if !granted {
             tracing::info!(quota = quota.name(), "throttled");
         }
         granted
@@ -180,14 +176,17 @@ impl Quotas {
 
     /// `GET /quotas`: each quota's rate, units spent and requests throttled.
     pub fn describe(&self) -> Value {
-        let counts = self.counts.lock().expect("quota counts lock");
+        let buckets = self.buckets.lock().expect("quota lock");
         let mut quotas = serde_json::Map::new();
         for quota in Quota::ALL {
-            let (spent, throttled) = counts[quota.index()];
-            let rate = self.scale.map(|s| quota.default_rate() * s);
+            let bucket = &buckets[quota.index()];
             quotas.insert(
                 quota.name().to_owned(),
-                json!({"ratePerSecond": rate, "spent": spent, "throttled": throttled}),
+                json!({
+                    "ratePerSecond": bucket.limit.map(|(rate, _)| rate),
+                    "spent": bucket.spent,
+                    "throttled": bucket.throttled,
+                }),
             );
         }
         json!({"scale": self.scale, "quotas": quotas})

@@ -51,6 +51,51 @@ pub struct Reach {
     pub regions: BTreeSet<RegionName>,
 }
 
+/// The zone as the failover writes it when every region is admitted: each
+/// location's whole preference as its chain (a trimmed chain is a part of it).
+pub fn full_zone(config: &FailoverConfig) -> Zone {
+    Zone::new(
+        config
+            .locations
+            .iter()
+            .flat_map(|l| location_records(config, l, &l.preference)),
+    )
+}
+
+/// The region each location (by set identifier) is answered with when
+/// exactly the regions in `down` are unhealthy.
+pub fn answers(
+    config: &FailoverConfig,
+    zone: &Zone,
+    down: &BTreeSet<&RegionName>,
+) -> Result<BTreeMap<String, RegionName>, String> {
+    let healthy = |check: &str| {
+        !config
+            .regions
+            .iter()
+            .any(|(r, t)| t.health_check_id == check && down.contains(r))
+    };
+    config
+        .locations
+        .iter()
+        .map(|location| {
+            let client = ClientLocation::within(&location.geo_location);
+            let answer = zone.resolve(&config.record_name, &client, &healthy).answer;
+            let region = answer
+                .as_deref()
+                .and_then(|a| config.region_of_endpoint(a))
+                .cloned()
+                .ok_or_else(|| {
+                    format!(
+                        "location {}: the records answer {answer:?}, which is no region's endpoint",
+                        location.set_identifier
+                    )
+                })?;
+            Ok((location.set_identifier.clone(), region))
+        })
+        .collect()
+}
+
 /// Where DNS may send each location (by set identifier), under every
 /// combination of region health.
 pub fn reachable_regions(config: &FailoverConfig) -> Result<BTreeMap<String, Reach>, String> {
@@ -61,54 +106,36 @@ pub fn reachable_regions(config: &FailoverConfig) -> Result<BTreeMap<String, Rea
             regions.len()
         ));
     }
-    let zone = Zone::new(
-        config
-            .locations
+    let zone = full_zone(config);
+    let mut answered: BTreeMap<String, BTreeSet<RegionName>> = BTreeMap::new();
+    for mask in 0u32..(1 << regions.len()) {
+        let down: BTreeSet<&RegionName> = regions
             .iter()
-            .flat_map(|l| location_records(config, l, &l.preference)),
-    );
-    let mut reachable = BTreeMap::new();
-    for location in &config.locations {
-        let client = ClientLocation::within(&location.geo_location);
-        let mut answered = BTreeSet::new();
-        for mask in 0u32..(1 << regions.len()) {
-            let healthy = |check: &str| {
-                regions.iter().enumerate().any(|(i, region)| {
-                    mask & (1 << i) != 0 && config.regions[*region].health_check_id == check
-                })
-            };
-            let resolution = zone.resolve(&config.record_name, &client, &healthy);
-            let region = resolution
-                .answer
-                .as_deref()
-                .and_then(|answer| config.region_of_endpoint(answer));
-            match region {
-                Some(region) => {
-                    answered.insert(region.clone());
-                }
-                None => {
-                    return Err(format!(
-                        "location {}: the records answer {:?}, which is no region's endpoint",
-                        location.set_identifier, resolution.answer
-                    ));
-                }
-            }
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) == 0)
+            .map(|(_, r)| *r)
+            .collect();
+        for (location, region) in answers(config, &zone, &down)? {
+            answered.entry(location).or_default().insert(region);
         }
-        let Some(preferred) = location.preference.first() else {
-            return Err(format!(
-                "location {} has no region",
-                location.set_identifier
-            ));
-        };
-        reachable.insert(
-            location.set_identifier.clone(),
-            Reach {
-                preferred: preferred.clone(),
-                regions: answered,
-            },
-        );
     }
-    Ok(reachable)
+    config
+        .locations
+        .iter()
+        .map(|location| {
+            let preferred = location
+                .preference
+                .first()
+                .ok_or_else(|| format!("location {} has no region", location.set_identifier))?;
+            let reach = Reach {
+                preferred: preferred.clone(),
+                regions: answered
+                    .remove(&location.set_identifier)
+                    .unwrap_or_default(),
+            };
+            Ok((location.set_identifier.clone(), reach))
+        })
+        .collect()
 }
 
 /// What a region holds of what devices need there.

@@ -33,14 +33,13 @@
 //! spends nothing but takes a turn later), Lambda concurrency, and CPU.
 //! The game day measures what the model leaves out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use geoprov_shared::device::RegionName;
-use route53_answer::{ClientLocation, Zone};
 use serde::{Deserialize, Serialize};
 
 use crate::config::FailoverConfig;
-use crate::tree::location_records;
+use crate::coverage::{answers, full_zone};
 
 /// Requests per second, by quota name.
 pub type Rates = BTreeMap<String, f64>;
@@ -169,36 +168,8 @@ pub enum PlanError {
     UnknownLocation(String),
     #[error("quota {quota:?}: {rate} is not a positive rate")]
     BadRate { quota: String, rate: f64 },
-    #[error("the records answer {0:?}, which is no region's endpoint")]
-    NoRegion(Option<String>),
-}
-
-/// Where each location is answered when exactly `down` are unhealthy.
-fn answers(
-    config: &FailoverConfig,
-    zone: &Zone,
-    down: &[&RegionName],
-) -> Result<BTreeMap<String, RegionName>, PlanError> {
-    let healthy = |check: &str| {
-        !config
-            .regions
-            .iter()
-            .any(|(r, t)| t.health_check_id == check && down.contains(&r))
-    };
-    config
-        .locations
-        .iter()
-        .map(|location| {
-            let client = ClientLocation::within(&location.geo_location);
-            let answer = zone.resolve(&config.record_name, &client, &healthy).answer;
-            let region = answer
-                .as_deref()
-                .and_then(|a| config.region_of_endpoint(a))
-                .cloned()
-                .ok_or(PlanError::NoRegion(answer))?;
-            Ok((location.set_identifier.clone(), region))
-        })
-        .collect()
+    #[error("{0}")]
+    NoRegion(String),
 }
 
 /// The rate of `quota` in `region`.
@@ -299,13 +270,8 @@ pub fn plan(
             });
         }
     }
-    let zone = Zone::new(
-        config
-            .locations
-            .iter()
-            .flat_map(|l| location_records(config, l, &l.preference)),
-    );
-    let home = answers(config, &zone, &[])?;
+    let zone = full_zone(config);
+    let home = answers(config, &zone, &BTreeSet::new()).map_err(PlanError::NoRegion)?;
     let mut phases = Vec::new();
     let mut onboard = Arrivals::new();
     for (name, location) in &fleet.locations {
@@ -320,7 +286,7 @@ pub fn plan(
     }
     phases.push(phase("onboard".into(), fleet, &onboard, target_seconds));
     for lost in config.regions.keys() {
-        let moved = answers(config, &zone, &[lost])?;
+        let moved = answers(config, &zone, &BTreeSet::from([lost])).map_err(PlanError::NoRegion)?;
         let (mut rehome, mut failback) = (Arrivals::new(), Arrivals::new());
         for (name, location) in &fleet.locations {
             let (from, to) = (&home[name], &moved[name]);
