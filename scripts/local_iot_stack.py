@@ -11,8 +11,13 @@ geoprov-iot-emu reads (a rule's Lambda actions by function name: the name its
 
 Parameters not given take the template's defaults, and conditions are
 evaluated from them, so `--parameter ClaimCertificateId=<id>` makes the
-fleet template, the claim policy and its attachment, and
-`--parameter PcaArn=<arn>` makes the JITR rule. A resource's physical
+fleet template, the claim policy and its attachment,
+`--parameter PcaArn=<arn>` makes the JITR rule, and with it
+`--parameter EnableCertificateProvider=true` (or that default) the
+certificate provider: created in moto's IoT (the API moto_launcher.py adds)
+and named in the configuration as `certificateProvider` (its function by
+name, as a rule's are). IoT allows one provider per account: a provider
+elsewhere in the account fails the run, as it fails the stack. A resource's physical
 name is its name property, else `geoprov-<LogicalId>` (the stack is named
 geoprov); a function's ARN ends in its logical id. Prints what it made (JSON).
 """
@@ -36,6 +41,7 @@ NAME_PROPERTY = {
     "AWS::IoT::ThingGroup": "ThingGroupName",
     "AWS::IoT::Policy": "PolicyName",
     "AWS::IoT::ProvisioningTemplate": "TemplateName",
+    "AWS::IoT::CertificateProvider": "CertificateProviderName",
 }
 NO_VALUE = object()
 
@@ -99,7 +105,9 @@ class Stack:
             return all(self.decide(a) for a in argument)
         if function == "Fn::Or":
             return any(self.decide(a) for a in argument)
-        if function == "Condition":
+        # {"Condition": name} in JSON; template_facts' Loader reads the short
+        # tag !Condition as Fn::Condition.
+        if function in ("Condition", "Fn::Condition"):
             return self.condition(argument)
         raise SystemExit(f"condition function {function} is not known here")
 
@@ -181,6 +189,48 @@ def create_unless_exists(create, **kwargs) -> None:
             raise
 
 
+def function_name(arn: str) -> str:
+    """The name the emulator's `--lambda NAME=URL` gives a function: the
+    last part of its ARN (here, its logical id)."""
+    return arn.rsplit(":", 1)[1]
+
+
+def certificate_providers(stack: Stack, iot) -> list[dict]:
+    """Creates the stack's certificate provider (at most one) unless it
+    exists; its entry for the emulator's configuration."""
+    entries = []
+    for logical_id, props in stack.made("AWS::IoT::CertificateProvider"):
+        name = stack.physical_name(logical_id)
+        try:
+            iot.create_certificate_provider(
+                certificateProviderName=name,
+                lambdaFunctionArn=props["LambdaFunctionArn"],
+                accountDefaultForOperations=props["AccountDefaultForOperations"],
+            )
+        except ClientError as e:
+            code = e.response["Error"]["Code"]
+            if code == "LimitExceededException":
+                # The stack would fail the same way: "You can only create one
+                # certificate provider per AWS account".
+                raise SystemExit(
+                    f"certificate provider {name}: {e.response['Error']['Message']} "
+                    "Deploy this region with --parameter EnableCertificateProvider=false, "
+                    "or delete the other provider."
+                ) from e
+            if code not in ("ResourceAlreadyExistsException", "ResourceAlreadyExists"):
+                raise
+        entries.append(
+            {
+                "certificateProviderName": name,
+                "functionName": function_name(props["LambdaFunctionArn"]),
+                "accountDefaultForOperations": list(props["AccountDefaultForOperations"]),
+            }
+        )
+    if len(entries) > 1:
+        raise SystemExit("the template declares more than one certificate provider")
+    return entries
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--template", default=str(Path(__file__).resolve().parent.parent / "template.yaml"))
@@ -194,7 +244,8 @@ def main() -> int:
     template = yaml.load(Path(args.template).read_text(), Loader=Loader)
     stack = Stack(template, args.region, args.account_id, given)
     iot = boto3.client("iot", region_name=args.region, endpoint_url=args.endpoint)
-    made = {"thingTypes": [], "thingGroups": [], "policies": [], "attachments": [], "templates": [], "rules": []}
+    made = {"thingTypes": [], "thingGroups": [], "policies": [], "attachments": [], "templates": [], "rules": [],
+            "certificateProviders": []}
     for logical_id, props in stack.made("AWS::IoT::ThingType"):
         name = stack.physical_name(logical_id)
         kwargs = {"thingTypeName": name}
@@ -239,13 +290,18 @@ def main() -> int:
         if payload.get("RuleDisabled"):
             continue
         functions = [
-            action["Lambda"]["FunctionArn"].rsplit(":", 1)[1]
+            function_name(action["Lambda"]["FunctionArn"])
             for action in payload.get("Actions", [])
             if "Lambda" in action
         ]
         rules.append({"ruleName": logical_id, "sql": payload["Sql"], "functions": functions})
         made["rules"].append(logical_id)
-    Path(args.out).write_text(json.dumps({"templates": templates, "rules": rules}, indent=2))
+    config = {"templates": templates, "rules": rules}
+    providers = certificate_providers(stack, iot)
+    if providers:
+        config["certificateProvider"] = providers[0]
+        made["certificateProviders"] = [p["certificateProviderName"] for p in providers]
+    Path(args.out).write_text(json.dumps(config, indent=2))
     print(json.dumps(made))
     return 0
 

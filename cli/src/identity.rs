@@ -1,7 +1,8 @@
 //! `geoprov identity coverage`: whether every device can work in every
 //! region DNS may send it to (`geoprov_failover::coverage`), read from the
 //! deployment itself: the failover configuration, each region's IoT and the
-//! registry.
+//! registry. Each region's IoT certificate provider is reported too, with a
+//! warning or a notice where it is not geoprov's (never a gap).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -9,8 +10,10 @@ use std::path::PathBuf;
 use aws_sdk_iot::Client;
 use aws_sdk_iot::error::{DisplayErrorContext, ProvideErrorMetadata};
 use clap::Subcommand;
-use geoprov_failover::coverage::{self, Gap, Reach, RegionFacts};
-use geoprov_shared::device::DeviceStatus;
+use geoprov_failover::coverage::{
+    self, CertificateProvider, Gap, ProviderNotice, Reach, RegionFacts, RegionProvider,
+};
+use geoprov_shared::device::{DeviceStatus, RegionName};
 use serde::Serialize;
 
 use crate::error::CliError;
@@ -30,7 +33,11 @@ pub enum Command {
     /// (the answer model); in each, whether its devices can work there: the
     /// fleet CA ACTIVE with auto-registration, the device policy, the thing
     /// type, each device's thing group, and the registry allowing the
-    /// region. Prints the report (JSON) and exits non-zero on any gap.
+    /// region. Also each region's IoT certificate provider: geoprov's, none
+    /// (a warning where devices can be answered) or another one (a notice
+    /// with what to do); these never fail the command. Prints the report
+    /// (JSON), the warnings and notices on stderr, and exits non-zero on
+    /// any gap.
     Coverage {
         /// The FAILOVER_CONFIG document.
         #[arg(long)]
@@ -63,6 +70,12 @@ struct Report {
     gaps: Vec<Gap>,
     /// One line per gap, for a person.
     summary: Vec<String>,
+    /// Each region's certificate provider: geoprov's, none, or another one.
+    certificate_providers: BTreeMap<RegionName, RegionProvider>,
+    /// What the providers call for; none of it is a gap.
+    provider_notices: Vec<ProviderNotice>,
+    /// One line per provider notice, for a person.
+    notices: Vec<String>,
 }
 
 pub async fn run(command: Command) -> Result<(), CliError> {
@@ -90,8 +103,13 @@ pub async fn run(command: Command) -> Result<(), CliError> {
         .collect();
     let groups = coverage::needed_groups(&devices, &default_group);
     let mut facts = BTreeMap::new();
+    let mut providers = BTreeMap::new();
     for region in config.regions.keys() {
         let client = iot_client(&sdk, region.as_str());
+        providers.insert(
+            region.clone(),
+            certificate_providers(&client, region.as_str()).await?,
+        );
         let wanted = Wanted {
             ca_certificate_id: &ca_certificate_id,
             device_policy: policy_for(&device_policies, region.as_str()),
@@ -117,12 +135,23 @@ pub async fn run(command: Command) -> Result<(), CliError> {
             )
         })
         .collect();
+    let provider_notices = coverage::provider_notices(&reachable, &providers);
+    let notices: Vec<String> = provider_notices.iter().map(|n| n.describe()).collect();
+    for line in &notices {
+        eprintln!("{line}");
+    }
     let found = gaps.len();
     print_json(&Report {
         reachable,
         devices: devices.len(),
         gaps,
         summary,
+        certificate_providers: providers
+            .iter()
+            .map(|(region, listed)| (region.clone(), coverage::provider_in(region, listed)))
+            .collect(),
+        provider_notices,
+        notices,
     });
     match found {
         0 => Ok(()),
@@ -171,6 +200,71 @@ where
             message: DisplayErrorContext(&e).to_string(),
         }),
     }
+}
+
+/// More pages than this from ListCertificateProviders, where IoT allows one
+/// provider per account, is a service answering in a loop.
+const MAX_PROVIDER_PAGES: usize = 100;
+
+/// The certificate providers IoT has in `region`, each with its function
+/// (ListCertificateProviders, then DescribeCertificateProvider).
+async fn certificate_providers(
+    client: &Client,
+    region: &str,
+) -> Result<Vec<CertificateProvider>, CliError> {
+    let iot_error = |operation, e: &dyn std::error::Error| CliError::Iot {
+        region: region.to_owned(),
+        operation,
+        message: DisplayErrorContext(e).to_string(),
+    };
+    let mut names = Vec::new();
+    let mut next_token = None;
+    for _ in 0..MAX_PROVIDER_PAGES {
+        let page = client
+            .list_certificate_providers()
+            .set_next_token(next_token)
+            .send()
+            .await
+            .map_err(|e| iot_error("ListCertificateProviders", &e))?;
+        names.extend(
+            page.certificate_providers()
+                .iter()
+                .filter_map(|p| p.certificate_provider_name().map(str::to_owned)),
+        );
+        next_token = page
+            .next_token()
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
+        if next_token.is_none() {
+            break;
+        }
+    }
+    if next_token.is_some() {
+        return Err(iot_error(
+            "ListCertificateProviders",
+            &std::io::Error::other(format!("more than {MAX_PROVIDER_PAGES} pages")),
+        ));
+    }
+    let mut providers = Vec::new();
+    for name in names {
+        // One deleted since the list is no longer there.
+        let described = found(
+            client
+                .describe_certificate_provider()
+                .certificate_provider_name(&name)
+                .send()
+                .await,
+            region,
+            "DescribeCertificateProvider",
+        )?;
+        if let Some(out) = described {
+            providers.push(CertificateProvider {
+                name,
+                function_arn: out.lambda_function_arn().unwrap_or_default().to_owned(),
+            });
+        }
+    }
+    Ok(providers)
 }
 
 async fn region_facts(

@@ -10,7 +10,7 @@ conditional transactions all pass their checks. DynamoDB serialises writes to
 an item; serving requests in order gives the tests that guarantee, while the
 clients still race (reads and writes of concurrent invocations interleave).
 
-Eight corrections to moto, to AWS's documented behaviour:
+Nine corrections to moto, to AWS's documented behaviour:
 - IoT identifies a certificate by the SHA-256 of its DER; moto by default
   hashes the PEM text unless `use_valid_cert` is on.
 - Route 53: a DELETE names one record set by name, type and set identifier.
@@ -46,11 +46,23 @@ Eight corrections to moto, to AWS's documented behaviour:
   HealthCheckVersion. moto 5.2.5 drops AlarmIdentifier and
   InsufficientDataHealthStatus, never fills CloudWatchAlarmConfiguration and
   never bumps the version. An alarm missing from its region is InvalidInput.
+- IoT's certificate provider (CreateCertificateProvider, Describe-, List-,
+  Update-, DeleteCertificateProvider, the API reference's shapes and REST
+  paths under /certificate-providers): moto 5.2.5 has none. The name is
+  1 to 128 of [\\w=,@-]; accountDefaultForOperations is exactly
+  ["CreateCertificateFromCsr"] ("Array Members: Fixed number of 1 item.
+  Valid Values: CreateCertificateFromCsr"). The developer guide's
+  "Self-managed certificate signing using AWS IoT Core certificate provider"
+  says "You can only create one certificate provider per AWS account",
+  while the API and its ARNs are regional; we hold the stricter reading: a
+  second provider anywhere in the account, in any region, is refused.
 """
 import os
+import re
 import sys
 import threading
 import time
+from urllib.parse import unquote
 
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -60,8 +72,11 @@ from moto.moto_server.werkzeug_app import (
 from werkzeug.serving import make_server
 from moto.cloudwatch.models import cloudwatch_backends
 from moto.core.config import default_user_config
-from moto.core.responses import ActionResult
+from moto.core.exceptions import JsonRESTError
+from moto.core.responses import ActionResult, EmptyResult
+from moto.core.utils import utcnow
 from moto.iot import models as iot_models
+from moto.iot.models import iot_backends
 from moto.iot import responses as iot_responses
 from moto.route53 import models as route53_models
 from moto.route53 import responses as route53_responses
@@ -274,6 +289,144 @@ def _patch_iot_ca_certificate():
     iot_responses.IoTResponse.update_ca_certificate = update_ca_certificate
 
 
+# IoT's LimitExceededException is HTTP 410 (the API reference's Errors).
+class _IotLimitExceeded(JsonRESTError):
+    code = 410
+
+    def __init__(self, message):
+        super().__init__("LimitExceededException", message)
+
+
+_PROVIDER_NAME = re.compile(r"[A-Za-z0-9_=,@-]{1,128}")
+_PROVIDER_OPERATIONS = ["CreateCertificateFromCsr"]
+
+
+def _patch_iot_certificate_provider():
+    """IoT's certificate provider API, kept on each region's IoT backend
+    (so moto's reset clears it) as `certificate_providers`, by name."""
+    from moto.iot.exceptions import (
+        InvalidRequestException,
+        ResourceAlreadyExistsException,
+        ResourceNotFoundException,
+    )
+
+    def providers(backend):
+        if not hasattr(backend, "certificate_providers"):
+            backend.certificate_providers = {}
+        return backend.certificate_providers
+
+    def named(self):
+        # The raw path: a percent-encoded "/" stays inside the name and fails
+        # the pattern rather than shortening it.
+        name = unquote(self.raw_path.rstrip("/").split("/")[-1])
+        if not _PROVIDER_NAME.fullmatch(name):
+            raise InvalidRequestException(
+                f"certificateProviderName {name!r} does not match [\\w=,@-]+ (1 to 128)"
+            )
+        return name
+
+    def checked_operations(operations):
+        if operations != _PROVIDER_OPERATIONS:
+            raise InvalidRequestException(
+                "accountDefaultForOperations must be exactly [\"CreateCertificateFromCsr\"], "
+                f"not {operations!r}"
+            )
+        return list(operations)
+
+    def existing(self, name):
+        provider = providers(self.iot_backend).get(name)
+        if provider is None:
+            raise ResourceNotFoundException(f"Certificate provider {name} does not exist.")
+        return provider
+
+    def create_certificate_provider(self):
+        name = named(self)
+        operations = checked_operations(self._get_param("accountDefaultForOperations"))
+        function = self._get_param("lambdaFunctionArn")
+        if not function:
+            raise InvalidRequestException("lambdaFunctionArn is required.")
+        arn = (
+            f"arn:{self.partition}:iot:{self.region}:{self.current_account}"
+            f":certificateprovider/{name}"
+        )
+        here = providers(self.iot_backend)
+        if name in here:
+            raise ResourceAlreadyExistsException(
+                f"Certificate provider {name} already exists.", name, arn
+            )
+        # One per account: the account's others, in every region moto has
+        # made. LimitExceededException ("A limit has been exceeded") rather
+        # than ResourceAlreadyExistsException, which names this resource
+        # (name and ARN): what refuses it is the account's quota of one, and
+        # the provider that holds it may have another name or region.
+        for backend in list(iot_backends[self.current_account].values()):
+            for other in providers(backend).values():
+                raise _IotLimitExceeded(
+                    "You can only create one certificate provider per AWS account: "
+                    f"{other['certificateProviderArn']} exists."
+                )
+        now = utcnow()
+        here[name] = {
+            "certificateProviderName": name,
+            "certificateProviderArn": arn,
+            "lambdaFunctionArn": function,
+            "accountDefaultForOperations": operations,
+            "creationDate": now,
+            "lastModifiedDate": now,
+        }
+        return ActionResult({"certificateProviderName": name, "certificateProviderArn": arn})
+
+    def describe_certificate_provider(self):
+        return ActionResult(dict(existing(self, named(self))))
+
+    def list_certificate_providers(self):
+        ascending = self._get_param("isAscendingOrder")
+        ascending = ascending if isinstance(ascending, bool) else str(ascending).lower() != "false"
+        summaries = sorted(
+            (
+                {
+                    "certificateProviderName": p["certificateProviderName"],
+                    "certificateProviderArn": p["certificateProviderArn"],
+                }
+                for p in providers(self.iot_backend).values()
+            ),
+            key=lambda p: p["certificateProviderName"],
+            reverse=not ascending,
+        )
+        return ActionResult({"certificateProviders": summaries})
+
+    def update_certificate_provider(self):
+        provider = existing(self, named(self))
+        operations = self._get_param("accountDefaultForOperations")
+        if operations is not None:
+            provider["accountDefaultForOperations"] = checked_operations(operations)
+        function = self._get_param("lambdaFunctionArn")
+        if function:
+            provider["lambdaFunctionArn"] = function
+        provider["lastModifiedDate"] = utcnow()
+        return ActionResult(
+            {
+                "certificateProviderName": provider["certificateProviderName"],
+                "certificateProviderArn": provider["certificateProviderArn"],
+            }
+        )
+
+    def delete_certificate_provider(self):
+        name = named(self)
+        existing(self, name)
+        del providers(self.iot_backend)[name]
+        return EmptyResult()
+
+    for action in (
+        create_certificate_provider,
+        describe_certificate_provider,
+        list_certificate_providers,
+        update_certificate_provider,
+        delete_certificate_provider,
+    ):
+        setattr(iot_responses.IoTResponse, action.__name__, action)
+
+
 def main() -> None:
     default_user_config["iot"]["use_valid_cert"] = True
     _patch_route53_delete()
@@ -281,6 +434,7 @@ def main() -> None:
     _patch_route53_delete_then_create()
     _patch_s3_expected_bucket_owner()
     _patch_iot_ca_certificate()
+    _patch_iot_certificate_provider()
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     app = DomainDispatcherApplication(create_backend_app)
     server = make_server(

@@ -27,6 +27,19 @@
 //! some of those never send it outside its regions, locations built for its
 //! residency, it is taken to be in those. An unrestricted device may be
 //! anywhere.
+//!
+//! Each region's IoT certificate provider (`provider_in`,
+//! `provider_notices`): with one, every fleet-provisioning
+//! `CreateCertificateFromCsr` there is signed by its Lambda function instead
+//! of by Amazon's CA (the IoT developer guide's "Self-managed certificate
+//! signing using AWS IoT Core certificate provider"). The regional stack's is
+//! `geoprov-<region>` (EnableCertificateProvider), whose certificates come
+//! from the fleet CA and so work in every region (JITR). The guide says "You
+//! can only create one certificate provider per AWS account"; geoprov holds
+//! the stricter reading, one in the whole account, whatever its region.
+//! Coverage has no input saying which locations' claim devices should get
+//! fleet-CA certificates (`plan`'s routes), so a region without geoprov's
+//! provider is a warning, and another provider a notice: neither is a gap.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -313,6 +326,154 @@ pub fn needed_groups(devices: &[DeviceProfile], default_group: &str) -> BTreeSet
         .collect()
 }
 
+/// A certificate provider as IoT describes it in a region
+/// (DescribeCertificateProvider).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateProvider {
+    pub name: String,
+    pub function_arn: String,
+}
+
+/// The name the regional stack gives its certificate provider in `region`.
+pub fn geoprov_provider_name(region: &RegionName) -> String {
+    format!("geoprov-{region}")
+}
+
+/// Whose certificate provider a region has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(
+    tag = "provider",
+    rename_all = "SCREAMING_SNAKE_CASE",
+    rename_all_fields = "camelCase"
+)]
+pub enum RegionProvider {
+    /// The regional stack's, `geoprov-<region>`.
+    Geoprov { name: String, function_arn: String },
+    /// None: IoT signs CreateCertificateFromCsr with Amazon's CA.
+    None,
+    /// Another one, which signs every CreateCertificateFromCsr there.
+    Other { name: String, function_arn: String },
+}
+
+/// The provider of `region` from the ones IoT lists there. Another one wins
+/// over geoprov's (it is what a person must act on); two at once cannot be
+/// under either reading of the one-per-account rule.
+pub fn provider_in(region: &RegionName, listed: &[CertificateProvider]) -> RegionProvider {
+    let ours = geoprov_provider_name(region);
+    let foreign = listed.iter().find(|p| p.name != ours);
+    match (foreign, listed.iter().find(|p| p.name == ours)) {
+        (Some(p), _) => RegionProvider::Other {
+            name: p.name.clone(),
+            function_arn: p.function_arn.clone(),
+        },
+        (None, Some(p)) => RegionProvider::Geoprov {
+            name: p.name.clone(),
+            function_arn: p.function_arn.clone(),
+        },
+        (None, None) => RegionProvider::None,
+    }
+}
+
+/// What a person should know about the certificate providers. None fails
+/// coverage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(
+    tag = "notice",
+    rename_all = "SCREAMING_SNAKE_CASE",
+    rename_all_fields = "camelCase"
+)]
+pub enum ProviderNotice {
+    /// Another provider signs CreateCertificateFromCsr in `region`, and, one
+    /// being allowed per account, keeps geoprov's from being made anywhere.
+    ForeignProvider {
+        region: RegionName,
+        name: String,
+        function_arn: String,
+    },
+    /// Claim devices can provision in `region`, where geoprov's provider is
+    /// absent: they get Amazon-CA certificates there, which work in no other
+    /// region. `account_provider` is the account's provider elsewhere, if any.
+    NoGeoprovProvider {
+        region: RegionName,
+        account_provider: Option<String>,
+    },
+}
+
+impl ProviderNotice {
+    /// One line for a person, with what to do.
+    pub fn describe(&self) -> String {
+        match self {
+            ProviderNotice::ForeignProvider {
+                region,
+                name,
+                function_arn,
+            } => format!(
+                "notice: {region}: certificate provider {name} (function {function_arn}) is not \
+                 geoprov's ({geoprov}); it signs every CreateCertificateFromCsr there, and IoT \
+                 allows one per account, so geoprov's cannot be made while it exists. Either \
+                 deploy {region}'s stack with EnableCertificateProvider=false, or delete the \
+                 other provider: aws iot delete-certificate-provider \
+                 --certificate-provider-name {name} --region {region}",
+                geoprov = geoprov_provider_name(region),
+            ),
+            ProviderNotice::NoGeoprovProvider {
+                region,
+                account_provider,
+            } => {
+                let held = account_provider.as_ref().map_or(String::new(), |p| {
+                    format!(" (the account's one provider is {p})")
+                });
+                format!(
+                    "warning: {region}: no geoprov certificate provider ({geoprov}){held}: claim \
+                     devices provisioning there get Amazon-CA certificates, valid in {region} \
+                     only; for fleet-CA certificates, valid everywhere through JITR, deploy \
+                     {region}'s stack with EnableCertificateProvider=true",
+                    geoprov = geoprov_provider_name(region),
+                )
+            }
+        }
+    }
+}
+
+/// The notices for the regions' providers (by region, what IoT lists
+/// there): every other provider, and every region some location can be
+/// answered with (where claim devices can provision) that lacks geoprov's
+/// and has no other one.
+pub fn provider_notices(
+    reachable: &BTreeMap<String, Reach>,
+    providers: &BTreeMap<RegionName, Vec<CertificateProvider>>,
+) -> Vec<ProviderNotice> {
+    let mut notices = Vec::new();
+    for (region, listed) in providers {
+        let ours = geoprov_provider_name(region);
+        notices.extend(listed.iter().filter(|p| p.name != ours).map(|p| {
+            ProviderNotice::ForeignProvider {
+                region: region.clone(),
+                name: p.name.clone(),
+                function_arn: p.function_arn.clone(),
+            }
+        }));
+    }
+    let answerable: BTreeSet<&RegionName> =
+        reachable.values().flat_map(|r| r.regions.iter()).collect();
+    for region in answerable {
+        let listed = providers.get(region).map_or(&[][..], Vec::as_slice);
+        if !listed.is_empty() {
+            // geoprov's, or another one, which has its notice.
+            continue;
+        }
+        let account_provider = providers
+            .iter()
+            .find_map(|(r, l)| l.first().map(|p| format!("{} in {r}", p.name)));
+        notices.push(ProviderNotice::NoGeoprovProvider {
+            region: region.clone(),
+            account_provider,
+        });
+    }
+    notices
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -501,6 +662,106 @@ mod tests {
                 Missing::ThingType,
                 Missing::ThingGroup { group: "g".into() }
             ]
+        );
+    }
+
+    fn provider(name: &str) -> CertificateProvider {
+        CertificateProvider {
+            name: name.into(),
+            function_arn: format!("arn:aws:lambda:eu-west-1:123456789012:function:{name}-fn"),
+        }
+    }
+
+    #[test]
+    fn a_regions_provider_is_geoprovs_none_or_the_other_one() {
+        let west = region("eu-west-1");
+        assert_eq!(provider_in(&west, &[]), RegionProvider::None);
+        assert_eq!(
+            provider_in(&west, &[provider("geoprov-eu-west-1")]),
+            RegionProvider::Geoprov {
+                name: "geoprov-eu-west-1".into(),
+                function_arn: provider("geoprov-eu-west-1").function_arn,
+            }
+        );
+        // Another region's name is not this stack's.
+        assert!(matches!(
+            provider_in(&west, &[provider("geoprov-eu-central-1")]),
+            RegionProvider::Other { name, .. } if name == "geoprov-eu-central-1"
+        ));
+        // Beside geoprov's, the other one is what is reported.
+        assert!(matches!(
+            provider_in(&west, &[provider("geoprov-eu-west-1"), provider("acme")]),
+            RegionProvider::Other { name, .. } if name == "acme"
+        ));
+        let json = serde_json::to_value(provider_in(&west, &[provider("acme")])).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"provider": "OTHER", "name": "acme", "functionArn": provider("acme").function_arn})
+        );
+    }
+
+    #[test]
+    fn a_region_claim_devices_can_reach_without_geoprovs_provider_is_a_warning() {
+        // IoT allows one provider per account: geoprov's is in eu-west-1,
+        // so eu-central-1, where EU fails over, has none. us-east-1 is no
+        // location's answer, so nothing is said of it.
+        let providers = BTreeMap::from([
+            (region("eu-west-1"), vec![provider("geoprov-eu-west-1")]),
+            (region("eu-central-1"), vec![]),
+            (region("us-east-1"), vec![]),
+        ]);
+        let notices = provider_notices(&europe(), &providers);
+        assert_eq!(
+            notices,
+            [ProviderNotice::NoGeoprovProvider {
+                region: region("eu-central-1"),
+                account_provider: Some("geoprov-eu-west-1 in eu-west-1".into()),
+            }]
+        );
+        let line = notices[0].describe();
+        assert!(line.starts_with("warning: eu-central-1: "), "{line}");
+        assert!(line.contains("EnableCertificateProvider=true"), "{line}");
+        // A region IoT was not asked about counts as one without a provider.
+        assert_eq!(
+            provider_notices(&europe(), &BTreeMap::new()).len(),
+            2,
+            "both EU regions"
+        );
+    }
+
+    #[test]
+    fn another_provider_is_a_notice_naming_it_and_how_to_remove_it() {
+        let providers = BTreeMap::from([
+            (region("eu-west-1"), vec![]),
+            (region("eu-central-1"), vec![provider("acme")]),
+        ]);
+        let notices = provider_notices(&europe(), &providers);
+        assert_eq!(
+            notices,
+            [
+                ProviderNotice::ForeignProvider {
+                    region: region("eu-central-1"),
+                    name: "acme".into(),
+                    function_arn: provider("acme").function_arn,
+                },
+                ProviderNotice::NoGeoprovProvider {
+                    region: region("eu-west-1"),
+                    account_provider: Some("acme in eu-central-1".into()),
+                },
+            ]
+        );
+        let line = notices[0].describe();
+        assert!(
+            line.starts_with("notice: eu-central-1: certificate provider acme"),
+            "{line}"
+        );
+        assert!(line.contains(&provider("acme").function_arn), "{line}");
+        assert!(line.contains("EnableCertificateProvider=false"), "{line}");
+        assert!(
+            line.contains(
+                "aws iot delete-certificate-provider --certificate-provider-name acme --region eu-central-1"
+            ),
+            "{line}"
         );
     }
 }

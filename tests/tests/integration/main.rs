@@ -17,6 +17,7 @@
 mod activation_against_moto;
 mod activation_binary;
 mod canary;
+mod certificate_provider_against_moto;
 mod cli;
 mod crate_graph;
 mod demo_e2e;
