@@ -20,10 +20,11 @@ export AWS_DEFAULT_REGION ?= $(AWS_REGION)
 export GEOPROV_PYTHON := $(abspath $(PYTHON))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: help venv build test test-unit hygiene lint lint-template sam-build demo demo-hook bench-hook bench-failover bench-issuer bench-emulator bench-canary clean
+.PHONY: help venv build test test-unit hygiene lint lint-template sam-build demo gameday demo-hook bench-hook bench-failover bench-issuer bench-emulator bench-canary clean
 
 help:
 	@echo "make demo        the whole control plane, two regions, on this machine (dev build, moto, geoprov-iot-emu)"
+	@echo "make gameday     2,000 devices lose us-east-1, re-home by JITR and go home (table, JSON, PNG in target/)"
 	@echo "make demo-hook   the pre-provisioning hook alone with its sample events"
 	@echo "make test        build everything and run every test (unit, moto, real binaries)"
 	@echo "make test-unit   the edit loop: every crate's own tests (no venv, no moto, no binaries)"
@@ -139,3 +140,10 @@ bench-issuer: venv
 clean:
 	cargo clean
 	rm -rf $(VENV) $(SAM_VENV) $(IAC_VENV) .aws-sam bench/results
+
+# The game day: 2,000 devices over three locations and two regions lose
+# us-east-1, re-home to eu-west-1 and go home after the failback (table,
+# target/gameday-report.json, target/gameday.png). GAMEDAY_ARGS adds flags.
+gameday: venv
+	cargo build --workspace
+	target/debug/geoprov-gameday --profile debug --launch-rate 5 $(GAMEDAY_ARGS)

@@ -3,6 +3,9 @@
 //!
 //! - `GET /faults`, `PUT /faults` with any of
 //!   `{"refuseConnections","hookTimeout","stallPublishes"}` (booleans);
+//!   `refuseConnections` is a region's outage: new connections are refused
+//!   and, as it begins, every open one is closed
+//!   (`SERVER_INITIATED_DISCONNECT`);
 //! - `POST /clock` with `{"advanceSeconds": N}`;
 //! - `GET /quotas`: each rate quota's rate, units spent and requests
 //!   throttled (`quotas`);
@@ -22,14 +25,40 @@ use crate::quotas::Quotas;
 use serde_json::json;
 
 /// The faults in force.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Faults {
     refuse_connections: AtomicBool,
     hook_timeout: AtomicBool,
     stall_publishes: AtomicBool,
+    /// Counts the outages begun (refuseConnections turned on): each ends
+    /// every open connection, as a region's loss does.
+    outages: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            refuse_connections: AtomicBool::default(),
+            hook_timeout: AtomicBool::default(),
+            stall_publishes: AtomicBool::default(),
+            outages: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl Faults {
+    /// Changes when an outage begins: a connection's session ends then.
+    pub fn outages(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.outages.subscribe()
+    }
+
+    fn set_refuse_connections(&self, refuse: bool) {
+        let was = self.refuse_connections.swap(refuse, Ordering::Relaxed);
+        if refuse && !was {
+            self.outages.send_modify(|n| *n += 1);
+        }
+    }
+
     pub fn refuse_connections(&self) -> bool {
         self.refuse_connections.load(Ordering::Relaxed)
     }
@@ -157,7 +186,9 @@ fn route(
                         flag.store(v, Ordering::Relaxed);
                     }
                 };
-                set(&faults.refuse_connections, change.refuse_connections);
+                if let Some(refuse) = change.refuse_connections {
+                    faults.set_refuse_connections(refuse);
+                }
                 set(&faults.hook_timeout, change.hook_timeout);
                 set(&faults.stall_publishes, change.stall_publishes);
                 tracing::info!(faults = %faults.describe(), "faults changed");

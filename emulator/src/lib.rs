@@ -9,6 +9,7 @@
 //! follows; where the guide is silent the emulator is strict.
 
 pub mod broker;
+pub mod certificate_provider;
 pub mod faults;
 pub mod policy;
 pub mod provisioning;

@@ -81,13 +81,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let config: EmulatorConfig = serde_json::from_slice(&std::fs::read(&args.config)?)
         .map_err(|e| format!("{}: {e}", args.config.display()))?;
-    let mut lambdas = HashMap::new();
-    for entry in &args.lambdas {
-        let (name, url) = entry
-            .split_once('=')
-            .ok_or_else(|| format!("--lambda {entry}: expected FUNCTION_NAME=URL"))?;
-        lambdas.insert(name.to_owned(), url.to_owned());
-    }
+    let lambdas = lambdas(&args.lambdas, &config)?;
 
     let sdk = geoprov_shared::aws::loader(geoprov_shared::aws::process_http_client()?)
         .region(aws_config::Region::new(args.region.clone()))
@@ -144,6 +138,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ = terminated() => {}
     }
     Ok(())
+}
+
+/// The `--lambda FUNCTION_NAME=URL` entries; the certificate provider's
+/// function must be one of them.
+fn lambdas(
+    entries: &[String],
+    config: &EmulatorConfig,
+) -> Result<HashMap<String, String>, Box<dyn std::error::Error>> {
+    let mut lambdas = HashMap::new();
+    for entry in entries {
+        let (name, url) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("--lambda {entry}: expected FUNCTION_NAME=URL"))?;
+        lambdas.insert(name.to_owned(), url.to_owned());
+    }
+    if let Some(provider) = &config.certificate_provider {
+        provider.validate()?;
+        if !lambdas.contains_key(&provider.function_name) {
+            return Err(format!(
+                "certificate provider {}: no --lambda for function {}",
+                provider.certificate_provider_name, provider.function_name
+            )
+            .into());
+        }
+    }
+
+    Ok(lambdas)
 }
 
 async fn terminated() {

@@ -27,6 +27,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::certificate_provider::{self, CertificateProviderConfig};
 use crate::faults::{Clock, Faults};
 use crate::quotas::{Quota, Quotas};
 use crate::registry::{CaCertificate, Registry, RegistryError, Thing};
@@ -70,6 +71,9 @@ pub struct EmulatorConfig {
     pub templates: Vec<TemplateConfig>,
     #[serde(default)]
     pub rules: Vec<crate::rules::RuleConfig>,
+    /// The account's certificate provider, when it has one.
+    #[serde(default)]
+    pub certificate_provider: Option<CertificateProviderConfig>,
 }
 
 /// A rejection: the `/rejected` payload.
@@ -140,6 +144,7 @@ pub struct Provisioning {
     registry: Registry,
     device_ca: LocalCa,
     templates: HashMap<String, TemplateConfig>,
+    certificate_provider: Option<CertificateProviderConfig>,
     lambdas: HashMap<String, String>,
     tokens: Mutex<HashMap<String, Token>>,
     clock: Arc<Clock>,
@@ -210,6 +215,7 @@ impl Provisioning {
                 .into_iter()
                 .map(|t| (t.template_name.clone(), t))
                 .collect(),
+            certificate_provider: config.certificate_provider,
             lambdas,
             tokens: Mutex::new(HashMap::new()),
             clock,
@@ -306,22 +312,62 @@ impl Provisioning {
             )
         })?;
         self.room_for_a_token()?;
-        let certificate_pem = self
-            .device_ca
-            .issue_for_csr(&request.certificate_signing_request)
-            .map_err(|_| {
-                Rejection::new(
-                    400,
-                    "InvalidCertificateSigningRequest",
-                    "the CSR does not parse or its signature does not hold",
-                )
-            })?;
+        let certificate_pem = match &self.certificate_provider {
+            Some(provider) => {
+                self.provider_certificate(provider, &request.certificate_signing_request, caller)
+                    .await?
+            }
+            None => self
+                .device_ca
+                .issue_for_csr(&request.certificate_signing_request)
+                .map_err(|_| {
+                    Rejection::new(
+                        400,
+                        "InvalidCertificateSigningRequest",
+                        "the CSR does not parse or its signature does not hold",
+                    )
+                })?,
+        };
         let (certificate_id, token) = self.register_created(&certificate_pem, caller).await?;
         Ok(json!({
             "certificateId": certificate_id,
             "certificatePem": certificate_pem,
             "certificateOwnershipToken": token,
         }))
+    }
+
+    /// The account's certificate provider's certificate for a CSR
+    /// (`certificate_provider`): its function's answer within 5 s, for the
+    /// CSR's own key. A function error passes its message to the device, as
+    /// IoT passes the provider's rejection; anything else is a failure.
+    async fn provider_certificate(
+        &self,
+        provider: &CertificateProviderConfig,
+        csr_pem: &str,
+        caller: &Caller<'_>,
+    ) -> Result<String, Rejection> {
+        let function = provider.function_name.as_str();
+        let url = self.lambdas.get(function).cloned().ok_or_else(|| {
+            Rejection::new(
+                500,
+                "InternalFailure",
+                format!("no endpoint for function {function}"),
+            )
+        })?;
+        let input = certificate_provider::request(csr_pem, caller.certificate_id, caller.client_id);
+        let answer =
+            invoke_function(function, url, input)
+                .await
+                .map_err(|failure| match failure {
+                    Failure::Function(message) => Rejection::new(400, "InvalidRequest", message),
+                    Failure::Other(message) => Rejection::new(
+                        500,
+                        "InternalFailure",
+                        format!("the certificate provider failed: {message}"),
+                    ),
+                })?;
+        certificate_provider::certificate(&answer, csr_pem)
+            .map_err(|e| Rejection::new(500, "InternalFailure", e.to_string()))
     }
 
     /// A created certificate registered PENDING_ACTIVATION, and its token.
@@ -777,28 +823,50 @@ impl Provisioning {
 
 /// Calls the hook at `url` within [`HOOK_LIMIT`]; any failure is ACCESS_DENIED.
 async fn invoke_hook(function: &str, url: String, input: Value) -> Result<Value, Rejection> {
-    let call = tokio::task::spawn_blocking(move || post_to_hook(&url, &input));
+    invoke_function(function, url, input)
+        .await
+        .map_err(|failure| match failure {
+            Failure::Other(e) if e == TIMED_OUT => {
+                Rejection::access_denied("the pre-provisioning hook did not answer within 5 s")
+            }
+            Failure::Function(_) => {
+                Rejection::access_denied("the pre-provisioning hook failed: the function failed")
+            }
+            Failure::Other(e) => {
+                Rejection::access_denied(format!("the pre-provisioning hook failed: {e}"))
+            }
+        })
+}
+
+const TIMED_OUT: &str = "no answer within 5 s";
+
+/// Why a function called synchronously gave no answer.
+enum Failure {
+    /// The function failed: its error message.
+    Function(String),
+    /// No answer: a timeout, a transport or a JSON error.
+    Other(String),
+}
+
+/// Calls the function at `url` (its Invoke API) within [`HOOK_LIMIT`].
+async fn invoke_function(function: &str, url: String, input: Value) -> Result<Value, Failure> {
+    let call = tokio::task::spawn_blocking(move || post_to_function(&url, &input));
     let started = std::time::Instant::now();
     let answered = tokio::time::timeout(HOOK_LIMIT, call).await;
     tracing::info!(
         function,
         elapsed_ms = started.elapsed().as_millis() as u64,
-        "hook called"
+        "function called"
     );
     match answered {
-        Err(_) => Err(Rejection::access_denied(
-            "the pre-provisioning hook did not answer within 5 s",
-        )),
-        Ok(Err(join)) => Err(Rejection::access_denied(format!("hook call: {join}"))),
-        Ok(Ok(Err(e))) => Err(Rejection::access_denied(format!(
-            "the pre-provisioning hook failed: {e}"
-        ))),
-        Ok(Ok(Ok(answer))) => Ok(answer),
+        Err(_) => Err(Failure::Other(TIMED_OUT.into())),
+        Ok(Err(join)) => Err(Failure::Other(format!("function call: {join}"))),
+        Ok(Ok(result)) => result,
     }
 }
 
-/// The blocking HTTP call to the hook's function: its JSON answer, or why not.
-fn post_to_hook(url: &str, input: &Value) -> Result<Value, String> {
+/// The blocking HTTP call to a function: its JSON answer, or why not.
+fn post_to_function(url: &str, input: &Value) -> Result<Value, Failure> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(HOOK_LIMIT))
         .http_status_as_error(false)
@@ -807,14 +875,23 @@ fn post_to_hook(url: &str, input: &Value) -> Result<Value, String> {
     let mut response = agent
         .post(url)
         .send_json(input)
-        .map_err(|e| e.to_string())?;
-    if response.headers().contains_key("x-amz-function-error") || !response.status().is_success() {
-        return Err(format!("the function failed (HTTP {})", response.status()));
+        .map_err(|e| Failure::Other(e.to_string()))?;
+    let failed = response.headers().contains_key("x-amz-function-error");
+    if failed || !response.status().is_success() {
+        let status = response.status();
+        // Lambda's error payload: {"errorType", "errorMessage"}.
+        let message = response
+            .body_mut()
+            .read_json::<Value>()
+            .ok()
+            .and_then(|v| v["errorMessage"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("the function failed (HTTP {status})"));
+        return Err(Failure::Function(message));
     }
     response
         .body_mut()
         .read_json::<Value>()
-        .map_err(|e| e.to_string())
+        .map_err(|e| Failure::Other(e.to_string()))
 }
 
 /// The allowing answer's `parameterOverrides`; anything else is ACCESS_DENIED.

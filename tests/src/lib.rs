@@ -27,6 +27,7 @@ pub mod cli;
 pub mod demo;
 pub mod emulator;
 pub mod failover;
+pub mod gameday;
 pub mod iam;
 pub mod issuer;
 pub mod lambda;

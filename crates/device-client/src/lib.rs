@@ -333,6 +333,15 @@ impl Device {
         }
     }
 
+    /// Sends PINGREQ and waits for the PINGRESP: what keeps an idle
+    /// connection alive (the broker ends one not heard from for 1.5 times
+    /// its keep-alive), and tells a device its connection still holds.
+    pub async fn ping(&mut self) -> Result<(), DeviceError> {
+        self.send(Packet::PingReq, "PINGREQ").await?;
+        self.until("PINGREQ", |p| matches!(p, Packet::PingResp).then_some(()))
+            .await
+    }
+
     /// Sends DISCONNECT and closes.
     pub async fn disconnect(mut self) {
         let _ = self.framed.send(Packet::Disconnect).await;

@@ -154,10 +154,17 @@ impl Broker {
             k => Duration::from_millis(u64::from(k) * 1500),
         };
         let mut next_pkid: u16 = 0;
+        let mut outages = self.faults.outages();
+        outages.mark_unchanged();
+        // Admitted as an outage began: it ends with the others.
+        if self.faults.refuse_connections() {
+            return ("SERVER_INITIATED_DISCONNECT", false);
+        }
         // Only what the client sends keeps the connection alive.
         let mut heard = tokio::time::Instant::now();
         loop {
             tokio::select! {
+                _ = outages.changed() => break ("SERVER_INITIATED_DISCONNECT", false),
                 incoming = tokio::time::timeout_at(heard + keep_alive, framed.next()) => {
                     heard = tokio::time::Instant::now();
                     let packet = match incoming {

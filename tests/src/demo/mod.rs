@@ -99,6 +99,7 @@ pub const RESIDENCY_LOCATION: &str = "Switzerland IoT Global Endpoint";
 /// logical ids, as local_iot_stack.py names functions).
 pub const HOOK_FUNCTION: &str = "PreProvisioningHookFunction";
 pub const ACTIVATION_FUNCTION: &str = "DeviceActivationFunction";
+pub const ISSUER_FUNCTION: &str = "CertIssuerFunction";
 /// The template's default HealthAlarmWindow, 2-of-5: the alarm's threshold
 /// on the canary's failures (M)...
 pub const ALARM_THRESHOLD: u32 = 2;
@@ -253,17 +254,30 @@ impl Demo {
 /// A function binary behind a Runtime API emulator of its own; its log in
 /// target/demo-<name>.log when stopped.
 pub struct Function {
-    process: FunctionProcess,
+    processes: Vec<FunctionProcess>,
     runtime: RuntimeEmulator,
     log: PathBuf,
 }
 
 impl Function {
     pub fn start(binary: &str, env: &Env, log_name: &str) -> Self {
+        Self::start_environments(binary, env, log_name, 1)
+    }
+
+    /// `environments` execution environments of the function, as Lambda
+    /// runs concurrent invocations: processes polling the same Runtime API.
+    pub fn start_environments(
+        binary: &str,
+        env: &Env,
+        log_name: &str,
+        environments: usize,
+    ) -> Self {
         let runtime = RuntimeEmulator::start();
-        let process = runtime.run_function(&workspace_binary(binary), env);
+        let processes = (0..environments.max(1))
+            .map(|_| runtime.run_function(&workspace_binary(binary), env))
+            .collect();
         Function {
-            process,
+            processes,
             runtime,
             log: target().join(format!("demo-{log_name}.log")),
         }
@@ -281,7 +295,8 @@ impl Function {
 
 impl Drop for Function {
     fn drop(&mut self) {
-        let _ = std::fs::write(&self.log, self.process.output());
+        let output: String = self.processes.iter().map(FunctionProcess::output).collect();
+        let _ = std::fs::write(&self.log, output);
     }
 }
 

@@ -571,10 +571,14 @@ async fn jitr_activates_a_certificate_only_where_the_registry_allows_then_it_con
     let config = dir.path().join("emulator.json");
     iot_stack(
         region,
-        &[(
-            "PcaArn",
-            "arn:aws:acm-pca:ap-northeast-1:123456789012:certificate-authority/11111111-2222-3333-4444-555555555555",
-        )],
+        &[
+            (
+                "PcaArn",
+                "arn:aws:acm-pca:ap-northeast-1:123456789012:certificate-authority/11111111-2222-3333-4444-555555555555",
+            ),
+            // JITR alone: no certificate provider to run.
+            ("EnableCertificateProvider", "false"),
+        ],
         &config,
     );
     let iot = IotClient::new(&sdk_config(&moto().endpoint, region).await);
