@@ -146,4 +146,4 @@ clean:
 # target/gameday-report.json, target/gameday.png). GAMEDAY_ARGS adds flags.
 gameday: venv
 	cargo build --workspace
-	target/debug/geoprov-gameday --profile debug --launch-rate 5 $(GAMEDAY_ARGS)
+	target/debug/geoprov-gameday --profile debug $(GAMEDAY_ARGS)

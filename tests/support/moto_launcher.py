@@ -10,7 +10,14 @@ conditional transactions all pass their checks. DynamoDB serialises writes to
 an item; serving requests in order gives the tests that guarantee, while the
 clients still race (reads and writes of concurrent invocations interleave).
 
-Nine corrections to moto, to AWS's documented behaviour:
+Nine corrections to moto, to AWS's documented behaviour, and one to its
+cost:
+- DynamoDB's TransactWriteItems: moto 5.2.5 deep-copies every table a
+  transaction touches, once per item, to restore on failure. On a table of
+  thousands of devices (the game day's) that makes each issuance take
+  seconds and the server's memory grow by gigabytes. The patch keeps a copy
+  of each item the transaction names instead, and restores those on
+  failure: the same outcome, since requests are served one at a time.
 - IoT identifies a certificate by the SHA-256 of its DER; moto by default
   hashes the PEM text unless `use_valid_cert` is on.
 - Route 53: a DELETE names one record set by name, type and set identifier.
@@ -427,6 +434,80 @@ def _patch_iot_certificate_provider():
         setattr(iot_responses.IoTResponse, action.__name__, action)
 
 
+def _patch_dynamodb_transaction_snapshot():
+    from moto.dynamodb import models as dynamodb_models
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from moto.dynamodb.models.table import Table
+    import copy as real_copy
+
+    class TablesByReference:
+        """moto's module sees this as `copy`: a table is not copied (the
+        items are, below); anything else is."""
+
+        @staticmethod
+        def deepcopy(value, *args, **kwargs):
+            if isinstance(value, Table):
+                return value
+            return real_copy.deepcopy(value, *args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(real_copy, name)
+
+    by_reference = TablesByReference()
+    original = dynamodb_models.DynamoDBBackend.transact_write_items
+
+    def key_of(table, op):
+        attrs = op.get("Item") or op.get("Key") or {}
+        if table.hash_key_attr not in attrs:
+            return None
+        hash_value = DynamoType(attrs[table.hash_key_attr])
+        range_value = None
+        if table.range_key_attr is not None:
+            if table.range_key_attr not in attrs:
+                return None
+            range_value = DynamoType(attrs[table.range_key_attr])
+        return hash_value, range_value
+
+    def restore(table, key, item):
+        hash_value, range_value = key
+        table.delete_item(hash_value, range_value)
+        if item is None:
+            return
+        if range_value is None:
+            table.items[hash_value] = item
+        else:
+            table.items[hash_value][range_value] = item
+
+    def transact_write_items(self, transact_items):
+        saved = []
+        for entry in transact_items:
+            try:
+                _, op = next(iter(entry.items()))
+                table = self.tables.get(op.get("TableName"))
+                key = key_of(table, op) if table is not None else None
+            except Exception:  # an ill-formed item: moto's own checks answer it
+                continue
+            if key is None:
+                continue
+            hash_value, range_value = key
+            if range_value is None:
+                current = table.items.get(hash_value)
+            else:
+                current = table.items.get(hash_value, {}).get(range_value)
+            saved.append((table, key, real_copy.deepcopy(current)))
+        dynamodb_models.copy = by_reference
+        try:
+            return original(self, transact_items)
+        except Exception:
+            for table, key, item in reversed(saved):
+                restore(table, key, item)
+            raise
+        finally:
+            dynamodb_models.copy = real_copy
+
+    dynamodb_models.DynamoDBBackend.transact_write_items = transact_write_items
+
+
 def main() -> None:
     default_user_config["iot"]["use_valid_cert"] = True
     _patch_route53_delete()
@@ -435,6 +516,7 @@ def main() -> None:
     _patch_s3_expected_bucket_owner()
     _patch_iot_ca_certificate()
     _patch_iot_certificate_provider()
+    _patch_dynamodb_transaction_snapshot()
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     app = DomainDispatcherApplication(create_backend_app)
     server = make_server(

@@ -59,7 +59,12 @@ pub struct CheckedCsr {
     /// The CSR as PEM, re-encoded from the DER that was checked (what is
     /// sent to ACM PCA is exactly what was checked).
     pub pem: String,
-    /// Lower-case hex SHA-256 of the DER: the ledger key.
+    /// Lower-case hex SHA-256 of the CSR's CertificationRequestInfo (its
+    /// subject, key and requested extensions: what a certificate for it
+    /// says), not of its signature: the ledger key. ECDSA signs anew each
+    /// time, so a device that signs its request again (a retry after a lost
+    /// answer, the canary's probe each minute) makes the same request, and
+    /// gets the same certificate without spending its allowance or ACM PCA.
     pub sha256: String,
     /// Lower-case hex SHA-256 of the DER SubjectPublicKeyInfo: what the
     /// registry's factory key (`publicKeySha256`) is compared with.
@@ -120,7 +125,7 @@ pub fn check(serial: &str, csr_pem: &str) -> Result<CheckedCsr, Refusal> {
     check_requested_extensions(info)?;
     Ok(CheckedCsr {
         pem: encode_pem(&der),
-        sha256: hex::encode(Sha256::digest(&der)),
+        sha256: hex::encode(Sha256::digest(info.raw)),
         public_key_sha256: hex::encode(Sha256::digest(info.subject_pki.raw)),
         key,
     })
@@ -356,5 +361,27 @@ mod tests {
         assert_eq!(modulus_bits(&[0x00, 0x80, 0x00]), 16);
         assert_eq!(modulus_bits(&[0x01, 0x00]), 9);
         assert_eq!(modulus_bits(&[0, 0]), 0);
+    }
+
+    fn csr(serial: &str, key: &rcgen::KeyPair) -> String {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, serial);
+        params.serialize_request(key).unwrap().pem().unwrap()
+    }
+
+    #[test]
+    fn a_request_signed_again_has_the_same_ledger_key_and_another_request_does_not() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let (first, again) = (csr("SN-1", &key), csr("SN-1", &key));
+        // ECDSA's signatures differ: the PEMs do.
+        assert_ne!(first, again);
+        let (a, b) = (check("SN-1", &first).unwrap(), check("SN-1", &again).unwrap());
+        assert_eq!(a.sha256, b.sha256);
+        let other_key = check("SN-1", &csr("SN-1", &rcgen::KeyPair::generate().unwrap())).unwrap();
+        assert_ne!(a.sha256, other_key.sha256);
+        let other_serial = check("SN-2", &csr("SN-2", &key)).unwrap();
+        assert_ne!(a.sha256, other_serial.sha256);
     }
 }

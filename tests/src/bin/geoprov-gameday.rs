@@ -17,7 +17,7 @@ to eu-west-1 and goes home after the failback.
 
   --devices N              the fleet (2000)
   --quota-scale F          IoT's published rates times F in every emulator (0.2)
-  --launch-rate R          devices powered on per second in the onboarding wave (20)
+  --launch-rate R          devices powered on per second in the onboarding wave (5)
   --recheck-seconds S      how often a connected device resolves the name again (3)
   --phase-limit-seconds S  a phase's devices not working by then are stranded (900)
   --profile P              the build whose functions, CLI and emulator run: target/P (release)

@@ -116,10 +116,16 @@ pub fn endpoint(region: &str) -> String {
     format!("demo-ats.iot.{region}.amazonaws.com")
 }
 
-/// The workspace's `target`, where the demo keeps its files.
+/// `GEOPROV_DEMO_DIR` when set (a test running the demo or the game day
+/// beside another gives each its own), else the workspace's `target`.
 pub fn target() -> PathBuf {
-    workspace_root().join("target")
+    std::env::var_os(DEMO_DIR_VARIABLE)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
+
+/// Where the demo and the game day keep their files, when set.
+pub const DEMO_DIR_VARIABLE: &str = "GEOPROV_DEMO_DIR";
 
 pub fn devices_dir() -> PathBuf {
     target().join("demo-devices")

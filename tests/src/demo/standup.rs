@@ -410,12 +410,6 @@ fn start_stack(
                 ("TRUSTED_CLAIM_CERTIFICATE_IDS", &pki.claim_id),
                 ("PROVISIONING_CLIENT_ID_PREFIX", super::PROVISIONING_PREFIX),
                 ("REQUIRE_FACTORY_KEY", "false"),
-                // The canary's provisioning probe makes a CSR a minute, which
-                // the provider passes to the issuer: its per-device allowance
-                // (5) would turn the region unhealthy within minutes. An open
-                // defect (docs/operations.md); the game day lifts the
-                // allowance so that it measures the fleet.
-                ("DEFAULT_MAX_CERTIFICATES", "1000"),
             ],
         );
         let function = Function::start_environments(

@@ -90,7 +90,7 @@ impl Default for Args {
             quota_scale: 0.2,
             phase_limit: Duration::from_secs(900),
             recheck: Duration::from_secs(3),
-            launch_rate: 20.0,
+            launch_rate: 5.0,
             report: target().join("gameday-report.json"),
             picture: Some(target().join("gameday.png")),
         }

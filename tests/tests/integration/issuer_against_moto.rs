@@ -109,10 +109,10 @@ async fn issues_a_certificate_that_verifies_against_the_ca_and_carries_the_csr()
         .unwrap();
     assert_eq!(issued.not_after, not_after);
 
-    // The ledger holds the issuance under the CSR's hash; the audit log has it.
+    // The ledger holds the issuance under the request's hash; the audit log has it.
     let ledger =
         cert_issuer::ledger::DynamoLedger::new(registry.client().clone(), registry.table());
-    let csr_sha = hex::encode(Sha256::digest(der(&csr.pem)));
+    let csr_sha = csr_sha256(&csr.pem);
     let entry = ledger.get(&csr_sha).await.unwrap().expect("ledger entry");
     assert_eq!(entry.status, IssuanceStatus::Issued);
     assert_eq!(
@@ -278,8 +278,14 @@ fn profile(serial: &str) -> DeviceProfile {
     DeviceProfile::allowed(SerialNumber::try_from(serial).unwrap())
 }
 
+/// The ledger's key: the SHA-256 of the CSR's CertificationRequestInfo
+/// (what is certified), not of the signature, which ECDSA makes anew.
 fn csr_sha256(pem_text: &str) -> String {
-    hex::encode(Sha256::digest(der(pem_text)))
+    use x509_parser::prelude::FromDer;
+    let der = der(pem_text);
+    let (_, csr) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(&der).unwrap();
+    hex::encode(Sha256::digest(csr.certification_request_info.raw))
 }
 
 #[tokio::test]

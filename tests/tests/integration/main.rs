@@ -26,6 +26,7 @@ mod emulator;
 mod failover_against_moto;
 mod failover_binary;
 mod failover_route53_sdk_boundary;
+mod gameday;
 mod health_checks;
 mod hook_against_moto;
 mod hook_binary;
