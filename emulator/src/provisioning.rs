@@ -328,12 +328,54 @@ impl Provisioning {
                     )
                 })?,
         };
-        let (certificate_id, token) = self.register_created(&certificate_pem, caller).await?;
+        let (certificate_id, token) = if self.certificate_provider.is_some() {
+            self.register_provided(&certificate_pem, caller).await?
+        } else {
+            self.register_created(&certificate_pem, caller).await?
+        };
         Ok(json!({
             "certificateId": certificate_id,
             "certificatePem": certificate_pem,
             "certificateOwnershipToken": token,
         }))
+    }
+
+    /// A provider's certificate registered PENDING_ACTIVATION, and its
+    /// token. A provider may answer the same request with the same
+    /// certificate (geoprov's issuer does: one request, one certificate),
+    /// after an earlier answer was lost or its RegisterThing failed: the
+    /// guide is silent, and the emulator gives the CSR's key holder a new
+    /// token for that certificate while it is still PENDING_ACTIVATION and
+    /// on no thing. Any other registered certificate is refused.
+    async fn register_provided(
+        &self,
+        certificate_pem: &str,
+        caller: &Caller<'_>,
+    ) -> Result<(String, String), Rejection> {
+        use sha2::Digest;
+        let der = pem::parse(certificate_pem)
+            .map_err(|e| Rejection::new(500, "InternalFailure", e.to_string()))?;
+        let id = hex::encode(sha2::Sha256::digest(der.contents()));
+        match self.registry.certificate(&id).await? {
+            None => self.register_created(certificate_pem, caller).await,
+            Some(c) if c.status == "PENDING_ACTIVATION" => {
+                let things = self.registry.things_of(&c.arn).await?;
+                if !things.is_empty() {
+                    return Err(Rejection::new(
+                        409,
+                        "ResourceAlreadyExists",
+                        "the provider's certificate is already on a thing",
+                    ));
+                }
+                let token = self.new_token(&id, certificate_pem, caller);
+                Ok((id, token))
+            }
+            Some(_) => Err(Rejection::new(
+                409,
+                "ResourceAlreadyExists",
+                "the provider's certificate is already registered",
+            )),
+        }
     }
 
     /// The account's certificate provider's certificate for a CSR

@@ -377,7 +377,10 @@ mod tests {
         let (first, again) = (csr("SN-1", &key), csr("SN-1", &key));
         // ECDSA's signatures differ: the PEMs do.
         assert_ne!(first, again);
-        let (a, b) = (check("SN-1", &first).unwrap(), check("SN-1", &again).unwrap());
+        let (a, b) = (
+            check("SN-1", &first).unwrap(),
+            check("SN-1", &again).unwrap(),
+        );
         assert_eq!(a.sha256, b.sha256);
         let other_key = check("SN-1", &csr("SN-1", &rcgen::KeyPair::generate().unwrap())).unwrap();
         assert_ne!(a.sha256, other_key.sha256);

@@ -378,7 +378,12 @@ fn start_stack(
     let pki = &plane.pki;
     let hooks = REGIONS
         .into_iter()
-        .map(|r| (r, start_hook(&env[r], r, &pki.claim_id, options.environments)))
+        .map(|r| {
+            (
+                r,
+                start_hook(&env[r], r, &pki.claim_id, options.environments),
+            )
+        })
         .collect();
     let issuer = Function::start(
         "cert-issuer",
@@ -395,7 +400,12 @@ fn start_stack(
     );
     let activations = REGIONS
         .into_iter()
-        .map(|r| (r, start_activation(&env[r], r, &pki.ca_id, options.environments)))
+        .map(|r| {
+            (
+                r,
+                start_activation(&env[r], r, &pki.ca_id, options.environments),
+            )
+        })
         .collect();
     // The issuer as a region's certificate provider: that region's stack's
     // function, its table, and the claim the region's hook trusts.
@@ -503,7 +513,11 @@ fn start_emulators(
                 // game day runs the issuer as one region's provider.
                 (
                     "EnableCertificateProvider",
-                    if provider_here.is_some() { "true" } else { "false" },
+                    if provider_here.is_some() {
+                        "true"
+                    } else {
+                        "false"
+                    },
                 ),
             ],
             &config,

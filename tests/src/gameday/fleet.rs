@@ -116,7 +116,10 @@ impl Fleet {
         for state in &self.states {
             let state = state.lock().expect("device state lock");
             if state.connected_to.is_none() {
-                let e = state.last_error.clone().unwrap_or_else(|| "none yet".into());
+                let e = state
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "none yet".into());
                 *errors.entry(e).or_default() += 1;
             }
         }
@@ -162,7 +165,9 @@ pub async fn run_device(fleet: Arc<Fleet>, index: usize, spec: Arc<DeviceSpec>) 
         };
         let endpoint = &fleet.endpoints[region];
         let held = match &identity {
-            Some(identity) => connect_and_hold(&fleet, index, &spec, endpoint, identity, region).await,
+            Some(identity) => {
+                connect_and_hold(&fleet, index, &spec, endpoint, identity, region).await
+            }
             None => {
                 fleet.state(index).claim_uses.push(Instant::now());
                 match provision(endpoint, &fleet.claim, &claim_request(&spec)).await {
@@ -215,7 +220,7 @@ async fn connect_and_hold(
         Ok(device) => device,
         Err(e) => {
             fleet.state(index).last_error =
-            Some(format!("{:?} device, connect in {region}: {e}", spec.route));
+                Some(format!("{:?} device, connect in {region}: {e}", spec.route));
             return false;
         }
     };

@@ -40,8 +40,7 @@ use serde_json::{Value, json};
 use crate::demo::health::{alarm_event, schedule_event};
 use crate::demo::standup::Options;
 use crate::demo::{
-    ALARM_THRESHOLD, CANARY_WINDOW, Demo, FAILBACK_SECONDS, PCA_REGION, RESIDENCY_COUNTRY,
-    target,
+    ALARM_THRESHOLD, CANARY_WINDOW, Demo, FAILBACK_SECONDS, PCA_REGION, RESIDENCY_COUNTRY, target,
 };
 use crate::workspace_root;
 
@@ -226,7 +225,10 @@ fn register_fleet_ca(demo: &Demo) {
 /// keys to the issuer, in batches.
 fn issue_factory_certificates(demo: &Demo, specs: &mut [DeviceSpec], report: &mut Report) {
     let started = Instant::now();
-    let jitr: Vec<&mut DeviceSpec> = specs.iter_mut().filter(|s| s.route == Route::Jitr).collect();
+    let jitr: Vec<&mut DeviceSpec> = specs
+        .iter_mut()
+        .filter(|s| s.route == Route::Jitr)
+        .collect();
     let mut issued = 0;
     for batch in jitr.into_iter().collect::<Vec<_>>().chunks_mut(100) {
         let requests: Vec<Value> = batch
@@ -244,9 +246,10 @@ fn issue_factory_certificates(demo: &Demo, specs: &mut [DeviceSpec], report: &mu
                 spec.certificate_pem = Some(pem.to_owned());
                 issued += 1;
             } else {
-                report
-                    .failures
-                    .push(format!("{}: the issuer made no certificate: {result}", spec.serial));
+                report.failures.push(format!(
+                    "{}: the issuer made no certificate: {result}",
+                    spec.serial
+                ));
             }
         }
     }
@@ -378,7 +381,9 @@ impl GameDay {
     fn onboard(&self, demo: &mut Demo, report: &mut Report) {
         println!("\n3. onboarding");
         self.refresh_answers(demo);
-        report.quotas.insert("before onboarding".into(), quotas(demo));
+        report
+            .quotas
+            .insert("before onboarding".into(), quotas(demo));
         let start = self.at("onboarding starts", report);
         // A wave powers on over time, as a factory's does.
         let gap = Duration::from_secs_f64(1.0 / self.launch_rate);
@@ -388,7 +393,9 @@ impl GameDay {
             std::thread::sleep(gap);
         }
         let all = self.specs.len();
-        let ok = self.wait_for("onboarding", |f| f.connected_now().values().sum::<usize>() == all);
+        let ok = self.wait_for("onboarding", |f| {
+            f.connected_now().values().sum::<usize>() == all
+        });
         let end = self.at("every device connected", report);
         report.onboarding_seconds = end - start;
         if !ok {
@@ -397,8 +404,15 @@ impl GameDay {
                 self.fleet.connected_now()
             ));
         }
-        report.quotas.insert("after onboarding".into(), quotas(demo));
-        report.onboarded = self.fleet.connected_now().into_iter().map(|(r, n)| (r.to_owned(), n)).collect();
+        report
+            .quotas
+            .insert("after onboarding".into(), quotas(demo));
+        report.onboarded = self
+            .fleet
+            .connected_now()
+            .into_iter()
+            .map(|(r, n)| (r.to_owned(), n))
+            .collect();
     }
 
     fn failover(&self, demo: &mut Demo, report: &mut Report) {
@@ -406,25 +420,38 @@ impl GameDay {
         let affected: Vec<usize> = (0..self.specs.len())
             .filter(|i| self.fleet.states[*i].lock().expect("state").connected_to == Some(US))
             .collect();
-        let fault = self.at("fault: us-east-1 refuses connections and ends the open ones", report);
+        let fault = self.at(
+            "fault: us-east-1 refuses connections and ends the open ones",
+            report,
+        );
         let fault_instant = Instant::now();
         self.fault_at.set(Some(fault_instant));
         demo.set_faults(US, true);
         let minutes = demo.canary_until(&[(US, "UNHEALTHY")]);
         count_probes(&minutes, report);
         report.detection_minutes = minutes.len();
-        self.at(&format!("health check unhealthy after {} canary minutes", minutes.len()), report);
+        self.at(
+            &format!(
+                "health check unhealthy after {} canary minutes",
+                minutes.len()
+            ),
+            report,
+        );
         let answers = self.refresh_answers(demo);
         let moved = self.at("answers moved (Route 53 answers by health)", report);
         let moved_instant = Instant::now();
         if answers.get("US").copied().flatten() != Some(EU) {
-            report.failures.push(format!("after the fault North America is answered {answers:?}"));
+            report.failures.push(format!(
+                "after the fault North America is answered {answers:?}"
+            ));
         }
         let invoked = Instant::now();
         let failover = demo.stack.failover.invoke(&alarm_event(US, "ALARM"));
         report.failover_seconds = invoked.elapsed().as_secs_f64();
         if failover["errors"].as_array().is_some_and(|e| !e.is_empty()) {
-            report.failures.push(format!("failover on ALARM: {}", failover["errors"]));
+            report
+                .failures
+                .push(format!("failover on ALARM: {}", failover["errors"]));
         }
         self.refresh_answers(demo);
         self.at("the failover took us-east-1 out of the chains", report);
@@ -446,7 +473,9 @@ impl GameDay {
             moved,
         );
         if !ok {
-            report.failures.push("failover: devices stranded after the phase limit".into());
+            report
+                .failures
+                .push("failover: devices stranded after the phase limit".into());
         }
         report.quotas.insert("after failover".into(), quotas(demo));
         report.affected = affected;
@@ -459,20 +488,33 @@ impl GameDay {
         let minutes = demo.canary_until(&[(US, "HEALTHY")]);
         count_probes(&minutes, report);
         report.recovery_minutes = minutes.len();
-        self.at(&format!("health check healthy after {} canary minutes", minutes.len()), report);
+        self.at(
+            &format!(
+                "health check healthy after {} canary minutes",
+                minutes.len()
+            ),
+            report,
+        );
         for _ in 0..2 {
             demo.stack.failover.invoke(&alarm_event(US, "OK"));
         }
         std::thread::sleep(Duration::from_secs(FAILBACK_SECONDS));
         let answer = demo.stack.failover.invoke(&schedule_event(None));
         if answer["errors"].as_array().is_some_and(|e| !e.is_empty()) {
-            report.failures.push(format!("failover on failback: {}", answer["errors"]));
+            report
+                .failures
+                .push(format!("failover on failback: {}", answer["errors"]));
         }
         let answers = self.refresh_answers(demo);
         let back = Instant::now();
-        self.at("the failover put us-east-1 back: North America is answered us-east-1", report);
+        self.at(
+            "the failover put us-east-1 back: North America is answered us-east-1",
+            report,
+        );
         if answers.get("US").copied().flatten() != Some(US) {
-            report.failures.push(format!("after failback North America is answered {answers:?}"));
+            report.failures.push(format!(
+                "after failback North America is answered {answers:?}"
+            ));
         }
         let affected = report.affected.clone();
         let home = |f: &Fleet| {
@@ -484,7 +526,9 @@ impl GameDay {
         self.at("every re-homed device home again", report);
         report.failback = report::Failback::measure(&self.fleet, &affected, back);
         if !ok {
-            report.failures.push("failback: devices not home after the phase limit".into());
+            report
+                .failures
+                .push("failback: devices not home after the phase limit".into());
         }
         report.quotas.insert("after failback".into(), quotas(demo));
     }
@@ -501,7 +545,13 @@ impl GameDay {
             })
             .sum();
         report.stranded = (0..self.specs.len())
-            .filter(|i| self.fleet.states[*i].lock().expect("state").connected_to.is_none())
+            .filter(|i| {
+                self.fleet.states[*i]
+                    .lock()
+                    .expect("state")
+                    .connected_to
+                    .is_none()
+            })
             .count();
         report.audit = audit_events(demo, &self.specs, &report.affected);
         self.fleet.stop();
@@ -545,7 +595,11 @@ fn quotas(demo: &Demo) -> BTreeMap<String, Value> {
 }
 
 /// The re-homed devices by the decisions about them in eu-west-1's table.
-fn audit_events(demo: &Demo, specs: &[Arc<DeviceSpec>], affected: &[usize]) -> BTreeMap<usize, usize> {
+fn audit_events(
+    demo: &Demo,
+    specs: &[Arc<DeviceSpec>],
+    affected: &[usize],
+) -> BTreeMap<usize, usize> {
     use geoprov_shared::registry::DynamoRegistry;
     let client = demo.aws.dynamodb[EU].clone();
     let registry = DynamoRegistry::new(client, crate::demo::TABLE);
@@ -563,7 +617,9 @@ fn audit_events(demo: &Demo, specs: &[Arc<DeviceSpec>], affected: &[usize]) -> B
                 .map(|events| {
                     events
                         .iter()
-                        .filter(|e| ["JITR_ACTIVATION", "PROVISIONING_DECISION"].contains(&e.kind.as_str()))
+                        .filter(|e| {
+                            ["JITR_ACTIVATION", "PROVISIONING_DECISION"].contains(&e.kind.as_str())
+                        })
                         .count()
                 })
                 .unwrap_or(0);
@@ -585,7 +641,12 @@ pub fn plan_quotas(scale: f64) -> Value {
     let published = geoprov_failover::plan::published_rates();
     let mut quotas = serde_json::Map::new();
     for (name, rate) in published {
-        let emulated = ["connect", "autoRegistration", "createCertificate", "registerThing"];
+        let emulated = [
+            "connect",
+            "autoRegistration",
+            "createCertificate",
+            "registerThing",
+        ];
         let rate = if emulated.contains(&name.as_str()) {
             rate * scale
         } else {

@@ -240,7 +240,11 @@ impl Report {
         for (region, by_quota) in &spent {
             let probes = self.canary_successes.get(region).copied().unwrap_or(0);
             for quota in ["createCertificate", "registerThing"] {
-                extra += by_quota.get(quota).copied().unwrap_or(0).saturating_sub(probes);
+                extra += by_quota
+                    .get(quota)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_sub(probes);
             }
         }
         let rehomed = self.rehome.devices - self.rehome.stranded;
@@ -261,14 +265,44 @@ impl Report {
                 / self.predicted_rehome_seconds;
         }
         let mut goals = vec![
-            (self.claim_uses_after_onboarding == 0, format!("{} claim uses after onboarding", self.claim_uses_after_onboarding)),
-            (self.quota_use.extra == 0, format!("{} extra quota units", self.quota_use.extra)),
-            (self.stranded == 0 && self.rehome.stranded == 0, format!("{} stranded, {} never re-homed", self.stranded, self.rehome.stranded)),
-            (self.failback.not_home == 0, format!("{} re-homed devices not home after failback", self.failback.not_home)),
-            (self.rehome.devices > 0, "no device was connected to us-east-1 when it failed".to_owned()),
+            (
+                self.claim_uses_after_onboarding == 0,
+                format!(
+                    "{} claim uses after onboarding",
+                    self.claim_uses_after_onboarding
+                ),
+            ),
+            (
+                self.quota_use.extra == 0,
+                format!("{} extra quota units", self.quota_use.extra),
+            ),
+            (
+                self.stranded == 0 && self.rehome.stranded == 0,
+                format!(
+                    "{} stranded, {} never re-homed",
+                    self.stranded, self.rehome.stranded
+                ),
+            ),
+            (
+                self.failback.not_home == 0,
+                format!(
+                    "{} re-homed devices not home after failback",
+                    self.failback.not_home
+                ),
+            ),
+            (
+                self.rehome.devices > 0,
+                "no device was connected to us-east-1 when it failed".to_owned(),
+            ),
         ];
         let audited_once = self.audit.keys().all(|&k| k == 1);
-        goals.push((audited_once, format!("audit events per re-homed device: {:?} (events: devices)", self.audit)));
+        goals.push((
+            audited_once,
+            format!(
+                "audit events per re-homed device: {:?} (events: devices)",
+                self.audit
+            ),
+        ));
         for (ok, what) in goals {
             if !ok {
                 self.failures.push(what);
@@ -281,24 +315,83 @@ impl Report {
         let r = &self.rehome;
         let f = &self.failback;
         let rows: Vec<(String, String)> = vec![
-            ("devices (locations 3, regions 2)".into(), self.devices.to_string()),
-            ("quota scale (IoT's published rates x)".into(), self.quota_scale.to_string()),
-            ("onboarding, every device connected".into(), secs(self.onboarding_seconds)),
-            ("connected after onboarding".into(), format!("{:?}", self.onboarded)),
-            ("devices us-east-1's loss disconnected".into(), r.devices.to_string()),
-            ("fault -> health check unhealthy (canary minutes x 60 s)".into(), secs(r.fault_to_unhealthy_seconds)),
-            ("answers moved -> p50 re-homed".into(), secs(r.answers_moved_to_p50_seconds)),
-            ("answers moved -> p99 re-homed".into(), secs(r.answers_moved_to_p99_seconds)),
-            ("answers moved -> 100 % re-homed".into(), secs(r.answers_moved_to_all_seconds)),
-            ("fault -> 100 % re-homed (Route 53's minutes + measured)".into(), secs(r.fault_to_unhealthy_seconds + r.answers_moved_to_all_seconds)),
-            ("geoprov plan's re-homing prediction".into(), secs(self.predicted_rehome_seconds)),
-            ("measured vs predicted".into(), format!("{:+.1} %", self.prediction_error * 100.0)),
-            ("failover function on ALARM".into(), secs(self.failover_seconds)),
-            ("claim uses after onboarding (goal 0)".into(), self.claim_uses_after_onboarding.to_string()),
-            ("extra quota units (goal 0)".into(), self.quota_use.extra.to_string()),
-            ("audit events per re-homed device (events: devices)".into(), format!("{:?}", self.audit)),
-            ("stranded (goal 0)".into(), (self.stranded + r.stranded).to_string()),
-            ("failback: answers back -> p50 / p99 / 100 % home".into(), format!("{} / {} / {}", secs(f.answers_back_to_p50_seconds), secs(f.answers_back_to_p99_seconds), secs(f.answers_back_to_all_seconds))),
+            (
+                "devices (locations 3, regions 2)".into(),
+                self.devices.to_string(),
+            ),
+            (
+                "quota scale (IoT's published rates x)".into(),
+                self.quota_scale.to_string(),
+            ),
+            (
+                "onboarding, every device connected".into(),
+                secs(self.onboarding_seconds),
+            ),
+            (
+                "connected after onboarding".into(),
+                format!("{:?}", self.onboarded),
+            ),
+            (
+                "devices us-east-1's loss disconnected".into(),
+                r.devices.to_string(),
+            ),
+            (
+                "fault -> health check unhealthy (canary minutes x 60 s)".into(),
+                secs(r.fault_to_unhealthy_seconds),
+            ),
+            (
+                "answers moved -> p50 re-homed".into(),
+                secs(r.answers_moved_to_p50_seconds),
+            ),
+            (
+                "answers moved -> p99 re-homed".into(),
+                secs(r.answers_moved_to_p99_seconds),
+            ),
+            (
+                "answers moved -> 100 % re-homed".into(),
+                secs(r.answers_moved_to_all_seconds),
+            ),
+            (
+                "fault -> 100 % re-homed (Route 53's minutes + measured)".into(),
+                secs(r.fault_to_unhealthy_seconds + r.answers_moved_to_all_seconds),
+            ),
+            (
+                "geoprov plan's re-homing prediction".into(),
+                secs(self.predicted_rehome_seconds),
+            ),
+            (
+                "measured vs predicted".into(),
+                format!("{:+.1} %", self.prediction_error * 100.0),
+            ),
+            (
+                "failover function on ALARM".into(),
+                secs(self.failover_seconds),
+            ),
+            (
+                "claim uses after onboarding (goal 0)".into(),
+                self.claim_uses_after_onboarding.to_string(),
+            ),
+            (
+                "extra quota units (goal 0)".into(),
+                self.quota_use.extra.to_string(),
+            ),
+            (
+                "audit events per re-homed device (events: devices)".into(),
+                format!("{:?}", self.audit),
+            ),
+            (
+                "stranded (goal 0)".into(),
+                (self.stranded + r.stranded).to_string(),
+            ),
+            (
+                "failback: answers back -> p50 / p99 / 100 % home".into(),
+                format!(
+                    "{} / {} / {}",
+                    secs(f.answers_back_to_p50_seconds),
+                    secs(f.answers_back_to_p99_seconds),
+                    secs(f.answers_back_to_all_seconds)
+                ),
+            ),
             ("game day, wall clock".into(), secs(self.total_seconds)),
         ];
         println!("\n| measure | value |\n|---|---:|");

@@ -39,7 +39,10 @@ fn two_hundred_devices_lose_their_region_and_rehome_without_the_claim() {
     let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(report["failures"], json!([]), "{stdout}");
     assert_eq!(report["devices"], 200);
-    assert_eq!(report["onboarded"], json!({"eu-west-1": 100, "us-east-1": 100}));
+    assert_eq!(
+        report["onboarded"],
+        json!({"eu-west-1": 100, "us-east-1": 100})
+    );
     // Every North American device was cut off, and each came back by JITR.
     assert_eq!(report["rehome"]["devices"], 100);
     assert_eq!(report["rehome"]["stranded"], 0);
