@@ -131,7 +131,12 @@ fn item_text(item: &ItemResponse) -> String {
 }
 
 fn csr_sha(pem_text: &str) -> String {
-    hex::encode(Sha256::digest(pem::parse(pem_text).unwrap().contents()))
+    // The ledger's key: the CSR's CertificationRequestInfo, not its signature.
+    use x509_parser::prelude::FromDer;
+    let der = pem::parse(pem_text).unwrap().into_contents();
+    let (_, csr) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(&der).unwrap();
+    hex::encode(Sha256::digest(csr.certification_request_info.raw))
 }
 
 #[tokio::test]
