@@ -15,7 +15,7 @@ use super::report::{Certificates, JitrConnection};
 use super::{Demo, Device, PCA_REGION, Progress, REGIONS, devices_dir, round};
 
 /// A CSR for `serial` (its common name) signed with `key`.
-fn csr_pem(serial: &str, key: &KeyPair) -> String {
+pub fn csr_pem(serial: &str, key: &KeyPair) -> String {
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
     params
         .distinguished_name

@@ -236,7 +236,7 @@ fn issue_factory_certificates(demo: &Demo, specs: &mut [DeviceSpec], report: &mu
             .map(|s| {
                 let key = KeyPair::from_pem(&s.key_pem).expect("the factory key");
                 json!({"serialNumber": s.serial, "validityDays": 90,
-                       "csrPem": csr_pem(&s.serial, &key)})
+                       "csrPem": crate::demo::jitr::csr_pem(&s.serial, &key)})
             })
             .collect();
         let response = demo.stack.issuer.invoke(&json!({ "requests": requests }));
@@ -257,18 +257,6 @@ fn issue_factory_certificates(demo: &Demo, specs: &mut [DeviceSpec], report: &mu
         "  the factory's certificates: {issued} issued in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-}
-
-fn csr_pem(serial: &str, key: &KeyPair) -> String {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, serial);
-    params
-        .serialize_request(key)
-        .expect("a CSR")
-        .pem()
-        .expect("PEM")
 }
 
 /// The fleet's tasks, the sampler, and the runtime they run on.

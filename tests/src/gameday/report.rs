@@ -60,17 +60,7 @@ impl Rehome {
         fault_seconds: f64,
         moved_seconds: f64,
     ) -> Self {
-        let times: Vec<f64> = affected
-            .iter()
-            .filter_map(|i| {
-                let state = fleet.states[*i].lock().expect("state");
-                state
-                    .connections
-                    .iter()
-                    .find(|(at, region)| *at > fault && *region == EU)
-                    .map(|(at, _)| at.saturating_duration_since(moved).as_secs_f64())
-            })
-            .collect();
+        let times = first_connections(fleet, affected, fault, EU, moved);
         let (p50, p99, all) = percentiles(&times);
         Rehome {
             devices: affected.len(),
@@ -97,17 +87,7 @@ pub struct Failback {
 
 impl Failback {
     pub fn measure(fleet: &Fleet, affected: &[usize], back: Instant) -> Self {
-        let times: Vec<f64> = affected
-            .iter()
-            .filter_map(|i| {
-                let state = fleet.states[*i].lock().expect("state");
-                state
-                    .connections
-                    .iter()
-                    .find(|(at, region)| *at > back && *region == US)
-                    .map(|(at, _)| at.saturating_duration_since(back).as_secs_f64())
-            })
-            .collect();
+        let times = first_connections(fleet, affected, back, US, back);
         let (p50, p99, all) = percentiles(&times);
         Failback {
             devices: affected.len(),
@@ -117,6 +97,28 @@ impl Failback {
             not_home: affected.len() - times.len(),
         }
     }
+}
+
+/// For each of `devices` that connected to `region` after `after`, the
+/// seconds from `since` to its first such connection.
+fn first_connections(
+    fleet: &Fleet,
+    devices: &[usize],
+    after: Instant,
+    region: &str,
+    since: Instant,
+) -> Vec<f64> {
+    devices
+        .iter()
+        .filter_map(|i| {
+            let state = fleet.states[*i].lock().expect("state");
+            state
+                .connections
+                .iter()
+                .find(|(at, r)| *at > after && *r == region)
+                .map(|(at, _)| at.saturating_duration_since(since).as_secs_f64())
+        })
+        .collect()
 }
 
 /// p50, p99 and the largest of `times` (nearest rank); 0 for none.
