@@ -213,6 +213,41 @@ pub fn use_profile(profile: &str) -> bool {
         .is_ok()
 }
 
+/// A scenario binary's run (`geoprov-demo`, `geoprov-gameday`): the
+/// functions, CLI and emulator of `target/<profile>`, and `scenario` on a
+/// thread named `<name>::scenario` (the harness's `moto()` is the calling
+/// thread's module's, by its name: one server for the whole scenario).
+/// Exit 2 when that build has no `geoprov`; 1 when `scenario` says it
+/// failed or panicked.
+pub fn run_scenario(
+    name: &str,
+    profile: &str,
+    scenario: impl FnOnce() -> bool + Send + 'static,
+) -> std::process::ExitCode {
+    let built = workspace_root()
+        .join("target")
+        .join(profile)
+        .join("geoprov");
+    if !built.exists() {
+        let flag = if profile == "release" {
+            " --release"
+        } else {
+            ""
+        };
+        eprintln!("target/{profile} has no geoprov: run `cargo build --workspace{flag}` first");
+        return std::process::ExitCode::from(2);
+    }
+    use_profile(profile);
+    let thread = std::thread::Builder::new()
+        .name(format!("{name}::scenario"))
+        .spawn(scenario)
+        .expect("the scenario's thread starts");
+    match thread.join() {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        _ => std::process::ExitCode::FAILURE,
+    }
+}
+
 /// The workspace binary `name` of the chosen build (`use_profile`), else of
 /// the build this program is part of: a test binary sits in
 /// `target/<profile>/deps`, a binary of this crate in `target/<profile>`.

@@ -34,31 +34,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if !geoprov_tests::workspace_root()
-        .join("target")
-        .join(&profile)
-        .join("geoprov")
-        .exists()
-    {
-        let flag = if profile == "release" {
-            " --release"
-        } else {
-            ""
-        };
-        eprintln!("target/{profile} has no geoprov: run `cargo build --workspace{flag}` first");
-        return ExitCode::from(2);
-    }
-    geoprov_tests::use_profile(&profile);
-    // The harness's moto() is the calling thread's module's, by its name:
-    // one server for the whole scenario.
-    let scenario = std::thread::Builder::new()
-        .name("geoprov_demo::scenario".into())
-        .spawn(move || geoprov_tests::demo::run(&args))
-        .expect("the scenario's thread starts");
-    match scenario.join() {
-        Ok(report) if report.failures.is_empty() => ExitCode::SUCCESS,
-        _ => ExitCode::FAILURE,
-    }
+    geoprov_tests::run_scenario("geoprov_demo", &profile, move || {
+        geoprov_tests::demo::run(&args).failures.is_empty()
+    })
 }
 
 /// The arguments (`--flag value` or `--flag=value`), and the profile.

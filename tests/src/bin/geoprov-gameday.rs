@@ -32,24 +32,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let built = geoprov_tests::workspace_root()
-        .join("target")
-        .join(&profile)
-        .join("geoprov");
-    if !built.exists() {
-        eprintln!("target/{profile} has no geoprov: build the workspace first");
-        return ExitCode::from(2);
-    }
-    geoprov_tests::use_profile(&profile);
-    // The harness's moto() is the calling thread's module's, by its name.
-    let scenario = std::thread::Builder::new()
-        .name("geoprov_gameday::scenario".into())
-        .spawn(move || geoprov_tests::gameday::run(&args))
-        .expect("the scenario's thread starts");
-    match scenario.join() {
-        Ok(report) if report.failures.is_empty() => ExitCode::SUCCESS,
-        _ => ExitCode::FAILURE,
-    }
+    geoprov_tests::run_scenario("geoprov_gameday", &profile, move || {
+        geoprov_tests::gameday::run(&args).failures.is_empty()
+    })
 }
 
 /// The arguments (`--flag value` or `--flag=value`), and the profile.
