@@ -213,6 +213,33 @@ pub fn use_profile(profile: &str) -> bool {
         .is_ok()
 }
 
+/// A scenario binary's arguments as (flag, value) pairs, each given as
+/// `--flag value` or `--flag=value`; `-h` or `--help` prints `usage` and
+/// exits.
+pub fn scenario_flags(
+    raw: impl Iterator<Item = std::ffi::OsString>,
+    usage: &str,
+) -> Result<Vec<(String, String)>, String> {
+    let mut raw = raw.map(|a| a.into_string().map_err(|a| format!("not UTF-8: {a:?}")));
+    let mut flags = Vec::new();
+    while let Some(arg) = raw.next() {
+        let arg = arg?;
+        if arg == "-h" || arg == "--help" {
+            println!("{usage}");
+            std::process::exit(0);
+        }
+        let (flag, value) = match arg.split_once('=') {
+            Some((flag, value)) => (flag.to_owned(), value.to_owned()),
+            None => {
+                let value = raw.next().ok_or_else(|| format!("{arg} needs a value"))??;
+                (arg, value)
+            }
+        };
+        flags.push((flag, value));
+    }
+    Ok(flags)
+}
+
 /// A scenario binary's run (`geoprov-demo`, `geoprov-gameday`): the
 /// functions, CLI and emulator of `target/<profile>`, and `scenario` on a
 /// thread named `<name>::scenario` (the harness's `moto()` is the calling

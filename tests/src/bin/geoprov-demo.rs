@@ -43,23 +43,7 @@ fn main() -> ExitCode {
 fn parse(raw: impl Iterator<Item = OsString>) -> Result<(Args, String), String> {
     let mut args = Args::default();
     let mut profile = "release".to_owned();
-    let mut raw = raw.map(|a| a.into_string().map_err(|a| format!("not UTF-8: {a:?}")));
-    while let Some(arg) = raw.next() {
-        let arg = arg?;
-        if arg == "-h" || arg == "--help" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
-            None => (arg, None),
-        };
-        let value = match inline {
-            Some(value) => value,
-            None => raw
-                .next()
-                .ok_or_else(|| format!("{flag} needs a value"))??,
-        };
+    for (flag, value) in geoprov_tests::scenario_flags(raw, USAGE)? {
         let number = |v: &str| v.parse::<u64>().map_err(|e| format!("{flag} {v}: {e}"));
         let count = |v: &str| v.parse::<usize>().map_err(|e| format!("{flag} {v}: {e}"));
         match flag.as_str() {
