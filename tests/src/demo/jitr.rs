@@ -83,7 +83,15 @@ impl Demo {
 
         // The CA in both regions, auto-registration and no template (JITR);
         // then devices connect with their issued certificates.
-        let setup = self.geoprov("us-east-1").ok(&[
+        let setup = self.register_fleet_ca();
+        println!("  CA registered for JITR: {setup}");
+        self.jitr_connect(chosen, &keys, &results);
+    }
+
+    /// The fleet CA in both regions, auto-registration on and no template
+    /// (JITR): `geoprov setup ca`'s report.
+    pub fn register_fleet_ca(&self) -> Value {
+        self.geoprov("us-east-1").ok(&[
             "setup",
             "ca",
             "--pca-arn",
@@ -92,9 +100,7 @@ impl Demo {
             PCA_REGION,
             "--regions",
             &REGIONS.join(","),
-        ]);
-        println!("  CA registered for JITR: {setup}");
-        self.jitr_connect(chosen, &keys, &results);
+        ])
     }
 
     fn verify_certificates(

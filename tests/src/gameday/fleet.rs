@@ -110,6 +110,13 @@ impl Fleet {
             .collect()
     }
 
+    /// Every one of `devices` is connected to `region` now.
+    pub fn all_connected_to(&self, devices: &[usize], region: &str) -> bool {
+        devices
+            .iter()
+            .all(|i| self.state(*i).connected_to == Some(region))
+    }
+
     /// The last errors of devices not connected now, by error, with a count.
     pub fn errors(&self) -> BTreeMap<String, usize> {
         let mut errors = BTreeMap::new();

@@ -40,7 +40,7 @@ use serde_json::{Value, json};
 use crate::demo::health::{alarm_event, schedule_event};
 use crate::demo::standup::Options;
 use crate::demo::{
-    ALARM_THRESHOLD, CANARY_WINDOW, Demo, FAILBACK_SECONDS, PCA_REGION, RESIDENCY_COUNTRY, target,
+    ALARM_THRESHOLD, CANARY_WINDOW, Demo, FAILBACK_SECONDS, RESIDENCY_COUNTRY, target,
 };
 use crate::workspace_root;
 
@@ -175,7 +175,7 @@ pub fn run(args: &Args) -> Report {
     println!("\n2. the game day's fleet: {} devices", args.devices);
     let (mut specs, manifest) = fleet_specs(args.devices);
     import(&demo, &manifest);
-    register_fleet_ca(&demo);
+    demo.register_fleet_ca();
     issue_factory_certificates(&demo, &mut specs, &mut report);
     let day = GameDay::start(&demo, specs, args);
     day.onboard(&mut demo, &mut report);
@@ -205,20 +205,6 @@ fn import(demo: &Demo, manifest: &[Value]) {
         demo.geoprov(region)
             .ok(&["registry", "import", "--regions", region, path]);
     }
-}
-
-/// The fleet CA in both regions, auto-registration on (`geoprov setup ca`).
-fn register_fleet_ca(demo: &Demo) {
-    demo.geoprov(US).ok(&[
-        "setup",
-        "ca",
-        "--pca-arn",
-        &demo.plane.pki.ca.arn,
-        "--pca-region",
-        PCA_REGION,
-        "--regions",
-        &REGIONS.join(","),
-    ]);
 }
 
 /// The factory's certificates for the JITR devices: CSRs of their factory
@@ -444,12 +430,9 @@ impl GameDay {
         self.refresh_answers(demo);
         self.at("the failover took us-east-1 out of the chains", report);
         let fleet = &self.fleet;
-        let back = |f: &Fleet| {
-            affected
-                .iter()
-                .all(|i| f.states[*i].lock().expect("state").connected_to == Some(EU))
-        };
-        let ok = self.wait_for("the re-homed devices", back);
+        let ok = self.wait_for("the re-homed devices", |f| {
+            f.all_connected_to(&affected, EU)
+        });
         self.at("every affected device connected again", report);
         report.rehome = report::Rehome::measure(
             fleet,
@@ -505,12 +488,7 @@ impl GameDay {
             ));
         }
         let affected = report.affected.clone();
-        let home = |f: &Fleet| {
-            affected
-                .iter()
-                .all(|i| f.states[*i].lock().expect("state").connected_to == Some(US))
-        };
-        let ok = self.wait_for("devices going home", home);
+        let ok = self.wait_for("devices going home", |f| f.all_connected_to(&affected, US));
         self.at("every re-homed device home again", report);
         report.failback = report::Failback::measure(&self.fleet, &affected, back);
         if !ok {
