@@ -9,6 +9,9 @@
 //! - `POST /clock` with `{"advanceSeconds": N}`;
 //! - `GET /quotas`: each rate quota's rate, units spent and requests
 //!   throttled (`quotas`);
+//! - `GET /invocations`: each rule-invoked function's asynchronous queue:
+//!   events queued and running, attempts that succeeded or failed, events
+//!   discarded (`invoke`);
 //! - `GET /health`: 200 once the emulator serves.
 //!
 //! The admin API listens on loopback only and is not part of IoT.
@@ -22,6 +25,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 
 use crate::quotas::Quotas;
+use crate::rules::Rules;
 use serde_json::json;
 
 /// The faults in force.
@@ -130,6 +134,7 @@ pub fn serve_admin(
     faults: Arc<Faults>,
     clock: Arc<Clock>,
     quotas: Arc<Quotas>,
+    rules: Rules,
 ) -> std::io::Result<SocketAddr> {
     let server = tiny_http::Server::http(listen).map_err(std::io::Error::other)?;
     let address = server
@@ -152,6 +157,7 @@ pub fn serve_admin(
                     &faults,
                     &clock,
                     &quotas,
+                    &rules,
                 );
                 let response = tiny_http::Response::from_string(answer.to_string())
                     .with_status_code(status)
@@ -173,12 +179,14 @@ fn route(
     faults: &Faults,
     clock: &Clock,
     quotas: &Quotas,
+    rules: &Rules,
 ) -> (u16, serde_json::Value) {
     use tiny_http::Method;
     match (method, url) {
         (Method::Get, "/health") => (200, json!({"ok": true})),
         (Method::Get, "/faults") => (200, faults.describe()),
         (Method::Get, "/quotas") => (200, quotas.describe()),
+        (Method::Get, "/invocations") => (200, rules.invocations()),
         (Method::Put, "/faults") => match serde_json::from_str::<FaultChange>(body) {
             Ok(change) => {
                 let set = |flag: &AtomicBool, value: Option<bool>| {

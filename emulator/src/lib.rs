@@ -11,6 +11,7 @@
 pub mod broker;
 pub mod certificate_provider;
 pub mod faults;
+pub mod invoke;
 pub mod policy;
 pub mod provisioning;
 pub mod quotas;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use clap::Parser;
 use geoprov_iot_emu::broker::Broker;
 use geoprov_iot_emu::faults::{Clock, Faults, serve_admin};
+use geoprov_iot_emu::invoke::AsyncPolicy;
 use geoprov_iot_emu::provisioning::{EmulatorConfig, Provisioning};
 use geoprov_iot_emu::quotas::Quotas;
 use geoprov_iot_emu::registry::Registry;
@@ -53,6 +54,11 @@ struct Args {
     /// CPU contention is not counted in the hook's 5 s.
     #[arg(long, default_value_t = 8)]
     max_in_flight: usize,
+    /// Invocations at once of each function a rule invokes: its
+    /// concurrency, the execution environments that serve it. More events
+    /// wait in the function's asynchronous queue (`invoke`).
+    #[arg(long, default_value_t = 4)]
+    async_concurrency: usize,
     /// IoT's published default rate quotas times this (`quotas`): CONNECT,
     /// auto-registration, certificate creation and RegisterThing per
     /// second. 0.01 meets them with a fleet a laptop can drive.
@@ -100,7 +106,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(&args.server_ca_out, server_ca.pem())?;
     let tls = server_config(&server_ca, &args.domains)?;
     let device_ca = LocalCa::new(&format!("geoprov-iot-emu {} device CA", args.region))?;
-    let rules = Rules::new(&config.rules, lambdas.clone())?;
+    let async_policy = AsyncPolicy {
+        concurrency: args.async_concurrency,
+        ..AsyncPolicy::default()
+    };
+    let rules = Rules::new(&config.rules, &lambdas, async_policy)?;
     let provisioning = Provisioning::new(
         args.region.clone(),
         args.account_id.clone(),
@@ -116,7 +126,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let broker = Arc::new(Broker::new(
         registry,
         provisioning,
-        rules,
+        rules.clone(),
         faults.clone(),
         quotas.clone(),
         clock.clone(),
@@ -125,7 +135,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let mqtt = listener.local_addr()?;
-    let admin = serve_admin(args.admin_listen, faults, clock, quotas)?;
+    let admin = serve_admin(args.admin_listen, faults, clock, quotas, rules)?;
     println!(
         "{}",
         serde_json::json!({"mqtt": mqtt.to_string(), "admin": admin.to_string()})

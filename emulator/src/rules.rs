@@ -4,23 +4,20 @@
 //! From the IoT developer guide: a rule's SQL selects from a topic filter
 //! ("FROM clause": MQTT wildcards `+` and `#`); `SELECT *` passes the whole
 //! JSON payload; the Lambda action "invokes a Lambda function asynchronously"
-//! with that payload as its event ("Lambda" in "AWS IoT rule actions"), and
+//! with that payload as its event ("Lambda" in "AWS IoT rule actions"):
+//! the event waits in the function's asynchronous queue (`invoke`), and
 //! every message published in the account's region, including IoT's own
 //! `$aws/events/...` lifecycle events, is evaluated. Strict where the
 //! emulator is unsure: any other SQL (a WHERE clause, a projection) is
 //! refused at start, and a payload that is not JSON invokes nothing.
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::invoke::{AsyncInvoker, AsyncPolicy};
 use crate::topics::matches;
-
-/// How long an asynchronous invocation may take before the emulator gives
-/// up on it (Lambda's own retries are not emulated).
-pub const INVOKE_LIMIT: Duration = Duration::from_secs(30);
 
 /// A rule as the regional stack declares it (made by
 /// scripts/local_iot_stack.py from the template's AWS::IoT::TopicRule).
@@ -44,7 +41,7 @@ struct Rule {
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
     rules: Vec<Rule>,
-    lambdas: HashMap<String, String>,
+    invoker: AsyncInvoker,
 }
 
 /// The topic filter of `SELECT * FROM '<filter>'`, the only SQL accepted.
@@ -68,18 +65,26 @@ pub fn select_all_from(sql: &str) -> Result<String, String> {
 }
 
 impl Rules {
-    pub fn new(configs: &[RuleConfig], lambdas: HashMap<String, String>) -> Result<Self, String> {
+    /// The rules, and an asynchronous queue for each function they invoke
+    /// (started now: needs a Tokio runtime).
+    pub fn new(
+        configs: &[RuleConfig],
+        lambdas: &HashMap<String, String>,
+        policy: AsyncPolicy,
+    ) -> Result<Self, String> {
         let mut rules = Vec::new();
+        let mut invoked = BTreeMap::new();
         for config in configs {
             let filter = select_all_from(&config.sql)
                 .map_err(|e| format!("rule {}: {e}", config.rule_name))?;
             for function in &config.functions {
-                if !lambdas.contains_key(function) {
+                let Some(url) = lambdas.get(function) else {
                     return Err(format!(
                         "rule {}: no --lambda {function}=URL",
                         config.rule_name
                     ));
-                }
+                };
+                invoked.insert(function.clone(), url.clone());
             }
             rules.push(Rule {
                 name: config.rule_name.clone(),
@@ -87,11 +92,17 @@ impl Rules {
                 functions: config.functions.clone(),
             });
         }
-        Ok(Rules { rules, lambdas })
+        let invoker = AsyncInvoker::start(&invoked, policy)?;
+        Ok(Rules { rules, invoker })
+    }
+
+    /// Each invoked function's asynchronous queue: its counts, by name.
+    pub fn invocations(&self) -> Value {
+        self.invoker.describe()
     }
 
     /// Evaluates a message published on `topic`: each matching rule's
-    /// functions are invoked in the background with the JSON payload.
+    /// functions get the JSON payload in their asynchronous queues.
     pub fn dispatch(&self, topic: &str, payload: &[u8]) {
         let matching: Vec<&Rule> = self
             .rules
@@ -107,41 +118,7 @@ impl Rules {
         };
         for rule in matching {
             for function in &rule.functions {
-                let Some(url) = self.lambdas.get(function).cloned() else {
-                    continue;
-                };
-                let (rule_name, function, event) =
-                    (rule.name.clone(), function.clone(), event.clone());
-                tokio::task::spawn_blocking(move || {
-                    let agent: ureq::Agent = ureq::Agent::config_builder()
-                        .timeout_global(Some(INVOKE_LIMIT))
-                        .http_status_as_error(false)
-                        .build()
-                        .into();
-                    let outcome = agent.post(&url).send_json(&event).map(|r| {
-                        (
-                            r.status().as_u16(),
-                            r.headers().contains_key("x-amz-function-error"),
-                        )
-                    });
-                    match outcome {
-                        Ok((status, false)) if status < 300 => {
-                            tracing::info!(rule = rule_name, function, "rule action invoked")
-                        }
-                        Ok((status, _)) => tracing::warn!(
-                            rule = rule_name,
-                            function,
-                            status,
-                            "rule action: the function failed"
-                        ),
-                        Err(e) => tracing::warn!(
-                            rule = rule_name,
-                            function,
-                            error = %e,
-                            "rule action: no answer"
-                        ),
-                    }
-                });
+                self.invoker.invoke(&rule.name, function, event.clone());
             }
         }
     }
@@ -168,18 +145,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_rule_needs_an_endpoint_for_each_function() {
+    #[tokio::test]
+    async fn a_rule_needs_an_endpoint_for_each_function() {
         let config = RuleConfig {
             rule_name: "JitrRule".into(),
             sql: "SELECT * FROM 'a/+'".into(),
             functions: vec!["DeviceActivationFunction".into()],
         };
-        assert!(Rules::new(std::slice::from_ref(&config), HashMap::new()).is_err());
+        let policy = AsyncPolicy::default;
+        assert!(Rules::new(std::slice::from_ref(&config), &HashMap::new(), policy()).is_err());
         let lambdas = HashMap::from([(
             "DeviceActivationFunction".to_owned(),
             "http://127.0.0.1:1".to_owned(),
         )]);
-        assert!(Rules::new(&[config], lambdas).is_ok());
+        let rules = Rules::new(&[config], &lambdas, policy()).unwrap();
+        assert_eq!(rules.invocations()["DeviceActivationFunction"]["queued"], 0);
     }
 }
