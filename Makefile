@@ -20,7 +20,7 @@ export AWS_DEFAULT_REGION ?= $(AWS_REGION)
 export GEOPROV_PYTHON := $(abspath $(PYTHON))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: help venv build test test-unit hygiene lint lint-template sam-build demo gameday demo-hook bench-hook bench-failover bench-issuer bench-emulator bench-canary clean
+.PHONY: help venv build test test-unit hygiene lint lint-template sam-build demo gameday demo-hook bench-hook bench-activation bench-failover bench-issuer bench-emulator bench-canary clean
 
 help:
 	@echo "make demo        the whole control plane, two regions, on this machine (dev build, moto, geoprov-iot-emu)"
@@ -33,6 +33,7 @@ help:
 	@echo "make lint-template  sam validate --lint, cfn-lint and checkov on template.yaml and global.yaml"
 	@echo "make sam-build   sam build of both stacks (the five bootstrap binaries)"
 	@echo "make bench-hook  the hook's own cost over HTTPS and HTTP (instant DynamoDB stub): cold start, CPU, p50/p99, RSS, size, vs a Python/boto3 hook; Lambda estimate"
+	@echo "make bench-activation  device activation (JITR) the same way (instant IoT and DynamoDB stubs), vs a Python/boto3 activator making the same calls; Lambda estimate"
 	@echo "make bench-failover  cold start and init CPU over HTTPS; record tree planning (250 locations x 5 regions); ALARM-to-tree time in moto"
 	@echo "make bench-issuer    cold start and init CPU over HTTPS, a batch's CPU; CSR validations per second; a 500-CSR batch in moto"
 	@echo "make bench-canary    the region canary: cold start, and p50/p99 of 100 warm runs against geoprov-iot-emu"
@@ -117,6 +118,10 @@ demo-hook: venv
 bench-hook: venv
 	cargo build --workspace --release
 	$(PYTHON) bench/hook/bench.py
+
+bench-activation: venv
+	cargo build --workspace --release
+	$(PYTHON) bench/activation/bench.py
 
 bench-failover: venv
 	cargo build --workspace --release

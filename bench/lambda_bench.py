@@ -7,6 +7,9 @@ geoprov function bench shares.
 - `Stub`: an instant AWS endpoint for the JSON protocols (X-Amz-Target), over
   HTTPS or plain HTTP, keep-alive, answering from data given up front. It is
   the backend both contenders share, so what differs is the function.
+- `iot_answer`: IoT's registry API (REST-JSON) through the Stub's `other`
+  hook, as a just-in-time registration finds it: the certificate pending,
+  the thing still to make.
 - `RuntimeApi`: the Lambda Runtime API, keep-alive as Lambda's is: a function
   polls /next on one connection and posts its answer on it.
 - `cpu_ns`: CPU time of a process and all its live threads in nanoseconds,
@@ -28,6 +31,7 @@ import ipaddress
 import json
 import math
 import os
+import re
 import selectors
 import socket
 import ssl
@@ -36,6 +40,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Callable
@@ -238,6 +243,94 @@ def dynamodb_answer(partitions: dict[str, list[dict]]) -> Answer:
         if operation in ("TransactWriteItems", "PutItem", "UpdateItem", "DeleteItem"):
             return {}
         raise StubError("com.amazon.coral.validate#ValidationException", f"DynamoDB {operation}")
+
+    return answer
+
+
+# IoT's registry routes (REST-JSON; AWS IoT API reference, each operation's
+# "Request Syntax"), the ones a JITR activation calls: (method, path pattern,
+# operation). The query string is matched apart.
+_IOT_ROUTES = [
+    ("PUT", r"/thing-groups/addThingToThingGroup", "AddThingToThingGroup"),
+    ("GET", r"/thing-groups/(?P<thingGroupName>[^/]+)", "DescribeThingGroup"),
+    ("GET", r"/certificates/(?P<certificateId>[^/]+)", "DescribeCertificate"),
+    ("PUT", r"/certificates/(?P<certificateId>[^/]+)", "UpdateCertificate"),
+    ("GET", r"/things/(?P<thingName>[^/]+)", "DescribeThing"),
+    ("POST", r"/things/(?P<thingName>[^/]+)", "CreateThing"),
+    ("PATCH", r"/things/(?P<thingName>[^/]+)", "UpdateThing"),
+    ("PUT", r"/things/(?P<thingName>[^/]+)/principals", "AttachThingPrincipal"),
+    ("PUT", r"/target-policies/(?P<policyName>[^/]+)", "AttachPolicy"),
+]
+
+
+def iot_operation(method: str, target: str) -> tuple[str, dict[str, str]] | None:
+    """The IoT operation of a request line's method and target, with its
+    path and query parameters, or None for one of no route above."""
+    path, _, query = target.partition("?")
+    for route_method, pattern, operation in _IOT_ROUTES:
+        matched = re.fullmatch(pattern, path) if method == route_method else None
+        if matched:
+            params = {k: urllib.parse.unquote(v) for k, v in matched.groupdict().items()}
+            params.update(urllib.parse.parse_qsl(query))
+            return operation, params
+    return None
+
+
+def iot_answer(certificates: dict[str, tuple[str, str]], thing_groups: set[str], region: str,
+               account: str) -> OtherAnswer:
+    """IoT's registry API as a just-in-time registration finds it: each of
+    `certificates` (id -> (PEM, CA certificate id)) auto-registered and
+    PENDING_ACTIVATION, the `thing_groups` there, no thing yet. The writes
+    (CreateThing, UpdateThing, AddThingToThingGroup, AttachPolicy,
+    AttachThingPrincipal, UpdateCertificate to ACTIVE) succeed and change
+    nothing, so every activation of a bench finds the same state. A call of
+    no route here, or naming a certificate or group not given, is not
+    answered (the Stub lists it in `unanswered()`)."""
+    arn = f"arn:aws:iot:{region}:{account}"
+    created = 1_700_000_000.0
+
+    def json_body(value: dict | None) -> tuple[int, bytes, str]:
+        return 200, json.dumps(value).encode() if value is not None else b"", "application/json"
+
+    def answer(method: str, target: str, body: bytes) -> tuple[int, bytes, str] | None:
+        routed = iot_operation(method, target)
+        if routed is None:
+            return None
+        operation, params = routed
+        certificate = certificates.get(params.get("certificateId", ""))
+        if operation == "DescribeCertificate" and certificate:
+            pem, ca_id = certificate
+            return json_body({"certificateDescription": {
+                "certificateArn": f"{arn}:cert/{params['certificateId']}",
+                "certificateId": params["certificateId"], "caCertificateId": ca_id,
+                "status": "PENDING_ACTIVATION", "certificatePem": pem, "ownedBy": account,
+                "creationDate": created, "lastModifiedDate": created, "customerVersion": 1,
+                "generationId": str(uuid.uuid5(uuid.NAMESPACE_OID, params["certificateId"])),
+                "certificateMode": "DEFAULT"}})
+        if operation == "UpdateCertificate" and certificate and params.get("newStatus") == "ACTIVE":
+            return json_body(None)
+        if operation == "DescribeThingGroup" and params["thingGroupName"] in thing_groups:
+            name = params["thingGroupName"]
+            return json_body({"thingGroupName": name, "thingGroupId": str(uuid.uuid5(uuid.NAMESPACE_OID, name)),
+                              "thingGroupArn": f"{arn}:thinggroup/{name}", "version": 1,
+                              "thingGroupProperties": {},
+                              "thingGroupMetadata": {"rootToParentThingGroups": [], "creationDate": created}})
+        if operation == "DescribeThing":
+            missing = {"__type": "ResourceNotFoundException",
+                       "message": f"Thing {params['thingName']} cannot be found."}
+            return 404, json.dumps(missing).encode(), "application/json"
+        if operation in ("CreateThing", "UpdateThing"):
+            name = params["thingName"]
+            return json_body({"thingName": name, "thingArn": f"{arn}:thing/{name}",
+                              "thingId": str(uuid.uuid5(uuid.NAMESPACE_OID, name))}
+                             if operation == "CreateThing" else {})
+        if operation == "AddThingToThingGroup" and json.loads(body or b"{}").get("thingGroupName") in thing_groups:
+            return json_body({})
+        if operation == "AttachPolicy":
+            return json_body(None)
+        if operation == "AttachThingPrincipal":
+            return json_body({})
+        return None
 
     return answer
 
@@ -501,13 +594,15 @@ def lambda_estimate(cpu_ms: float, memory_mb: int, wait_ms: float = 0.0,
             "cost_per_million_usd": per_million + PRICE_PER_MILLION_REQUESTS}
 
 
-def registry_snapshot(devices: list[dict], region: str, table: str) -> dict[str, list[dict]]:
+def registry_snapshot(devices: list[dict], region: str, table: str,
+                      geoprov: Path | None = None) -> dict[str, list[dict]]:
     """The registry's items by partition, as `geoprov registry import` writes
     `devices` (manifest lines) into moto, read back: the stub then answers
-    with exactly what a deployed table holds."""
+    with exactly what a deployed table holds. `geoprov`: the CLI to import
+    with (default: the release build's)."""
     import boto3
     import local_aws
-    local_aws.GEOPROV = local_aws.ROOT / "target/release/geoprov"
+    local_aws.GEOPROV = geoprov or local_aws.ROOT / "target/release/geoprov"
     with local_aws.Processes() as procs:
         endpoint = local_aws.start_moto(procs)
         env = local_aws.aws_env(endpoint, region) | {"TABLE_NAME": table}

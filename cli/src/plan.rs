@@ -16,8 +16,11 @@ pub struct Args {
     config: PathBuf,
     /// The fleet (JSON): {"locations": {SET_IDENTIFIER: {"devices": N,
     /// "route": "claim-fleet-ca"|"claim-amazon-ca"|"jitr"}}, "quotas":
-    /// {NAME: PER_SECOND}, "regionQuotas": {REGION: {NAME: PER_SECOND}}};
-    /// quotas left out are IoT's published defaults.
+    /// {NAME: PER_SECOND}, "regionQuotas": {REGION: {NAME: PER_SECOND}},
+    /// "behaviour": {"backoffBaseSeconds", "backoffCapSeconds",
+    /// "answersMoveAfterSeconds", "activationSeconds", "powerOnPerSecond",
+    /// "recheckSeconds", ...}}; quotas left out are IoT's published
+    /// defaults, behaviour left out the Device SDKs' (docs/operations.md).
     #[arg(long)]
     fleet: PathBuf,
     /// A target for every phase, in minutes: name the quota increases that
@@ -42,7 +45,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     if args.json {
         crate::output::print_json(&phases);
     } else {
-        print!("{}", table(&phases));
+        print!("{}", table(&phases, target));
     }
     Ok(())
 }
@@ -52,10 +55,10 @@ fn minutes(seconds: f64) -> String {
 }
 
 /// One row per phase and region, then the increases a target calls for.
-fn table(phases: &[Phase]) -> String {
+fn table(phases: &[Phase], target: Option<f64>) -> String {
     let mut out = format!(
-        "{:<34} {:<14} {:>9} {:>8} {:<22} {:>10}\n",
-        "phase", "region", "devices", "minutes", "bottleneck (per s)", "claim uses"
+        "{:<34} {:<14} {:>9} {:>8} {:>8} {:>8} {:<24} {:>10}\n",
+        "phase", "region", "devices", "minutes", "p50", "floor", "bottleneck (per s)", "claim uses"
     );
     for phase in phases {
         if phase.regions.is_empty() {
@@ -67,16 +70,20 @@ fn table(phases: &[Phase]) -> String {
                 _ => "-".into(),
             };
             out += &format!(
-                "{:<34} {:<14} {:>9} {:>8} {:<22} {:>10}\n",
+                "{:<34} {:<14} {:>9} {:>8} {:>8} {:>8} {:<24} {:>10}\n",
                 phase.name,
                 load.region.as_str(),
                 load.devices,
                 minutes(load.seconds),
+                minutes(load.p50_seconds),
+                minutes(load.floor_seconds),
                 bottleneck,
                 load.claim_uses
             );
         }
     }
+    out += "minutes: every device working (simulated, with retries); p50: half of them; \
+            floor: units over rates, as if no device ever waited\n";
     for phase in phases {
         for raise in &phase.raise {
             out += &format!(
@@ -86,6 +93,18 @@ fn table(phases: &[Phase]) -> String {
                 raise.region.as_str(),
                 raise.from,
                 raise.to
+            );
+        }
+        if let (Some(seconds), Some(target)) = (phase.seconds_with_raises, target) {
+            let verdict = if seconds <= target {
+                "meets the target"
+            } else {
+                "still over the target: the devices' backoff, not a rate, is the rest"
+            };
+            out += &format!(
+                "  \"{}\" with those rates: {} minutes (simulated): {verdict}\n",
+                phase.name,
+                minutes(seconds)
             );
         }
     }

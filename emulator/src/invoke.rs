@@ -137,7 +137,10 @@ pub struct AsyncInvoker {
 impl AsyncInvoker {
     /// A queue per function (`name` → Invoke URL) and `policy.concurrency`
     /// invocations draining each. Needs a Tokio runtime.
-    pub fn start(functions: &BTreeMap<String, String>, policy: AsyncPolicy) -> Result<Self, String> {
+    pub fn start(
+        functions: &BTreeMap<String, String>,
+        policy: AsyncPolicy,
+    ) -> Result<Self, String> {
         if policy.concurrency == 0 {
             return Err("a function's asynchronous concurrency must be at least 1".into());
         }
@@ -209,7 +212,11 @@ async fn drain(
         counts.queued.fetch_sub(1, Ordering::Relaxed);
         if event.queued_at.elapsed() > policy.max_event_age {
             counts.discarded.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(rule = event.rule, function, "rule action: the event aged out, discarded");
+            tracing::warn!(
+                rule = event.rule,
+                function,
+                "rule action: the event aged out, discarded"
+            );
             continue;
         }
         counts.running.fetch_add(1, Ordering::Relaxed);
@@ -228,7 +235,13 @@ async fn drain(
                 counts.function_errors.fetch_add(1, Ordering::Relaxed);
                 let wait = policy.retry_waits.get(event.function_errors).copied();
                 event.function_errors += 1;
-                tracing::warn!(rule = event.rule, function, why, retried = wait.is_some(), "rule action: the function failed");
+                tracing::warn!(
+                    rule = event.rule,
+                    function,
+                    why,
+                    retried = wait.is_some(),
+                    "rule action: the function failed"
+                );
                 if wait.is_none() {
                     counts.discarded.fetch_add(1, Ordering::Relaxed);
                 }
@@ -238,7 +251,12 @@ async fn drain(
                 counts.system_errors.fetch_add(1, Ordering::Relaxed);
                 let wait = requeue_wait(&policy, event.system_errors);
                 event.system_errors += 1;
-                tracing::warn!(rule = event.rule, function, why, "rule action: not run, back to the queue");
+                tracing::warn!(
+                    rule = event.rule,
+                    function,
+                    why,
+                    "rule action: not run, back to the queue"
+                );
                 Some(wait)
             }
         };
@@ -274,9 +292,17 @@ fn post(url: &str, payload: &Value, timeout: Duration) -> Attempt {
             Attempt::FunctionError(format!("HTTP {}, the function failed", r.status()))
         }
         Ok(r) if r.status().is_success() => Attempt::Succeeded,
-        Ok(r) if r.status().as_u16() == 429 || r.status().is_server_error() => {
-            Attempt::SystemError(format!("HTTP {}", r.status()))
+        Ok(mut r) if r.status().is_server_error() => {
+            // cargo-lambda's Invoke answers a function's error with a 500
+            // and Lambda's error payload, without X-Amz-Function-Error.
+            let status = r.status();
+            let body: Option<Value> = r.body_mut().read_json().ok();
+            match body.as_ref().and_then(|b| b.get("errorType")) {
+                Some(kind) => Attempt::FunctionError(format!("HTTP {status}, {kind}")),
+                None => Attempt::SystemError(format!("HTTP {status}")),
+            }
         }
+        Ok(r) if r.status().as_u16() == 429 => Attempt::SystemError("HTTP 429".into()),
         Ok(r) => Attempt::FunctionError(format!("HTTP {}", r.status())),
         Err(ureq::Error::Timeout(_)) => {
             Attempt::FunctionError(format!("no answer within {} s", timeout.as_secs()))
@@ -294,7 +320,9 @@ mod tests {
         // "The retry interval increases exponentially from 1 second after
         // the first attempt to a maximum of 5 minutes."
         let policy = AsyncPolicy::default();
-        let waits: Vec<u64> = (0..12).map(|n| requeue_wait(&policy, n).as_secs()).collect();
+        let waits: Vec<u64> = (0..12)
+            .map(|n| requeue_wait(&policy, n).as_secs())
+            .collect();
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
         assert_eq!(requeue_wait(&policy, u32::MAX).as_secs(), 300);
     }
@@ -304,7 +332,10 @@ mod tests {
         // "a one-minute wait between the first two attempts, and two
         // minutes between the second and third attempts"
         let policy = AsyncPolicy::default();
-        assert_eq!(policy.retry_waits, [Duration::from_secs(60), Duration::from_secs(120)]);
+        assert_eq!(
+            policy.retry_waits,
+            [Duration::from_secs(60), Duration::from_secs(120)]
+        );
         assert_eq!(policy.max_event_age, Duration::from_secs(6 * 3600));
     }
 
@@ -363,9 +394,19 @@ mod queue_tests {
                     std::thread::sleep(Duration::from_millis(40));
                     let ok = tiny_http::Response::from_string("{}");
                     let failed = tiny_http::Response::from_string("{\"errorMessage\":\"boom\"}")
-                        .with_header("X-Amz-Function-Error: Unhandled".parse::<tiny_http::Header>().unwrap());
+                        .with_header(
+                            "X-Amz-Function-Error: Unhandled"
+                                .parse::<tiny_http::Header>()
+                                .unwrap(),
+                        );
+                    let payload = tiny_http::Response::from_string(
+                        "{\"errorType\":\"IotUnavailable\",\"errorMessage\":\"boom\"}",
+                    )
+                    .with_status_code(500);
                     let response = match (event["mode"].as_str().unwrap(), attempt) {
                         ("error-once", 1) | ("error", _) => failed,
+                        ("error-500-once", 1) => payload,
+                        ("system-once", 1) => ok.with_status_code(503),
                         ("throttle-once", 1) => ok.with_status_code(429),
                         _ => ok,
                     };
@@ -374,7 +415,11 @@ mod queue_tests {
                 });
             }
         });
-        Function { url, attempts, max_running }
+        Function {
+            url,
+            attempts,
+            max_running,
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,7 +438,13 @@ mod queue_tests {
         for i in 0..10 {
             assert!(invoker.invoke("R", "F", json!({"id": format!("ok-{i}"), "mode": "ok"})));
         }
-        for mode in ["error-once", "throttle-once", "error"] {
+        for mode in [
+            "error-once",
+            "throttle-once",
+            "error",
+            "error-500-once",
+            "system-once",
+        ] {
             assert!(invoker.invoke("R", "F", json!({"id": mode, "mode": mode})));
         }
         assert!(!invoker.invoke("R", "G", json!({})), "G has no queue");
@@ -401,24 +452,34 @@ mod queue_tests {
         let settled = |d: &Value| {
             d["F"]["queued"] == 0
                 && d["F"]["running"] == 0
-                && d["F"]["succeeded"].as_u64().unwrap() + d["F"]["discarded"].as_u64().unwrap() == 13
+                && d["F"]["succeeded"].as_u64().unwrap() + d["F"]["discarded"].as_u64().unwrap()
+                    == 15
         };
         let started = Instant::now();
         while !settled(&invoker.describe()) && started.elapsed() < Duration::from_secs(20) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let counts = invoker.describe()["F"].clone();
-        assert_eq!(counts["succeeded"], 12, "{counts}");
-        // error-once failed once; error failed three times, then was discarded.
-        assert_eq!(counts["functionErrors"], 4, "{counts}");
+        assert_eq!(counts["succeeded"], 14, "{counts}");
+        // error-once and error-500-once (a runtime emulator's 500 with
+        // Lambda's error payload) failed once; error failed three times,
+        // then was discarded.
+        assert_eq!(counts["functionErrors"], 5, "{counts}");
         assert_eq!(counts["discarded"], 1, "{counts}");
-        assert_eq!(counts["systemErrors"], 1, "{counts}");
+        // A 429 and a 503 without an error payload: back to the queue.
+        assert_eq!(counts["systemErrors"], 2, "{counts}");
         assert!(counts["maxQueued"].as_u64().unwrap() >= 11, "{counts}");
         let attempts = function.attempts.lock().unwrap().clone();
         assert_eq!(attempts["error"], 3, "two retries, then no more");
         assert_eq!(attempts["error-once"], 2);
         assert_eq!(attempts["throttle-once"], 2);
+        assert_eq!(attempts["error-500-once"], 2);
+        assert_eq!(attempts["system-once"], 2);
         assert!((0..10).all(|i| attempts[&format!("ok-{i}")] == 1));
-        assert_eq!(function.max_running.load(Ordering::SeqCst), 2, "the concurrency bounds the function");
+        assert_eq!(
+            function.max_running.load(Ordering::SeqCst),
+            2,
+            "the concurrency bounds the function"
+        );
     }
 }

@@ -9,6 +9,9 @@ restores the copy on failure), so a threaded server lets concurrent
 conditional transactions all pass their checks. DynamoDB serialises writes to
 an item; serving requests in order gives the tests that guarantee, while the
 clients still race (reads and writes of concurrent invocations interleave).
+The listen queue is 4,096 deep and a silent connection is closed after 5 s
+(`main`), so that a fleet's burst of clients waits its turn instead of
+stalling the server.
 
 Nine corrections to moto, to AWS's documented behaviour, and one to its
 cost:
@@ -76,7 +79,7 @@ from moto.moto_server.werkzeug_app import (
     MotoRequestHandler,
     create_backend_app,
 )
-from werkzeug.serving import make_server
+from werkzeug.serving import BaseWSGIServer, make_server
 from moto.cloudwatch.models import cloudwatch_backends
 from moto.core.config import default_user_config
 from moto.core.exceptions import JsonRESTError
@@ -508,6 +511,13 @@ def _patch_dynamodb_transaction_snapshot():
     dynamodb_models.DynamoDBBackend.transact_write_items = transact_write_items
 
 
+class _Handler(MotoRequestHandler):
+    """A connection that sends nothing for 5 s is closed, so that one
+    stalled client cannot hold the one-at-a-time server."""
+
+    timeout = 5
+
+
 def main() -> None:
     default_user_config["iot"]["use_valid_cert"] = True
     _patch_route53_delete()
@@ -519,8 +529,15 @@ def main() -> None:
     _patch_dynamodb_transaction_snapshot()
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     app = DomainDispatcherApplication(create_backend_app)
+    # One request at a time, so a burst of clients waits in the listen
+    # queue. werkzeug's 128 overflows at a fleet's load: the kernel then
+    # drops the handshake's last ACK, the client sends its request into a
+    # connection the server has not accepted, and the request arrives only
+    # when TCP retransmits it, seconds later, while the server waits on that
+    # connection and serves no one. The kernel's somaxconn caps the queue.
+    BaseWSGIServer.request_queue_size = 4096
     server = make_server(
-        "127.0.0.1", port, app, threaded=False, request_handler=MotoRequestHandler
+        "127.0.0.1", port, app, threaded=False, request_handler=_Handler
     )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     print(server.server_port, flush=True)

@@ -530,7 +530,11 @@ fn start_emulators(
         if let Some((_, function)) = provider_here {
             lambdas.push((super::ISSUER_FUNCTION, function.url()));
         }
-        let args: Vec<&str> = options.emulator_args.iter().map(String::as_str).collect();
+        // Device activation's asynchronous queue is drained by as many
+        // invocations at once as it has execution environments.
+        let concurrency = options.environments.to_string();
+        let mut args = vec!["--async-concurrency", concurrency.as_str()];
+        args.extend(options.emulator_args.iter().map(String::as_str));
         let emulator = Emulator::start_with_args(region, &config, &lambdas, dir.path(), &args);
         let ca_file = target().join(format!("demo-server-ca-{region}.pem"));
         std::fs::write(&ca_file, &emulator.server_ca_pem).expect("write the server CA");

@@ -47,7 +47,7 @@ use crate::workspace_root;
 pub mod fleet;
 pub mod report;
 
-use fleet::{DeviceSpec, Fleet, Route};
+use fleet::{DeviceSpec, FLEET_BACKOFF, Fleet, Route};
 pub use report::Report;
 
 pub const REGIONS: [&str; 2] = crate::demo::REGIONS;
@@ -181,8 +181,11 @@ pub fn run(args: &Args) -> Report {
     day.onboard(&mut demo, &mut report);
     day.failover(&mut demo, &mut report);
     day.failback(&mut demo, &mut report);
-    report.predicted_rehome_seconds =
-        predicted_rehome(&demo.plane.config_path, args.devices, args.quota_scale);
+    report.prediction = predicted_rehome(
+        &demo.plane.config_path,
+        args,
+        report.rehome.measured_fault_to_answers_moved_seconds,
+    );
     day.finish(&mut demo, &mut report);
     report.total_seconds = started.elapsed().as_secs_f64();
     report.failures.append(&mut demo.failures);
@@ -624,18 +627,31 @@ pub fn plan_quotas(scale: f64) -> Value {
 }
 
 /// What `geoprov plan` predicts for the re-homing after losing us-east-1,
-/// in seconds, for the game day's fleet at `scale`.
-pub fn predicted_rehome(demo_config: &std::path::Path, devices: usize, scale: f64) -> f64 {
+/// for the game day's fleet, rates and device behaviour, with the answers
+/// moving `answers_moved_after` seconds after the fault (as measured).
+pub fn predicted_rehome(
+    demo_config: &std::path::Path,
+    args: &Args,
+    answers_moved_after: f64,
+) -> report::Prediction {
     let mut per_location: BTreeMap<&str, u64> = BTreeMap::new();
-    for i in 0..devices {
+    for i in 0..args.devices {
         *per_location.entry(location(country(i))).or_default() += 1;
     }
     let locations: serde_json::Map<String, Value> = per_location
         .into_iter()
         .map(|(l, n)| (l.to_owned(), json!({"devices": n, "route": "jitr"})))
         .collect();
-    let fleet = json!({"locations": locations, "quotas": plan_quotas(scale)});
-    let path = target().join(format!("gameday-fleet-{devices}.json"));
+    let behaviour = json!({
+        "backoffBaseSeconds": FLEET_BACKOFF.base.as_secs_f64(),
+        "backoffCapSeconds": FLEET_BACKOFF.cap.as_secs_f64(),
+        "answersMoveAfterSeconds": answers_moved_after.max(0.0),
+        "recheckSeconds": args.recheck.as_secs_f64(),
+        "powerOnPerSecond": args.launch_rate,
+    });
+    let fleet = json!({"locations": locations, "quotas": plan_quotas(args.quota_scale),
+                       "behaviour": behaviour});
+    let path = target().join(format!("gameday-fleet-{}.json", args.devices));
     std::fs::write(&path, fleet.to_string()).expect("write the fleet file");
     let plan = crate::cli::Geoprov::new(crate::aws_env("http://127.0.0.1:9", US)).ok(&[
         "plan",
@@ -645,14 +661,24 @@ pub fn predicted_rehome(demo_config: &std::path::Path, devices: usize, scale: f6
         path.to_str().expect("a UTF-8 path"),
         "--json",
     ]);
-    plan.as_array()
+    let region = plan
+        .as_array()
         .and_then(|phases| {
             phases
                 .iter()
                 .find(|p| p["name"] == format!("rehome after losing {US}"))
         })
-        .and_then(|p| p["seconds"].as_f64())
-        .unwrap_or(f64::NAN)
+        .and_then(|p| p["regions"].get(0))
+        .cloned()
+        .unwrap_or_default();
+    let get = |field: &str| region[field].as_f64().unwrap_or(f64::NAN);
+    report::Prediction {
+        p50_seconds: get("p50Seconds"),
+        p99_seconds: get("p99Seconds"),
+        all_seconds: get("seconds"),
+        floor_seconds: get("floorSeconds"),
+        fleet_file: path.display().to_string(),
+    }
 }
 
 /// The alarm's threshold and the canary's window, for the report.

@@ -150,6 +150,32 @@ pub struct QuotaUse {
     pub extra: u64,
 }
 
+/// `geoprov plan`'s re-homing after losing us-east-1 (eu-west-1's share),
+/// from the phase's start (the answers moving).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Prediction {
+    pub p50_seconds: f64,
+    pub p99_seconds: f64,
+    pub all_seconds: f64,
+    /// The arithmetic alone: units over rates.
+    pub floor_seconds: f64,
+    /// The fleet file the plan read.
+    pub fleet_file: String,
+}
+
+impl Default for Prediction {
+    fn default() -> Self {
+        Prediction {
+            p50_seconds: f64::NAN,
+            p99_seconds: f64::NAN,
+            all_seconds: f64::NAN,
+            floor_seconds: f64::NAN,
+            fleet_file: String::new(),
+        }
+    }
+}
+
 /// Everything the game day found.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -165,9 +191,10 @@ pub struct Report {
     pub failover_seconds: f64,
     pub rehome: Rehome,
     pub failback: Failback,
-    /// `geoprov plan`'s re-homing after losing us-east-1, for this fleet and
-    /// these rates; and how far the measurement is from it.
-    pub predicted_rehome_seconds: f64,
+    /// `geoprov plan`'s re-homing after losing us-east-1, for this fleet,
+    /// these rates and the devices' backoff; and how far the measurement
+    /// (100 % re-homed) is from it.
+    pub prediction: Prediction,
     pub prediction_error: f64,
     pub claim_uses_after_onboarding: usize,
     pub quota_use: QuotaUse,
@@ -199,7 +226,7 @@ impl Report {
             failover_seconds: 0.0,
             rehome: Rehome::default(),
             failback: Failback::default(),
-            predicted_rehome_seconds: f64::NAN,
+            prediction: Prediction::default(),
             prediction_error: f64::NAN,
             claim_uses_after_onboarding: 0,
             quota_use: QuotaUse::default(),
@@ -261,10 +288,10 @@ impl Report {
             canary_probes: self.canary_successes.clone(),
             extra,
         };
-        if self.predicted_rehome_seconds.is_finite() && self.predicted_rehome_seconds > 0.0 {
-            self.prediction_error = (self.rehome.answers_moved_to_all_seconds
-                - self.predicted_rehome_seconds)
-                / self.predicted_rehome_seconds;
+        let predicted = self.prediction.all_seconds;
+        if predicted.is_finite() && predicted > 0.0 {
+            self.prediction_error =
+                (self.rehome.answers_moved_to_all_seconds - predicted) / predicted;
         }
         let mut goals = vec![
             (
@@ -358,8 +385,17 @@ impl Report {
                 secs(r.fault_to_unhealthy_seconds + r.answers_moved_to_all_seconds),
             ),
             (
-                "geoprov plan's re-homing prediction".into(),
-                secs(self.predicted_rehome_seconds),
+                "geoprov plan: p50 / p99 / 100 % re-homed".into(),
+                format!(
+                    "{} / {} / {}",
+                    secs(self.prediction.p50_seconds),
+                    secs(self.prediction.p99_seconds),
+                    secs(self.prediction.all_seconds)
+                ),
+            ),
+            (
+                "geoprov plan: the quotas' floor (units over rates)".into(),
+                secs(self.prediction.floor_seconds),
             ),
             (
                 "measured vs predicted".into(),
