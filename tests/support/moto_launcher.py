@@ -9,9 +9,9 @@ restores the copy on failure), so a threaded server lets concurrent
 conditional transactions all pass their checks. DynamoDB serialises writes to
 an item; serving requests in order gives the tests that guarantee, while the
 clients still race (reads and writes of concurrent invocations interleave).
-The listen queue is 4,096 deep and a silent connection is closed after 5 s
-(`main`), so that a fleet's burst of clients waits its turn instead of
-stalling the server.
+Connections are accepted as they come and served in order (`_QueuedServer`),
+and a silent one is closed after 5 s, so that a fleet's burst of clients
+waits its turn instead of stalling the server.
 
 Nine corrections to moto, to AWS's documented behaviour, and one to its
 cost:
@@ -68,6 +68,7 @@ cost:
   second provider anywhere in the account, in any region, is refused.
 """
 import os
+import queue
 import re
 import sys
 import threading
@@ -79,7 +80,7 @@ from moto.moto_server.werkzeug_app import (
     MotoRequestHandler,
     create_backend_app,
 )
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer
 from moto.cloudwatch.models import cloudwatch_backends
 from moto.core.config import default_user_config
 from moto.core.exceptions import JsonRESTError
@@ -518,6 +519,39 @@ class _Handler(MotoRequestHandler):
     timeout = 5
 
 
+class _QueuedServer(BaseWSGIServer):
+    """Requests served one at a time, connections accepted at once.
+
+    werkzeug's single-threaded server accepts a connection only when it has
+    served the one before, so a fleet's burst of clients waits in the
+    kernel's listen queue. When that overflows, the kernel drops the
+    handshake's last ACK: the client, connected, sends its request, which
+    is dropped too and arrives only when TCP retransmits it, seconds later,
+    while the server, having accepted the connection, waits on it and
+    serves no one. Here one thread accepts every connection as it comes
+    (the request then waits in the socket's buffer) and another serves the
+    accepted connections in order."""
+
+    request_queue_size = 4096
+
+    def __init__(self, host, port, app, handler):
+        super().__init__(host, port, app, handler=handler)
+        self._accepted = queue.SimpleQueue()
+
+    def process_request(self, request, client_address):
+        self._accepted.put((request, client_address))
+
+    def serve_queue(self):
+        while True:
+            request, client_address = self._accepted.get()
+            try:
+                self.finish_request(request, client_address)
+            except Exception:  # noqa: BLE001 - as socketserver's handle_error
+                self.handle_error(request, client_address)
+            finally:
+                self.shutdown_request(request)
+
+
 def main() -> None:
     default_user_config["iot"]["use_valid_cert"] = True
     _patch_route53_delete()
@@ -529,16 +563,8 @@ def main() -> None:
     _patch_dynamodb_transaction_snapshot()
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     app = DomainDispatcherApplication(create_backend_app)
-    # One request at a time, so a burst of clients waits in the listen
-    # queue. werkzeug's 128 overflows at a fleet's load: the kernel then
-    # drops the handshake's last ACK, the client sends its request into a
-    # connection the server has not accepted, and the request arrives only
-    # when TCP retransmits it, seconds later, while the server waits on that
-    # connection and serves no one. The kernel's somaxconn caps the queue.
-    BaseWSGIServer.request_queue_size = 4096
-    server = make_server(
-        "127.0.0.1", port, app, threaded=False, request_handler=_Handler
-    )
+    server = _QueuedServer("127.0.0.1", port, app, handler=_Handler)
+    threading.Thread(target=server.serve_queue, daemon=True).start()
     threading.Thread(target=server.serve_forever, daemon=True).start()
     print(server.server_port, flush=True)
     parent = os.getppid()
