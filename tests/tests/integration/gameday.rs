@@ -56,6 +56,16 @@ fn two_hundred_devices_lose_their_region_and_rehome_without_the_claim() {
     // eu-west-1 made one auto-registration per re-homed device.
     let spent = &report["quotaUse"]["spent"]["eu-west-1"];
     assert_eq!(spent["autoRegistration"], 100, "{spent}");
+    // geoprov plan predicted the re-homing from the same fleet, rates and
+    // backoff: at least its floor (units over rates), p50 before p99.
+    let predicted = &report["prediction"];
+    let (p50, p99, all, floor) = (
+        predicted["p50Seconds"].as_f64().unwrap(),
+        predicted["p99Seconds"].as_f64().unwrap(),
+        predicted["allSeconds"].as_f64().unwrap(),
+        predicted["floorSeconds"].as_f64().unwrap(),
+    );
+    assert!(floor > 0.0 && p50 <= p99 && p99 <= all && all >= floor, "{predicted}");
     // The picture is a PNG.
     let png = std::fs::read(&picture).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
