@@ -65,7 +65,10 @@ fn two_hundred_devices_lose_their_region_and_rehome_without_the_claim() {
         predicted["allSeconds"].as_f64().unwrap(),
         predicted["floorSeconds"].as_f64().unwrap(),
     );
-    assert!(floor > 0.0 && p50 <= p99 && p99 <= all && all >= floor, "{predicted}");
+    assert!(
+        floor > 0.0 && p50 <= p99 && p99 <= all && all >= floor,
+        "{predicted}"
+    );
     // The picture is a PNG.
     let png = std::fs::read(&picture).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");

@@ -128,6 +128,22 @@ fn units_to_join(route: Route) -> Vec<(&'static str, u64)> {
     }
 }
 
+/// How a device of `route` gets working where it first lands.
+fn kind_to_join(route: Route) -> Kind {
+    match route {
+        Route::Jitr => Kind::Jitr,
+        Route::ClaimFleetCa | Route::ClaimAmazonCa => Kind::Claim,
+    }
+}
+
+/// How a device moved by a failover gets working in its new region.
+fn kind_to_move(route: Route) -> Kind {
+    match route {
+        Route::ClaimAmazonCa => Kind::Claim,
+        Route::ClaimFleetCa | Route::Jitr => Kind::Jitr,
+    }
+}
+
 /// What a device moved by a failover spends in its new region.
 fn units_to_move(route: Route) -> Vec<(&'static str, u64)> {
     match route {
@@ -418,10 +434,7 @@ pub fn plan(
                 devices: location.devices,
                 spend: units_to_join(location.route),
                 claim: location.route != Route::Jitr,
-                kind: match location.route {
-                    Route::Jitr => Kind::Jitr,
-                    Route::ClaimFleetCa | Route::ClaimAmazonCa => Kind::Claim,
-                },
+                kind: kind_to_join(location.route),
             });
     }
     phases.push(phase(
@@ -443,10 +456,7 @@ pub fn plan(
                 devices: location.devices,
                 spend: units_to_move(location.route),
                 claim: location.route == Route::ClaimAmazonCa,
-                kind: match location.route {
-                    Route::ClaimAmazonCa => Kind::Claim,
-                    Route::ClaimFleetCa | Route::Jitr => Kind::Jitr,
-                },
+                kind: kind_to_move(location.route),
             });
             // Back where its certificate is still registered and ACTIVE.
             failback.entry(from.clone()).or_default().push(Arrival {
