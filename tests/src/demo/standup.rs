@@ -532,7 +532,7 @@ fn start_emulators(
         }
         // Device activation's asynchronous queue is drained by as many
         // invocations at once as it has execution environments.
-        let concurrency = options.environments.to_string();
+        let concurrency = options.environments.max(1).to_string();
         let mut args = vec!["--async-concurrency", concurrency.as_str()];
         args.extend(options.emulator_args.iter().map(String::as_str));
         let emulator = Emulator::start_with_args(region, &config, &lambdas, dir.path(), &args);
