@@ -628,3 +628,47 @@ def template_facts(root: Path, python: str) -> dict:
                           str(root / "template.yaml"), str(root / "global.yaml")],
                          check=True, capture_output=True, text=True, cwd=root)
     return json.loads(out.stdout)
+
+
+def print_comparison(results: dict[str, list[dict]], unit: str) -> None:
+    """The Rust and Python contenders side by side over HTTPS and HTTP, one
+    row per figure; `unit` names one invocation ("decision", "activation")."""
+    rows = [("cold start p50 (ms)", "cold_start_ms"), ("init CPU p50 (ms)", "init_cpu_ms"),
+            ("first-invocation CPU p50 (ms)", "first_cpu_ms"),
+            (f"CPU per warm {unit} (ms)", "cpu_per_invocation_ms"),
+            ("warm p50 (ms)", "warm_p50_ms"), ("warm p99 (ms)", "warm_p99_ms"),
+            ("peak RSS (MiB)", "peak_rss_mib"), ("size (KiB)", "size_kib")]
+    print(f"| {'':<31}| {'HTTPS rust':>10} | {'HTTPS python':>12} | {'ratio':>6} "
+          f"| {'HTTP rust':>9} | {'HTTP python':>11} | {'ratio':>6} |")
+    print(f"|{'-' * 32}|{'-' * 12}:|{'-' * 14}:|{'-' * 7}:|{'-' * 11}:|{'-' * 13}:|{'-' * 7}:|")
+    for label, key in rows:
+        cells = []
+        for transport in ("https", "http"):
+            rust, python = results[transport]
+            ratio = python[key] / rust[key] if rust[key] else float("nan")
+            cells += [f"{rust[key]:.2f}", f"{python[key]:.2f}", f"{ratio:.1f}x"]
+        print(f"| {label:<31}| {cells[0]:>10} | {cells[1]:>12} | {cells[2]:>6} "
+              f"| {cells[3]:>9} | {cells[4]:>11} | {cells[5]:>6} |")
+
+
+def print_estimate(rust: dict, memory: int, architecture: str, aws_wait_ms: float, unit: str) -> list[dict]:
+    """The Lambda estimate of the Rust contender at each memory size (the
+    template's marked): init, first and warm wall clock, cost per million
+    warm invocations. Returns the rows."""
+    first_label, warm_label = f"first {unit} (ms)", f"warm {unit} (ms)"
+    print(f"| {'MemorySize (MB)':<16}| {'vCPU':>5} | {'init (ms)':>9} | {first_label:>{len(first_label)}} "
+          f"| {warm_label:>{len(warm_label)}} | {'$ per million warm':>18} |")
+    print(f"|{'-' * 17}|{'-' * 6}:|{'-' * 10}:|{'-' * (len(first_label) + 1)}:"
+          f"|{'-' * (len(warm_label) + 1)}:|{'-' * 19}:|")
+    estimates = []
+    for size in MEMORY_SIZES:
+        init = lambda_estimate(rust["init_cpu_ms"], size, 0, architecture)
+        first = lambda_estimate(rust["first_cpu_ms"], size, aws_wait_ms, architecture)
+        steady = lambda_estimate(rust["cpu_per_invocation_ms"], size, aws_wait_ms, architecture)
+        estimates.append({"memory_mb": size, "init_ms": init["wall_ms"], "first_ms": first["wall_ms"],
+                          "warm_ms": steady["wall_ms"], "cost_per_million_usd": steady["cost_per_million_usd"]})
+        mark = " (template)" if size == memory else ""
+        print(f"| {str(size) + mark:<16}| {init['vcpu_share']:>5.2f} | {init['wall_ms']:>9.1f} "
+              f"| {first['wall_ms']:>{len(first_label)}.1f} | {steady['wall_ms']:>{len(warm_label)}.1f} "
+              f"| {steady['cost_per_million_usd']:>18.3f} |")
+    return estimates

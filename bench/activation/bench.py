@@ -65,9 +65,9 @@ from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
-from lambda_bench import (MEMORY_SIZES, LocalCa, Stub, cold_start, dynamodb_answer,  # noqa: E402
-                          interleaved_cold_starts, iot_answer, iot_operation, lambda_estimate,
-                          registry_snapshot, template_facts, warm)
+from lambda_bench import (LocalCa, Stub, cold_start, dynamodb_answer,  # noqa: E402
+                          interleaved_cold_starts, iot_answer, iot_operation, print_comparison,
+                          print_estimate, registry_snapshot, template_facts, warm)
 from local_aws import aws_env  # noqa: E402
 
 WARM = int(os.environ.get("BENCH_INVOCATIONS", "2000"))
@@ -257,22 +257,7 @@ def main() -> int:
     print(f"\ndevice activation: Rust ({binary}) vs Python 3 + boto3, instant IoT and DynamoDB stubs on"
           f" 127.0.0.1, {os.cpu_count()} cores; {COLD} cold starts and {WARM} warm activations each;"
           f" {len(EXPECTED_CALLS)} calls, {ROUND_TRIPS} round trips an activation, the same for both")
-    rows = [("cold start p50 (ms)", "cold_start_ms"), ("init CPU p50 (ms)", "init_cpu_ms"),
-            ("first-invocation CPU p50 (ms)", "first_cpu_ms"),
-            ("CPU per warm activation (ms)", "cpu_per_invocation_ms"),
-            ("warm p50 (ms)", "warm_p50_ms"), ("warm p99 (ms)", "warm_p99_ms"),
-            ("peak RSS (MiB)", "peak_rss_mib"), ("size (KiB)", "size_kib")]
-    print(f"| {'':<31}| {'HTTPS rust':>10} | {'HTTPS python':>12} | {'ratio':>6} "
-          f"| {'HTTP rust':>9} | {'HTTP python':>11} | {'ratio':>6} |")
-    print(f"|{'-' * 32}|{'-' * 12}:|{'-' * 14}:|{'-' * 7}:|{'-' * 11}:|{'-' * 13}:|{'-' * 7}:|")
-    for label, key in rows:
-        cells = []
-        for transport in ("https", "http"):
-            rust, python = results[transport]
-            ratio = python[key] / rust[key] if rust[key] else float("nan")
-            cells += [f"{rust[key]:.2f}", f"{python[key]:.2f}", f"{ratio:.1f}x"]
-        print(f"| {label:<31}| {cells[0]:>10} | {cells[1]:>12} | {cells[2]:>6} "
-              f"| {cells[3]:>9} | {cells[4]:>11} | {cells[5]:>6} |")
+    print_comparison(results, "activation")
     for transport in ("https", "http"):
         for row in results[transport]:
             print(f"{transport} {row['name']}: activated {row['activated']} of {row['invocations_total']};"
@@ -290,20 +275,7 @@ def main() -> int:
     print(f"\nLambda estimate for the Rust activation over HTTPS ({architecture}): CPU x 1769/MemorySize;"
           f" an activation also waits ~{AWS_WAIT_MS:g} ms on IoT and DynamoDB (assumed: {ROUND_TRIPS} round"
           f" trips; BENCH_AWS_WAIT_MS)")
-    print(f"| {'MemorySize (MB)':<16}| {'vCPU':>5} | {'init (ms)':>9} | {'first activation (ms)':>21} "
-          f"| {'warm activation (ms)':>20} | {'$ per million warm':>18} |")
-    print(f"|{'-' * 17}|{'-' * 6}:|{'-' * 10}:|{'-' * 22}:|{'-' * 21}:|{'-' * 19}:|")
-    estimates = []
-    for size in MEMORY_SIZES:
-        init = lambda_estimate(rust["init_cpu_ms"], size, 0, architecture)
-        first = lambda_estimate(rust["first_cpu_ms"], size, AWS_WAIT_MS, architecture)
-        steady = lambda_estimate(rust["cpu_per_invocation_ms"], size, AWS_WAIT_MS, architecture)
-        estimates.append({"memory_mb": size, "init_ms": init["wall_ms"], "first_ms": first["wall_ms"],
-                          "warm_ms": steady["wall_ms"], "cost_per_million_usd": steady["cost_per_million_usd"]})
-        mark = " (template)" if size == memory else ""
-        print(f"| {str(size) + mark:<16}| {init['vcpu_share']:>5.2f} | {init['wall_ms']:>9.1f} "
-              f"| {first['wall_ms']:>21.1f} | {steady['wall_ms']:>20.1f} "
-              f"| {steady['cost_per_million_usd']:>18.3f} |")
+    estimates = print_estimate(rust, memory, architecture, AWS_WAIT_MS, "activation")
     out = RESULTS / "activation.json"
     out.write_text(json.dumps({"binary": str(binary), "calls": EXPECTED_CALLS, "round_trips": ROUND_TRIPS,
                                "results": results, "lambda_estimate": estimates, "aws_wait_ms": AWS_WAIT_MS,

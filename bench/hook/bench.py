@@ -36,8 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "bench"))
-from lambda_bench import (MEMORY_SIZES, LocalCa, Stub, dynamodb_answer, interleaved_cold_starts,  # noqa: E402
-                          lambda_estimate, registry_snapshot, template_facts, warm)
+from lambda_bench import (LocalCa, Stub, dynamodb_answer, interleaved_cold_starts,  # noqa: E402
+                          print_comparison, print_estimate, registry_snapshot, template_facts, warm)
 from local_aws import aws_env  # noqa: E402
 
 WARM = int(os.environ.get("BENCH_INVOCATIONS", "2000"))
@@ -113,22 +113,7 @@ def main() -> int:
 
     print(f"\npre-provisioning hook: release Rust vs Python 3 + boto3, instant DynamoDB stub on 127.0.0.1,"
           f" {os.cpu_count()} cores; {COLD} cold starts and {WARM} warm decisions each")
-    rows = [("cold start p50 (ms)", "cold_start_ms"), ("init CPU p50 (ms)", "init_cpu_ms"),
-            ("first-invocation CPU p50 (ms)", "first_cpu_ms"),
-            ("CPU per warm decision (ms)", "cpu_per_invocation_ms"),
-            ("warm p50 (ms)", "warm_p50_ms"), ("warm p99 (ms)", "warm_p99_ms"),
-            ("peak RSS (MiB)", "peak_rss_mib"), ("size (KiB)", "size_kib")]
-    print(f"| {'':<31}| {'HTTPS rust':>10} | {'HTTPS python':>12} | {'ratio':>6} "
-          f"| {'HTTP rust':>9} | {'HTTP python':>11} | {'ratio':>6} |")
-    print(f"|{'-' * 32}|{'-' * 12}:|{'-' * 14}:|{'-' * 7}:|{'-' * 11}:|{'-' * 13}:|{'-' * 7}:|")
-    for label, key in rows:
-        cells = []
-        for transport in ("https", "http"):
-            rust, python = results[transport]
-            ratio = python[key] / rust[key] if rust[key] else float("nan")
-            cells += [f"{rust[key]:.2f}", f"{python[key]:.2f}", f"{ratio:.1f}x"]
-        print(f"| {label:<31}| {cells[0]:>10} | {cells[1]:>12} | {cells[2]:>6} "
-              f"| {cells[3]:>9} | {cells[4]:>11} | {cells[5]:>6} |")
+    print_comparison(results, "decision")
     for transport in ("https", "http"):
         for row in results[transport]:
             print(f"{transport} {row['name']}: allowed {row['allowed']} of {row['invocations_total']};"
@@ -144,20 +129,7 @@ def main() -> int:
     rust = results["https"][0]
     print(f"\nLambda estimate for the Rust hook over HTTPS ({architecture}): CPU x 1769/MemorySize;"
           f" a warm decision also waits ~{AWS_WAIT_MS:g} ms on DynamoDB (assumed, BENCH_AWS_WAIT_MS)")
-    print(f"| {'MemorySize (MB)':<16}| {'vCPU':>5} | {'init (ms)':>9} | {'first decision (ms)':>19} "
-          f"| {'warm decision (ms)':>18} | {'$ per million warm':>18} |")
-    print(f"|{'-' * 17}|{'-' * 6}:|{'-' * 10}:|{'-' * 20}:|{'-' * 19}:|{'-' * 19}:|")
-    estimates = []
-    for size in MEMORY_SIZES:
-        init = lambda_estimate(rust["init_cpu_ms"], size, 0, architecture)
-        first = lambda_estimate(rust["first_cpu_ms"], size, AWS_WAIT_MS, architecture)
-        steady = lambda_estimate(rust["cpu_per_invocation_ms"], size, AWS_WAIT_MS, architecture)
-        estimates.append({"memory_mb": size, "init_ms": init["wall_ms"], "first_ms": first["wall_ms"],
-                          "warm_ms": steady["wall_ms"], "cost_per_million_usd": steady["cost_per_million_usd"]})
-        mark = " (template)" if size == memory else ""
-        print(f"| {str(size) + mark:<16}| {init['vcpu_share']:>5.2f} | {init['wall_ms']:>9.1f} "
-              f"| {first['wall_ms']:>19.1f} | {steady['wall_ms']:>18.1f} "
-              f"| {steady['cost_per_million_usd']:>18.3f} |")
+    estimates = print_estimate(rust, memory, architecture, AWS_WAIT_MS, "decision")
     out = RESULTS / "hook.json"
     out.write_text(json.dumps({"results": results, "lambda_estimate": estimates,
                                "aws_wait_ms": AWS_WAIT_MS, "architecture": architecture,
