@@ -58,22 +58,31 @@ PRICE_PER_MILLION_REQUESTS = 0.20
 MEMORY_SIZES = (128, 256, 512, 1024, 1769)
 
 
+def make_ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A P-256 CA valid for a day from five minutes ago: its key and
+    certificate."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                   .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                                  critical=True)
+                   .sign(key, hashes.SHA256()))
+    return key, certificate
+
+
 class LocalCa:
     """A CA and a 127.0.0.1 server certificate, made now, in `directory`."""
 
     def __init__(self, directory: Path):
         directory.mkdir(parents=True, exist_ok=True)
         now = datetime.datetime.now(datetime.timezone.utc)
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "geoprov bench local CA")])
-        ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-              .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-              .not_valid_before(now - datetime.timedelta(minutes=5))
-              .not_valid_after(now + datetime.timedelta(days=1))
-              .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-              .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-                             critical=True)
-              .sign(ca_key, hashes.SHA256()))
+        ca_key, ca = make_ca("geoprov bench local CA")
+        ca_name = ca.subject
         key = ec.generate_private_key(ec.SECP256R1())
         server = (x509.CertificateBuilder()
                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))

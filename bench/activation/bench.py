@@ -66,7 +66,7 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 from lambda_bench import (LocalCa, Stub, cold_start, dynamodb_answer,  # noqa: E402
-                          interleaved_cold_starts, iot_answer, iot_operation, print_comparison,
+                          interleaved_cold_starts, iot_answer, iot_operation, make_ca, print_comparison,
                           print_estimate, registry_snapshot, template_facts, warm)
 from local_aws import aws_env  # noqa: E402
 
@@ -100,14 +100,8 @@ class Fleet:
 
     def __init__(self, devices: int):
         now = datetime.datetime.now(datetime.timezone.utc)
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "geoprov bench fleet CA")])
-        ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-              .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-              .not_valid_before(now - datetime.timedelta(minutes=5))
-              .not_valid_after(now + datetime.timedelta(days=1))
-              .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-              .sign(ca_key, hashes.SHA256()))
+        ca_key, ca = make_ca("geoprov bench fleet CA")
+        ca_name = ca.subject
         self.ca_id = hashlib.sha256(ca.public_bytes(serialization.Encoding.DER)).hexdigest()
         self.certificates: dict[str, tuple[str, str]] = {}  # id -> (PEM, CA id)
         self.ids: list[str] = []
