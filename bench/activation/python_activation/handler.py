@@ -19,12 +19,13 @@ runtime would, on one kept-alive connection as Lambda's runtime interface
 client does, so both contenders are driven the same way."""
 import datetime
 import hashlib
-import http.client
 import json
 import os
+import sys
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import boto3
 from cryptography import x509
@@ -218,22 +219,7 @@ def handler(event, request_id):
     raise RuntimeError("the device changed on each of 3 attempts")
 
 
-def main():
-    api = os.environ["AWS_LAMBDA_RUNTIME_API"].removeprefix("http://")
-    runtime = http.client.HTTPConnection(api)
-    while True:
-        runtime.request("GET", "/2018-06-01/runtime/invocation/next")
-        resp = runtime.getresponse()
-        request_id = resp.headers["Lambda-Runtime-Aws-Request-Id"]
-        event = json.loads(resp.read())
-        try:
-            body, path = json.dumps(handler(event, request_id)).encode(), "response"
-        except Exception as e:  # the invocation fails and runs again, as geoprov's does
-            body, path = json.dumps({"errorType": type(e).__name__, "errorMessage": str(e)}).encode(), "error"
-        runtime.request("POST", f"/2018-06-01/runtime/invocation/{request_id}/{path}", body=body,
-                        headers={"Content-Type": "application/json"})
-        runtime.getresponse().read()
-
-
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from python_runtime import serve  # noqa: E402 - the runtime's loop, not part of the handler
+    serve(handler)

@@ -7,10 +7,11 @@ region's count under the quota, and the audit event). It runs its own Runtime AP
 would, on one kept-alive connection as Lambda's runtime interface client
 does, so both contenders are driven the same way."""
 import datetime
-import http.client
 import json
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 import os
+import sys
 
 import boto3
 
@@ -91,19 +92,7 @@ def handler(event, request_id):
         "Region": REGION, "ThingGroupName": "geoprov-devices", "model": "", "firmware": ""}}
 
 
-def main():
-    api = os.environ["AWS_LAMBDA_RUNTIME_API"].removeprefix("http://")
-    runtime = http.client.HTTPConnection(api)
-    while True:
-        runtime.request("GET", "/2018-06-01/runtime/invocation/next")
-        resp = runtime.getresponse()
-        request_id = resp.headers["Lambda-Runtime-Aws-Request-Id"]
-        event = json.loads(resp.read())
-        body = json.dumps(handler(event, request_id)).encode()
-        runtime.request("POST", f"/2018-06-01/runtime/invocation/{request_id}/response", body=body,
-                        headers={"Content-Type": "application/json"})
-        runtime.getresponse().read()
-
-
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from python_runtime import serve  # noqa: E402 - the runtime's loop, not part of the handler
+    serve(handler)
