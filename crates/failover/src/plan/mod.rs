@@ -372,10 +372,18 @@ fn raises(
     if candidates.is_empty() {
         return (Vec::new(), None);
     }
+    // A region with nothing raised keeps the time already simulated.
     let with = |raise: &[Raise]| {
-        arrivals
+        regions
             .iter()
-            .map(|(region, groups)| simulated(fleet, region, groups, start, raise).all_seconds)
+            .zip(arrivals)
+            .map(|(load, (region, groups))| {
+                if raise.iter().any(|r| &r.region == region) {
+                    simulated(fleet, region, groups, start, raise).all_seconds
+                } else {
+                    load.seconds
+                }
+            })
             .fold(0.0, f64::max)
     };
     let mut factor: f64 = 1.0;

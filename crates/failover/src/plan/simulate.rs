@@ -237,6 +237,12 @@ struct Device {
     call_failures: u32,
 }
 
+/// A delay uniform in `[0, min(cap, base·2ⁿ)]` after failure `n` (from 0),
+/// as geoprov's reference device draws it (`geoprov_device::Backoff`).
+fn full_jitter(base: f64, cap: f64, failures: u32, rng: &mut fastrand::Rng) -> f64 {
+    (base * 2f64.powi(failures.min(60) as i32)).min(cap) * rng.f64()
+}
+
 /// Microseconds, for the event queue's order.
 fn micros(seconds: f64) -> i64 {
     (seconds * 1e6).round() as i64
@@ -345,16 +351,17 @@ struct Sim<'a> {
 impl Sim<'_> {
     fn backoff(&self, failures: u32, rng: &mut fastrand::Rng) -> f64 {
         let b = self.behaviour;
-        let ceiling = (b.backoff_base_seconds * 2f64.powi(failures.min(60) as i32))
-            .min(b.backoff_cap_seconds);
-        ceiling * rng.f64()
+        full_jitter(b.backoff_base_seconds, b.backoff_cap_seconds, failures, rng)
     }
 
     fn call_backoff(&self, failures: u32, rng: &mut fastrand::Rng) -> f64 {
         let b = self.behaviour;
-        let ceiling = (b.call_backoff_base_seconds * 2f64.powi(failures.min(60) as i32))
-            .min(b.call_backoff_cap_seconds);
-        ceiling * rng.f64()
+        full_jitter(
+            b.call_backoff_base_seconds,
+            b.call_backoff_cap_seconds,
+            failures,
+            rng,
+        )
     }
 
     /// The device's first attempt in the region, and its failures so far.
